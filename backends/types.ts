@@ -1,0 +1,79 @@
+/**
+ * The Backend seam: how a datapath (vxlan, host-gw, udp, alloc, …) plugs
+ * into the agent. A backend registers (sets up its devices and acquires the
+ * lease through the agent), then turns the set of peer leases into kernel
+ * state with a pure desired-state function applied idempotently.
+ *
+ * @module
+ */
+
+import type { Logger } from "../api/log.ts";
+import type { Registry as Metrics } from "../api/metrics.ts";
+import type { Clock } from "../lease/clock.ts";
+import type { NetworkConfig } from "../lease/config.ts";
+import type { Lease, LeaseAttrs } from "../lease/types.ts";
+
+/** The host's external (underlay) interface, as picked from the flags. */
+export interface ExternalInterface {
+  /** Interface name, e.g. `eth0`. */
+  readonly name: string;
+  /** Kernel interface index (0 when unknown, e.g. in unit tests). */
+  readonly index: number;
+  /** Interface MTU. */
+  readonly mtu: number;
+  /** The IPv4 address on the interface (the VXLAN/UDP source). */
+  readonly ifaceAddr: string;
+  /** The address peers reach this host at (`--public-ip`, else `ifaceAddr`). */
+  readonly extAddr: string;
+  /** The IPv6 address on the interface, when IPv6 is enabled. */
+  readonly ifaceV6Addr?: string;
+  /** Public IPv6 address, when IPv6 is enabled. */
+  readonly extV6Addr?: string;
+}
+
+/** What the agent hands a backend when it registers. */
+export interface BackendContext {
+  readonly config: NetworkConfig;
+  readonly extIface: ExternalInterface;
+  /**
+   * Acquire this host's lease with the given attributes (the agent adds the
+   * previous-subnet hint and retries); call once the attributes are known.
+   */
+  acquire(attrs: LeaseAttrs, signal?: AbortSignal): Promise<Lease>;
+  /** This host's lease as the store last had it, if any (e.g. to keep a VtepMAC). */
+  readonly previousLease?: Lease;
+  readonly logger: Logger;
+  readonly metrics: Metrics;
+  readonly clock: Clock;
+  readonly signal: AbortSignal;
+}
+
+/** A registered network: this host's lease plus the means to reach peers. */
+export interface Network {
+  /** This host's lease. */
+  readonly lease: Lease;
+  /** MTU for pods (written to subnet.env as FLANNEL_MTU). */
+  readonly mtu: number;
+  /**
+   * Make the datapath match this set of peer leases (this host's own lease
+   * is never among them). Idempotent: what is already right is not touched.
+   * Peers of another backend type are skipped with a warning.
+   */
+  syncPeers(peers: readonly Lease[], signal?: AbortSignal): Promise<void>;
+  /**
+   * Background duties until `signal` aborts: watching kernel events and
+   * repairing what someone removed, packet loops. Resolves on abort; keeps
+   * the datapath in place (a restart must not drop traffic).
+   */
+  run(signal: AbortSignal): Promise<void>;
+  /** Why the datapath is not ready yet, or `null` when it is. */
+  notReadyReason?(): string | null;
+}
+
+/** A backend type. */
+export interface Backend {
+  /** Type name as in `Backend.Type`, e.g. `vxlan`. */
+  readonly type: string;
+  /** Set up devices, acquire the lease (via `ctx.acquire`), return the network. */
+  register(ctx: BackendContext): Promise<Network>;
+}

@@ -1,0 +1,385 @@
+/**
+ * A LeaseStore over any key-value registry with compare-and-swap create,
+ * TTLs and a revisioned watch — etcd v3 and the embedded file store. The
+ * registry speaks raw keys and JSON text; this layer owns flannel's record
+ * format, allocation with bounded retries, and re-lists after compaction.
+ *
+ * @module
+ */
+
+import * as v from "valibot";
+import type { Logger } from "../api/log.ts";
+import { nullLogger } from "../api/log.ts";
+import type { Registry as Metrics } from "../api/metrics.ts";
+import { backoff, type Clock, systemClock } from "./clock.ts";
+import {
+  findLeaseByPublicIP,
+  findLeaseBySubnet,
+  isIPv6SubnetCompatible,
+  isLeaseCompatible,
+  isSubnetCompatible,
+  pickFreeSubnet,
+} from "./alloc.ts";
+import { type NetworkConfig, parseNetworkConfig } from "./config.ts";
+import { formatIPv4Net, isIPv4, parseIPv6, parseSubnetKey, subnetKey } from "./ip.ts";
+import {
+  type AcquireRequest,
+  ConfigError,
+  encodeLeaseAttrs,
+  type Lease,
+  type LeaseAttrs,
+  LeaseConflictError,
+  type LeaseEvent,
+  type LeaseSnapshot,
+  type LeaseStore,
+} from "./types.ts";
+
+/** One stored lease record as the registry sees it. */
+export interface RawRecord {
+  /** Subnet key, e.g. `10.5.34.0-24`. */
+  readonly key: string;
+  /** JSON text of the attributes. */
+  readonly value: string;
+  /** Expiry in ms since the epoch; `null` = no TTL (a reservation). */
+  readonly expiration: number | null;
+}
+
+/** A raw change from a registry watch. */
+export type RawEvent =
+  | { readonly type: "put"; readonly record: RawRecord }
+  | { readonly type: "delete"; readonly key: string }
+  /** History needed to resume is gone: re-list. */
+  | { readonly type: "compacted" };
+
+/** Storage primitives a key-value registry provides (etcd, file). */
+export interface LeaseRegistry {
+  readonly name: string;
+  /** Where the config lives, for messages (e.g. `etcd key /coreos.com/network/config`). */
+  readonly configSource: string;
+  /** Text of the network config, or `null` when it does not exist. */
+  getConfig(signal?: AbortSignal): Promise<string | null>;
+  /** All lease records and the revision they were read at. */
+  list(signal?: AbortSignal): Promise<{ records: RawRecord[]; revision: number }>;
+  /**
+   * Create a record only if the key does not exist (etcd: `version(key) == 0`).
+   * `ttlMs` null = no expiry. Returns the expiry, or `false` when the key exists.
+   */
+  create(
+    key: string,
+    value: string,
+    ttlMs: number | null,
+    signal?: AbortSignal,
+  ): Promise<number | null | false>;
+  /** Create or overwrite a record; returns the expiry. */
+  put(
+    key: string,
+    value: string,
+    ttlMs: number | null,
+    signal?: AbortSignal,
+  ): Promise<number | null>;
+  /** Delete a record (no error when absent). */
+  delete(key: string, signal?: AbortSignal): Promise<void>;
+  /**
+   * Changes after `revision`, in batches, each with the revision it brings
+   * the reader to. Reconnects by itself; ends when `signal` aborts.
+   */
+  watch(
+    revision: number,
+    signal: AbortSignal,
+  ): AsyncIterable<{ events: RawEvent[]; revision: number }>;
+  close(): Promise<void>;
+}
+
+/** Options for {@link createKvLeaseStore}. */
+export interface KvLeaseStoreOptions {
+  /** TTL given to leases (flannel: 24 h). */
+  ttlMs?: number;
+  logger?: Logger;
+  metrics?: Metrics;
+  clock?: Clock;
+  random?: () => number;
+  /** Attempts when a create loses a race (flannel: 10, then exits). */
+  maxAttempts?: number;
+}
+
+const LeaseValue = v.object({
+  PublicIP: v.pipe(v.string(), v.check(isIPv4, "PublicIP must be an IPv4 address")),
+  PublicIPv6: v.optional(v.nullable(v.string())),
+  BackendType: v.optional(v.string()),
+  BackendData: v.optional(v.unknown()),
+  BackendV6Data: v.optional(v.unknown()),
+});
+
+/**
+ * Decode a stored record into a lease.
+ *
+ * @returns The lease, or an error message saying what is wrong with it.
+ */
+export function decodeRecord(record: RawRecord): Lease | string {
+  const sn = parseSubnetKey(record.key);
+  if (!sn) return `key ${JSON.stringify(record.key)} is not a subnet key like 10.5.34.0-24`;
+  let json: unknown;
+  try {
+    json = JSON.parse(record.value);
+  } catch {
+    return `value is not JSON: ${JSON.stringify(record.value.slice(0, 80))}`;
+  }
+  const parsed = v.safeParse(LeaseValue, json);
+  if (!parsed.success) {
+    const issue = parsed.issues[0];
+    const path = issue.path?.map((p) => p.key).join(".") ?? "";
+    return `value ${JSON.stringify(record.value.slice(0, 120))} is not a lease: ${
+      path ? path + ": " : ""
+    }${issue.message}`;
+  }
+  const o = parsed.output;
+  if (o.PublicIPv6) {
+    try {
+      parseIPv6(o.PublicIPv6);
+    } catch {
+      return `PublicIPv6 ${JSON.stringify(o.PublicIPv6)} is not an IPv6 address`;
+    }
+  }
+  const attrs: LeaseAttrs = {
+    publicIP: o.PublicIP,
+    publicIPv6: o.PublicIPv6 ?? null,
+    ...(o.BackendType !== undefined ? { backendType: o.BackendType } : {}),
+    ...(o.BackendData !== undefined ? { backendData: o.BackendData } : {}),
+    ...(o.BackendV6Data !== undefined ? { backendV6Data: o.BackendV6Data } : {}),
+  };
+  return { subnet: sn.subnet, ipv6Subnet: sn.ipv6Subnet, attrs, expiration: record.expiration };
+}
+
+/** Stable identity of a lease in a map: its subnet key. */
+export function leaseKey(lease: Pick<Lease, "subnet" | "ipv6Subnet">): string {
+  return subnetKey(lease.subnet, lease.ipv6Subnet);
+}
+
+/**
+ * Build a LeaseStore on a registry.
+ *
+ * @param registry The storage primitives.
+ * @param options TTL, logger, metrics, clock, randomness, retry bound.
+ * @returns The store.
+ */
+export function createKvLeaseStore(
+  registry: LeaseRegistry,
+  options: KvLeaseStoreOptions = {},
+): LeaseStore {
+  const ttlMs = options.ttlMs ?? 24 * 3600_000;
+  const log = options.logger ?? nullLogger;
+  const clock = options.clock ?? systemClock;
+  const random = options.random ?? Math.random;
+  const maxAttempts = options.maxAttempts ?? 100;
+  const malformed = options.metrics?.counter(
+    "weft_store_malformed_records_total",
+    "Lease records skipped because they could not be decoded",
+  );
+  const storeErrors = options.metrics?.counter(
+    "weft_store_errors_total",
+    "Failed requests to the lease store",
+  );
+  const warned = new Map<string, string>();
+
+  const decode = (record: RawRecord): Lease | null => {
+    const lease = decodeRecord(record);
+    if (typeof lease === "string") {
+      malformed?.inc({ store: registry.name });
+      // one warning per bad record value, not one per list
+      if (warned.get(record.key) !== record.value) {
+        warned.set(record.key, record.value);
+        log.warn("skipping malformed lease record", {
+          store: registry.name,
+          key: record.key,
+          reason: lease,
+        });
+      }
+      return null;
+    }
+    warned.delete(record.key);
+    return lease;
+  };
+
+  const counted = async <T>(p: Promise<T>): Promise<T> => {
+    try {
+      return await p;
+    } catch (e) {
+      if (!(e instanceof DOMException && e.name === "AbortError")) {
+        storeErrors?.inc({ store: registry.name });
+      }
+      throw e;
+    }
+  };
+
+  const list = async (signal?: AbortSignal): Promise<LeaseSnapshot> => {
+    const { records, revision } = await counted(registry.list(signal));
+    const leases: Lease[] = [];
+    for (const r of records) {
+      const l = decode(r);
+      if (l) leases.push(l);
+    }
+    return { leases, revision: String(revision) };
+  };
+
+  const tryAcquire = async (
+    config: NetworkConfig,
+    req: AcquireRequest,
+    signal?: AbortSignal,
+  ): Promise<Lease | null> => {
+    const { leases } = await list(signal);
+    const value = encodeLeaseAttrs(req.attrs);
+    const mine = findLeaseByPublicIP(leases, req.attrs.publicIP);
+    if (mine) {
+      if (isLeaseCompatible(config, mine)) {
+        const ttl = mine.expiration === null ? null : ttlMs;
+        const expiration = await counted(registry.put(leaseKey(mine), value, ttl, signal));
+        log.info("reusing this host's lease", {
+          subnet: formatIPv4Net(mine.subnet),
+          publicIP: req.attrs.publicIP,
+        });
+        return { ...mine, attrs: req.attrs, expiration };
+      }
+      log.warn("this host's lease does not fit the network config, deleting it", {
+        subnet: formatIPv4Net(mine.subnet),
+      });
+      await counted(registry.delete(leaseKey(mine), signal));
+    }
+    let choice: Pick<Lease, "subnet" | "ipv6Subnet"> | undefined;
+    const prev = req.previousSubnet;
+    if (prev && !findLeaseBySubnet(leases, prev)) {
+      if (
+        isSubnetCompatible(config, prev) && isIPv6SubnetCompatible(config, req.previousIPv6Subnet)
+      ) {
+        choice = { subnet: prev, ipv6Subnet: req.previousIPv6Subnet };
+      } else {
+        log.warn("previous subnet does not fit the network config, ignoring it", {
+          subnet: formatIPv4Net(prev),
+        });
+      }
+    }
+    choice ??= pickFreeSubnet(config, leases, random);
+    const expiration = await counted(registry.create(leaseKey(choice), value, ttlMs, signal));
+    if (expiration === false) return null;
+    return { subnet: choice.subnet, ipv6Subnet: choice.ipv6Subnet, attrs: req.attrs, expiration };
+  };
+
+  return {
+    name: registry.name,
+
+    async getNetworkConfig(signal) {
+      const text = await counted(registry.getConfig(signal));
+      if (text === null) {
+        throw new ConfigError(
+          `network config not found at ${registry.configSource}: write it first, e.g. ` +
+            (registry.name === "etcd"
+              ? `ETCDCTL_API=3 etcdctl put <prefix>/config '{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}' (it must be written with the etcd v3 API; v2 keys are invisible to v3)`
+              : `'{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}'`),
+        );
+      }
+      return parseNetworkConfig(text, {
+        source: registry.configSource,
+        onWarning: (m) => log.warn(m),
+      });
+    },
+
+    async acquire(config, req, signal) {
+      for (let attempt = 0; attempt < maxAttempts; attempt++) {
+        const lease = await tryAcquire(config, req, signal);
+        if (lease) {
+          log.info("lease acquired", {
+            subnet: formatIPv4Net(lease.subnet),
+            publicIP: req.attrs.publicIP,
+            attempts: attempt + 1,
+          });
+          return lease;
+        }
+        log.debug("lost a race for a subnet, retrying", { attempt: attempt + 1 });
+        await clock.sleep(Math.floor(random() * 20 * Math.min(attempt + 1, 5)), signal);
+      }
+      throw new LeaseConflictError(
+        `lost the race for a free subnet ${maxAttempts} times in a row: the store is busy with other hosts acquiring; try again`,
+      );
+    },
+
+    async renew(lease, signal) {
+      const ttl = lease.expiration === null ? null : ttlMs;
+      const expiration = await counted(
+        registry.put(leaseKey(lease), encodeLeaseAttrs(lease.attrs), ttl, signal),
+      );
+      return { ...lease, expiration };
+    },
+
+    async release(lease, signal) {
+      await counted(registry.delete(leaseKey(lease), signal));
+    },
+
+    list,
+
+    async *watch(revision, signal) {
+      let rev = Number(revision);
+      if (!Number.isSafeInteger(rev)) {
+        throw new TypeError(`Cannot watch from revision ${revision}: not a number`);
+      }
+      const known = new Map<string, Lease>();
+      let attempt = 0;
+      while (!signal.aborted) {
+        try {
+          for await (const batch of registry.watch(rev, signal)) {
+            attempt = 0;
+            const out: LeaseEvent[] = [];
+            let compacted = false;
+            for (const ev of batch.events) {
+              if (ev.type === "compacted") {
+                compacted = true;
+                break;
+              }
+              if (ev.type === "put") {
+                const lease = decode(ev.record);
+                if (lease) {
+                  known.set(ev.record.key, lease);
+                  out.push({ type: "added", lease });
+                }
+              } else {
+                const sn = parseSubnetKey(ev.key);
+                if (!sn) continue;
+                const lease = known.get(ev.key) ??
+                  { ...sn, attrs: { publicIP: "" }, expiration: null };
+                known.delete(ev.key);
+                out.push({ type: "removed", lease });
+              }
+            }
+            if (compacted) {
+              log.warn("lease watch fell behind the store's history, re-listing", {
+                store: registry.name,
+              });
+              const snap = await list(signal);
+              known.clear();
+              for (const l of snap.leases) known.set(leaseKey(l), l);
+              rev = Number(snap.revision);
+              yield [{ type: "snapshot", leases: snap.leases }];
+              break; // restart the registry watch from the new revision
+            }
+            rev = batch.revision;
+            if (out.length) yield out;
+          }
+        } catch (e) {
+          if (signal.aborted) return;
+          storeErrors?.inc({ store: registry.name });
+          const delay = backoff(attempt++, { random });
+          log.warn("lease watch failed, reconnecting", {
+            store: registry.name,
+            error: e as Error,
+            retryInMs: delay,
+          });
+          try {
+            await clock.sleep(delay, signal);
+          } catch {
+            return;
+          }
+        }
+      }
+    },
+
+    close: () => registry.close(),
+  };
+}
