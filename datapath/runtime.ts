@@ -150,6 +150,32 @@ export async function makePointerReader(): Promise<(address: number) => number> 
   throw new Error(`FFI is not available on ${runtimeName}`);
 }
 
+/**
+ * Make a function that returns the address of a typed array's first byte,
+ * for kernel structures that hold pointers (iovec, msghdr). The address stays
+ * valid while the array is alive; allocate such arrays from an explicit
+ * `new ArrayBuffer(n)` with n ≥ 4096 so neither engine moves them.
+ *
+ * @returns The address function.
+ * @throws {Error} When the runtime has no FFI.
+ * @example
+ * ```ts
+ * const addressOf = await makeAddressOf();
+ * const iov = new BigUint64Array(2);
+ * iov[0] = BigInt(addressOf(new Uint8Array(new ArrayBuffer(4096))));
+ * ```
+ */
+export async function makeAddressOf(): Promise<(view: ArrayBufferView) => number> {
+  if (g.Deno) {
+    return (view) => Number(g.Deno.UnsafePointer.value(g.Deno.UnsafePointer.of(view)));
+  }
+  if (g.Bun) {
+    const ffi = await import(bunFfiSpecifier);
+    return (view) => ffi.ptr(view);
+  }
+  throw new Error(`FFI is not available on ${runtimeName}`);
+}
+
 /** A running HTTP server. */
 export interface HttpServer {
   /** The port actually bound (useful with port 0). */
@@ -174,6 +200,8 @@ export async function serveHttp(options: {
   hostname: string;
   port: number;
   fetch: (request: Request) => Response | Promise<Response>;
+  /** Serve HTTPS with this PEM certificate chain and key (optional). */
+  tls?: { cert: string; key: string };
 }): Promise<HttpServer> {
   if (g.Deno) {
     let resolveListen: (port: number) => void = () => {};
@@ -181,6 +209,7 @@ export async function serveHttp(options: {
     const server = g.Deno.serve({
       hostname: options.hostname,
       port: options.port,
+      ...(options.tls ? { cert: options.tls.cert, key: options.tls.key } : {}),
       onListen: (addr: { port: number }) => resolveListen(addr.port),
     }, options.fetch);
     const port = await listening;
@@ -191,11 +220,16 @@ export async function serveHttp(options: {
       hostname: options.hostname,
       port: options.port,
       fetch: options.fetch,
+      ...(options.tls ? { tls: { cert: options.tls.cert, key: options.tls.key } } : {}),
     });
     return { port: server.port, shutdown: async () => void (await server.stop(true)) };
   }
   const http = await import("node:http");
-  const server = http.createServer(async (req, res) => {
+  const https = await import("node:https");
+  const handler = async (
+    req: import("node:http").IncomingMessage,
+    res: import("node:http").ServerResponse,
+  ) => {
     const chunks: Uint8Array[] = [];
     for await (const c of req) chunks.push(c as Uint8Array);
     const body = chunks.length ? new Blob(chunks as BlobPart[]) : undefined;
@@ -207,7 +241,10 @@ export async function serveHttp(options: {
     const response = await options.fetch(request);
     res.writeHead(response.status, Object.fromEntries(response.headers));
     res.end(new Uint8Array(await response.arrayBuffer()));
-  });
+  };
+  const server = options.tls
+    ? https.createServer({ cert: options.tls.cert, key: options.tls.key }, handler)
+    : http.createServer(handler);
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
     server.listen(options.port, options.hostname, () => resolve());

@@ -211,14 +211,27 @@ export function createKvLeaseStore(
     }
   };
 
-  const list = async (signal?: AbortSignal): Promise<LeaseSnapshot> => {
+  /** Leases, plus the subnets of malformed records (occupied all the same). */
+  const listAll = async (signal?: AbortSignal) => {
     const { records, revision } = await counted(registry.list(signal));
     const leases: Lease[] = [];
+    const occupied: Lease[] = [];
     for (const r of records) {
       const l = decode(r);
-      if (l) leases.push(l);
+      if (l) {
+        leases.push(l);
+        occupied.push(l);
+      } else {
+        const sn = parseSubnetKey(r.key);
+        if (sn) occupied.push({ ...sn, attrs: { publicIP: "" }, expiration: r.expiration });
+      }
     }
-    return { leases, revision: String(revision) };
+    return { leases, occupied, revision: String(revision) };
+  };
+
+  const list = async (signal?: AbortSignal): Promise<LeaseSnapshot> => {
+    const { leases, revision } = await listAll(signal);
+    return { leases, revision };
   };
 
   const tryAcquire = async (
@@ -226,7 +239,7 @@ export function createKvLeaseStore(
     req: AcquireRequest,
     signal?: AbortSignal,
   ): Promise<Lease | null> => {
-    const { leases } = await list(signal);
+    const { leases, occupied } = await listAll(signal);
     const value = encodeLeaseAttrs(req.attrs);
     const mine = findLeaseByPublicIP(leases, req.attrs.publicIP);
     if (mine) {
@@ -246,7 +259,7 @@ export function createKvLeaseStore(
     }
     let choice: Pick<Lease, "subnet" | "ipv6Subnet"> | undefined;
     const prev = req.previousSubnet;
-    if (prev && !findLeaseBySubnet(leases, prev)) {
+    if (prev && !findLeaseBySubnet(occupied, prev)) {
       if (
         isSubnetCompatible(config, prev) && isIPv6SubnetCompatible(config, req.previousIPv6Subnet)
       ) {
@@ -257,7 +270,7 @@ export function createKvLeaseStore(
         });
       }
     }
-    choice ??= pickFreeSubnet(config, leases, random);
+    choice ??= pickFreeSubnet(config, occupied, random);
     const expiration = await counted(registry.create(leaseKey(choice), value, ttlMs, signal));
     if (expiration === false) return null;
     return { subnet: choice.subnet, ipv6Subnet: choice.ipv6Subnet, attrs: req.attrs, expiration };

@@ -94,6 +94,11 @@ export interface LeaseStore {
   watch(revision: string, signal: AbortSignal): AsyncIterable<LeaseEvent[]>;
   /** Release connections. */
   close(): Promise<void>;
+  /**
+   * Why the store cannot give this host its lease yet (e.g. the Kubernetes
+   * node has no podCIDR), for `/readyz`; `null` when nothing is wrong.
+   */
+  status?(): string | null;
 }
 
 /**

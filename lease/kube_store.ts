@@ -1,0 +1,975 @@
+/**
+ * The Kubernetes lease store (`--kube-subnet-mgr`): this host's subnet is its
+ * Node's `spec.podCIDRs`, assigned by Kubernetes (kube-controller-manager
+ * `--allocate-node-cidrs`), and the lease attributes are published as
+ * flannel's node annotations through the `status` subresource, so weft can
+ * replace flannel in a DaemonSet without touching the cluster's state.
+ *
+ * Differences from the etcd/file stores, and why:
+ * - No TTL: a node's podCIDR is held for the node's life, so leases have
+ *   `expiration: null`; `renew` only republishes changed annotations and
+ *   checks the node and its podCIDR still exist (a deleted node or a changed
+ *   podCIDR is a `LeaseConflictError`).
+ * - No allocation: `acquire` waits (through a watch, not a poll) until the
+ *   node has a podCIDR, reporting why in {@link KubeLeaseStore.status};
+ *   with `exitOnMissingPodCidr` it fails at once, as flannel does.
+ * - `release` withdraws the node from the overlay (removes the
+ *   `kube-subnet-manager` and published annotations); the podCIDR itself
+ *   belongs to Kubernetes and stays.
+ *
+ * `@kubernetes/client-node` loads the kubeconfig / in-cluster service
+ * account (token rotation, exec and auth-provider plugins) and builds the
+ * typed requests; the bytes go through the runtime's own fetch (Deno's and
+ * Bun's native fetch, with the cluster CA), because the package's undici
+ * transport ignores the CA under Bun and crashes Deno on HTTP/2 shutdown.
+ * The package is imported on first use only: it costs 0.3–1.1 s and
+ * 55–90 MB, which the etcd and file modes should not pay.
+ *
+ * @module
+ */
+
+import { readFile } from "node:fs/promises";
+import process from "node:process";
+import type { Logger } from "../api/log.ts";
+import { nullLogger } from "../api/log.ts";
+import type { Registry as Metrics } from "../api/metrics.ts";
+import { createFetch } from "../datapath/runtime.ts";
+import { backoff, type Clock, systemClock } from "./clock.ts";
+import { type NetworkConfig, parseNetworkConfig } from "./config.ts";
+import { formatIPv4Net, formatIPv6Net, subnetKey } from "./ip.ts";
+import {
+  annotationKeys,
+  annotationUpdate,
+  checkPodCidrs,
+  DEFAULT_ANNOTATION_PREFIX,
+  type KubeAnnotationKeys,
+  type KubeNode,
+  networkAvailablePatch,
+  nodeToLease,
+  parseKubeNode,
+  podCidrsOf,
+} from "./kube_node.ts";
+import {
+  ConfigError,
+  encodeLeaseAttrs,
+  type Lease,
+  type LeaseAttrs,
+  LeaseConflictError,
+  type LeaseEvent,
+  type LeaseSnapshot,
+  type LeaseStore,
+  StoreUnavailableError,
+} from "./types.ts";
+
+/** flannel's default network config path in kube mode. */
+export const DEFAULT_NET_CONFIG_PATH = "/etc/kube-flannel/net-conf.json";
+
+/** Options for {@link createKubeLeaseStore}. */
+export interface KubeLeaseStoreOptions {
+  /** `--kubeconfig-file`; without it and without `apiUrl`, the in-cluster service account. */
+  kubeconfigFile?: string;
+  /** `--kube-api-url`: overrides the server (with the kubeconfig or in-cluster credentials). */
+  apiUrl?: string;
+  /** This node's name; default `NODE_NAME`, else the pod's `spec.nodeName` via `POD_NAME`/`POD_NAMESPACE`. */
+  nodeName?: string;
+  /** Environment to read NODE_NAME, POD_NAME, POD_NAMESPACE, KUBERNETES_SERVICE_HOST from (default process.env). */
+  env?: Readonly<Record<string, string | undefined>>;
+  /** `--kube-annotation-prefix` (default `flannel.alpha.coreos.com`). */
+  annotationPrefix?: string;
+  /** `--net-config-path` (default `/etc/kube-flannel/net-conf.json`). */
+  netConfigPath?: string;
+  /** Fail `acquire` at once when the node has no podCIDR (flannel's behaviour). */
+  exitOnMissingPodCidr?: boolean;
+  /** Set `NetworkUnavailable=False` in {@link KubeLeaseStore.markNetworkAvailable} (default true). */
+  setNodeCondition?: boolean;
+  logger?: Logger;
+  metrics?: Metrics;
+  clock?: Clock;
+  random?: () => number;
+  /** Prefix of the service account files (tests); default "" = /var/run/secrets/…. */
+  inClusterPathPrefix?: string;
+  /** Nodes per list page (default 500, as client-go's reflector). */
+  pageSize?: number;
+  /** Server-side watch timeout, seconds (default random 300–600, as client-go). */
+  watchTimeoutSeconds?: number;
+  /** Attempts for a write that fails with a 5xx or a network error (default 6). */
+  writeAttempts?: number;
+}
+
+/** What the node says about this host before it acquires. */
+export interface KubeNodeHints {
+  /** The lease the node's annotations describe (its backend data keeps the VtepMAC). */
+  readonly previousLease?: Lease;
+  /** `node-public-ip`: the operator's choice of public IP (flannel prefers it to --public-ip). */
+  readonly publicIP?: string;
+  /** `node-public-ipv6`. */
+  readonly publicIPv6?: string;
+}
+
+/** The Kubernetes LeaseStore, with its extras for the agent. */
+export interface KubeLeaseStore extends LeaseStore {
+  /** Why this host has no lease yet (e.g. no podCIDR), or `null`. */
+  status(): string | null;
+  /**
+   * Set the node's `NetworkUnavailable=False` condition (reason FlannelIsUp);
+   * call once the datapath is ready. A no-op when `setNodeCondition` is false.
+   *
+   * @throws {StoreUnavailableError} When the API server refuses or cannot be reached.
+   */
+  markNetworkAvailable(signal?: AbortSignal): Promise<void>;
+  /** This node's name (resolved from the environment or the pod on first use). */
+  nodeName(signal?: AbortSignal): Promise<string>;
+  /** What the node's annotations say about this host (stored MAC, operator-set public IP). */
+  nodeHints(signal?: AbortSignal): Promise<KubeNodeHints>;
+}
+
+// deno-lint-ignore no-explicit-any
+type K8s = any;
+
+interface Client {
+  readonly server: string;
+  readonly k8s: K8s;
+  // deno-lint-ignore no-explicit-any
+  readonly api: any;
+  readonly fetch: typeof fetch;
+  /** Authorization (and impersonation) headers for a raw request. */
+  headers(): Promise<Record<string, string>>;
+}
+
+/** A failed API call with its HTTP status (0 = no answer). */
+class ApiCallError extends StoreUnavailableError {
+  constructor(message: string, readonly code: number, options?: ErrorOptions) {
+    super(message, options);
+  }
+}
+
+const isAbort = (e: unknown) =>
+  e instanceof DOMException && (e.name === "AbortError" || e.name === "TimeoutError");
+
+/**
+ * Create the Kubernetes lease store. Nothing is loaded or contacted until
+ * the first call.
+ *
+ * @param options Where the API server and this node are, annotation prefix,
+ *   net-conf path, behaviour flags, and the injected logger/metrics/clock.
+ * @returns The store.
+ * @throws {ConfigError} When the annotation prefix is invalid.
+ * @example
+ * ```ts
+ * const store = createKubeLeaseStore({ kubeconfigFile: "/etc/kubernetes/kubelet.conf" });
+ * const config = await store.getNetworkConfig();
+ * const lease = await store.acquire(config, { attrs: { publicIP: "192.0.2.7" } });
+ * ```
+ */
+export function createKubeLeaseStore(options: KubeLeaseStoreOptions = {}): KubeLeaseStore {
+  const log = (options.logger ?? nullLogger).with({ store: "kube" });
+  const clock = options.clock ?? systemClock;
+  const random = options.random ?? Math.random;
+  const env = options.env ?? process.env;
+  const keys: KubeAnnotationKeys = annotationKeys(
+    options.annotationPrefix ?? DEFAULT_ANNOTATION_PREFIX,
+  );
+  const netConfigPath = options.netConfigPath ?? DEFAULT_NET_CONFIG_PATH;
+  const pageSize = options.pageSize ?? 500;
+  const writeAttempts = options.writeAttempts ?? 6;
+  const setCondition = options.setNodeCondition ?? true;
+  const malformed = options.metrics?.counter(
+    "weft_store_malformed_records_total",
+    "Lease records skipped because they could not be decoded",
+  );
+  const storeErrors = options.metrics?.counter(
+    "weft_store_errors_total",
+    "Failed requests to the lease store",
+  );
+  const closer = new AbortController();
+
+  let client: Promise<Client> | undefined;
+  let nodeNamePromise: Promise<string> | undefined;
+  let config: NetworkConfig | undefined;
+  let notReady: string | null = null;
+  let lastList: { revision: string; known: Map<string, Known> } | undefined;
+  const warned = new Map<string, string>();
+
+  interface Known {
+    readonly lease: Lease;
+    readonly fp: string;
+  }
+
+  const fingerprint = (l: Lease) => subnetKey(l.subnet, l.ipv6Subnet) + encodeLeaseAttrs(l.attrs);
+
+  // ---- client -----------------------------------------------------------
+
+  const connect = async (): Promise<Client> => {
+    const t0 = performance.now();
+    const k8s: K8s = await import("@kubernetes/client-node");
+    log.debug("loaded @kubernetes/client-node", { ms: Math.round(performance.now() - t0) });
+    const kc = new k8s.KubeConfig();
+    const inCluster = Boolean(env.KUBERNETES_SERVICE_HOST);
+    if (options.kubeconfigFile) {
+      try {
+        kc.loadFromFile(options.kubeconfigFile);
+      } catch (e) {
+        throw new ConfigError(
+          `cannot load --kubeconfig-file ${options.kubeconfigFile}: ${(e as Error).message}`,
+          "kubeconfig-file",
+          { cause: e },
+        );
+      }
+      if (!kc.getCurrentCluster()) {
+        throw new ConfigError(
+          `--kubeconfig-file ${options.kubeconfigFile} has no current context with a cluster: set current-context`,
+          "kubeconfig-file",
+        );
+      }
+    } else if (inCluster) {
+      kc.loadFromCluster(options.inClusterPathPrefix ?? "");
+      // client-node reads process.env; use the injected environment instead
+      const host = env.KUBERNETES_SERVICE_HOST!;
+      const port = env.KUBERNETES_SERVICE_PORT ?? "443";
+      const scheme = ["80", "8080", "8001"].includes(port) ? "http" : "https";
+      const cluster = kc.clusters[0];
+      kc.loadFromOptions({
+        clusters: [{
+          ...cluster,
+          server: `${scheme}://${host.includes(":") ? `[${host}]` : host}:${port}`,
+        }],
+        users: kc.users,
+        contexts: kc.contexts,
+        currentContext: kc.currentContext,
+      });
+    } else if (options.apiUrl) {
+      kc.loadFromClusterAndUser({ name: "api", server: options.apiUrl, skipTLSVerify: false }, {
+        name: "anonymous",
+      });
+    } else {
+      throw new ConfigError(
+        "cannot find the Kubernetes API: not running in a pod (KUBERNETES_SERVICE_HOST is unset) and neither --kubeconfig-file nor --kube-api-url was given; pass one of them",
+        "kubeconfig-file",
+      );
+    }
+    // --kube-api-url overrides the server; http:// needs no TLS settings
+    // (client-node refuses http unless skipTLSVerify is set).
+    const clusters = kc.clusters.map(
+      (c: { server: string; name: string; skipTLSVerify: boolean }) => {
+        const server = options.apiUrl && c.name === kc.getCurrentCluster().name
+          ? options.apiUrl
+          : c.server;
+        return { ...c, server, skipTLSVerify: server.startsWith("http:") ? true : c.skipTLSVerify };
+      },
+    );
+    kc.loadFromOptions({
+      clusters,
+      users: kc.users,
+      contexts: kc.contexts,
+      currentContext: kc.currentContext,
+    });
+    const server: string = kc.getCurrentCluster().server.replace(/\/+$/, "");
+    // deno-lint-ignore no-explicit-any
+    const tlsOpts: any = {};
+    try {
+      await kc.applyToHTTPSOptions(tlsOpts);
+    } catch (e) {
+      throw new ConfigError(
+        `cannot use the Kubernetes credentials for ${server}: ${(e as Error).message}`,
+        "kubeconfig-file",
+        { cause: e },
+      );
+    }
+    if (tlsOpts.rejectUnauthorized === false && server.startsWith("https:")) {
+      log.warn(
+        "insecure-skip-tls-verify is not supported; the server certificate is verified against the cluster CA",
+        { server },
+      );
+    }
+    const pem = (b: unknown) => (b ? String(b) : undefined);
+    const doFetch = server.startsWith("https:")
+      ? createFetch({ ca: pem(tlsOpts.ca), cert: pem(tlsOpts.cert), key: pem(tlsOpts.key) })
+      : fetch;
+    const httpApi = k8s.wrapHttpLibrary({
+      // deno-lint-ignore no-explicit-any
+      async send(req: any) {
+        const res = await doFetch(req.getUrl(), {
+          method: req.getHttpMethod(),
+          headers: req.getHeaders(),
+          body: req.getBody(),
+          signal: req.getSignal(),
+        });
+        const headers: Record<string, string> = {};
+        res.headers.forEach((value, name) => (headers[name] = value));
+        const text = await res.text();
+        return new k8s.ResponseContext(res.status, headers, {
+          text: () => Promise.resolve(text),
+          binary: () => Promise.resolve(new TextEncoder().encode(text)),
+        });
+      },
+    });
+    const configuration = k8s.createConfiguration({
+      baseServer: new k8s.ServerConfiguration(server, {}),
+      authMethods: { default: kc },
+      httpApi,
+    });
+    const api = new k8s.CoreV1Api(configuration);
+    const headers = async () => {
+      const ctx = new k8s.RequestContext(server, k8s.HttpMethod.GET);
+      await kc.applySecurityAuthentication(ctx);
+      return ctx.getHeaders() as Record<string, string>;
+    };
+    log.info("using the Kubernetes API", {
+      server,
+      inCluster: !options.kubeconfigFile && inCluster,
+    });
+    return { server, k8s, api, fetch: doFetch, headers };
+  };
+
+  const getClient = (): Promise<Client> => {
+    client ??= connect().catch((e) => {
+      client = undefined;
+      throw e;
+    });
+    return client;
+  };
+
+  /** Per-call options: abort signal and Content-Type, as client-node middleware. */
+  const callOpts = (c: Client, signal?: AbortSignal, contentType?: string) => ({
+    middleware: [{
+      // deno-lint-ignore no-explicit-any
+      pre: (ctx: any) => {
+        if (signal) ctx.setSignal(signal);
+        if (contentType) ctx.setHeaderParam("Content-Type", contentType);
+        return new c.k8s.Observable(Promise.resolve(ctx));
+      },
+      // deno-lint-ignore no-explicit-any
+      post: (res: any) => new c.k8s.Observable(Promise.resolve(res)),
+    }],
+    middlewareMergeStrategy: "append",
+  });
+
+  /** Turn a client-node or fetch failure into a StoreUnavailableError that says what to do. */
+  const apiError = (c: Client | undefined, what: string, e: unknown): Error => {
+    if (isAbort(e) || e instanceof ConfigError || e instanceof ApiCallError) return e as Error;
+    const server = c?.server ?? "the Kubernetes API";
+    const code = typeof (e as { code?: unknown })?.code === "number"
+      ? (e as { code: number }).code
+      : 0;
+    if (code === 0) {
+      storeErrors?.inc({ store: "kube" });
+      return new ApiCallError(
+        `${what}: cannot reach the Kubernetes API at ${server}: ${
+          (e as Error)?.message ?? String(e)
+        }`,
+        0,
+        { cause: e },
+      );
+    }
+    let message = "";
+    let reason = "";
+    const body = (e as { body?: unknown }).body;
+    try {
+      const s = typeof body === "string" ? JSON.parse(body) : body;
+      message = s?.message ?? "";
+      reason = s?.reason ?? "";
+    } catch {
+      message = String(body).slice(0, 200);
+    }
+    const hint = code === 401
+      ? ": the API server rejected the credentials; check the service account token or the kubeconfig user"
+      : code === 403
+      ? ": grant weft's service account the ClusterRole in examples/kube-flannel.yml (pods get; nodes get, list, watch; nodes/status patch)"
+      : "";
+    if (code !== 404 && code !== 409 && code !== 410) storeErrors?.inc({ store: "kube" });
+    return new ApiCallError(
+      `${what}: ${code}${reason ? " " + reason : ""}${message ? ": " + message : ""}${hint}`,
+      code,
+      { cause: e },
+    );
+  };
+
+  /** Run a write, retrying network errors, 429 and 5xx with backoff. */
+  const retrying = async <T>(
+    what: string,
+    fn: (c: Client) => Promise<T>,
+    signal?: AbortSignal,
+  ): Promise<T> => {
+    const c = await getClient();
+    for (let attempt = 0;; attempt++) {
+      try {
+        return await fn(c);
+      } catch (raw) {
+        const e = apiError(c, what, raw);
+        const code = e instanceof ApiCallError ? e.code : -1;
+        const transient = code === 0 || code === 429 || code >= 500;
+        if (!transient || attempt + 1 >= writeAttempts || signal?.aborted) throw e;
+        const delay = backoff(attempt, { random, base: 500, max: 8_000 });
+        log.warn("Kubernetes API call failed, retrying", { what, error: e, retryInMs: delay });
+        await clock.sleep(delay, signal);
+      }
+    }
+  };
+
+  // ---- node name --------------------------------------------------------
+
+  const resolveNodeName = async (signal?: AbortSignal): Promise<string> => {
+    if (options.nodeName) return options.nodeName;
+    if (env.NODE_NAME) return env.NODE_NAME;
+    const pod = env.POD_NAME, ns = env.POD_NAMESPACE;
+    if (!pod || !ns) {
+      throw new ConfigError(
+        "cannot tell which node this is: set NODE_NAME (downward API spec.nodeName), or POD_NAME and POD_NAMESPACE (metadata.name and metadata.namespace); see examples/kube-flannel.yml",
+        "NODE_NAME",
+      );
+    }
+    const p = await retrying(
+      `reading pod ${ns}/${pod}`,
+      (c) => c.api.readNamespacedPod({ name: pod, namespace: ns }, callOpts(c, signal)),
+      signal,
+    );
+    const name = (p as { spec?: { nodeName?: string } })?.spec?.nodeName;
+    if (!name) {
+      throw new ConfigError(
+        `pod ${ns}/${pod} has no spec.nodeName yet: it is not scheduled; set NODE_NAME instead`,
+        "NODE_NAME",
+      );
+    }
+    return name;
+  };
+
+  const nodeName = (signal?: AbortSignal): Promise<string> => {
+    nodeNamePromise ??= resolveNodeName(signal).catch((e) => {
+      nodeNamePromise = undefined;
+      throw e;
+    });
+    return nodeNamePromise;
+  };
+
+  // ---- decoding ---------------------------------------------------------
+
+  /** Warn once per node and reason, and count it. */
+  const skip = (name: string, reason: string) => {
+    if (warned.get(name) === reason) return;
+    warned.set(name, reason);
+    malformed?.inc({ store: "kube" });
+    log.warn("skipping node with malformed flannel data", { node: name, reason });
+  };
+
+  /** A node object (from a list or an event) as a lease, or null (skipped/not managed). */
+  const decode = (obj: unknown): { name: string; lease: Lease | null } | null => {
+    const node = parseKubeNode(obj);
+    if (typeof node === "string") {
+      const name = String((obj as { metadata?: { name?: unknown } })?.metadata?.name ?? "?");
+      skip(name, node);
+      return null;
+    }
+    const name = node.metadata.name;
+    const lease = nodeToLease(node, keys, config, netConfigPath);
+    if (typeof lease === "string") {
+      skip(name, lease);
+      return { name, lease: null };
+    }
+    warned.delete(name);
+    return { name, lease };
+  };
+
+  // ---- list -------------------------------------------------------------
+
+  /** List nodes page by page; `onItem` sees each raw node once. */
+  const listNodes = async (
+    c: Client,
+    onItem: (node: unknown) => void,
+    signal?: AbortSignal,
+    fieldSelector?: string,
+  ): Promise<string> => {
+    for (let restart = 0;; restart++) {
+      let cont: string | undefined;
+      try {
+        let revision = "";
+        do {
+          const page = await c.api.listNode(
+            { limit: pageSize, _continue: cont, fieldSelector },
+            callOpts(c, signal),
+          );
+          for (const item of page.items) onItem(item);
+          revision = page.metadata?.resourceVersion ?? "";
+          cont = page.metadata?._continue || undefined;
+        } while (cont);
+        return revision;
+      } catch (raw) {
+        const e = apiError(c, "listing nodes", raw);
+        // an expired continue token: start the list over (as client-go does)
+        if (e instanceof ApiCallError && e.code === 410 && cont !== undefined && restart < 3) {
+          log.info("node list was compacted while paging, starting over");
+          continue;
+        }
+        throw e;
+      }
+    }
+  };
+
+  const listKnown = async (signal?: AbortSignal) => {
+    const c = await getClient();
+    const known = new Map<string, Known>();
+    const revision = await listNodes(c, (item) => {
+      const d = decode(item);
+      if (d?.lease) known.set(d.name, { lease: d.lease, fp: fingerprint(d.lease) });
+    }, signal);
+    lastList = { revision, known };
+    return { revision, known };
+  };
+
+  const list = async (signal?: AbortSignal): Promise<LeaseSnapshot> => {
+    const { revision, known } = await listKnown(signal);
+    return { leases: [...known.values()].map((k) => k.lease), revision };
+  };
+
+  // ---- watch ------------------------------------------------------------
+
+  interface RawEvent {
+    type: string;
+    // deno-lint-ignore no-explicit-any
+    object: any;
+  }
+
+  /** Thrown when the server says the resourceVersion is too old. */
+  class Gone extends Error {}
+
+  /**
+   * One watch request: batches of events as they arrive. Ends when the
+   * server ends the stream; throws on errors (a 410 as {@link Gone}).
+   */
+  async function* watchStream(
+    c: Client,
+    query: Record<string, string>,
+    signal: AbortSignal,
+  ): AsyncGenerator<RawEvent[]> {
+    const url = new URL(c.server + "/api/v1/nodes");
+    url.searchParams.set("watch", "true");
+    for (const [k, val] of Object.entries(query)) url.searchParams.set(k, val);
+    const ac = new AbortController();
+    const onAbort = () => ac.abort(signal.reason);
+    signal.addEventListener("abort", onAbort, { once: true });
+    const timeoutMs = (Number(query.timeoutSeconds ?? 300) + 30) * 1000;
+    let lastData = clock.now();
+    const watchdog = (async () => {
+      while (!ac.signal.aborted) {
+        await clock.sleep(timeoutMs, ac.signal);
+        if (clock.now() - lastData >= timeoutMs) {
+          ac.abort(new DOMException("watch was silent too long", "TimeoutError"));
+        }
+      }
+    })().catch(() => {});
+    try {
+      const res = await c.fetch(url, { headers: await c.headers(), signal: ac.signal });
+      if (res.status === 410) {
+        await res.body?.cancel();
+        throw new Gone(`watch from resourceVersion ${query.resourceVersion} is too old`);
+      }
+      if (!res.ok || !res.body) {
+        const text = await res.text();
+        throw apiError(c, "watching nodes", { code: res.status, body: text });
+      }
+      const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buf = "";
+      try {
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) return;
+          lastData = clock.now();
+          buf += value;
+          const lines = buf.split("\n");
+          buf = lines.pop() ?? "";
+          const batch: RawEvent[] = [];
+          for (const line of lines) {
+            if (!line.trim()) continue;
+            try {
+              batch.push(JSON.parse(line));
+            } catch {
+              log.warn("ignoring an unreadable watch event", { line: line.slice(0, 120) });
+            }
+          }
+          if (batch.length) yield batch;
+        }
+      } finally {
+        await reader.cancel().catch(() => {});
+      }
+    } catch (e) {
+      if (e instanceof Gone || e instanceof ApiCallError || signal.aborted) throw e;
+      throw apiError(c, "watching nodes", e);
+    } finally {
+      signal.removeEventListener("abort", onAbort);
+      ac.abort();
+      await watchdog;
+    }
+  }
+
+  const watchTimeout = () =>
+    String(options.watchTimeoutSeconds ?? Math.round(300 * (1 + random())));
+
+  async function* watch(revision: string, signal: AbortSignal): AsyncGenerator<LeaseEvent[]> {
+    const both = AbortSignal.any([signal, closer.signal]);
+    let rv = revision;
+    const known = new Map<string, Known>(
+      lastList?.revision === revision ? lastList.known : undefined,
+    );
+    let attempt = 0;
+    const relist = async (): Promise<LeaseEvent[]> => {
+      const snap = await listKnown(both);
+      known.clear();
+      for (const [k, val] of snap.known) known.set(k, val);
+      rv = snap.revision;
+      return [{ type: "snapshot", leases: [...known.values()].map((k) => k.lease) }];
+    };
+    while (!both.aborted) {
+      try {
+        const c = await getClient();
+        const query = {
+          resourceVersion: rv,
+          allowWatchBookmarks: "true",
+          timeoutSeconds: watchTimeout(),
+        };
+        let gone = false;
+        for await (const batch of watchStream(c, query, both)) {
+          attempt = 0;
+          const out: LeaseEvent[] = [];
+          for (const ev of batch) {
+            const objRv = ev.object?.metadata?.resourceVersion;
+            if (ev.type === "BOOKMARK") {
+              if (objRv) rv = objRv;
+              continue;
+            }
+            if (ev.type === "ERROR") {
+              if (ev.object?.code === 410) {
+                gone = true;
+                break;
+              }
+              throw apiError(c, "watching nodes", {
+                code: ev.object?.code ?? 500,
+                body: ev.object,
+              });
+            }
+            if (objRv) rv = objRv;
+            const d = decode(ev.object);
+            if (!d) continue;
+            const prev = known.get(d.name);
+            if (ev.type === "DELETED" || !d.lease) {
+              if (prev) {
+                known.delete(d.name);
+                out.push({ type: "removed", lease: prev.lease });
+              }
+              continue;
+            }
+            const fp = fingerprint(d.lease);
+            if (prev?.fp === fp) continue; // a heartbeat or an unrelated field
+            if (
+              prev &&
+              subnetKey(prev.lease.subnet, prev.lease.ipv6Subnet) !==
+                subnetKey(d.lease.subnet, d.lease.ipv6Subnet)
+            ) {
+              out.push({ type: "removed", lease: prev.lease });
+            }
+            known.set(d.name, { lease: d.lease, fp });
+            out.push({ type: "added", lease: d.lease });
+          }
+          if (gone) break;
+          if (out.length) yield out;
+        }
+        if (gone) throw new Gone("too old resource version");
+        // a clean end (server timeout): resume from the last resourceVersion
+      } catch (caught) {
+        if (both.aborted) return;
+        let e = caught;
+        if (e instanceof Gone) {
+          log.warn("node watch fell behind the API server's history, re-listing", { from: rv });
+          try {
+            yield await relist();
+            continue;
+          } catch (le) {
+            if (both.aborted) return;
+            e = le;
+          }
+        }
+        const delay = backoff(attempt++, { random });
+        log.warn("node watch failed, reconnecting", { error: e as Error, retryInMs: delay });
+        try {
+          await clock.sleep(delay, both);
+        } catch {
+          return;
+        }
+      }
+    }
+  }
+
+  // ---- this node --------------------------------------------------------
+
+  const hasPodCidr = (n: KubeNode) => Boolean(n.spec?.podCIDRs?.length || n.spec?.podCIDR);
+
+  const setNotReady = (reason: string | null, level: "warn" | "info" = "warn") => {
+    if (reason !== null && reason !== notReady) log[level](reason);
+    notReady = reason;
+  };
+
+  /** Wait until this node exists and has a podCIDR, watching it (no polling). */
+  const waitForOwnNode = async (name: string, signal?: AbortSignal): Promise<KubeNode> => {
+    const both = signal ? AbortSignal.any([signal, closer.signal]) : closer.signal;
+    let attempt = 0;
+    for (;;) {
+      both.throwIfAborted();
+      try {
+        const c = await getClient();
+        let found: KubeNode | undefined;
+        let bad: string | undefined;
+        const rv = await listNodes(
+          c,
+          (item) => {
+            const n = parseKubeNode(item);
+            if (typeof n === "string") bad = n;
+            else found = n;
+          },
+          both,
+          `metadata.name=${name}`,
+        );
+        if (bad) throw new ApiCallError(`node ${name} from the API server is ${bad}`, 500);
+        if (found && hasPodCidr(found)) return found;
+        if (!found) {
+          setNotReady(
+            `node ${name} is not registered with the API server yet: waiting for it (is NODE_NAME the node's name as in kubectl get nodes?)`,
+          );
+        } else {
+          const msg = `node ${name} has no podCIDR yet (flannel: "pod cidr not assigned"): ` +
+            `podCIDRs are assigned by kube-controller-manager with --allocate-node-cidrs=true and --cluster-cidr ` +
+            `(kubeadm init --pod-network-cidr=<Network>), or set spec.podCIDR on the node yourself`;
+          if (options.exitOnMissingPodCidr) {
+            notReady = msg;
+            throw new ConfigError(`${msg}; not waiting because --exit-on-missing-podcidr is set`);
+          }
+          setNotReady(`${msg}; waiting for it`);
+        }
+        const query = {
+          resourceVersion: rv,
+          fieldSelector: `metadata.name=${name}`,
+          timeoutSeconds: watchTimeout(),
+        };
+        watching: for await (const batch of watchStream(c, query, both)) {
+          attempt = 0;
+          for (const ev of batch) {
+            if (ev.type === "ERROR") break watching;
+            if (ev.type !== "ADDED" && ev.type !== "MODIFIED") continue;
+            const n = parseKubeNode(ev.object);
+            if (typeof n !== "string" && n.metadata.name === name && hasPodCidr(n)) {
+              log.info("node got its podCIDR", { node: name, podCIDRs: n.spec?.podCIDRs ?? [] });
+              return n;
+            }
+          }
+        }
+      } catch (e) {
+        if (both.aborted || e instanceof ConfigError) throw e;
+        if (!(e instanceof Gone)) {
+          setNotReady(`waiting for node ${name}: ${(e as Error).message}`);
+          await clock.sleep(backoff(attempt++, { random }), both);
+        }
+      }
+    }
+  };
+
+  const readOwnNode = async (signal?: AbortSignal): Promise<KubeNode | null> => {
+    const name = await nodeName(signal);
+    try {
+      const raw = await retrying(
+        `reading node ${name}`,
+        (c) => c.api.readNode({ name }, callOpts(c, signal)),
+        signal,
+      );
+      const n = parseKubeNode(raw);
+      if (typeof n === "string") throw new StoreUnavailableError(`node ${name} is ${n}`);
+      return n;
+    } catch (e) {
+      if (e instanceof ApiCallError && e.code === 404) return null;
+      throw e;
+    }
+  };
+
+  const patchStatus = (name: string, body: unknown, what: string, signal?: AbortSignal) =>
+    retrying(
+      what,
+      (c) =>
+        c.api.patchNodeStatus(
+          { name, body },
+          callOpts(c, signal, "application/strategic-merge-patch+json"),
+        ),
+      signal,
+    );
+
+  /** Publish `attrs` on the node when its annotations differ; returns what peers see. */
+  const publish = async (
+    name: string,
+    node: KubeNode,
+    attrs: LeaseAttrs,
+    signal?: AbortSignal,
+  ): Promise<LeaseAttrs> => {
+    const { changes, published } = annotationUpdate(node.metadata.annotations ?? {}, attrs, keys);
+    const changed = Object.keys(changes);
+    if (changed.length) {
+      if (changes[keys.publicIP] && changes[keys.publicIP] !== attrs.publicIP) {
+        log.info("publishing the public IP from the node's overwrite annotation", {
+          publicIP: changes[keys.publicIP],
+          annotation: keys.publicIPOverwrite,
+        });
+      }
+      await patchStatus(
+        name,
+        { metadata: { annotations: changes } },
+        `patching node ${name}'s annotations`,
+        signal,
+      );
+      log.debug("node annotations updated", { node: name, keys: changed });
+    }
+    return published;
+  };
+
+  const leaseOf = (name: string, node: KubeNode, cfg: NetworkConfig, attrs: LeaseAttrs): Lease => {
+    const cidrs = podCidrsOf(node);
+    if (typeof cidrs === "string") throw new ConfigError(cidrs, "spec.podCIDRs");
+    const bad = checkPodCidrs(name, cidrs, cfg, netConfigPath);
+    if (bad) throw new ConfigError(bad, "Network");
+    if (!cidrs.v4) {
+      throw new ConfigError(
+        `node ${name} has no IPv4 podCIDR: IPv6-only networks are not supported yet`,
+        "EnableIPv4",
+      );
+    }
+    return {
+      subnet: cidrs.v4,
+      ...(cfg.enableIPv6 && cidrs.v6 ? { ipv6Subnet: cidrs.v6 } : {}),
+      attrs,
+      expiration: null,
+    };
+  };
+
+  return {
+    name: "kube",
+
+    async getNetworkConfig() {
+      let text: string;
+      try {
+        text = await readFile(netConfigPath, "utf8");
+      } catch (e) {
+        throw new ConfigError(
+          `cannot read the network config ${netConfigPath}: ${
+            (e as Error).message
+          }; mount the net-conf.json ConfigMap there (see examples/kube-flannel.yml) or pass --net-config-path`,
+          "net-config-path",
+          { cause: e },
+        );
+      }
+      config = parseNetworkConfig(text, {
+        source: netConfigPath,
+        onWarning: (m) => log.warn(m),
+      });
+      return config;
+    },
+
+    async acquire(cfg, req, signal) {
+      config = cfg;
+      const name = await nodeName(signal);
+      const node = await waitForOwnNode(name, signal);
+      const draft = leaseOf(name, node, cfg, req.attrs);
+      const attrs = await publish(name, node, req.attrs, signal);
+      notReady = null;
+      log.info("lease acquired from the node's podCIDR", {
+        node: name,
+        subnet: formatIPv4Net(draft.subnet),
+        ...(draft.ipv6Subnet ? { ipv6Subnet: formatIPv6Net(draft.ipv6Subnet) } : {}),
+        publicIP: attrs.publicIP,
+      });
+      return { ...draft, attrs };
+    },
+
+    async renew(lease, signal) {
+      const name = await nodeName(signal);
+      const node = await readOwnNode(signal);
+      if (!node) {
+        throw new LeaseConflictError(
+          `node ${name} no longer exists in the API server: its podCIDR ${
+            formatIPv4Net(lease.subnet)
+          } is gone; acquire again once the node is re-registered`,
+        );
+      }
+      const cidrs = podCidrsOf(node);
+      if (
+        typeof cidrs === "string" || !cidrs.v4 || cidrs.v4.ip !== lease.subnet.ip ||
+        cidrs.v4.prefixLen !== lease.subnet.prefixLen
+      ) {
+        throw new LeaseConflictError(
+          `node ${name}'s podCIDR changed from ${formatIPv4Net(lease.subnet)} to ${
+            typeof cidrs === "string" ? cidrs : JSON.stringify(cidrs.text)
+          }: acquire again`,
+        );
+      }
+      const attrs = await publish(name, node, lease.attrs, signal);
+      return { ...lease, attrs, expiration: null };
+    },
+
+    async release(_lease, signal) {
+      const name = await nodeName(signal);
+      const node = await readOwnNode(signal);
+      if (!node) return;
+      const ann = node.metadata.annotations ?? {};
+      const drop: Record<string, null> = {};
+      for (
+        const k of [
+          keys.subnetKubeManaged,
+          keys.backendType,
+          keys.backendData,
+          keys.backendV6Data,
+          keys.publicIP,
+          keys.publicIPv6,
+        ]
+      ) if (k in ann) drop[k] = null;
+      if (Object.keys(drop).length === 0) return;
+      await patchStatus(
+        name,
+        { metadata: { annotations: drop } },
+        `removing node ${name}'s flannel annotations`,
+        signal,
+      );
+      log.info("withdrew this node from the overlay", { node: name });
+    },
+
+    list,
+
+    watch,
+
+    status() {
+      return notReady ?? null;
+    },
+
+    async markNetworkAvailable(signal) {
+      if (!setCondition) return;
+      const name = await nodeName(signal);
+      await patchStatus(
+        name,
+        networkAvailablePatch(clock.now()),
+        `setting node ${name}'s NetworkUnavailable condition`,
+        signal,
+      );
+      log.info("node condition NetworkUnavailable=False set", { node: name });
+    },
+
+    nodeName,
+
+    async nodeHints(signal) {
+      const node = await readOwnNode(signal);
+      if (!node) return {};
+      const ann = node.metadata.annotations ?? {};
+      const lease = nodeToLease(node, keys, config, netConfigPath);
+      return {
+        ...(lease && typeof lease !== "string" ? { previousLease: lease } : {}),
+        ...(ann[keys.nodePublicIP] ? { publicIP: ann[keys.nodePublicIP] } : {}),
+        ...(ann[keys.nodePublicIPv6] ? { publicIPv6: ann[keys.nodePublicIPv6] } : {}),
+      };
+    },
+
+    close() {
+      closer.abort();
+      return Promise.resolve();
+    },
+  };
+}
