@@ -175,7 +175,11 @@ export function leaseStoreContract(
         const h = await makeHarness();
         try {
           if (!needs(h.capabilities)) {
-            await t.step({ name: "skipped: the store lacks this capability", ignore: true, fn: () => {} });
+            await t.step({
+              name: "skipped: the store lacks this capability",
+              ignore: true,
+              fn: () => {},
+            });
             return;
           }
           const open: ContractHarness["open"] = async (host, o) => {
@@ -329,7 +333,9 @@ export function leaseStoreContract(
     const added = events.filter((e) => e.type === "added");
     assert.ok(added.length >= 1, "added seen");
     assert.ok(
-      added.some((e) => e.type === "added" && (e.lease.attrs.backendData as { v?: number })?.v === 3),
+      added.some((e) =>
+        e.type === "added" && (e.lease.attrs.backendData as { v?: number })?.v === 3
+      ),
       "update seen as added with the new attributes",
     );
     assert.equal(replay(snap.leases, events).size, snap.leases.length);
@@ -412,28 +418,39 @@ export function leaseStoreContract(
     assert.ok(!final.has(formatIPv4Net(a.subnet)), "the released lease is not");
   });
 
-  test("reservations are honoured and never expire", (c) => c.reservations && c.ttl, async (h, open) => {
-    await h.writeReservation!("10.5.9.0/24", hostIP(5));
-    const ttl = Math.max(h.capabilities.minTtlMs ?? 1000, 1000);
-    const s = await open(0, { ttlMs: ttl });
-    const cfg: NetworkConfig = {
-      ...(await s.getNetworkConfig()),
-      subnetMin: parseIPv4("10.5.8.0"),
-      subnetMax: parseIPv4("10.5.9.0"),
-    };
-    const other = await s.acquire(cfg, { attrs: hostAttrs(0), previousSubnet: { ip: parseIPv4("10.5.9.0"), prefixLen: 24 } });
-    assert.equal(formatIPv4Net(other.subnet), "10.5.8.0/24", "the reserved subnet is not handed out");
-    const owner = await open(5, { ttlMs: ttl });
-    const mine = await owner.acquire(cfg, { attrs: hostAttrs(5) });
-    assert.equal(formatIPv4Net(mine.subnet), "10.5.9.0/24", "the reservation's host gets it");
-    assert.equal(mine.expiration, null, "still a reservation after reuse");
-    await sleep(ttl + 1500);
-    const { leases } = await s.list();
-    const kept = leases.find((l) => formatIPv4Net(l.subnet) === "10.5.9.0/24");
-    assert.ok(kept, "reservation outlives the TTL");
-    assert.equal(kept.expiration, null);
-    assert.ok(!leases.some((l) => l.subnet.ip === other.subnet.ip), "the ordinary lease expired");
-  });
+  test(
+    "reservations are honoured and never expire",
+    (c) => c.reservations && c.ttl,
+    async (h, open) => {
+      await h.writeReservation!("10.5.9.0/24", hostIP(5));
+      const ttl = Math.max(h.capabilities.minTtlMs ?? 1000, 1000);
+      const s = await open(0, { ttlMs: ttl });
+      const cfg: NetworkConfig = {
+        ...(await s.getNetworkConfig()),
+        subnetMin: parseIPv4("10.5.8.0"),
+        subnetMax: parseIPv4("10.5.9.0"),
+      };
+      const other = await s.acquire(cfg, {
+        attrs: hostAttrs(0),
+        previousSubnet: { ip: parseIPv4("10.5.9.0"), prefixLen: 24 },
+      });
+      assert.equal(
+        formatIPv4Net(other.subnet),
+        "10.5.8.0/24",
+        "the reserved subnet is not handed out",
+      );
+      const owner = await open(5, { ttlMs: ttl });
+      const mine = await owner.acquire(cfg, { attrs: hostAttrs(5) });
+      assert.equal(formatIPv4Net(mine.subnet), "10.5.9.0/24", "the reservation's host gets it");
+      assert.equal(mine.expiration, null, "still a reservation after reuse");
+      await sleep(ttl + 1500);
+      const { leases } = await s.list();
+      const kept = leases.find((l) => formatIPv4Net(l.subnet) === "10.5.9.0/24");
+      assert.ok(kept, "reservation outlives the TTL");
+      assert.equal(kept.expiration, null);
+      assert.ok(!leases.some((l) => l.subnet.ip === other.subnet.ip), "the ordinary lease expired");
+    },
+  );
 
   test("malformed records are skipped, not thrown", (c) => c.garbage, async (h, open) => {
     await h.writeGarbage!("10.5.3.0/24", "{not json");

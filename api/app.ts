@@ -1,0 +1,124 @@
+/**
+ * The status API (hono): `/healthz`, `/readyz`, `/metrics`, `/v1/lease`,
+ * `/v1/leases` and a small status page at `/`. Served only when
+ * `--healthz-port` is set, on `--healthz-ip` (127.0.0.1 by default).
+ *
+ * @module
+ */
+
+import { Hono } from "hono";
+import type { AgentStatus } from "../backends/agent.ts";
+import { formatIPv4Net, formatIPv6Net } from "../lease/ip.ts";
+import type { Lease } from "../lease/types.ts";
+import type { Registry as Metrics } from "./metrics.ts";
+
+/** A lease as the API shows it. */
+export interface LeaseView {
+  subnet: string;
+  ipv6Subnet?: string;
+  publicIP: string;
+  publicIPv6: string | null;
+  backendType: string | null;
+  backendData: unknown;
+  /** ISO time, or null for a lease that never expires. */
+  expiration: string | null;
+}
+
+/** Render a lease for the API. */
+export function leaseView(lease: Lease): LeaseView {
+  return {
+    subnet: formatIPv4Net(lease.subnet),
+    ...(lease.ipv6Subnet ? { ipv6Subnet: formatIPv6Net(lease.ipv6Subnet) } : {}),
+    publicIP: lease.attrs.publicIP,
+    publicIPv6: lease.attrs.publicIPv6 ?? null,
+    backendType: lease.attrs.backendType ?? null,
+    backendData: lease.attrs.backendData ?? null,
+    expiration: lease.expiration === null ? null : new Date(lease.expiration).toISOString(),
+  };
+}
+
+const escape = (s: string) =>
+  s.replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]!);
+
+/**
+ * Build the status app.
+ *
+ * @param source Where status and metrics come from (the agent and its registry).
+ * @returns A hono app; serve `app.fetch`, or test with `app.request("/readyz")`.
+ * @example
+ * ```ts
+ * const app = createStatusApp({ status: () => agent.status(), metrics });
+ * const res = await app.request("/healthz"); // 200
+ * ```
+ */
+export function createStatusApp(source: {
+  status(): AgentStatus;
+  metrics: Metrics;
+  version?: string;
+}): Hono {
+  const app = new Hono();
+  app.get("/healthz", (c) => c.text("ok\n"));
+  app.get("/readyz", (c) => {
+    const s = source.status();
+    return s.ready ? c.text("ok\n") : c.text(`not ready: ${s.reason}\n`, 503);
+  });
+  app.get("/metrics", (c) => {
+    return c.body(source.metrics.render(), 200, {
+      "content-type": "text/plain; version=0.0.4; charset=utf-8",
+    });
+  });
+  app.get("/v1/lease", (c) => {
+    const s = source.status();
+    if (!s.lease) return c.json({ error: `no lease yet: ${s.reason}` }, 503);
+    return c.json(leaseView(s.lease));
+  });
+  app.get("/v1/leases", (c) => {
+    const s = source.status();
+    return c.json({
+      self: s.lease ? leaseView(s.lease) : null,
+      peers: s.peers.map(leaseView).sort((a, b) => a.subnet.localeCompare(b.subnet)),
+    });
+  });
+  app.get("/v1/status", (c) => {
+    const s = source.status();
+    return c.json({
+      ready: s.ready,
+      reason: s.reason,
+      version: source.version ?? null,
+      store: s.storeName,
+      backend: s.backendType ?? null,
+      iface: s.extIface.name,
+      publicIP: s.extIface.extAddr,
+      network: s.config?.network ? formatIPv4Net(s.config.network) : null,
+      lease: s.lease ? leaseView(s.lease) : null,
+      peers: s.peers.length,
+    });
+  });
+  app.get("/", (c) => {
+    const s = source.status();
+    const rows = [
+      ...(s.lease ? [{ l: s.lease, self: true }] : []),
+      ...s.peers.map((l) => ({ l, self: false })),
+    ].map(({ l, self }) => {
+      const v = leaseView(l);
+      return `<tr${self ? ' class="self"' : ""}><td>${escape(v.subnet)}</td><td>${
+        escape(v.publicIP)
+      }</td><td>${escape(v.backendType ?? "")}</td><td>${
+        escape(v.expiration ?? "never")
+      }</td></tr>`;
+    }).join("");
+    return c.html(
+      `<!doctype html><meta charset="utf-8"><title>weft</title>` +
+        `<style>body{font:14px system-ui;margin:2em}td,th{padding:2px 10px;text-align:left}.self{font-weight:bold}</style>` +
+        `<h1>weft ${escape(source.version ?? "")}</h1>` +
+        `<p>${s.ready ? "ready" : `not ready: ${escape(s.reason ?? "")}`} · store ${
+          escape(s.storeName)
+        } · backend ${escape(s.backendType ?? "?")} · ${escape(s.extIface.name)} ${
+          escape(s.extIface.extAddr)
+        }</p>` +
+        `<table><tr><th>subnet</th><th>public IP</th><th>backend</th><th>expires</th></tr>${rows}</table>` +
+        `<p><a href="/metrics">metrics</a> · <a href="/v1/leases">/v1/leases</a></p>`,
+    );
+  });
+  return app;
+}

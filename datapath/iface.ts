@@ -1,0 +1,236 @@
+/**
+ * Picking the external (underlay) interface and public IP, as flannel's
+ * `--iface`, `--iface-regex`, `--iface-can-reach` and `--public-ip` do,
+ * defaulting to the interface of the default route. Reads the current
+ * network namespace through /sys/class/net, /proc/net/route and
+ * getifaddrs (node:os), so it works unchanged under `ip netns exec`.
+ *
+ * @module
+ */
+
+import * as fs from "node:fs";
+import * as os from "node:os";
+import type { ExternalInterface } from "../backends/types.ts";
+import { containsIPv4, isIPv4, parseIPv4 } from "../lease/ip.ts";
+
+/** One interface of this namespace. */
+export interface InterfaceInfo {
+  readonly name: string;
+  readonly index: number;
+  readonly mtu: number;
+  readonly up: boolean;
+  /** IPv4 addresses (dotted), in kernel order. */
+  readonly ipv4: string[];
+  /** Global IPv6 addresses. */
+  readonly ipv6: string[];
+}
+
+/** One IPv4 route from the main table. */
+export interface RouteEntry {
+  readonly iface: string;
+  readonly dst: number;
+  readonly prefixLen: number;
+  readonly metric: number;
+}
+
+/** Where interface facts come from (the real system, or a table in tests). */
+export interface InterfaceSource {
+  interfaces(): InterfaceInfo[];
+  routes(): RouteEntry[];
+}
+
+const readNum = (p: string): number => {
+  try {
+    return Number(fs.readFileSync(p, "utf8").trim());
+  } catch {
+    return 0;
+  }
+};
+
+/** The real system: /sys/class/net, getifaddrs, /proc/net/route. */
+export const systemInterfaces: InterfaceSource = {
+  interfaces() {
+    const addrs = os.networkInterfaces();
+    let names: string[] = [];
+    try {
+      names = fs.readdirSync("/sys/class/net");
+    } catch {
+      names = Object.keys(addrs);
+    }
+    return names.map((name) => {
+      const list = addrs[name] ?? [];
+      const flags = readNum(`/sys/class/net/${name}/flags`);
+      return {
+        name,
+        index: readNum(`/sys/class/net/${name}/ifindex`),
+        mtu: readNum(`/sys/class/net/${name}/mtu`) || 1500,
+        up: (flags & 1) === 1,
+        ipv4: list.filter((a) => a.family === "IPv4").map((a) => a.address),
+        ipv6: list.filter((a) => a.family === "IPv6" && !a.address.startsWith("fe80")).map((a) =>
+          a.address
+        ),
+      };
+    }).sort((a, b) => a.index - b.index);
+  },
+  routes() {
+    let text = "";
+    try {
+      text = fs.readFileSync("/proc/net/route", "utf8");
+    } catch {
+      return [];
+    }
+    return parseProcNetRoute(text);
+  },
+};
+
+/** Parse /proc/net/route (hex, host byte order = little-endian here). */
+export function parseProcNetRoute(text: string): RouteEntry[] {
+  const out: RouteEntry[] = [];
+  const le = (hex: string) => {
+    const n = parseInt(hex, 16) >>> 0;
+    return (((n & 0xff) << 24) | ((n >>> 8 & 0xff) << 16) | ((n >>> 16 & 0xff) << 8) |
+      (n >>> 24)) >>>
+      0;
+  };
+  for (const line of text.split("\n").slice(1)) {
+    const f = line.trim().split(/\s+/);
+    if (f.length < 8) continue;
+    const flags = parseInt(f[3], 16);
+    if (!(flags & 1)) continue; // RTF_UP
+    const mask = le(f[7]);
+    let prefixLen = 0;
+    for (let m = mask; m; m = (m << 1) >>> 0) prefixLen++;
+    out.push({ iface: f[0], dst: le(f[1]), prefixLen, metric: Number(f[6]) });
+  }
+  return out;
+}
+
+/** Flags that choose the external interface. */
+export interface InterfaceFlags {
+  /** `--iface`: names or IPs, tried in order. */
+  readonly iface?: readonly string[];
+  /** `--iface-regex`: patterns matched against names and IPs, after `iface`. */
+  readonly ifaceRegex?: readonly string[];
+  /** `--iface-can-reach`: the interface the route to this IP uses. */
+  readonly ifaceCanReach?: string;
+  /** `--public-ip`: what peers use to reach this host. */
+  readonly publicIP?: string;
+  /** `--public-ipv6`. */
+  readonly publicIPv6?: string;
+}
+
+/** No interface matches the flags; the message lists what exists. */
+export class InterfaceError extends Error {
+  override name = "InterfaceError";
+}
+
+/**
+ * Choose the external interface and public address.
+ *
+ * @param flags The interface flags.
+ * @param source Where to read interfaces and routes (default: this namespace).
+ * @returns The interface with its address and the public IP peers should use.
+ * @throws {InterfaceError} Naming the flag, its value and the interfaces that exist.
+ */
+export function pickExternalInterface(
+  flags: InterfaceFlags,
+  source: InterfaceSource = systemInterfaces,
+): ExternalInterface {
+  const all = source.interfaces();
+  const usable = all.filter((i) => i.ipv4.length > 0);
+  const known = () =>
+    all.map((i) => `${i.name}${i.ipv4.length ? ` (${i.ipv4.join(", ")})` : ""}`).join(", ") ||
+    "none";
+  const result = (i: InterfaceInfo, addr?: string): ExternalInterface => {
+    const ifaceAddr = addr ?? i.ipv4[0];
+    return {
+      name: i.name,
+      index: i.index,
+      mtu: i.mtu,
+      ifaceAddr,
+      extAddr: flags.publicIP || ifaceAddr,
+      ifaceV6Addr: i.ipv6[0],
+      extV6Addr: flags.publicIPv6 || i.ipv6[0],
+    };
+  };
+  if (flags.publicIP && !isIPv4(flags.publicIP)) {
+    throw new InterfaceError(
+      `--public-ip must be an IPv4 address: current value is ${JSON.stringify(flags.publicIP)}`,
+    );
+  }
+
+  for (const want of flags.iface ?? []) {
+    if (isIPv4(want)) {
+      const i = usable.find((x) => x.ipv4.includes(want));
+      if (i) return result(i, want);
+    } else {
+      const i = all.find((x) => x.name === want);
+      if (i && i.ipv4.length) return result(i);
+      if (i) {
+        throw new InterfaceError(
+          `--iface ${want}: the interface has no IPv4 address; add one or pick another (interfaces: ${known()})`,
+        );
+      }
+    }
+  }
+  for (const pattern of flags.ifaceRegex ?? []) {
+    let re: RegExp;
+    try {
+      re = new RegExp(pattern);
+    } catch (e) {
+      throw new InterfaceError(
+        `--iface-regex ${JSON.stringify(pattern)} is not a valid regular expression: ${
+          (e as Error).message
+        }`,
+      );
+    }
+    for (const i of usable) {
+      if (re.test(i.name)) return result(i);
+      const ip = i.ipv4.find((a) => re.test(a));
+      if (ip) return result(i, ip);
+    }
+  }
+  if ((flags.iface?.length ?? 0) + (flags.ifaceRegex?.length ?? 0) > 0) {
+    throw new InterfaceError(
+      `no interface matches ${
+        [
+          ...(flags.iface ?? []).map((x) => `--iface ${x}`),
+          ...(flags.ifaceRegex ?? []).map((x) => `--iface-regex ${x}`),
+        ].join(", ")
+      }; interfaces here: ${known()}`,
+    );
+  }
+
+  const routes = source.routes();
+  if (flags.ifaceCanReach) {
+    let target: number;
+    try {
+      target = parseIPv4(flags.ifaceCanReach);
+    } catch {
+      throw new InterfaceError(
+        `--iface-can-reach must be an IPv4 address: current value is ${
+          JSON.stringify(flags.ifaceCanReach)
+        }`,
+      );
+    }
+    const best = routes
+      .filter((r) => containsIPv4({ ip: r.dst, prefixLen: r.prefixLen }, target))
+      .sort((a, b) => b.prefixLen - a.prefixLen || a.metric - b.metric)[0];
+    const i = best && usable.find((x) => x.name === best.iface);
+    if (!i) {
+      throw new InterfaceError(
+        `--iface-can-reach ${flags.ifaceCanReach}: no route with an IPv4-addressed interface reaches it (interfaces: ${known()})`,
+      );
+    }
+    return result(i);
+  }
+
+  const def = routes.filter((r) => r.prefixLen === 0).sort((a, b) => a.metric - b.metric)[0];
+  const i = def && usable.find((x) => x.name === def.iface);
+  if (i) return result(i);
+  const fallback = usable.filter((x) => x.name !== "lo" && x.up);
+  if (fallback.length === 1) return result(fallback[0]);
+  throw new InterfaceError(
+    `cannot pick the external interface: there is no default route; name it with --iface <name|ip> or --iface-can-reach <peer ip> (interfaces: ${known()})`,
+  );
+}

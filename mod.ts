@@ -1,0 +1,56 @@
+/**
+ * weft — a flannel-compatible overlay network agent for Deno and Bun.
+ *
+ * Run it: `deno run -A mod.ts [flags]` or `bun mod.ts [flags]` (see
+ * `--help`). Use it as a library: the agent, the lease stores, the backends
+ * and the status API are exported below, each behind a narrow seam.
+ *
+ * @example
+ * ```ts
+ * import { createAgent, createFileLeaseStore, allocBackend, Registry, createLogger } from "./mod.ts";
+ * ```
+ *
+ * @module
+ */
+
+import process from "node:process";
+import { main } from "./api/cli.ts";
+
+export { main, VERSION } from "./api/cli.ts";
+export { createStatusApp, leaseView } from "./api/app.ts";
+export { parseFlags, UsageError } from "./api/flags.ts";
+export { createLogger, type Logger, memoryLogger, nullLogger } from "./api/log.ts";
+export { Registry } from "./api/metrics.ts";
+export {
+  type Agent,
+  type AgentDeps,
+  type AgentStatus,
+  createAgent,
+  type HostRules,
+} from "./backends/agent.ts";
+export { allocBackend } from "./backends/alloc.ts";
+export type { Backend, BackendContext, ExternalInterface, Network } from "./backends/types.ts";
+export { pickExternalInterface } from "./datapath/iface.ts";
+export type { Datapath } from "./datapath/types.ts";
+export { type Clock, FakeClock, systemClock } from "./lease/clock.ts";
+export { type NetworkConfig, parseNetworkConfig } from "./lease/config.ts";
+export { createFileLeaseStore } from "./lease/file_store.ts";
+export { createKvLeaseStore, type LeaseRegistry } from "./lease/kv_store.ts";
+export { renderSubnetEnv, writeSubnetEnv } from "./lease/subnet_env.ts";
+export {
+  ConfigError,
+  encodeLeaseAttrs,
+  type Lease,
+  type LeaseAttrs,
+  LeaseConflictError,
+  type LeaseEvent,
+  type LeaseStore,
+  PoolExhaustedError,
+  StoreUnavailableError,
+} from "./lease/types.ts";
+
+if (import.meta.main) {
+  process.exitCode = await main(process.argv.slice(2));
+  // Let pending handles close; force the exit in case a client library keeps one open.
+  setTimeout(() => process.exit(process.exitCode ?? 0), 200).unref?.();
+}
