@@ -24,7 +24,13 @@ import type { NetworkConfig } from "../lease/config.ts";
 import { equalIPv4Net, formatIPv4Net, type IPv4Net } from "../lease/ip.ts";
 import { leaseKey } from "../lease/kv_store.ts";
 import { readSubnetEnv, subnetEnvFor, writeSubnetEnv } from "../lease/subnet_env.ts";
-import { ConfigError, type Lease, type LeaseAttrs, type LeaseStore } from "../lease/types.ts";
+import {
+  ConfigError,
+  type Lease,
+  type LeaseAttrs,
+  LeaseConflictError,
+  type LeaseStore,
+} from "../lease/types.ts";
 import type { Backend, ExternalInterface, Network } from "./types.ts";
 
 /** Host-level rules the agent keeps in place (masquerade, forward). */
@@ -342,9 +348,8 @@ export function createAgent(deps: AgentDeps): Agent {
       if (lease.expiration !== null) {
         const left = lease.expiration - clock.now();
         const margin = Math.min(renewMargin, left / 2);
-        wait = failures
-          ? Math.min(backoff(failures, { max: maxBackoff, random }), Math.max(left, 0))
-          : left - margin;
+        // after a failed renewal retry with backoff (never a hot loop, even past expiry)
+        wait = failures ? backoff(failures, { max: maxBackoff, random }) : left - margin;
       }
       const ac = new AbortController();
       const onAbort = () => ac.abort();
@@ -398,6 +403,11 @@ export function createAgent(deps: AgentDeps): Agent {
       } catch (e) {
         if (signal.aborted) return;
         cRenew.inc({ result: "error" });
+        if (e instanceof LeaseConflictError) {
+          // the store says the lease is no longer ours (e.g. the node's podCIDR changed)
+          markLost(e.message);
+          continue;
+        }
         failures++;
         log.error("lease renewal failed, retrying", { error: e as Error, attempt: failures });
       }

@@ -21,7 +21,14 @@
  */
 
 import { type Logger, nullLogger } from "../api/log.ts";
-import { formatIPv4, formatIPv4Net, type IPv4Net, isIPv4, maskIPv4, parseIPv4 } from "../lease/ip.ts";
+import {
+  formatIPv4,
+  formatIPv4Net,
+  type IPv4Net,
+  isIPv4,
+  maskIPv4,
+  parseIPv4,
+} from "../lease/ip.ts";
 import type { Lease } from "../lease/types.ts";
 import {
   type Datapath,
@@ -41,8 +48,8 @@ import {
   readInstalled,
   repairLoop,
   Serial,
-  SkipWarner,
   type SkippedPeer,
+  SkipWarner,
   type SyncResult,
 } from "./peer_sync.ts";
 
@@ -68,12 +75,17 @@ export function hostGwDesiredState(
     if (lease.attrs.backendType !== "host-gw") {
       skipped.push({
         lease,
-        reason: `backend type is ${JSON.stringify(lease.attrs.backendType ?? "udp")}, not "host-gw"`,
+        reason: `backend type is ${
+          JSON.stringify(lease.attrs.backendType ?? "udp")
+        }, not "host-gw"`,
       });
       continue;
     }
     if (!isIPv4(lease.attrs.publicIP)) {
-      skipped.push({ lease, reason: `PublicIP ${JSON.stringify(lease.attrs.publicIP)} is not IPv4` });
+      skipped.push({
+        lease,
+        reason: `PublicIP ${JSON.stringify(lease.attrs.publicIP)} is not IPv4`,
+      });
       continue;
     }
     routes.push({ dst: lease.subnet, gateway: parseIPv4(lease.attrs.publicIP), index: extIndex });
@@ -127,6 +139,11 @@ async function registerHostGw(
     );
   }
   const network = ctx.config.network;
+  if (ctx.config.enableIPv6) {
+    log.warn(
+      "EnableIPv6 is set, but weft's host-gw backend programs IPv4 only; IPv6 peers get no routes",
+    );
+  }
   if (ext.extAddr !== ext.ifaceAddr) {
     throw new Error(
       `host-gw cannot start: the public IP ${ext.extAddr} differs from ${ext.name}'s address ${ext.ifaceAddr}, ` +

@@ -72,8 +72,8 @@ import {
   readInstalled,
   repairLoop,
   Serial,
-  SkipWarner,
   type SkippedPeer,
+  SkipWarner,
   type SyncResult,
 } from "./peer_sync.ts";
 
@@ -191,7 +191,10 @@ export function vxlanDesiredState(
       continue;
     }
     if (!isIPv4(lease.attrs.publicIP)) {
-      skipped.push({ lease, reason: `PublicIP ${JSON.stringify(lease.attrs.publicIP)} is not IPv4` });
+      skipped.push({
+        lease,
+        reason: `PublicIP ${JSON.stringify(lease.attrs.publicIP)} is not IPv4`,
+      });
       continue;
     }
     const publicIP = parseIPv4(lease.attrs.publicIP);
@@ -305,6 +308,11 @@ async function registerVxlan(
     );
   }
   const network = ctx.config.network;
+  if (ctx.config.enableIPv6) {
+    log.warn(
+      "EnableIPv6 is set, but weft's vxlan backend programs IPv4 only; IPv6 peers get no routes",
+    );
+  }
   const name = `flannel.${cfg.vni}`;
   const ext = ctx.extIface;
   if (!isIPv4(ext.ifaceAddr)) {
@@ -335,11 +343,12 @@ async function registerVxlan(
   const previous = ctx.previousLease?.attrs.backendType === "vxlan"
     ? parseVxlanLeaseData(ctx.previousLease.attrs.backendData)
     : undefined;
-  const vtepMac = (existing?.kind === "vxlan" && existing.mac && MAC_RE.test(existing.mac)
-    ? existing.mac
-    : undefined) ??
-    (previous && "vtepMac" in previous ? previous.vtepMac : undefined) ??
-    randomMac(options.random);
+  const vtepMac =
+    (existing?.kind === "vxlan" && existing.mac && MAC_RE.test(existing.mac)
+      ? existing.mac
+      : undefined) ??
+      (previous && "vtepMac" in previous ? previous.vtepMac : undefined) ??
+      randomMac(options.random);
 
   const spec = (): VxlanSpec => ({
     name,
@@ -394,7 +403,11 @@ async function registerVxlan(
       current = await ensureDevice(dp, spec(), log);
     }
     if (current.mac !== vtepMac) {
-      log.warn("restoring the VtepMAC of the vxlan device", { device: name, was: current.mac, mac: vtepMac });
+      log.warn("restoring the VtepMAC of the vxlan device", {
+        device: name,
+        was: current.mac,
+        mac: vtepMac,
+      });
       await dp.setLink(current.index, { mac: vtepMac });
     }
     if (current.mtu !== mtu) await dp.setLink(current.index, { mtu });
@@ -439,7 +452,9 @@ async function registerVxlan(
         }
         return null;
       case "address":
-        if (e.action === "del" && e.address.index === link.index && e.address.ip === lease.subnet.ip) {
+        if (
+          e.action === "del" && e.address.index === link.index && e.address.ip === lease.subnet.ip
+        ) {
           return `address ${formatIPv4(e.address.ip)}/32 was removed from ${name}`;
         }
         return null;
@@ -469,8 +484,12 @@ async function registerVxlan(
         if (e.fdb.index !== link.index) return null;
         const want = desired.fdb.find((f) => f.mac === e.fdb.mac);
         if (!want) return null;
-        if (e.action === "del" && e.fdb.dst === want.dst) return `fdb entry ${want.mac} was deleted`;
-        if (e.action === "new" && e.fdb.dst !== want.dst) return `fdb entry ${want.mac} was changed`;
+        if (e.action === "del" && e.fdb.dst === want.dst) {
+          return `fdb entry ${want.mac} was deleted`;
+        }
+        if (e.action === "new" && e.fdb.dst !== want.dst) {
+          return `fdb entry ${want.mac} was changed`;
+        }
         return null;
       }
       default:

@@ -204,12 +204,25 @@ export async function attachPod(options: AttachOptions): Promise<PodAttachment> 
       { cause: e },
     );
   }
-  const env = parseSubnetEnv(text, subnetFile);
-  if (!env.subnet || env.gateway === undefined) {
-    throw new AttachError(`Cannot attach ${options.netns}: ${subnetFile} has no FLANNEL_SUBNET (IPv4)`);
+  const env = parseSubnetEnv(text);
+  if (!env.subnet || env.mtu === undefined) {
+    throw new AttachError(
+      `Cannot attach ${options.netns}: ${subnetFile} lacks a valid ${
+        env.subnet ? "FLANNEL_MTU" : "FLANNEL_SUBNET (IPv4)"
+      }; it is written by the weft agent once it holds a lease`,
+    );
+  }
+  if (env.subnet.prefixLen > 30) {
+    throw new AttachError(
+      `Cannot attach ${options.netns}: subnet ${
+        formatIPv4Net(env.subnet)
+      } in ${subnetFile} is too small for pods (needs /30 or larger)`,
+    );
   }
   const subnet = env.subnet;
-  const gateway = formatIPv4(env.gateway);
+  // flannel writes the subnet's first address as FLANNEL_SUBNET: the bridge gateway
+  const gatewayIP = (subnet.ip + 1) >>> 0;
+  const gateway = formatIPv4(gatewayIP);
   const gatewayCidr = `${gateway}/${subnet.prefixLen}`;
   const hostVeth = hostVethName(path, ifname);
   await ensureBridge(exec, bridge, gatewayCidr, signal);
@@ -217,7 +230,7 @@ export async function attachPod(options: AttachOptions): Promise<PodAttachment> 
   const address = await allocateAddress({
     dir: options.ipamDir ?? DEFAULT_IPAM_DIR,
     subnet,
-    gateway: env.gateway,
+    gateway: gatewayIP,
     owner: { netns: path, ifname, hostVeth },
     signal,
   });
@@ -305,7 +318,11 @@ export async function detachPod(
   const del = await ip(exec, ["link", "del", hostVeth], options.signal);
   const gone = /Cannot find device|does not exist/.test(del.stderr);
   if (del.code !== 0 && !gone) {
-    throw fail(`Cannot delete ${hostVeth} of ${options.netns}`, ["ip", "link", "del", hostVeth], del);
+    throw fail(
+      `Cannot delete ${hostVeth} of ${options.netns}`,
+      ["ip", "link", "del", hostVeth],
+      del,
+    );
   }
   if (released || del.code === 0) {
     (options.logger ?? nullLogger).info("detached pod", {

@@ -182,7 +182,12 @@ export const datapathContract: readonly ContractCase[] = [
         [ip("10.5.4.0"), ip("192.0.2.4"), ext.index, false, 3],
       ]);
       // Replacing by destination repoints without duplicating.
-      await dp.replaceRoutes([{ dst: net("10.5.3.0/24"), gateway: ip("10.5.3.0"), index: vx.index, onlink: true }]);
+      await dp.replaceRoutes([{
+        dst: net("10.5.3.0/24"),
+        gateway: ip("10.5.3.0"),
+        index: vx.index,
+        onlink: true,
+      }]);
       const again = ours(await dp.listRoutes(), "10.5.3.0/24");
       assert.equal(again.length, 1);
       assert.equal(again[0].gateway, ip("10.5.3.0"));
@@ -193,7 +198,8 @@ export const datapathContract: readonly ContractCase[] = [
     },
   },
   {
-    name: "a gateway off every connected prefix needs onlink (ENETUNREACH) and devices must be up (ENETDOWN)",
+    name:
+      "a gateway off every connected prefix needs onlink (ENETUNREACH) and devices must be up (ENETDOWN)",
     fn: async (dp) => {
       const ext = await underlay(dp);
       const vx = await vxlan(dp, ext, false);
@@ -202,10 +208,18 @@ export const datapathContract: readonly ContractCase[] = [
         "ENETUNREACH",
       );
       const e = await rejectsWith(
-        dp.replaceRoutes([{ dst: net("10.5.2.0/24"), gateway: ip("10.5.2.0"), index: vx.index, onlink: true }]),
+        dp.replaceRoutes([{
+          dst: net("10.5.2.0/24"),
+          gateway: ip("10.5.2.0"),
+          index: vx.index,
+          onlink: true,
+        }]),
         "ENETDOWN",
       );
-      assert.match(e.message, /RTM_NEWROUTE replace 10\.5\.2\.0\/24 via 10\.5\.2\.0 dev \d+ onlink/);
+      assert.match(
+        e.message,
+        /RTM_NEWROUTE replace 10\.5\.2\.0\/24 via 10\.5\.2\.0 dev \d+ onlink/,
+      );
     },
   },
   {
@@ -224,7 +238,10 @@ export const datapathContract: readonly ContractCase[] = [
       } catch (e) {
         assert.ok(e instanceof NetlinkBatchError, String(e));
         assert.equal(e.code, "ENETUNREACH");
-        assert.deepEqual(e.errors.map((x) => x.request.split(" ")[2]), ["10.5.3.0/24", "10.5.5.0/24"]);
+        assert.deepEqual(e.errors.map((x) => x.request.split(" ")[2]), [
+          "10.5.3.0/24",
+          "10.5.5.0/24",
+        ]);
         assert.match(e.message, /2 of 4 netlink requests failed/);
       }
       assert.deepEqual(
@@ -237,9 +254,17 @@ export const datapathContract: readonly ContractCase[] = [
     name: "deleteRoutes removes by destination and tolerates absent routes",
     fn: async (dp) => {
       const ext = await underlay(dp);
-      await dp.replaceRoutes([{ dst: net("10.5.2.0/24"), gateway: ip("192.0.2.2"), index: ext.index }]);
+      await dp.replaceRoutes([{
+        dst: net("10.5.2.0/24"),
+        gateway: ip("192.0.2.2"),
+        index: ext.index,
+      }]);
       await dp.deleteRoutes([{ dst: net("10.5.2.0/24") }, { dst: net("10.5.9.0/24") }]);
-      await dp.deleteRoutes([{ dst: net("10.5.2.0/24"), gateway: ip("192.0.2.2"), index: ext.index }]);
+      await dp.deleteRoutes([{
+        dst: net("10.5.2.0/24"),
+        gateway: ip("192.0.2.2"),
+        index: ext.index,
+      }]);
       assert.deepEqual(ours(await dp.listRoutes(), "10.5.0.0/16"), []);
     },
   },
@@ -249,7 +274,11 @@ export const datapathContract: readonly ContractCase[] = [
       const ext = await underlay(dp);
       const routes: Route[] = [];
       for (let i = 0; i < 2500; i++) {
-        routes.push({ dst: { ip: (ip("10.64.0.0") + i * 256) >>> 0, prefixLen: 24 }, gateway: ip("192.0.2.2"), index: ext.index });
+        routes.push({
+          dst: { ip: (ip("10.64.0.0") + i * 256) >>> 0, prefixLen: 24 },
+          gateway: ip("192.0.2.2"),
+          index: ext.index,
+        });
       }
       await dp.replaceRoutes(routes);
       assert.equal(ours(await dp.listRoutes(), "10.64.0.0/10").length, 2500);
@@ -269,7 +298,9 @@ export const datapathContract: readonly ContractCase[] = [
       await dp.replaceNeighbours([n]);
       assert.deepEqual(await dp.listNeighbours(vx.index), [{ ...n, state: 0x80 }]);
       await dp.replaceNeighbours([{ ...n, mac: "02:00:00:00:00:03" }]);
-      assert.deepEqual((await dp.listNeighbours(vx.index)).map((x) => x.mac), ["02:00:00:00:00:03"]);
+      assert.deepEqual((await dp.listNeighbours(vx.index)).map((x) => x.mac), [
+        "02:00:00:00:00:03",
+      ]);
       await dp.deleteNeighbours([n]);
       await dp.deleteNeighbours([n]);
       assert.deepEqual(await dp.listNeighbours(vx.index), []);
@@ -300,9 +331,18 @@ export const datapathContract: readonly ContractCase[] = [
       const ext = await underlay(dp);
       const vx = await vxlan(dp, ext);
       await dp.addAddresses([{ index: vx.index, ip: ip("10.5.1.0"), prefixLen: 32 }]);
-      await dp.replaceNeighbours([{ index: vx.index, ip: ip("10.5.2.0"), mac: "02:00:00:00:00:02" }]);
+      await dp.replaceNeighbours([{
+        index: vx.index,
+        ip: ip("10.5.2.0"),
+        mac: "02:00:00:00:00:02",
+      }]);
       await dp.replaceFdb([{ index: vx.index, mac: "02:00:00:00:00:02", dst: ip("192.0.2.2") }]);
-      await dp.replaceRoutes([{ dst: net("10.5.2.0/24"), gateway: ip("10.5.2.0"), index: vx.index, onlink: true }]);
+      await dp.replaceRoutes([{
+        dst: net("10.5.2.0/24"),
+        gateway: ip("10.5.2.0"),
+        index: vx.index,
+        onlink: true,
+      }]);
       await dp.setLink(vx.index, { up: false });
       assert.deepEqual(ours(await dp.listRoutes(), "10.5.0.0/16"), []);
       assert.deepEqual(await dp.listNeighbours(vx.index), []);
@@ -316,9 +356,18 @@ export const datapathContract: readonly ContractCase[] = [
       const ext = await underlay(dp);
       const vx = await vxlan(dp, ext);
       await dp.addAddresses([{ index: vx.index, ip: ip("10.5.1.0"), prefixLen: 32 }]);
-      await dp.replaceNeighbours([{ index: vx.index, ip: ip("10.5.2.0"), mac: "02:00:00:00:00:02" }]);
+      await dp.replaceNeighbours([{
+        index: vx.index,
+        ip: ip("10.5.2.0"),
+        mac: "02:00:00:00:00:02",
+      }]);
       await dp.replaceFdb([{ index: vx.index, mac: "02:00:00:00:00:02", dst: ip("192.0.2.2") }]);
-      await dp.replaceRoutes([{ dst: net("10.5.2.0/24"), gateway: ip("10.5.2.0"), index: vx.index, onlink: true }]);
+      await dp.replaceRoutes([{
+        dst: net("10.5.2.0/24"),
+        gateway: ip("10.5.2.0"),
+        index: vx.index,
+        onlink: true,
+      }]);
       await dp.deleteLink(vx.index);
       await dp.deleteLink(vx.index);
       assert.equal(await dp.getLink("flannel.1"), null);
@@ -336,27 +385,56 @@ export const datapathContract: readonly ContractCase[] = [
       try {
         const ext = await underlay(dp);
         const vx = await vxlan(dp, ext);
-        await waitForEvent(it, (e) => e.kind === "link" && e.action === "new" && e.link.name === "flannel.1");
+        await waitForEvent(
+          it,
+          (e) => e.kind === "link" && e.action === "new" && e.link.name === "flannel.1",
+        );
         await dp.addAddresses([{ index: vx.index, ip: ip("10.5.1.0"), prefixLen: 32 }]);
-        await waitForEvent(it, (e) => e.kind === "address" && e.action === "new" && e.address.ip === ip("10.5.1.0"));
-        const route = { dst: net("10.5.2.0/24"), gateway: ip("10.5.2.0"), index: vx.index, onlink: true };
+        await waitForEvent(
+          it,
+          (e) => e.kind === "address" && e.action === "new" && e.address.ip === ip("10.5.1.0"),
+        );
+        const route = {
+          dst: net("10.5.2.0/24"),
+          gateway: ip("10.5.2.0"),
+          index: vx.index,
+          onlink: true,
+        };
         await dp.replaceRoutes([route]);
-        await waitForEvent(it, (e) => e.kind === "route" && e.action === "new" && e.route.dst.ip === ip("10.5.2.0"));
+        await waitForEvent(
+          it,
+          (e) => e.kind === "route" && e.action === "new" && e.route.dst.ip === ip("10.5.2.0"),
+        );
         await dp.deleteRoutes([route]);
         const del = await waitForEvent(it, (e) => e.kind === "route" && e.action === "del");
         assert.equal(del.kind === "route" && del.route.gateway, ip("10.5.2.0"));
         const n = { index: vx.index, ip: ip("10.5.2.0"), mac: "02:00:00:00:00:02" };
         await dp.replaceNeighbours([n]);
-        await waitForEvent(it, (e) => e.kind === "neighbour" && e.action === "new" && e.neighbour.ip === n.ip);
+        await waitForEvent(
+          it,
+          (e) => e.kind === "neighbour" && e.action === "new" && e.neighbour.ip === n.ip,
+        );
         await dp.deleteNeighbours([n]);
-        await waitForEvent(it, (e) => e.kind === "neighbour" && e.action === "del" && e.neighbour.ip === n.ip);
+        await waitForEvent(
+          it,
+          (e) => e.kind === "neighbour" && e.action === "del" && e.neighbour.ip === n.ip,
+        );
         const f = { index: vx.index, mac: "02:00:00:00:00:02", dst: ip("192.0.2.2") };
         await dp.replaceFdb([f]);
-        await waitForEvent(it, (e) => e.kind === "fdb" && e.action === "new" && e.fdb.mac === f.mac);
+        await waitForEvent(
+          it,
+          (e) => e.kind === "fdb" && e.action === "new" && e.fdb.mac === f.mac,
+        );
         await dp.deleteFdb([f]);
-        await waitForEvent(it, (e) => e.kind === "fdb" && e.action === "del" && e.fdb.dst === f.dst);
+        await waitForEvent(
+          it,
+          (e) => e.kind === "fdb" && e.action === "del" && e.fdb.dst === f.dst,
+        );
         await dp.deleteLink(vx.index);
-        await waitForEvent(it, (e) => e.kind === "link" && e.action === "del" && e.link.index === vx.index);
+        await waitForEvent(
+          it,
+          (e) => e.kind === "link" && e.action === "del" && e.link.index === vx.index,
+        );
       } finally {
         ac.abort();
         await it.return?.();
@@ -372,6 +450,20 @@ export const datapathContract: readonly ContractCase[] = [
       ac.abort();
       const r = await next;
       assert.equal(r.done, true);
+    },
+  },
+  {
+    name: "close ends event iterables and later calls reject",
+    fn: async (dp) => {
+      const ac = new AbortController();
+      const it = dp.events(ac.signal)[Symbol.asyncIterator]();
+      const next = it.next();
+      dp.close();
+      const r = await next;
+      assert.equal(r.done, true);
+      await assert.rejects(dp.listLinks(), /closed/);
+      await assert.rejects(dp.createBridge({ name: "br9" }), /closed/);
+      ac.abort();
     },
   },
 ];

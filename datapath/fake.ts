@@ -69,6 +69,10 @@ export interface FakeLinkSpec {
 const ENODEV = 19, EEXIST = 17, ENETDOWN = 100, ENETUNREACH = 101, ESRCH = 3, ENOENT = 2;
 const EADDRNOTAVAIL = 99;
 
+function routeKey(r: Required<Route>): string {
+  return `${r.table}/${r.dst.ip}/${r.dst.prefixLen}/${r.metric}`;
+}
+
 function sameNet(a: IPv4Net, b: IPv4Net): boolean {
   return a.ip === b.ip && a.prefixLen === b.prefixLen;
 }
@@ -105,10 +109,11 @@ export class FakeDatapath implements Datapath {
   #links = new Map<number, Link>();
   #nextIndex = 1;
   #addresses: Address[] = [];
-  #routes: Required<Route>[] = [];
-  #neighbours: Neighbour[] = [];
-  #fdb: FdbEntry[] = [];
+  #routes = new Map<string, Required<Route>>();
+  #neighbours = new Map<string, Neighbour>();
+  #fdb = new Map<string, FdbEntry>();
   #subscribers = new Set<(e: DatapathEvent) => void>();
+  #stops = new Set<() => void>();
   #closed = false;
   #failures: { method: string; code: number }[] = [];
   #random: () => number;
@@ -189,6 +194,13 @@ export class FakeDatapath implements Datapath {
     }
   }
 
+  #read<T>(method: string, fn: () => T): Promise<T> {
+    return Promise.resolve().then(() => {
+      this.#checkOpen(method);
+      return fn();
+    });
+  }
+
   #checkOpen(method: string): void {
     if (this.#closed) throw new Error(`Cannot call ${method}: the datapath is closed`);
   }
@@ -204,16 +216,18 @@ export class FakeDatapath implements Datapath {
   }
 
   getLink(nameOrIndex: string | number): Promise<Link | null> {
-    this.#checkOpen("getLink");
-    const l = typeof nameOrIndex === "number"
-      ? this.#links.get(nameOrIndex)
-      : this.#byName(nameOrIndex);
-    return Promise.resolve(l ?? null);
+    return this.#read("getLink", () => {
+      const l = typeof nameOrIndex === "number"
+        ? this.#links.get(nameOrIndex)
+        : this.#byName(nameOrIndex);
+      return (l ?? null);
+    });
   }
 
   listLinks(): Promise<Link[]> {
-    this.#checkOpen("listLinks");
-    return Promise.resolve([...this.#links.values()]);
+    return this.#read("listLinks", () => {
+      return [...this.#links.values()];
+    });
   }
 
   #create(link: Omit<Link, "index">, describe: string): Link {
@@ -287,10 +301,12 @@ export class FakeDatapath implements Datapath {
   }
 
   #linkDown(index: number): void {
-    this.#routes = this.#routes.filter((r) => r.index !== index);
-    const [gone, kept] = partition(this.#neighbours, (n) => n.index === index);
-    this.#neighbours = kept;
-    for (const n of gone) this.#emit({ kind: "neighbour", action: "del", neighbour: n });
+    for (const [k, r] of this.#routes) if (r.index === index) this.#routes.delete(k);
+    for (const [k, n] of this.#neighbours) {
+      if (n.index !== index) continue;
+      this.#neighbours.delete(k);
+      this.#emit({ kind: "neighbour", action: "del", neighbour: n });
+    }
   }
 
   deleteLink(index: number): Promise<void> {
@@ -299,9 +315,11 @@ export class FakeDatapath implements Datapath {
       const l = this.#links.get(index);
       if (!l) return;
       this.#linkDown(index);
-      const [fdbGone, fdbKept] = partition(this.#fdb, (e) => e.index === index);
-      this.#fdb = fdbKept;
-      for (const e of fdbGone) this.#emit({ kind: "fdb", action: "del", fdb: e });
+      for (const [k, e] of this.#fdb) {
+        if (e.index !== index) continue;
+        this.#fdb.delete(k);
+        this.#emit({ kind: "fdb", action: "del", fdb: e });
+      }
       const [addrGone, addrKept] = partition(this.#addresses, (a) => a.index === index);
       this.#addresses = addrKept;
       for (const a of addrGone) this.#emit({ kind: "address", action: "del", address: a });
@@ -314,10 +332,11 @@ export class FakeDatapath implements Datapath {
   }
 
   listAddresses(index?: number): Promise<Address[]> {
-    this.#checkOpen("listAddresses");
-    return Promise.resolve(
-      this.#addresses.filter((a) => index === undefined || a.index === index).map((a) => ({ ...a })),
-    );
+    return this.#read("listAddresses", () => {
+      return (this.#addresses.filter((a) => index === undefined || a.index === index).map((a) => ({
+        ...a,
+      })));
+    });
   }
 
   addAddresses(addresses: readonly Address[]): Promise<void> {
@@ -365,14 +384,13 @@ export class FakeDatapath implements Datapath {
   }
 
   listRoutes(filter: RouteFilter = {}): Promise<Route[]> {
-    this.#checkOpen("listRoutes");
-    const table = filter.table ?? RT_TABLE_MAIN;
-    return Promise.resolve(
-      [...this.#routes, ...this.#connectedRoutes()]
+    return this.#read("listRoutes", () => {
+      const table = filter.table ?? RT_TABLE_MAIN;
+      return ([...this.#routes.values(), ...this.#connectedRoutes()]
         .filter((r) => (table === 0 || r.table === table))
         .filter((r) => filter.index === undefined || r.index === filter.index)
-        .map((r) => ({ ...r, dst: { ...r.dst } })),
-    );
+        .map((r) => ({ ...r, dst: { ...r.dst } })));
+    });
   }
 
   replaceRoutes(routes: readonly Route[]): Promise<void> {
@@ -398,11 +416,7 @@ export class FakeDatapath implements Datapath {
       const l = this.#link(index!, req.describe());
       if (!l.up) throw new NetlinkError(ENETDOWN, req.describe(), "Nexthop device is not up");
       const stored = { ...r, index };
-      const i = this.#routes.findIndex((x) =>
-        x.table === r.table && sameNet(x.dst, r.dst) && x.metric === r.metric
-      );
-      if (i >= 0) this.#routes[i] = stored;
-      else this.#routes.push(stored);
+      this.#routes.set(routeKey(r), stored);
       this.#emit({ kind: "route", action: "new", route: stored });
     });
   }
@@ -411,23 +425,29 @@ export class FakeDatapath implements Datapath {
     return this.#batch("deleteRoutes", routes, (r0) => {
       const req = deleteRouteRequest(r0);
       const r = normRoute(r0);
-      const i = this.#routes.findIndex((x) =>
+      const matches = (x: Required<Route>) =>
         x.table === r.table && sameNet(x.dst, r.dst) &&
         (r.gateway === null || x.gateway === r.gateway) &&
         (r.index === null || x.index === r.index) &&
-        (!r0.metric || x.metric === r0.metric)
-      );
-      if (i < 0) throw new NetlinkError(ESRCH, req.describe());
-      const [gone] = this.#routes.splice(i, 1);
+        (!r0.metric || x.metric === r0.metric);
+      let key: string | undefined = routeKey(r);
+      const direct = this.#routes.get(key);
+      if (!direct || !matches(direct)) {
+        key = [...this.#routes].find(([, x]) => matches(x))?.[0];
+      }
+      if (key === undefined) throw new NetlinkError(ESRCH, req.describe());
+      const gone = this.#routes.get(key)!;
+      this.#routes.delete(key);
       this.#emit({ kind: "route", action: "del", route: gone });
     }, new Set([ESRCH]));
   }
 
   listNeighbours(index?: number): Promise<Neighbour[]> {
-    this.#checkOpen("listNeighbours");
-    return Promise.resolve(
-      this.#neighbours.filter((n) => index === undefined || n.index === index).map((n) => ({ ...n })),
-    );
+    return this.#read("listNeighbours", () => {
+      return [...this.#neighbours.values()]
+        .filter((n) => index === undefined || n.index === index)
+        .map((n) => ({ ...n }));
+    });
   }
 
   replaceNeighbours(neighbours: readonly Neighbour[]): Promise<void> {
@@ -435,11 +455,10 @@ export class FakeDatapath implements Datapath {
       const req = replaceNeighbourRequest(n);
       this.#link(n.index, req.describe());
       const stored = { index: n.index, ip: n.ip, mac: n.mac, state: n.state ?? NUD_PERMANENT };
-      const i = this.#neighbours.findIndex((x) => x.index === n.index && x.ip === n.ip);
-      const old = i >= 0 ? this.#neighbours[i] : undefined;
+      const key = `${n.index}/${n.ip}`;
+      const old = this.#neighbours.get(key);
       if (old && old.mac === stored.mac && old.state === stored.state) return;
-      if (i >= 0) this.#neighbours[i] = stored;
-      else this.#neighbours.push(stored);
+      this.#neighbours.set(key, stored);
       this.#emit({ kind: "neighbour", action: "new", neighbour: stored });
     });
   }
@@ -448,18 +467,20 @@ export class FakeDatapath implements Datapath {
     return this.#batch("deleteNeighbours", neighbours, (n) => {
       const req = deleteNeighbourRequest(n);
       this.#link(n.index, req.describe());
-      const i = this.#neighbours.findIndex((x) => x.index === n.index && x.ip === n.ip);
-      if (i < 0) throw new NetlinkError(ENOENT, req.describe());
-      const [gone] = this.#neighbours.splice(i, 1);
+      const key = `${n.index}/${n.ip}`;
+      const gone = this.#neighbours.get(key);
+      if (!gone) throw new NetlinkError(ENOENT, req.describe());
+      this.#neighbours.delete(key);
       this.#emit({ kind: "neighbour", action: "del", neighbour: gone });
     }, new Set([ENOENT, ENODEV]));
   }
 
   listFdb(index?: number): Promise<FdbEntry[]> {
-    this.#checkOpen("listFdb");
-    return Promise.resolve(
-      this.#fdb.filter((e) => index === undefined || e.index === index).map((e) => ({ ...e })),
-    );
+    return this.#read("listFdb", () => {
+      return [...this.#fdb.values()]
+        .filter((e) => index === undefined || e.index === index)
+        .map((e) => ({ ...e }));
+    });
   }
 
   #addFdb(e: FdbEntry, mode: "append" | "replace"): void {
@@ -467,13 +488,10 @@ export class FakeDatapath implements Datapath {
     const l = this.#link(e.index, req.describe());
     if (l.kind !== "vxlan") throw new NetlinkError(95, req.describe());
     const stored = { index: e.index, mac: e.mac, dst: e.dst, state: e.state ?? NUD_PERMANENT };
-    const i = this.#fdb.findIndex((x) => x.index === e.index && x.mac === e.mac);
-    if (i >= 0) {
-      if (mode === "append" || this.#fdb[i].dst === e.dst) return;
-      this.#fdb[i] = stored;
-    } else {
-      this.#fdb.push(stored);
-    }
+    const key = `${e.index}/${e.mac}`;
+    const old = this.#fdb.get(key);
+    if (old && (mode === "append" || old.dst === e.dst)) return;
+    this.#fdb.set(key, stored);
     this.#emit({ kind: "fdb", action: "new", fdb: stored });
   }
 
@@ -489,11 +507,12 @@ export class FakeDatapath implements Datapath {
     return this.#batch("deleteFdb", entries, (e) => {
       const req = deleteFdbRequest(e);
       this.#link(e.index, req.describe());
-      const i = this.#fdb.findIndex((x) =>
-        x.index === e.index && x.mac === e.mac && (e.dst === null || x.dst === e.dst)
-      );
-      if (i < 0) throw new NetlinkError(ENOENT, req.describe());
-      const [gone] = this.#fdb.splice(i, 1);
+      const key = `${e.index}/${e.mac}`;
+      const gone = this.#fdb.get(key);
+      if (!gone || (e.dst !== null && gone.dst !== e.dst)) {
+        throw new NetlinkError(ENOENT, req.describe());
+      }
+      this.#fdb.delete(key);
       this.#emit({ kind: "fdb", action: "del", fdb: gone });
     }, new Set([ENOENT, ENODEV]));
   }
@@ -537,19 +556,21 @@ export class FakeDatapath implements Datapath {
     };
     if (!done) {
       subs.add(push);
+      this.#stops.add(stop);
       signal.addEventListener("abort", stop, { once: true });
     }
-    const self = this;
+    const stops = this.#stops;
     return (async function* () {
       try {
         for (;;) {
           while (queue.length > 0) yield queue.shift()!;
-          if (done || self.#closed) return;
+          if (done) return;
           await new Promise<void>((r) => (wake = r));
           wake = undefined;
         }
       } finally {
         signal.removeEventListener("abort", stop);
+        stops.delete(stop);
         stop();
       }
     })();
@@ -562,7 +583,8 @@ export class FakeDatapath implements Datapath {
 
   close(): void {
     this.#closed = true;
-    for (const s of [...this.#subscribers]) s({ kind: "overrun" });
+    for (const stop of [...this.#stops]) stop();
+    this.#stops.clear();
     this.#subscribers.clear();
   }
 
@@ -570,18 +592,24 @@ export class FakeDatapath implements Datapath {
   describe(): string {
     const lines: string[] = [];
     for (const l of this.#links.values()) {
-      lines.push(`link ${l.index} ${l.name} ${l.kind ?? "-"} mtu ${l.mtu} ${l.mac} ${l.up ? "up" : "down"}`);
-    }
-    for (const a of this.#addresses) lines.push(`addr ${formatIPv4(a.ip)}/${a.prefixLen} dev ${a.index}`);
-    for (const r of this.#routes) {
       lines.push(
-        `route ${formatIPv4Net(r.dst)}${r.gateway !== null ? ` via ${formatIPv4(r.gateway)}` : ""} dev ${r.index}${
-          r.onlink ? " onlink" : ""
-        }`,
+        `link ${l.index} ${l.name} ${l.kind ?? "-"} mtu ${l.mtu} ${l.mac} ${l.up ? "up" : "down"}`,
       );
     }
-    for (const n of this.#neighbours) lines.push(`neigh ${formatIPv4(n.ip)} ${n.mac} dev ${n.index}`);
-    for (const e of this.#fdb) {
+    for (const a of this.#addresses) {
+      lines.push(`addr ${formatIPv4(a.ip)}/${a.prefixLen} dev ${a.index}`);
+    }
+    for (const r of this.#routes.values()) {
+      lines.push(
+        `route ${formatIPv4Net(r.dst)}${
+          r.gateway !== null ? ` via ${formatIPv4(r.gateway)}` : ""
+        } dev ${r.index}${r.onlink ? " onlink" : ""}`,
+      );
+    }
+    for (const n of this.#neighbours.values()) {
+      lines.push(`neigh ${formatIPv4(n.ip)} ${n.mac} dev ${n.index}`);
+    }
+    for (const e of this.#fdb.values()) {
       lines.push(`fdb ${e.mac} dev ${e.index} dst ${e.dst === null ? "-" : formatIPv4(e.dst)}`);
     }
     return lines.join("\n");

@@ -29,7 +29,10 @@ Deno.test("FakeDatapath records writes and not reads", async () => {
 Deno.test("FakeDatapath.failNext makes the next call of that method fail once", async () => {
   const dp = new FakeDatapath();
   dp.failNext("createBridge", 1);
-  await assert.rejects(dp.createBridge({ name: "br0" }), (e) => e instanceof NetlinkError && e.code === "EPERM");
+  await assert.rejects(
+    dp.createBridge({ name: "br0" }),
+    (e) => e instanceof NetlinkError && e.code === "EPERM",
+  );
   const br = await dp.createBridge({ name: "br0" });
   assert.equal(br.name, "br0");
 });

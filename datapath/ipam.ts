@@ -79,7 +79,9 @@ export function pickFreeAddress(
 ): number | undefined {
   if (subnet.prefixLen > 30) {
     throw new RangeError(
-      `Cannot hand out pod addresses from ${formatIPv4Net(subnet)}: a subnet needs at least 4 addresses (/30)`,
+      `Cannot hand out pod addresses from ${
+        formatIPv4Net(subnet)
+      }: a subnet needs at least 4 addresses (/30)`,
     );
   }
   const last = lastIPv4(subnet);
@@ -164,9 +166,12 @@ function load(file: string, subnet: IPv4Net): IpamState {
     if ((e as NodeJS.ErrnoException).code === "ENOENT") {
       return { subnet: formatIPv4Net(subnet), allocations: {} };
     }
-    throw new Error(`Cannot read IPAM file ${file}: ${(e as Error).message}; delete it to start over`, {
-      cause: e,
-    });
+    throw new Error(
+      `Cannot read IPAM file ${file}: ${(e as Error).message}; delete it to start over`,
+      {
+        cause: e,
+      },
+    );
   }
 }
 

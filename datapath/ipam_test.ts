@@ -88,13 +88,18 @@ console.log(out.join(" "));
     );
     const args = (tag: string) =>
       runtimeName === "deno" ? ["run", "-A", script, dir, tag] : [script, dir, tag];
-    const outputs = await Promise.all(["a", "b", "c"].map((tag) =>
-      new Promise<string>((resolve, reject) =>
-        execFile(execPath(), args(tag), (err, stdout, stderr) =>
-          err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout)
+    const outputs = await Promise.all(
+      ["a", "b", "c"].map((tag) =>
+        new Promise<string>((resolve, reject) =>
+          execFile(
+            execPath(),
+            args(tag),
+            (err, stdout, stderr) =>
+              err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout),
+          )
         )
-      )
-    ));
+      ),
+    );
     const all = outputs.join(" ").trim().split(/\s+/);
     assert.equal(all.length, 24);
     assert.equal(new Set(all).size, 24, `duplicates in ${all.join(" ")}`);
@@ -155,4 +160,3 @@ Deno.test("withFileLock() breaks a lock left by a dead process", async () => {
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
-

@@ -60,7 +60,8 @@ Deno.test("forwardChain() produces flannel's forward rules", () => {
   assert.ok(flannelRuleList(chain).every((r) => r.table === "filter"));
 });
 
-const EMPTY_NAT = "-P PREROUTING ACCEPT\n-P INPUT ACCEPT\n-P OUTPUT ACCEPT\n-P POSTROUTING ACCEPT\n";
+const EMPTY_NAT =
+  "-P PREROUTING ACCEPT\n-P INPUT ACCEPT\n-P OUTPUT ACCEPT\n-P POSTROUTING ACCEPT\n";
 
 Deno.test("planChain() on an empty table declares the chain, fills it and appends one jump", () => {
   const chain = masqChain("10.5.0.0/16", "10.5.52.0/24", { family: 4, randomFully: true });
@@ -107,7 +108,9 @@ Deno.test("planChain() deletes duplicate jumps and legacy flannel rules in POSTR
   ].join("\n");
   const plan = planChain(parseTableState(text), chain);
   const lines = plan.payload.trim().split("\n");
-  assert.ok(lines.includes(`-D POSTROUTING -m comment --comment "flanneld masq" -j FLANNEL-POSTRTG`));
+  assert.ok(
+    lines.includes(`-D POSTROUTING -m comment --comment "flanneld masq" -j FLANNEL-POSTRTG`),
+  );
   assert.ok(lines.includes(legacy.replace(/^-A/, "-D")));
   assert.ok(!plan.payload.includes("172.17.0.0/16"), "foreign rules are left alone");
   assert.deepEqual(lines.filter((l) => l.startsWith("-A POSTROUTING")).length, 0);

@@ -29,9 +29,9 @@ import { formatIPv4Net, formatIPv6Net, type IPv4Net, type IPv6Net } from "../lea
 import { type Logger, nullLogger } from "../api/log.ts";
 import { CommandError, type Exec, type ExecResult, systemExec } from "./exec.ts";
 import {
-  forwardChain,
   FORWARD_CHAIN,
   FORWARD_COMMENT,
+  forwardChain,
   type IpFamily,
   MASQ_CHAIN,
   MASQ_COMMENT,

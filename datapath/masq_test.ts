@@ -16,7 +16,8 @@ import {
 
 const network = parseIPv4Net("10.5.0.0/16");
 const subnet = parseIPv4Net("10.5.52.0/24");
-const EMPTY_NAT = "-P PREROUTING ACCEPT\n-P INPUT ACCEPT\n-P OUTPUT ACCEPT\n-P POSTROUTING ACCEPT\n";
+const EMPTY_NAT =
+  "-P PREROUTING ACCEPT\n-P INPUT ACCEPT\n-P OUTPUT ACCEPT\n-P POSTROUTING ACCEPT\n";
 
 Deno.test("ensureMasqRules() reads the nat table, then applies one iptables-restore --noflush", async () => {
   const { exec, calls } = recordingExec((argv) =>
@@ -43,7 +44,9 @@ Deno.test("ensureMasqRules() writes nothing when the rules are already exact", a
 });
 
 Deno.test("ensureMasqRules() detects --random-fully from the iptables version", async () => {
-  for (const [version, flag] of [["iptables v1.8.9 (nf_tables)", true], ["iptables v1.4.21", false]]) {
+  for (
+    const [version, flag] of [["iptables v1.8.9 (nf_tables)", true], ["iptables v1.4.21", false]]
+  ) {
     const { exec, calls } = recordingExec((argv) =>
       argv.includes("--version")
         ? { stdout: version as string }
@@ -79,7 +82,8 @@ Deno.test("ensureMasqRules() names the missing tool and the fix", async () => {
   await assert.rejects(
     () => ensureMasqRules({ network, subnet, randomFully: true, exec }),
     (e: Error) =>
-      e instanceof RuleError && /iptables is not installed/.test(String((e.cause as Error).message)),
+      e instanceof RuleError &&
+      /iptables is not installed/.test(String((e.cause as Error).message)),
   );
 });
 

@@ -10,8 +10,8 @@
 import { NetlinkError, throwBatchErrors } from "./netlink_error.ts";
 import { type Libc, loadLibc, NetlinkSocket } from "./netlink_socket.ts";
 import {
-  addAddressRequest,
-  addFdbRequest,
+  addAddressEncoder,
+  type BatchEncoder,
   createBridgeRequest,
   createVxlanRequest,
   decodeAddress,
@@ -19,21 +19,22 @@ import {
   decodeLink,
   decodeNeigh,
   decodeRoute,
-  deleteAddressRequest,
-  deleteFdbRequest,
+  deleteAddressEncoder,
   deleteLinkRequest,
-  deleteNeighbourRequest,
-  deleteRouteRequest,
+  deleteNeighbourEncoder,
+  deleteRouteEncoder,
   dumpAddressesRequest,
   dumpFdbRequest,
   dumpLinksRequest,
   dumpNeighboursRequest,
   dumpRoutesRequest,
   EVENT_GROUPS,
+  fdbEncoders,
   getLinkRequest,
   type NlRequest,
-  replaceNeighbourRequest,
-  replaceRouteRequest,
+  replaceNeighbourEncoder,
+  replaceRouteEncoder,
+  requestEncoder,
   setLinkRequest,
 } from "./rtnl_messages.ts";
 import {
@@ -90,11 +91,19 @@ class NetlinkDatapathImpl implements NetlinkDatapath {
     this.#sock = NetlinkSocket.openWith(libc, options);
   }
 
-  async #run(requests: readonly NlRequest[], ignore?: ReadonlySet<string>): Promise<void> {
-    if (requests.length === 0) return;
-    const results = await this.#sock.execute(requests);
+  #run(requests: readonly NlRequest[], ignore?: ReadonlySet<string>): Promise<void> {
+    return this.#batch(requestEncoder, requests, ignore);
+  }
+
+  async #batch<T>(
+    encoder: BatchEncoder<T>,
+    items: readonly T[],
+    ignore?: ReadonlySet<string>,
+  ): Promise<void> {
+    if (items.length === 0) return;
+    const results = await this.#sock.executeBatch(encoder, items);
     const errors = results.filter((e): e is NetlinkError => e !== null && !ignore?.has(e.code));
-    throwBatchErrors(errors, requests.length);
+    throwBatchErrors(errors, items.length);
   }
 
   async getLink(nameOrIndex: string | number): Promise<Link | null> {
@@ -113,7 +122,10 @@ class NetlinkDatapathImpl implements NetlinkDatapath {
   async #created(name: string): Promise<Link> {
     const link = await this.getLink(name);
     if (!link) {
-      throw new NetlinkError(19, `RTM_GETLINK ${name}: the link vanished right after it was created`);
+      throw new NetlinkError(
+        19,
+        `RTM_GETLINK ${name}: the link vanished right after it was created`,
+      );
     }
     return link;
   }
@@ -146,11 +158,11 @@ class NetlinkDatapathImpl implements NetlinkDatapath {
   }
 
   addAddresses(addresses: readonly Address[]): Promise<void> {
-    return this.#run(addresses.map(addAddressRequest));
+    return this.#batch(addAddressEncoder, addresses);
   }
 
   deleteAddresses(addresses: readonly Address[]): Promise<void> {
-    return this.#run(addresses.map(deleteAddressRequest), GONE);
+    return this.#batch(deleteAddressEncoder, addresses, GONE);
   }
 
   async listRoutes(filter: RouteFilter = {}): Promise<Route[]> {
@@ -167,11 +179,11 @@ class NetlinkDatapathImpl implements NetlinkDatapath {
   }
 
   replaceRoutes(routes: readonly Route[]): Promise<void> {
-    return this.#run(routes.map(replaceRouteRequest));
+    return this.#batch(replaceRouteEncoder, routes);
   }
 
   deleteRoutes(routes: readonly Route[]): Promise<void> {
-    return this.#run(routes.map(deleteRouteRequest), GONE);
+    return this.#batch(deleteRouteEncoder, routes, GONE);
   }
 
   async listNeighbours(index?: number): Promise<Neighbour[]> {
@@ -186,18 +198,20 @@ class NetlinkDatapathImpl implements NetlinkDatapath {
   }
 
   replaceNeighbours(neighbours: readonly Neighbour[]): Promise<void> {
-    return this.#run(neighbours.map(replaceNeighbourRequest));
+    return this.#batch(replaceNeighbourEncoder, neighbours);
   }
 
   deleteNeighbours(neighbours: readonly Neighbour[]): Promise<void> {
-    return this.#run(neighbours.map(deleteNeighbourRequest), GONE);
+    return this.#batch(deleteNeighbourEncoder, neighbours, GONE);
   }
 
   async listFdb(index?: number): Promise<FdbEntry[]> {
     const out: FdbEntry[] = [];
     for (const m of await this.#sock.dump(dumpFdbRequest())) {
       const d = decodeNeigh(m.body);
-      if (d?.kind === "fdb" && d.fdb.dst !== null && (index === undefined || d.fdb.index === index)) {
+      if (
+        d?.kind === "fdb" && d.fdb.dst !== null && (index === undefined || d.fdb.index === index)
+      ) {
         out.push(d.fdb);
       }
     }
@@ -205,15 +219,15 @@ class NetlinkDatapathImpl implements NetlinkDatapath {
   }
 
   appendFdb(entries: readonly FdbEntry[]): Promise<void> {
-    return this.#run(entries.map((e) => addFdbRequest(e, "append")));
+    return this.#batch(fdbEncoders.append, entries);
   }
 
   replaceFdb(entries: readonly FdbEntry[]): Promise<void> {
-    return this.#run(entries.map((e) => addFdbRequest(e, "replace")));
+    return this.#batch(fdbEncoders.replace, entries);
   }
 
   deleteFdb(entries: readonly FdbEntry[]): Promise<void> {
-    return this.#run(entries.map(deleteFdbRequest), GONE);
+    return this.#batch(fdbEncoders.delete, entries, GONE);
   }
 
   events(signal: AbortSignal): AsyncIterable<DatapathEvent> {

@@ -27,15 +27,16 @@ import {
   NLM_F_ACK,
   NLM_F_DUMP_INTR,
   NLM_F_REQUEST,
+  type NlMessage,
   NLMSG_DONE,
   NLMSG_ERROR,
   NLMSG_NOOP,
   NLMSG_OVERRUN,
-  type NlMessage,
+  NlWriter,
   parseMessages,
 } from "./nl_codec.ts";
 import { NetlinkError } from "./netlink_error.ts";
-import type { NlRequest } from "./rtnl_messages.ts";
+import { type BatchEncoder, type NlRequest, requestEncoder } from "./rtnl_messages.ts";
 
 const AF_NETLINK = 16;
 const SOCK_RAW = 3;
@@ -126,7 +127,9 @@ function inNetns<T>(libc: Libc, netns: string, fn: () => T): T {
     target = openSync(path, "r");
   } catch (e) {
     throw new Error(
-      `Cannot open network namespace ${JSON.stringify(netns)} at ${path}: create it with 'ip netns add ${netns}'`,
+      `Cannot open network namespace ${
+        JSON.stringify(netns)
+      } at ${path}: create it with 'ip netns add ${netns}'`,
       { cause: e },
     );
   }
@@ -162,6 +165,7 @@ export class NetlinkSocket {
   readonly #chunkSize: number;
   readonly #buf = new Uint8Array(256 * 1024);
   readonly #addr = new Uint8Array(12);
+  readonly #out = new NlWriter(64 * 1024);
   #seq: number;
   #closed = false;
   #queue: Promise<unknown> = Promise.resolve();
@@ -171,7 +175,7 @@ export class NetlinkSocket {
     this.#fd = fd;
     this.#timeoutMs = options.timeoutMs ?? 5000;
     this.#chunkSize = options.chunkSize ?? 1024;
-    this.#seq = (Date.now() % 0x3fffffff) + 1;
+    this.#seq = (Date.now() % 0x3fffffff) + 1; // far from wrapping: chunks use seq + i
     new DataView(this.#addr.buffer).setUint16(0, AF_NETLINK, true);
   }
 
@@ -212,7 +216,10 @@ export class NetlinkSocket {
       sv.setUint16(0, AF_NETLINK, true);
       sv.setUint32(8, options.groups ?? 0, true);
       if (libc.fn.bind(fd, sa, 12) !== 0) {
-        throw new NetlinkError(libc.errno(), `bind(AF_NETLINK, groups 0x${(options.groups ?? 0).toString(16)})`);
+        throw new NetlinkError(
+          libc.errno(),
+          `bind(AF_NETLINK, groups 0x${(options.groups ?? 0).toString(16)})`,
+        );
       }
     } catch (e) {
       libc.fn.close(fd);
@@ -320,33 +327,42 @@ export class NetlinkSocket {
    * @throws {NetlinkError} When the socket fails (send error, lost replies, timeout).
    */
   execute(requests: readonly NlRequest[]): Promise<(NetlinkError | null)[]> {
+    return this.executeBatch(requestEncoder, requests);
+  }
+
+  /**
+   * Encode `items` straight into the send buffer, chunk by chunk, each chunk
+   * one `sendto` followed by the ack barrier, and report each outcome.
+   *
+   * @param encoder How to encode and describe one item.
+   * @param items The items (e.g. 5000 routes).
+   * @returns One entry per item: null on success, else its error.
+   * @throws {NetlinkError} When the socket fails (send error, lost replies, timeout).
+   */
+  executeBatch<T>(encoder: BatchEncoder<T>, items: readonly T[]): Promise<(NetlinkError | null)[]> {
     return this.lock(async () => {
       this.#check("send netlink requests");
-      const results: (NetlinkError | null)[] = new Array(requests.length).fill(null);
-      for (let start = 0; start < requests.length; start += this.#chunkSize) {
-        const chunk = requests.slice(start, start + this.#chunkSize);
-        const seqs = chunk.map(() => this.#nextSeq());
-        const parts = chunk.map((r, i) => encodeMessage(r.type, r.flags | NLM_F_REQUEST, seqs[i], r.body));
+      const results: (NetlinkError | null)[] = new Array(items.length).fill(null);
+      const w = this.#out;
+      for (let start = 0; start < items.length; start += this.#chunkSize) {
+        const end = Math.min(items.length, start + this.#chunkSize);
+        w.reset();
+        if (this.#seq > 0x7fffffff - (end - start) - 2) this.#seq = 0; // keep a chunk's seqs contiguous
+        const first = this.#seq + 1;
+        for (let i = start; i < end; i++) encoder.encode(w, items[i], this.#nextSeq());
         const barrier = this.#nextSeq();
-        parts.push(encodeMessage(NLMSG_NOOP, NLM_F_REQUEST | NLM_F_ACK, barrier, new Uint8Array(0)));
-        let total = 0;
-        for (const p of parts) total += p.length;
-        const bytes = new Uint8Array(total);
-        let off = 0;
-        for (const p of parts) {
-          bytes.set(p, off);
-          off += p.length;
-        }
-        const bySeq = new Map<number, number>();
-        seqs.forEach((s, i) => bySeq.set(s, start + i));
-        this.#send(bytes, chunk.length === 1 ? chunk[0].describe() : `${chunk.length} requests`);
-        await this.#receiveUntil(`ack of ${chunk.length} requests`, (m) => {
+        w.message(NLMSG_NOOP, NLM_F_REQUEST | NLM_F_ACK, barrier, () => {});
+        this.#send(
+          w.view(),
+          end - start === 1 ? encoder.describe(items[start]) : `${end - start} requests`,
+        );
+        await this.#receiveUntil(`ack of ${end - start} requests`, (m) => {
           if (m.type !== NLMSG_ERROR) return false;
           const e = decodeError(m);
           if (e.request.seq === barrier) return true;
-          const i = bySeq.get(e.request.seq);
-          if (i !== undefined && e.errno !== 0) {
-            results[i] = new NetlinkError(e.errno, requests[i].describe(), e.extMessage);
+          const i = start + (e.request.seq - first);
+          if (e.errno !== 0 && i >= start && i < end) {
+            results[i] = new NetlinkError(e.errno, encoder.describe(items[i]), e.extMessage);
           }
           return false;
         });
@@ -368,7 +384,10 @@ export class NetlinkSocket {
       for (let attempt = 0;; attempt++) {
         this.#check(request.describe());
         const seq = this.#nextSeq();
-        this.#send(encodeMessage(request.type, request.flags | NLM_F_REQUEST, seq, request.body), request.describe());
+        this.#send(
+          encodeMessage(request.type, request.flags | NLM_F_REQUEST, seq, request.body),
+          request.describe(),
+        );
         const out: NlMessage[] = [];
         let interrupted = false;
         await this.#receiveUntil(request.describe(), (m) => {
@@ -401,7 +420,10 @@ export class NetlinkSocket {
     return this.lock(async () => {
       this.#check(request.describe());
       const seq = this.#nextSeq();
-      this.#send(encodeMessage(request.type, request.flags | NLM_F_REQUEST, seq, request.body), request.describe());
+      this.#send(
+        encodeMessage(request.type, request.flags | NLM_F_REQUEST, seq, request.body),
+        request.describe(),
+      );
       let reply: NlMessage | undefined;
       await this.#receiveUntil(request.describe(), (m) => {
         if (m.seq !== seq) return false;

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { parseIPv4 } from "../lease/ip.ts";
 import { datapathContract, waitForEvent } from "./datapath_contract.ts";
 import { openNetlinkDatapath } from "./netlink.ts";
@@ -62,7 +63,10 @@ Deno.test({
       const e = await waitForEvent(it, (e) => e.kind === "route" && e.action === "del");
       assert.equal(e.kind === "route" && e.route.gateway, parseIPv4("192.0.2.2"));
       nsRun(ns, "ip", "link", "del", "br7");
-      await waitForEvent(it, (e) => e.kind === "link" && e.action === "del" && e.link.name === "br7");
+      await waitForEvent(
+        it,
+        (e) => e.kind === "link" && e.action === "del" && e.link.name === "br7",
+      );
     } finally {
       ac.abort();
       dp.close();
@@ -79,5 +83,20 @@ Deno.test({
       openNetlinkDatapath({ netns: `${PREFIX}-does-not-exist` }),
       /ip netns add wdp-does-not-exist/,
     );
+  },
+});
+
+Deno.test({
+  name: "NetlinkDatapath passes the same contract under Bun",
+  ...opts,
+  ignore: spawnSync("bun", ["--version"]).status !== 0,
+  fn: () => {
+    const script = new URL("./netlink_contract_bun.ts", import.meta.url).pathname;
+    const r = spawnSync("bun", [script, PREFIX], { encoding: "utf8", timeout: 60_000 });
+    const last = r.stdout.trim().split("\n").at(-1) ?? "";
+    assert.equal(r.status, 0, `bun contract run failed:\n${r.stdout}\n${r.stderr}`);
+    const out = JSON.parse(last);
+    assert.equal(out.runtime, "bun");
+    assert.equal(out.passed, datapathContract.length);
   },
 });

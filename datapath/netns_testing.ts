@@ -126,7 +126,20 @@ export function createLab(prefix: string, count: number): NetnsLab {
       const ns = createNetns(prefix, `h${i + 1}`);
       made.push(ns);
       const port = `p${i + 1}`;
-      run("ip", ["-n", underlay, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns]);
+      run("ip", [
+        "-n",
+        underlay,
+        "link",
+        "add",
+        port,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        ns,
+      ]);
       run("ip", ["-n", underlay, "link", "set", port, "master", "br0", "up"]);
       const ip = `192.0.2.${11 + i}`;
       run("ip", ["-n", ns, "addr", "add", `${ip}/24`, "dev", "eth0"]);

@@ -142,11 +142,18 @@ function valueSize(value: Uint8Array | readonly Attr[]): number {
   return value instanceof Uint8Array ? value.length : attrsSize(value);
 }
 
-function writeAttrs(out: Uint8Array, view: DataView, offset: number, attrs: readonly Attr[]): number {
+function writeAttrs(
+  out: Uint8Array,
+  view: DataView,
+  offset: number,
+  attrs: readonly Attr[],
+): number {
   for (const a of attrs) {
     const len = 4 + valueSize(a.value);
     if (len > 0xffff) {
-      throw new RangeError(`Cannot encode netlink attribute ${a.type}: length ${len} exceeds 65535`);
+      throw new RangeError(
+        `Cannot encode netlink attribute ${a.type}: length ${len} exceeds 65535`,
+      );
     }
     view.setUint16(offset, len, true);
     view.setUint16(offset + 2, a.type, true);
@@ -232,7 +239,7 @@ for (let i = 0; i < 256; i++) {
  * @example
  * ```ts
  * const w = new NlWriter();
- * w.header(12)[0] = 2;          // rtmsg with family AF_INET
+ * w.put8(w.header(12), 2);      // rtmsg with family AF_INET
  * w.ipv4(1, 0x0a050200);        // RTA_DST
  * const body = w.finish();
  * ```
@@ -256,17 +263,75 @@ export class NlWriter {
     this.#view = new DataView(next.buffer);
   }
 
+  /** Bytes written so far. */
+  get length(): number {
+    return this.#off;
+  }
+
   /**
    * Append a zeroed fixed header of `len` bytes (padded to 4).
-   * @returns A view of it to fill in.
+   * @returns Its offset, for {@link put8}/{@link put16}/{@link put32}.
    */
-  header(len: number): DataView {
+  header(len: number): number {
     const a = align4(len);
     this.#ensure(a);
-    this.#buf.fill(0, this.#off, this.#off + a);
-    const v = new DataView(this.#buf.buffer, this.#off, len);
+    const at = this.#off;
+    this.#buf.fill(0, at, at + a);
     this.#off += a;
-    return v;
+    return at;
+  }
+
+  /** Write a byte at an absolute offset (inside a header). */
+  put8(at: number, value: number): void {
+    this.#buf[at] = value;
+  }
+
+  /** Write a host-order 16-bit integer at an absolute offset. */
+  put16(at: number, value: number): void {
+    this.#view.setUint16(at, value, true);
+  }
+
+  /** Write a host-order 32-bit integer (signed or unsigned) at an absolute offset. */
+  put32(at: number, value: number): void {
+    this.#view.setUint32(at, value >>> 0, true);
+  }
+
+  /**
+   * Append one whole netlink message: a 16-byte header, what `fill`
+   * writes, then the length patched in and padding to 4 bytes.
+   */
+  message(type: number, flags: number, seq: number, fill: (w: this) => void): this {
+    const at = this.header(NLMSG_HDRLEN);
+    this.#view.setUint16(at + 4, type, true);
+    this.#view.setUint16(at + 6, flags, true);
+    this.#view.setUint32(at + 8, seq >>> 0, true);
+    fill(this);
+    this.#view.setUint32(at, this.#off - at, true);
+    const pad = align4(this.#off) - this.#off;
+    if (pad) {
+      this.#ensure(pad);
+      this.#buf.fill(0, this.#off, this.#off + pad);
+      this.#off += pad;
+    }
+    return this;
+  }
+
+  /** Append raw bytes (already aligned), e.g. a pre-encoded body. */
+  raw(bytes: Uint8Array): this {
+    this.#ensure(bytes.length);
+    this.#buf.set(bytes, this.#off);
+    this.#off += bytes.length;
+    return this;
+  }
+
+  /** The bytes written so far, without copying (valid until the next write). */
+  view(): Uint8Array {
+    return this.#buf.subarray(0, this.#off);
+  }
+
+  /** Start over (keeps the buffer). */
+  reset(): void {
+    this.#off = 0;
   }
 
   #attr(type: number, len: number): number {
@@ -282,31 +347,36 @@ export class NlWriter {
 
   /** Append a one-byte attribute. */
   u8(type: number, value: number): this {
-    this.#buf[this.#attr(type, 1)] = value;
+    const at = this.#attr(type, 1); // may grow the buffer: take the offset first
+    this.#buf[at] = value;
     return this;
   }
 
   /** Append a host-order 16-bit attribute. */
   u16(type: number, value: number): this {
-    this.#view.setUint16(this.#attr(type, 2), value, true);
+    const at = this.#attr(type, 2);
+    this.#view.setUint16(at, value, true);
     return this;
   }
 
   /** Append a network-order 16-bit attribute. */
   be16(type: number, value: number): this {
-    this.#view.setUint16(this.#attr(type, 2), value, false);
+    const at = this.#attr(type, 2);
+    this.#view.setUint16(at, value, false);
     return this;
   }
 
   /** Append a host-order 32-bit attribute. */
   u32(type: number, value: number): this {
-    this.#view.setUint32(this.#attr(type, 4), value >>> 0, true);
+    const at = this.#attr(type, 4);
+    this.#view.setUint32(at, value >>> 0, true);
     return this;
   }
 
   /** Append an IPv4 address (uint32) attribute in network order. */
   ipv4(type: number, ip: number): this {
-    this.#view.setUint32(this.#attr(type, 4), ip >>> 0, false);
+    const at = this.#attr(type, 4);
+    this.#view.setUint32(at, ip >>> 0, false);
     return this;
   }
 
@@ -342,7 +412,8 @@ export class NlWriter {
 
   /** Append raw bytes as an attribute. */
   bytes(type: number, value: Uint8Array): this {
-    this.#buf.set(value, this.#attr(type, value.length));
+    const at = this.#attr(type, value.length);
+    this.#buf.set(value, at);
     return this;
   }
 

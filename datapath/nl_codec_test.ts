@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import {
   align4,
+  be16Attr,
   decodeError,
   encodeAttrs,
   encodeBody,
@@ -8,11 +9,14 @@ import {
   errnoName,
   errnoNumber,
   flagAttr,
+  ipv4Attr,
   listAttrs,
+  macAttr,
   nestedAttr,
   NLM_F_ACK_TLVS,
   NLM_F_CAPPED,
   NLMSG_ERROR,
+  NlWriter,
   parseAttrs,
   parseMessages,
   readBe16,
@@ -23,9 +27,6 @@ import {
   stringAttr,
   u16Attr,
   u32Attr,
-  be16Attr,
-  ipv4Attr,
-  macAttr,
   u8Attr,
 } from "./nl_codec.ts";
 
@@ -46,14 +47,20 @@ Deno.test("scalar attributes encode with host-order or network-order payloads", 
     ["u32", encodeAttrs([u32Attr(4, 1450)]), "08 00 04 00 aa 05 00 00"],
     ["ipv4 192.0.2.1", encodeAttrs([ipv4Attr(1, 0xc0000201)]), "08 00 01 00 c0 00 02 01"],
     ["flag", encodeAttrs([flagAttr(23)]), "04 00 17 00"],
-    ["string with NUL and padding", encodeAttrs([stringAttr(3, "eth0")]), "09 00 03 00 65 74 68 30 00 00 00 00"],
+    [
+      "string with NUL and padding",
+      encodeAttrs([stringAttr(3, "eth0")]),
+      "09 00 03 00 65 74 68 30 00 00 00 00",
+    ],
     ["mac", encodeAttrs([macAttr(1, "02:aa:bb:cc:dd:0e")]), "0a 00 01 00 02 aa bb cc dd 0e 00 00"],
   ];
   for (const [name, got, want] of table) assert.equal(hex(got), want, name);
 });
 
 Deno.test("nested attributes carry the total length of their children", () => {
-  const got = encodeAttrs([nestedAttr(18, [stringAttr(1, "vxlan"), nestedAttr(2, [u32Attr(1, 1)])])]);
+  const got = encodeAttrs([
+    nestedAttr(18, [stringAttr(1, "vxlan"), nestedAttr(2, [u32Attr(1, 1)])]),
+  ]);
   assert.equal(
     hex(got),
     "1c 00 12 00 0a 00 01 00 76 78 6c 61 6e 00 00 00 0c 00 02 00 08 00 01 00 01 00 00 00",
@@ -81,7 +88,12 @@ Deno.test("parseMessages splits a datagram and round-trips encodeMessage", () =>
   buf.set(a);
   buf.set(b, a.length);
   const msgs = parseMessages(buf);
-  assert.deepEqual(msgs.map((m) => [m.type, m.flags, m.seq, m.body.length]), [[16, 2, 1, 3], [3, 2, 1, 4]]);
+  assert.deepEqual(msgs.map((m) => [m.type, m.flags, m.seq, m.body.length]), [[16, 2, 1, 3], [
+    3,
+    2,
+    1,
+    4,
+  ]]);
   assert.deepEqual([...msgs[0].body], [1, 2, 3]);
 });
 
@@ -114,7 +126,13 @@ Deno.test("payload readers decode network order, strings and MACs", () => {
 
 Deno.test("decodeError reads an ack, an errno, the request header and the extended-ack text", () => {
   const orig = "20 00 00 00 18 00 05 06 2a 00 00 00 00 00 00 00";
-  const ack = { type: NLMSG_ERROR, flags: NLM_F_CAPPED, seq: 42, pid: 0, body: bytes(`00 00 00 00 ${orig}`) };
+  const ack = {
+    type: NLMSG_ERROR,
+    flags: NLM_F_CAPPED,
+    seq: 42,
+    pid: 0,
+    body: bytes(`00 00 00 00 ${orig}`),
+  };
   assert.deepEqual(decodeError(ack), {
     errno: 0,
     request: { type: 24, flags: 0x0605, seq: 42, pid: 0 },
@@ -147,4 +165,59 @@ Deno.test("errnoName names common errnos and falls back to E<n>", () => {
   ]);
   assert.equal(errnoNumber("EEXIST"), 17);
   assert.throws(() => errnoNumber("ENOPE"), RangeError);
+});
+
+Deno.test("NlWriter writes the same bytes as the attribute builders", () => {
+  const w = new NlWriter(8);
+  w.put8(w.header(3), 2);
+  w.u8(7, 1).u16(2, 0x1234).be16(15, 8472).u32(4, 1450).ipv4(1, 0xc0000201).flag(23);
+  w.string(3, "eth0").mac(1, "02:aa:bb:cc:dd:0e").bytes(9, Uint8Array.of(1, 2, 3));
+  w.nest(18, () => w.string(1, "vxlan").nest(2, () => w.u32(1, 1)));
+  const want = encodeBody(Uint8Array.of(2, 0, 0), [
+    u8Attr(7, 1),
+    u16Attr(2, 0x1234),
+    be16Attr(15, 8472),
+    u32Attr(4, 1450),
+    ipv4Attr(1, 0xc0000201),
+    flagAttr(23),
+    stringAttr(3, "eth0"),
+    macAttr(1, "02:aa:bb:cc:dd:0e"),
+    { type: 9, value: Uint8Array.of(1, 2, 3) },
+    nestedAttr(18, [stringAttr(1, "vxlan"), nestedAttr(2, [u32Attr(1, 1)])]),
+  ]);
+  assert.equal(hex(w.finish()), hex(want));
+  assert.equal(w.length, 0);
+});
+
+Deno.test("NlWriter grows its buffer mid-attribute without losing bytes", () => {
+  const w = new NlWriter(4);
+  for (let i = 0; i < 1000; i++) w.ipv4(1, i).u8(2, i & 0xff).be16(3, i);
+  const attrs = listAttrs(w.view());
+  assert.equal(attrs.length, 3000);
+  assert.equal(readIPv4(attrs[2997][1]), 999);
+  assert.equal(attrs[2998][1][0], 999 & 0xff);
+  assert.equal(readBe16(attrs[2999][1]), 999);
+});
+
+Deno.test("NlWriter.message frames messages that parseMessages splits back", () => {
+  const w = new NlWriter(16);
+  w.message(24, 0x0405, 7, () => w.put8(w.header(12), 2)).message(1, 5, 8, () => {});
+  w.message(30, 1, 9, () => w.string(3, "abcde"));
+  const msgs = parseMessages(w.view());
+  assert.deepEqual(msgs.map((m) => [m.type, m.flags, m.seq, m.body.length]), [
+    [24, 0x0405, 7, 12],
+    [1, 5, 8, 0],
+    [30, 1, 9, 12],
+  ]);
+  assert.equal(w.view().length % 4, 0);
+  w.reset();
+  assert.equal(w.length, 0);
+});
+
+Deno.test("NlWriter.mac rejects malformed addresses", () => {
+  for (
+    const bad of ["02:aa:bb:cc:dd", "02:aa:bb:cc:dd:zz", "02-aa-bb-cc-dd-ee", "02:aa:bb:cc:dd:eee"]
+  ) {
+    assert.throws(() => new NlWriter().mac(1, bad), SyntaxError, bad);
+  }
 });

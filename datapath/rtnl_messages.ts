@@ -42,64 +42,103 @@ import {
   type VxlanSpec,
 } from "./types.ts";
 
-// Message types.
+/** rtnetlink message type `RTM_NEWLINK`. */
 export const RTM_NEWLINK = 16;
+/** rtnetlink message type `RTM_DELLINK`. */
 export const RTM_DELLINK = 17;
+/** rtnetlink message type `RTM_GETLINK`. */
 export const RTM_GETLINK = 18;
+/** rtnetlink message type `RTM_NEWADDR`. */
 export const RTM_NEWADDR = 20;
+/** rtnetlink message type `RTM_DELADDR`. */
 export const RTM_DELADDR = 21;
+/** rtnetlink message type `RTM_GETADDR`. */
 export const RTM_GETADDR = 22;
+/** rtnetlink message type `RTM_NEWROUTE`. */
 export const RTM_NEWROUTE = 24;
+/** rtnetlink message type `RTM_DELROUTE`. */
 export const RTM_DELROUTE = 25;
+/** rtnetlink message type `RTM_GETROUTE`. */
 export const RTM_GETROUTE = 26;
+/** rtnetlink message type `RTM_NEWNEIGH`. */
 export const RTM_NEWNEIGH = 28;
+/** rtnetlink message type `RTM_DELNEIGH`. */
 export const RTM_DELNEIGH = 29;
+/** rtnetlink message type `RTM_GETNEIGH`. */
 export const RTM_GETNEIGH = 30;
 
-// Address families.
+/** Address family `AF_UNSPEC`. */
 export const AF_UNSPEC = 0;
+/** Address family `AF_INET`. */
 export const AF_INET = 2;
+/** Address family `AF_BRIDGE`. */
 export const AF_BRIDGE = 7;
 
-// Link attributes.
+/** Link attribute `IFLA_ADDRESS`. */
 export const IFLA_ADDRESS = 1;
+/** Link attribute `IFLA_IFNAME`. */
 export const IFLA_IFNAME = 3;
+/** Link attribute `IFLA_MTU`. */
 export const IFLA_MTU = 4;
+/** Link attribute `IFLA_MASTER`. */
 export const IFLA_MASTER = 10;
+/** Link attribute `IFLA_LINKINFO`. */
 export const IFLA_LINKINFO = 18;
+/** Link-info attribute (inside IFLA_LINKINFO) `IFLA_INFO_KIND`. */
 export const IFLA_INFO_KIND = 1;
+/** Link-info attribute (inside IFLA_LINKINFO) `IFLA_INFO_DATA`. */
 export const IFLA_INFO_DATA = 2;
+/** VXLAN link attribute (inside IFLA_INFO_DATA) `IFLA_VXLAN_ID`. */
 export const IFLA_VXLAN_ID = 1;
+/** VXLAN link attribute (inside IFLA_INFO_DATA) `IFLA_VXLAN_LINK`. */
 export const IFLA_VXLAN_LINK = 3;
+/** VXLAN link attribute (inside IFLA_INFO_DATA) `IFLA_VXLAN_LOCAL`. */
 export const IFLA_VXLAN_LOCAL = 4;
+/** VXLAN link attribute (inside IFLA_INFO_DATA) `IFLA_VXLAN_LEARNING`. */
 export const IFLA_VXLAN_LEARNING = 7;
+/** VXLAN link attribute (inside IFLA_INFO_DATA) `IFLA_VXLAN_PORT`. */
 export const IFLA_VXLAN_PORT = 15;
+/** VXLAN link attribute (inside IFLA_INFO_DATA) `IFLA_VXLAN_GBP`. */
 export const IFLA_VXLAN_GBP = 23;
+/** Link flag `IFF_UP`. */
 export const IFF_UP = 0x1;
 
-// Address attributes.
+/** Address attribute `IFA_ADDRESS`. */
 export const IFA_ADDRESS = 1;
+/** Address attribute `IFA_LOCAL`. */
 export const IFA_LOCAL = 2;
 
-// Route attributes and flags.
+/** Route attribute `RTA_DST`. */
 export const RTA_DST = 1;
+/** Route attribute `RTA_OIF`. */
 export const RTA_OIF = 4;
+/** Route attribute `RTA_GATEWAY`. */
 export const RTA_GATEWAY = 5;
+/** Route attribute `RTA_PRIORITY`. */
 export const RTA_PRIORITY = 6;
+/** Route attribute `RTA_TABLE`. */
 export const RTA_TABLE = 15;
+/** Route next-hop flag `RTNH_F_ONLINK`. */
 export const RTNH_F_ONLINK = 0x4;
+/** Route flag: a cached clone, not a configured route `RTM_F_CLONED`. */
 export const RTM_F_CLONED = 0x200;
+/** Route scope `RT_SCOPE_NOWHERE`. */
 export const RT_SCOPE_NOWHERE = 255;
 
-// Neighbour attributes and flags.
+/** Neighbour attribute `NDA_DST`. */
 export const NDA_DST = 1;
+/** Neighbour attribute `NDA_LLADDR`. */
 export const NDA_LLADDR = 2;
+/** Neighbour flag `NTF_SELF`. */
 export const NTF_SELF = 0x2;
 
-// Multicast groups (bit masks for sockaddr_nl.nl_groups).
+/** Multicast group bit `RTMGRP_LINK`. */
 export const RTMGRP_LINK = 0x1;
+/** Multicast group bit `RTMGRP_NEIGH`. */
 export const RTMGRP_NEIGH = 0x4;
+/** Multicast group bit `RTMGRP_IPV4_IFADDR`. */
 export const RTMGRP_IPV4_IFADDR = 0x10;
+/** Multicast group bit `RTMGRP_IPV4_ROUTE`. */
 export const RTMGRP_IPV4_ROUTE = 0x40;
 
 /** The groups `Datapath.events()` subscribes to. */
@@ -117,62 +156,109 @@ export interface NlRequest {
   describe(): string;
 }
 
-// One scratch writer: encoders run to completion synchronously, so sharing it is safe.
-const w = new NlWriter(1024);
+/**
+ * One kind of request over many items, for batches: appends the whole
+ * message for an item straight into the send buffer, and describes an item
+ * for error messages only when one fails.
+ */
+export interface BatchEncoder<T> {
+  /** Append the message for `item` with sequence number `seq` (and NLM_F_REQUEST). */
+  encode(w: NlWriter, item: T, seq: number): void;
+  /** What the request for `item` asks, e.g. `RTM_NEWROUTE replace 10.5.2.0/24 …`. */
+  describe(item: T): string;
+}
+
+interface Kind<T> {
+  readonly type: number;
+  readonly flags: number;
+  body(w: NlWriter, item: T): void;
+  describe(item: T): string;
+}
+
+const NLM_F_REQUEST = 0x1;
+
+function batchEncoder<T>(k: Kind<T>): BatchEncoder<T> {
+  return {
+    encode: (w, item, seq) =>
+      w.message(k.type, k.flags | NLM_F_REQUEST, seq, () => k.body(w, item)),
+    describe: k.describe,
+  };
+}
+
+// One scratch writer for single requests: they are encoded synchronously, so sharing it is safe.
+const scratch = new NlWriter(1024);
+
+function request<T>(k: Kind<T>, item: T): NlRequest {
+  k.body(scratch, item);
+  return { type: k.type, flags: k.flags, body: scratch.finish(), describe: () => k.describe(item) };
+}
+
+/** Encoder for pre-built requests (of any type), for {@link NlRequest} batches. */
+export const requestEncoder: BatchEncoder<NlRequest> = {
+  encode: (w, r, seq) => w.message(r.type, r.flags | NLM_F_REQUEST, seq, () => w.raw(r.body)),
+  describe: (r) => r.describe(),
+};
 
 // ---- family headers ----------------------------------------------------------
 
-function ifinfomsg(index: number, flags = 0, change = 0, family = AF_UNSPEC): void {
-  const v = w.header(16);
-  v.setUint8(0, family);
-  v.setInt32(4, index, true);
-  v.setUint32(8, flags, true);
-  v.setUint32(12, change, true);
+function ifinfomsg(w: NlWriter, index: number, flags = 0, change = 0, family = AF_UNSPEC): void {
+  const at = w.header(16);
+  w.put8(at, family);
+  w.put32(at + 4, index);
+  w.put32(at + 8, flags);
+  w.put32(at + 12, change);
 }
 
-function ifaddrmsg(prefixLen: number, index: number, scope = 0): void {
-  const v = w.header(8);
-  v.setUint8(0, AF_INET);
-  v.setUint8(1, prefixLen);
-  v.setUint8(3, scope);
-  v.setUint32(4, index, true);
+function ifaddrmsg(w: NlWriter, prefixLen: number, index: number, scope = 0): void {
+  const at = w.header(8);
+  w.put8(at, AF_INET);
+  w.put8(at + 1, prefixLen);
+  w.put8(at + 3, scope);
+  w.put32(at + 4, index);
 }
 
-interface RtmsgFields {
-  dstLen: number;
-  table: number;
-  protocol: number;
-  scope: number;
-  type: number;
-  flags: number;
+function rtmsg(
+  w: NlWriter,
+  dstLen: number,
+  table: number,
+  protocol: number,
+  scope: number,
+  type: number,
+  flags: number,
+): void {
+  const at = w.header(12);
+  w.put8(at, AF_INET);
+  w.put8(at + 1, dstLen);
+  w.put8(at + 4, table < 256 ? table : 0);
+  w.put8(at + 5, protocol);
+  w.put8(at + 6, scope);
+  w.put8(at + 7, type);
+  w.put32(at + 8, flags);
 }
 
-function rtmsg(f: RtmsgFields): void {
-  const v = w.header(12);
-  v.setUint8(0, AF_INET);
-  v.setUint8(1, f.dstLen);
-  v.setUint8(4, f.table < 256 ? f.table : 0);
-  v.setUint8(5, f.protocol);
-  v.setUint8(6, f.scope);
-  v.setUint8(7, f.type);
-  v.setUint32(8, f.flags, true);
-}
-
-function ndmsg(family: number, index: number, state: number, flags: number, type = 0): void {
-  const v = w.header(12);
-  v.setUint8(0, family);
-  v.setInt32(4, index, true);
-  v.setUint16(8, state, true);
-  v.setUint8(10, flags);
-  v.setUint8(11, type);
+function ndmsg(
+  w: NlWriter,
+  family: number,
+  index: number,
+  state: number,
+  flags: number,
+  type = 0,
+): void {
+  const at = w.header(12);
+  w.put8(at, family);
+  w.put32(at + 4, index);
+  w.put16(at + 8, state);
+  w.put8(at + 10, flags);
+  w.put8(at + 11, type);
 }
 
 // ---- links -------------------------------------------------------------------
 
 /** `ip link show <name|index>`: one link (the reply is an RTM_NEWLINK). */
 export function getLinkRequest(nameOrIndex: string | number): NlRequest {
+  const w = scratch;
   if (typeof nameOrIndex === "number") {
-    ifinfomsg(nameOrIndex);
+    ifinfomsg(w, nameOrIndex);
     return {
       type: RTM_GETLINK,
       flags: 0,
@@ -180,7 +266,7 @@ export function getLinkRequest(nameOrIndex: string | number): NlRequest {
       describe: () => `RTM_GETLINK index ${nameOrIndex}`,
     };
   }
-  ifinfomsg(0);
+  ifinfomsg(w, 0);
   w.string(IFLA_IFNAME, nameOrIndex);
   return {
     type: RTM_GETLINK,
@@ -192,7 +278,8 @@ export function getLinkRequest(nameOrIndex: string | number): NlRequest {
 
 /** Dump every link. */
 export function dumpLinksRequest(): NlRequest {
-  ifinfomsg(0);
+  const w = scratch;
+  ifinfomsg(w, 0);
   return {
     type: RTM_GETLINK,
     flags: NLM_F_DUMP,
@@ -211,7 +298,7 @@ function checkName(name: string): void {
   }
 }
 
-function commonLinkAttrs(spec: { name: string; mtu?: number; mac?: string }): void {
+function commonLinkAttrs(w: NlWriter, spec: { name: string; mtu?: number; mac?: string }): void {
   w.string(IFLA_IFNAME, spec.name);
   if (spec.mtu !== undefined) w.u32(IFLA_MTU, spec.mtu);
   if (spec.mac !== undefined) w.mac(IFLA_ADDRESS, spec.mac);
@@ -223,16 +310,21 @@ function commonLinkAttrs(spec: { name: string; mtu?: number; mac?: string }): vo
  * @throws {RangeError} When the name, VNI or port is out of range.
  */
 export function createVxlanRequest(spec: VxlanSpec): NlRequest {
+  const w = scratch;
   checkName(spec.name);
   if (!Number.isInteger(spec.vni) || spec.vni < 0 || spec.vni > 0xffffff) {
-    throw new RangeError(`Cannot create vxlan: VNI must be 0..16777215: current value is ${spec.vni}`);
+    throw new RangeError(
+      `Cannot create vxlan: VNI must be 0..16777215: current value is ${spec.vni}`,
+    );
   }
   if (!Number.isInteger(spec.port) || spec.port < 1 || spec.port > 65535) {
-    throw new RangeError(`Cannot create vxlan: port must be 1..65535: current value is ${spec.port}`);
+    throw new RangeError(
+      `Cannot create vxlan: port must be 1..65535: current value is ${spec.port}`,
+    );
   }
   const up = spec.up ? IFF_UP : 0;
-  ifinfomsg(0, up, up);
-  commonLinkAttrs(spec);
+  ifinfomsg(w, 0, up, up);
+  commonLinkAttrs(w, spec);
   w.nest(IFLA_LINKINFO, () => {
     w.string(IFLA_INFO_KIND, "vxlan");
     w.nest(IFLA_INFO_DATA, () => {
@@ -259,10 +351,11 @@ export function createVxlanRequest(spec: VxlanSpec): NlRequest {
 
 /** `ip link add <name> type bridge`. */
 export function createBridgeRequest(spec: BridgeSpec): NlRequest {
+  const w = scratch;
   checkName(spec.name);
   const up = spec.up ? IFF_UP : 0;
-  ifinfomsg(0, up, up);
-  commonLinkAttrs(spec);
+  ifinfomsg(w, 0, up, up);
+  commonLinkAttrs(w, spec);
   w.nest(IFLA_LINKINFO, () => w.string(IFLA_INFO_KIND, "bridge"));
   return {
     type: RTM_NEWLINK,
@@ -274,12 +367,13 @@ export function createBridgeRequest(spec: BridgeSpec): NlRequest {
 
 /** `ip link set <index> [up|down] [mtu] [address] [master]`. */
 export function setLinkRequest(index: number, changes: LinkChanges): NlRequest {
+  const w = scratch;
   let flags = 0, change = 0;
   if (changes.up !== undefined) {
     change = IFF_UP;
     flags = changes.up ? IFF_UP : 0;
   }
-  ifinfomsg(index, flags, change);
+  ifinfomsg(w, index, flags, change);
   if (changes.mtu !== undefined) w.u32(IFLA_MTU, changes.mtu);
   if (changes.mac !== undefined) w.mac(IFLA_ADDRESS, changes.mac);
   if (changes.master !== undefined) w.u32(IFLA_MASTER, changes.master);
@@ -302,7 +396,8 @@ export function setLinkRequest(index: number, changes: LinkChanges): NlRequest {
 
 /** `ip link del <index>`. */
 export function deleteLinkRequest(index: number): NlRequest {
-  ifinfomsg(index);
+  const w = scratch;
+  ifinfomsg(w, index);
   return {
     type: RTM_DELLINK,
     flags: 0,
@@ -366,37 +461,45 @@ function describeAddr(a: Address): string {
   return `${formatIPv4(a.ip)}/${a.prefixLen} dev ${a.index}`;
 }
 
+const addressAdd: Kind<Address> = {
+  type: RTM_NEWADDR,
+  flags: NLM_F_CREATE | NLM_F_REPLACE,
+  body: (w, a) => {
+    ifaddrmsg(w, a.prefixLen, a.index);
+    w.ipv4(IFA_LOCAL, a.ip).ipv4(IFA_ADDRESS, a.ip);
+  },
+  describe: (a) => `RTM_NEWADDR ${describeAddr(a)}`,
+};
+
+const addressDelete: Kind<Address> = {
+  type: RTM_DELADDR,
+  flags: 0,
+  body: addressAdd.body,
+  describe: (a) => `RTM_DELADDR ${describeAddr(a)}`,
+};
+
+/** Batch encoder for {@link addAddressRequest}. */
+export const addAddressEncoder: BatchEncoder<Address> = batchEncoder(addressAdd);
+/** Batch encoder for {@link deleteAddressRequest}. */
+export const deleteAddressEncoder: BatchEncoder<Address> = batchEncoder(addressDelete);
+
 /** `ip addr replace <ip>/<len> dev <index>`. */
 export function addAddressRequest(a: Address): NlRequest {
-  ifaddrmsg(a.prefixLen, a.index);
-  w.ipv4(IFA_LOCAL, a.ip).ipv4(IFA_ADDRESS, a.ip);
-  return {
-    type: RTM_NEWADDR,
-    flags: NLM_F_CREATE | NLM_F_REPLACE,
-    body: w.finish(),
-    describe: () => `RTM_NEWADDR ${describeAddr(a)}`,
-  };
+  return request(addressAdd, a);
 }
 
 /** `ip addr del <ip>/<len> dev <index>`. */
 export function deleteAddressRequest(a: Address): NlRequest {
-  ifaddrmsg(a.prefixLen, a.index);
-  w.ipv4(IFA_LOCAL, a.ip).ipv4(IFA_ADDRESS, a.ip);
-  return {
-    type: RTM_DELADDR,
-    flags: 0,
-    body: w.finish(),
-    describe: () => `RTM_DELADDR ${describeAddr(a)}`,
-  };
+  return request(addressDelete, a);
 }
 
 /** Dump IPv4 addresses. */
 export function dumpAddressesRequest(): NlRequest {
-  ifaddrmsg(0, 0);
+  ifaddrmsg(scratch, 0, 0);
   return {
     type: RTM_GETADDR,
     flags: NLM_F_DUMP,
-    body: w.finish(),
+    body: scratch.finish(),
     describe: () => "RTM_GETADDR dump",
   };
 }
@@ -429,7 +532,7 @@ export function describeRoute(r: Route): string {
   return s;
 }
 
-function routeAttrs(r: Route, table: number): void {
+function routeAttrs(w: NlWriter, r: Route, table: number): void {
   if (r.dst.prefixLen > 0) w.ipv4(RTA_DST, r.dst.ip);
   if (r.gateway !== undefined && r.gateway !== null) w.ipv4(RTA_GATEWAY, r.gateway);
   if (r.index !== undefined && r.index !== null) w.u32(RTA_OIF, r.index);
@@ -437,47 +540,59 @@ function routeAttrs(r: Route, table: number): void {
   if (table >= 256) w.u32(RTA_TABLE, table);
 }
 
+const routeReplace: Kind<Route> = {
+  type: RTM_NEWROUTE,
+  flags: NLM_F_CREATE | NLM_F_REPLACE,
+  body: (w, r) => {
+    const table = r.table ?? RT_TABLE_MAIN;
+    const hasGw = r.gateway !== undefined && r.gateway !== null;
+    rtmsg(
+      w,
+      r.dst.prefixLen,
+      table,
+      r.protocol ?? RTPROT_BOOT,
+      r.scope ?? (hasGw ? RT_SCOPE_UNIVERSE : RT_SCOPE_LINK),
+      r.type ?? RTN_UNICAST,
+      r.onlink ? RTNH_F_ONLINK : 0,
+    );
+    routeAttrs(w, r, table);
+  },
+  describe: (r) => `RTM_NEWROUTE replace ${describeRoute(r)}`,
+};
+
+const routeDelete: Kind<Route> = {
+  type: RTM_DELROUTE,
+  flags: 0,
+  body: (w, r) => {
+    const table = r.table ?? RT_TABLE_MAIN;
+    rtmsg(w, r.dst.prefixLen, table, 0, RT_SCOPE_NOWHERE, 0, 0);
+    routeAttrs(w, r, table);
+  },
+  describe: (r) => `RTM_DELROUTE ${describeRoute(r)}`,
+};
+
+/** Batch encoder for {@link replaceRouteRequest}. */
+export const replaceRouteEncoder: BatchEncoder<Route> = batchEncoder(routeReplace);
+/** Batch encoder for {@link deleteRouteRequest}. */
+export const deleteRouteEncoder: BatchEncoder<Route> = batchEncoder(routeDelete);
+
 /** `ip route replace <dst> [via <gw>] [dev <index>] [onlink] [table] [metric]`. */
 export function replaceRouteRequest(r: Route): NlRequest {
-  const table = r.table ?? RT_TABLE_MAIN;
-  const hasGw = r.gateway !== undefined && r.gateway !== null;
-  rtmsg({
-    dstLen: r.dst.prefixLen,
-    table,
-    protocol: r.protocol ?? RTPROT_BOOT,
-    scope: r.scope ?? (hasGw ? RT_SCOPE_UNIVERSE : RT_SCOPE_LINK),
-    type: r.type ?? RTN_UNICAST,
-    flags: r.onlink ? RTNH_F_ONLINK : 0,
-  });
-  routeAttrs(r, table);
-  return {
-    type: RTM_NEWROUTE,
-    flags: NLM_F_CREATE | NLM_F_REPLACE,
-    body: w.finish(),
-    describe: () => `RTM_NEWROUTE replace ${describeRoute(r)}`,
-  };
+  return request(routeReplace, r);
 }
 
 /** `ip route del <dst> [via <gw>] [dev <index>] [table]`: matches any scope/protocol. */
 export function deleteRouteRequest(r: Route): NlRequest {
-  const table = r.table ?? RT_TABLE_MAIN;
-  rtmsg({ dstLen: r.dst.prefixLen, table, protocol: 0, scope: RT_SCOPE_NOWHERE, type: 0, flags: 0 });
-  routeAttrs(r, table);
-  return {
-    type: RTM_DELROUTE,
-    flags: 0,
-    body: w.finish(),
-    describe: () => `RTM_DELROUTE ${describeRoute(r)}`,
-  };
+  return request(routeDelete, r);
 }
 
 /** Dump IPv4 routes (all tables). */
 export function dumpRoutesRequest(): NlRequest {
-  rtmsg({ dstLen: 0, table: 0, protocol: 0, scope: 0, type: 0, flags: 0 });
+  rtmsg(scratch, 0, 0, 0, 0, 0, 0);
   return {
     type: RTM_GETROUTE,
     flags: NLM_F_DUMP,
-    body: w.finish(),
+    body: scratch.finish(),
     describe: () => "RTM_GETROUTE dump",
   };
 }
@@ -511,42 +626,59 @@ export function decodeRoute(body: Uint8Array): Route | null {
 
 // ---- neighbours and fdb ------------------------------------------------------
 
-/** `ip neigh replace <ip> lladdr <mac> dev <index> nud permanent`. */
+const neighbourReplace: Kind<Neighbour> = {
+  type: RTM_NEWNEIGH,
+  flags: NLM_F_CREATE | NLM_F_REPLACE,
+  body: (w, n) => {
+    if (n.mac === null) {
+      throw new TypeError(
+        `Cannot replace neighbour ${
+          formatIPv4(n.ip)
+        } dev ${n.index}: mac is null; give a MAC address`,
+      );
+    }
+    ndmsg(w, AF_INET, n.index, n.state ?? NUD_PERMANENT, 0, RTN_UNICAST);
+    w.ipv4(NDA_DST, n.ip).mac(NDA_LLADDR, n.mac);
+  },
+  describe: (n) => `RTM_NEWNEIGH replace ${formatIPv4(n.ip)} lladdr ${n.mac} dev ${n.index}`,
+};
+
+const neighbourDelete: Kind<Neighbour> = {
+  type: RTM_DELNEIGH,
+  flags: 0,
+  body: (w, n) => {
+    ndmsg(w, AF_INET, n.index, 0, 0);
+    w.ipv4(NDA_DST, n.ip);
+  },
+  describe: (n) => `RTM_DELNEIGH ${formatIPv4(n.ip)} dev ${n.index}`,
+};
+
+/** Batch encoder for {@link replaceNeighbourRequest}. */
+export const replaceNeighbourEncoder: BatchEncoder<Neighbour> = batchEncoder(neighbourReplace);
+/** Batch encoder for {@link deleteNeighbourRequest}. */
+export const deleteNeighbourEncoder: BatchEncoder<Neighbour> = batchEncoder(neighbourDelete);
+
+/**
+ * `ip neigh replace <ip> lladdr <mac> dev <index> nud permanent`.
+ *
+ * @throws {TypeError} When `mac` is null.
+ */
 export function replaceNeighbourRequest(n: Neighbour): NlRequest {
-  if (n.mac === null) {
-    throw new TypeError(
-      `Cannot replace neighbour ${formatIPv4(n.ip)} dev ${n.index}: mac is null; give a MAC address`,
-    );
-  }
-  ndmsg(AF_INET, n.index, n.state ?? NUD_PERMANENT, 0, RTN_UNICAST);
-  w.ipv4(NDA_DST, n.ip).mac(NDA_LLADDR, n.mac);
-  return {
-    type: RTM_NEWNEIGH,
-    flags: NLM_F_CREATE | NLM_F_REPLACE,
-    body: w.finish(),
-    describe: () => `RTM_NEWNEIGH replace ${formatIPv4(n.ip)} lladdr ${n.mac} dev ${n.index}`,
-  };
+  return request(neighbourReplace, n);
 }
 
 /** `ip neigh del <ip> dev <index>`. */
 export function deleteNeighbourRequest(n: Neighbour): NlRequest {
-  ndmsg(AF_INET, n.index, 0, 0);
-  w.ipv4(NDA_DST, n.ip);
-  return {
-    type: RTM_DELNEIGH,
-    flags: 0,
-    body: w.finish(),
-    describe: () => `RTM_DELNEIGH ${formatIPv4(n.ip)} dev ${n.index}`,
-  };
+  return request(neighbourDelete, n);
 }
 
 /** Dump IPv4 neighbours. */
 export function dumpNeighboursRequest(): NlRequest {
-  ndmsg(AF_INET, 0, 0, 0);
+  ndmsg(scratch, AF_INET, 0, 0, 0);
   return {
     type: RTM_GETNEIGH,
     flags: NLM_F_DUMP,
-    body: w.finish(),
+    body: scratch.finish(),
     describe: () => "RTM_GETNEIGH dump",
   };
 }
@@ -555,42 +687,57 @@ function describeFdb(e: FdbEntry): string {
   return `${e.mac} dev ${e.index}${e.dst !== null ? ` dst ${formatIPv4(e.dst)}` : ""} self`;
 }
 
-function fdbAttrs(e: FdbEntry): void {
+function fdbBody(w: NlWriter, e: FdbEntry, state: number): void {
+  ndmsg(w, AF_BRIDGE, e.index, state, NTF_SELF);
   w.mac(NDA_LLADDR, e.mac);
   if (e.dst !== null) w.ipv4(NDA_DST, e.dst);
 }
 
+const fdbKinds: Record<"append" | "replace" | "delete", Kind<FdbEntry>> = {
+  append: {
+    type: RTM_NEWNEIGH,
+    flags: NLM_F_CREATE | NLM_F_APPEND,
+    body: (w, e) => fdbBody(w, e, e.state ?? NUD_PERMANENT),
+    describe: (e) => `RTM_NEWNEIGH fdb append ${describeFdb(e)}`,
+  },
+  replace: {
+    type: RTM_NEWNEIGH,
+    flags: NLM_F_CREATE | NLM_F_REPLACE,
+    body: (w, e) => fdbBody(w, e, e.state ?? NUD_PERMANENT),
+    describe: (e) => `RTM_NEWNEIGH fdb replace ${describeFdb(e)}`,
+  },
+  delete: {
+    type: RTM_DELNEIGH,
+    flags: 0,
+    body: (w, e) => fdbBody(w, e, 0),
+    describe: (e) => `RTM_DELNEIGH fdb ${describeFdb(e)}`,
+  },
+};
+
+/** Batch encoders for {@link addFdbRequest} (append, replace) and {@link deleteFdbRequest}. */
+export const fdbEncoders: Record<"append" | "replace" | "delete", BatchEncoder<FdbEntry>> = {
+  append: batchEncoder(fdbKinds.append),
+  replace: batchEncoder(fdbKinds.replace),
+  delete: batchEncoder(fdbKinds.delete),
+};
+
 /** `bridge fdb append|replace <mac> dev <index> dst <ip> self permanent`. */
 export function addFdbRequest(e: FdbEntry, mode: "append" | "replace"): NlRequest {
-  ndmsg(AF_BRIDGE, e.index, e.state ?? NUD_PERMANENT, NTF_SELF);
-  fdbAttrs(e);
-  return {
-    type: RTM_NEWNEIGH,
-    flags: NLM_F_CREATE | (mode === "append" ? NLM_F_APPEND : NLM_F_REPLACE),
-    body: w.finish(),
-    describe: () => `RTM_NEWNEIGH fdb ${mode} ${describeFdb(e)}`,
-  };
+  return request(fdbKinds[mode], e);
 }
 
 /** `bridge fdb del <mac> dev <index> dst <ip> self`. */
 export function deleteFdbRequest(e: FdbEntry): NlRequest {
-  ndmsg(AF_BRIDGE, e.index, 0, NTF_SELF);
-  fdbAttrs(e);
-  return {
-    type: RTM_DELNEIGH,
-    flags: 0,
-    body: w.finish(),
-    describe: () => `RTM_DELNEIGH fdb ${describeFdb(e)}`,
-  };
+  return request(fdbKinds.delete, e);
 }
 
 /** Dump the bridge forwarding database (all devices). */
 export function dumpFdbRequest(): NlRequest {
-  ndmsg(AF_BRIDGE, 0, 0, 0);
+  ndmsg(scratch, AF_BRIDGE, 0, 0, 0);
   return {
     type: RTM_GETNEIGH,
     flags: NLM_F_DUMP,
-    body: w.finish(),
+    body: scratch.finish(),
     describe: () => "RTM_GETNEIGH fdb dump",
   };
 }
@@ -620,7 +767,12 @@ export function decodeNeigh(body: Uint8Array): DecodedNeigh {
     if (!dst || dst.length !== 4) return null;
     return {
       kind: "neighbour",
-      neighbour: { index, ip: readIPv4(dst), mac: ll && ll.length === 6 ? readMac(ll) : null, state },
+      neighbour: {
+        index,
+        ip: readIPv4(dst),
+        mac: ll && ll.length === 6 ? readMac(ll) : null,
+        state,
+      },
     };
   }
   if (family === AF_BRIDGE && flags & NTF_SELF) {
@@ -653,7 +805,8 @@ export function decodeEvent(msg: NlMessage): DatapathEvent | null {
     case RTM_NEWADDR:
     case RTM_DELADDR: {
       const address = decodeAddress(msg.body);
-      return address && { kind: "address", action: msg.type === RTM_NEWADDR ? "new" : "del", address };
+      return address &&
+        { kind: "address", action: msg.type === RTM_NEWADDR ? "new" : "del", address };
     }
     case RTM_NEWROUTE:
     case RTM_DELROUTE: {

@@ -1,6 +1,20 @@
 import assert from "node:assert/strict";
 import { parseIPv4, parseIPv4Net } from "../lease/ip.ts";
-import { encodeBody, ipv4Attr, macAttr, nestedAttr, NLM_F_APPEND, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE, stringAttr, u32Attr, be16Attr, u8Attr } from "./nl_codec.ts";
+import {
+  be16Attr,
+  encodeBody,
+  ipv4Attr,
+  macAttr,
+  nestedAttr,
+  NLM_F_APPEND,
+  NLM_F_CREATE,
+  NLM_F_DUMP,
+  NLM_F_EXCL,
+  NLM_F_REPLACE,
+  stringAttr,
+  u32Attr,
+  u8Attr,
+} from "./nl_codec.ts";
 import {
   addAddressRequest,
   addFdbRequest,
@@ -85,12 +99,17 @@ Deno.test("link requests reject bad names, VNIs and ports", () => {
     { name: "v", vni: 1, port: 0 },
     { name: "v", vni: 1, port: 70000 },
   ];
-  for (const spec of table) assert.throws(() => createVxlanRequest(spec), RangeError, JSON.stringify(spec));
+  for (const spec of table) {
+    assert.throws(() => createVxlanRequest(spec), RangeError, JSON.stringify(spec));
+  }
   assert.throws(() => createBridgeRequest({ name: "a/b" }), RangeError);
 });
 
 Deno.test("getLinkRequest looks up by name attribute or by index in the header", () => {
-  assert.equal(hex(getLinkRequest("lo").body), "00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 07 00 03 00 6c 6f 00 00");
+  assert.equal(
+    hex(getLinkRequest("lo").body),
+    "00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 07 00 03 00 6c 6f 00 00",
+  );
   assert.equal(hex(getLinkRequest(5).body), "00 00 00 00 05 00 00 00 00 00 00 00 00 00 00 00");
 });
 
@@ -99,11 +118,19 @@ Deno.test("setLinkRequest sets only what changes", () => {
   assert.equal(hex(down.body), "00 00 00 00 03 00 00 00 00 00 00 00 01 00 00 00");
   assert.equal(down.describe(), "RTM_NEWLINK set dev 3 down");
   const mtu = setLinkRequest(3, { mtu: 1400 });
-  assert.equal(hex(mtu.body), "00 00 00 00 03 00 00 00 00 00 00 00 00 00 00 00 08 00 04 00 78 05 00 00");
+  assert.equal(
+    hex(mtu.body),
+    "00 00 00 00 03 00 00 00 00 00 00 00 00 00 00 00 08 00 04 00 78 05 00 00",
+  );
 });
 
 Deno.test("replaceRouteRequest encodes an onlink route via the peer's flannel address", () => {
-  const r = replaceRouteRequest({ dst: parseIPv4Net("10.5.2.0/24"), gateway: ip("10.5.2.0"), index: 3, onlink: true });
+  const r = replaceRouteRequest({
+    dst: parseIPv4Net("10.5.2.0/24"),
+    gateway: ip("10.5.2.0"),
+    index: 3,
+    onlink: true,
+  });
   assert.equal(r.type, RTM_NEWROUTE);
   assert.equal(r.flags, NLM_F_CREATE | NLM_F_REPLACE);
   assert.equal(
@@ -114,7 +141,12 @@ Deno.test("replaceRouteRequest encodes an onlink route via the peer's flannel ad
 });
 
 Deno.test("replaceRouteRequest uses scope link without a gateway and RTA_TABLE for big tables", () => {
-  const r = replaceRouteRequest({ dst: parseIPv4Net("10.5.0.0/16"), index: 4, table: 1000, metric: 5 });
+  const r = replaceRouteRequest({
+    dst: parseIPv4Net("10.5.0.0/16"),
+    index: 4,
+    table: 1000,
+    metric: 5,
+  });
   assert.equal(
     hex(r.body),
     "02 10 00 00 00 03 fd 01 00 00 00 00 08 00 01 00 0a 05 00 00 08 00 04 00 04 00 00 00 08 00 06 00 05 00 00 00 08 00 0f 00 e8 03 00 00",
@@ -125,7 +157,10 @@ Deno.test("deleteRouteRequest matches any scope, protocol and type", () => {
   const r = deleteRouteRequest({ dst: parseIPv4Net("10.5.2.0/24") });
   assert.equal(r.type, RTM_DELROUTE);
   assert.equal(hex(r.body), "02 18 00 00 fe 00 ff 00 00 00 00 00 08 00 01 00 0a 05 02 00");
-  assert.equal(hex(deleteRouteRequest({ dst: parseIPv4Net("0.0.0.0/0") }).body), "02 00 00 00 fe 00 ff 00 00 00 00 00");
+  assert.equal(
+    hex(deleteRouteRequest({ dst: parseIPv4Net("0.0.0.0/0") }).body),
+    "02 00 00 00 fe 00 ff 00 00 00 00 00",
+  );
 });
 
 Deno.test("neighbour and fdb requests encode family, state, flags and attributes", () => {
@@ -136,14 +171,20 @@ Deno.test("neighbour and fdb requests encode family, state, flags and attributes
     "02 00 00 00 03 00 00 00 80 00 00 01 08 00 01 00 0a 05 02 00 0a 00 02 00 02 00 00 00 00 02 00 00",
   );
   assert.throws(() => replaceNeighbourRequest({ index: 3, ip: 1, mac: null }), TypeError);
-  assert.equal(hex(deleteNeighbourRequest({ index: 3, ip: ip("10.5.2.0"), mac: null }).body), "02 00 00 00 03 00 00 00 00 00 00 00 08 00 01 00 0a 05 02 00");
+  assert.equal(
+    hex(deleteNeighbourRequest({ index: 3, ip: ip("10.5.2.0"), mac: null }).body),
+    "02 00 00 00 03 00 00 00 00 00 00 00 08 00 01 00 0a 05 02 00",
+  );
   const f = addFdbRequest({ index: 3, mac: "02:00:00:00:00:02", dst: ip("192.0.2.2") }, "append");
   assert.equal(f.flags, NLM_F_CREATE | NLM_F_APPEND);
   assert.equal(
     hex(f.body),
     "07 00 00 00 03 00 00 00 80 00 02 00 0a 00 02 00 02 00 00 00 00 02 00 00 08 00 01 00 c0 00 02 02",
   );
-  assert.equal(addFdbRequest({ index: 3, mac: "02:00:00:00:00:02", dst: 1 }, "replace").flags, NLM_F_CREATE | NLM_F_REPLACE);
+  assert.equal(
+    addFdbRequest({ index: 3, mac: "02:00:00:00:00:02", dst: 1 }, "replace").flags,
+    NLM_F_CREATE | NLM_F_REPLACE,
+  );
   const d = deleteFdbRequest({ index: 3, mac: "02:00:00:00:00:02", dst: ip("192.0.2.2") });
   assert.equal(d.type, RTM_DELNEIGH);
   assert.equal(d.describe(), "RTM_DELNEIGH fdb 02:00:00:00:00:02 dev 3 dst 192.0.2.2 self");
@@ -154,7 +195,10 @@ Deno.test("neighbour and fdb requests encode family, state, flags and attributes
 
 Deno.test("addAddressRequest sets IFA_LOCAL and IFA_ADDRESS", () => {
   const a = addAddressRequest({ index: 3, ip: ip("10.5.1.0"), prefixLen: 32 });
-  assert.equal(hex(a.body), "02 20 00 00 03 00 00 00 08 00 02 00 0a 05 01 00 08 00 01 00 0a 05 01 00");
+  assert.equal(
+    hex(a.body),
+    "02 20 00 00 03 00 00 00 08 00 02 00 0a 05 01 00 08 00 01 00 0a 05 01 00",
+  );
   assert.equal(a.describe(), "RTM_NEWADDR 10.5.1.0/32 dev 3");
 });
 
@@ -167,7 +211,13 @@ Deno.test("decodeLink reads name, kind, MTU, MAC, state, master and VXLAN detail
     u32Attr(10, 9),
     nestedAttr(18, [
       stringAttr(1, "vxlan"),
-      nestedAttr(2, [u32Attr(1, 1), u32Attr(3, 2), ipv4Attr(4, ip("192.0.2.1")), be16Attr(15, 8472), u8Attr(7, 0)]),
+      nestedAttr(2, [
+        u32Attr(1, 1),
+        u32Attr(3, 2),
+        ipv4Attr(4, ip("192.0.2.1")),
+        be16Attr(15, 8472),
+        u8Attr(7, 0),
+      ]),
     ]),
   ]);
   assert.deepEqual(decodeLink(body), {
@@ -181,7 +231,9 @@ Deno.test("decodeLink reads name, kind, MTU, MAC, state, master and VXLAN detail
     master: 9,
     vxlan: { vni: 1, local: ip("192.0.2.1"), link: 2, port: 8472, learning: false, gbp: false },
   });
-  const lo = decodeLink(encodeBody(bytes("00 00 04 03 01 00 00 00 08 00 00 00 00 00 00 00"), [stringAttr(3, "lo")]));
+  const lo = decodeLink(
+    encodeBody(bytes("00 00 04 03 01 00 00 00 08 00 00 00 00 00 00 00"), [stringAttr(3, "lo")]),
+  );
   assert.deepEqual([lo.name, lo.kind, lo.up, lo.mac, lo.vxlan], ["lo", null, false, null, null]);
   assert.throws(() => decodeLink(new Uint8Array(8)), SyntaxError);
 });
@@ -212,12 +264,16 @@ Deno.test("decodeRoute reads IPv4 routes and skips cloned and IPv6 ones", () => 
 });
 
 Deno.test("decodeNeigh tells IPv4 neighbours from self fdb entries", () => {
-  const neigh = bytes("02 00 00 00 03 00 00 00 80 00 00 01 08 00 01 00 0a 05 02 00 0a 00 02 00 02 00 00 00 00 02 00 00");
+  const neigh = bytes(
+    "02 00 00 00 03 00 00 00 80 00 00 01 08 00 01 00 0a 05 02 00 0a 00 02 00 02 00 00 00 00 02 00 00",
+  );
   assert.deepEqual(decodeNeigh(neigh), {
     kind: "neighbour",
     neighbour: { index: 3, ip: ip("10.5.2.0"), mac: "02:00:00:00:00:02", state: 0x80 },
   });
-  const fdb = bytes("07 00 00 00 03 00 00 00 80 00 02 00 0a 00 02 00 02 00 00 00 00 02 00 00 08 00 01 00 c0 00 02 02");
+  const fdb = bytes(
+    "07 00 00 00 03 00 00 00 80 00 02 00 0a 00 02 00 02 00 00 00 00 02 00 00 08 00 01 00 c0 00 02 02",
+  );
   assert.deepEqual(decodeNeigh(fdb), {
     kind: "fdb",
     fdb: { index: 3, mac: "02:00:00:00:00:02", dst: ip("192.0.2.2"), state: 0x80 },
@@ -236,7 +292,9 @@ Deno.test("decodeAddress prefers IFA_LOCAL and ignores IPv6", () => {
 });
 
 Deno.test("decodeEvent maps message types to event kinds and actions", () => {
-  const link = encodeBody(bytes("00 00 01 00 07 00 00 00 00 00 00 00 00 00 00 00"), [stringAttr(3, "flannel.1")]);
+  const link = encodeBody(bytes("00 00 01 00 07 00 00 00 00 00 00 00 00 00 00 00"), [
+    stringAttr(3, "flannel.1"),
+  ]);
   const e1 = decodeEvent({ type: RTM_DELLINK, flags: 0, seq: 0, pid: 0, body: link });
   assert.equal(e1?.kind === "link" && `${e1.action} ${e1.link.name}`, "del flannel.1");
   const route = bytes("02 18 00 00 fe 03 00 01 00 00 00 00 08 00 01 00 0a 05 02 00");

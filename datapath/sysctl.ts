@@ -44,7 +44,9 @@ export interface ForwardingOptions {
 export function sysctlPath(name: string, procRoot = "/proc/sys"): string {
   if (!/^[a-z0-9_-]+(\.[a-z0-9_-]+)+$/i.test(name)) {
     throw new TypeError(
-      `Cannot use ${JSON.stringify(name)} as a sysctl name: expected dotted words like net.ipv4.ip_forward`,
+      `Cannot use ${
+        JSON.stringify(name)
+      } as a sysctl name: expected dotted words like net.ipv4.ip_forward`,
     );
   }
   return path.join(procRoot, ...name.split("."));

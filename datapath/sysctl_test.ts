@@ -76,12 +76,20 @@ Deno.test("ensureForwarding() in a child process changes only that process's nam
 console.log(JSON.stringify(ensureForwarding()));`,
     );
     const out = await new Promise<string>((resolve, reject) =>
-      execFile("ip", ["netns", "exec", h1.ns, cmd, ...args], { cwd: REPO_ROOT }, (e, so, se) =>
-        e ? reject(new Error(`${e.message}\n${se}`)) : resolve(so))
+      execFile(
+        "ip",
+        ["netns", "exec", h1.ns, cmd, ...args],
+        { cwd: REPO_ROOT },
+        (e, so, se) => e ? reject(new Error(`${e.message}\n${se}`)) : resolve(so),
+      )
     );
     assert.ok(JSON.parse(out).includes("net.ipv4.ip_forward"));
     assert.equal(await lab.run(h1.ns, "cat /proc/sys/net/ipv4/ip_forward"), "1\n");
-    assert.equal(await lab.run(h2.ns, "cat /proc/sys/net/ipv4/ip_forward"), "0\n", "other host untouched");
+    assert.equal(
+      await lab.run(h2.ns, "cat /proc/sys/net/ipv4/ip_forward"),
+      "0\n",
+      "other host untouched",
+    );
   } finally {
     await lab.teardown();
   }

@@ -688,13 +688,30 @@ export class EtcdClient {
   async #authToken(endpoint: string, signal: AbortSignal): Promise<string | undefined> {
     if (!this.#username) return undefined;
     if (!this.#token) {
+      // shared by every request waiting for a token: one caller's abort must
+      // not fail the others, so it has its own timeout
       const p = (async () => {
-        const res = await this.#fetch(`${endpoint}/v3/auth/authenticate`, {
-          method: "POST",
-          body: JSON.stringify({ name: this.#username, password: this.#password }),
-          signal,
-        });
-        const text = await res.text();
+        const ctl = new AbortController();
+        const timer = new AbortController();
+        this.#clock.sleep(this.#timeoutMs, timer.signal).then(
+          () => ctl.abort(new DOMException("timed out", "TimeoutError")),
+          () => {},
+        );
+        const stop = () => ctl.abort(this.#closed.signal.reason);
+        this.#closed.signal.addEventListener("abort", stop, { once: true });
+        let res: Response;
+        let text: string;
+        try {
+          res = await this.#fetch(`${endpoint}/v3/auth/authenticate`, {
+            method: "POST",
+            body: JSON.stringify({ name: this.#username, password: this.#password }),
+            signal: ctl.signal,
+          });
+          text = await res.text();
+        } finally {
+          timer.abort();
+          this.#closed.signal.removeEventListener("abort", stop);
+        }
         if (!res.ok) {
           const err = this.#parse(text, ErrorReply, endpoint, "/v3/auth/authenticate");
           if (res.status >= 500 || err.code === GrpcCode.Unavailable) {
@@ -723,7 +740,18 @@ export class EtcdClient {
         if (this.#token === p) this.#token = undefined;
       });
     }
-    return await this.#token;
+    const token = this.#token;
+    if (signal.aborted) throw signal.reason;
+    let onAbort = () => {};
+    const aborted = new Promise<never>((_, reject) => {
+      onAbort = () => reject(signal.reason);
+      signal.addEventListener("abort", onAbort, { once: true });
+    });
+    try {
+      return await Promise.race([token, aborted]);
+    } finally {
+      signal.removeEventListener("abort", onAbort);
+    }
   }
 
   /**

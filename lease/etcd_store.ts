@@ -20,6 +20,10 @@
  *   a compacted start revision yields `compacted` (the LeaseStore re-lists);
  *   a broken stream throws and the LeaseStore reconnects with backoff.
  *
+ * TLS with user/password: when etcd has both `--client-cert-auth` and auth
+ * enabled, its JSON gateway refuses client certificates that carry a Common
+ * Name (it cannot map the CN to a user); weft's certificate must have none.
+ *
  * @module
  */
 
@@ -76,6 +80,14 @@ export interface EtcdStoreOptions {
 
 /** The etcd registry with its client exposed (for tests and the status API). */
 export interface EtcdLeaseRegistry extends LeaseRegistry {
+  /**
+   * As {@link LeaseRegistry.list}; `exactExpiry: false` skips the TTL lookups
+   * of leases this store does not know (their expiry is then `now + ttlMs`).
+   */
+  list(
+    signal?: AbortSignal,
+    options?: { exactExpiry?: boolean },
+  ): Promise<{ records: RawRecord[]; revision: number }>;
   readonly client: EtcdClient;
   /** Normalised prefix, e.g. `/coreos.com/network`. */
   readonly prefix: string;
@@ -182,7 +194,10 @@ export function createEtcdRegistry(options: EtcdStoreOptions): EtcdLeaseRegistry
     await revokeQuietly(previous, why);
   };
 
-  /** Fill `expiryOf` for up to `maxLookups` unknown leases among `kvs`. */
+  /**
+   * Fill `expiryOf` for up to `maxLookups` unknown leases among `kvs`. Best
+   * effort: a failed lookup leaves the estimate in place.
+   */
   const lookUpExpiries = async (kvs: readonly EtcdKeyValue[], signal?: AbortSignal) => {
     const unknown = new Set<string>();
     for (const kv of kvs) {
@@ -190,8 +205,16 @@ export function createEtcdRegistry(options: EtcdStoreOptions): EtcdLeaseRegistry
     }
     await forEachLimit([...unknown], 8, async (id) => {
       const t0 = clock.now();
-      const ttl = await client.leaseTimeToLive(id, signal);
-      expiryOf.set(id, ttl < 0 ? t0 : t0 + ttl * 1000);
+      try {
+        const ttl = await client.leaseTimeToLive(id, signal);
+        expiryOf.set(id, ttl < 0 ? t0 : t0 + ttl * 1000);
+      } catch (e) {
+        if (signal?.aborted) throw e;
+        log.debug("could not look up an etcd lease's TTL; estimating", {
+          lease: id,
+          error: e as Error,
+        });
+      }
     });
   };
 
@@ -205,8 +228,11 @@ export function createEtcdRegistry(options: EtcdStoreOptions): EtcdLeaseRegistry
   });
 
   const track = (key: string, lease: string | undefined) => {
+    const old = leaseOf.get(key);
     if (lease) leaseOf.set(key, lease);
     else leaseOf.delete(key);
+    // a replaced lease's expiry is not needed any more (keeps a long watch from growing it)
+    if (old && old !== lease) expiryOf.delete(old);
   };
 
   return {
@@ -220,9 +246,14 @@ export function createEtcdRegistry(options: EtcdStoreOptions): EtcdLeaseRegistry
       return kvs.length ? kvs[0].value : null;
     },
 
-    async list(signal) {
+    /**
+     * All lease records. `options.exactExpiry: false` skips the TTL lookups
+     * (callers that only need to know which subnets are taken, such as
+     * acquire, save up to `maxTtlLookups` requests).
+     */
+    async list(signal?: AbortSignal, options: { exactExpiry?: boolean } = {}) {
       const { kvs, revision } = await client.range(subnetsPrefix, { prefix: true }, signal);
-      await lookUpExpiries(kvs, signal);
+      if (options.exactExpiry ?? true) await lookUpExpiries(kvs, signal);
       const now = clock.now();
       const records: RawRecord[] = [];
       const seen = new Set<string>();
@@ -334,7 +365,7 @@ export function createEtcdRegistry(options: EtcdStoreOptions): EtcdLeaseRegistry
             track(key, e.kv.lease);
             events.push({ type: "put", record: toRecord(e.kv, now) });
           } else {
-            leaseOf.delete(key);
+            track(key, undefined);
             events.push({ type: "delete", key });
           }
           rev = Math.max(rev, e.kv.modRevision);

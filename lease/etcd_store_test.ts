@@ -203,7 +203,8 @@ Deno.test("etcd store: 50 agents racing for 32 subnets get 32 distinct leases an
       `${PREFIX}/config`,
       '{"Network":"10.5.0.0/16","SubnetMin":"10.5.1.0","SubnetMax":"10.5.32.0","Backend":{"Type":"vxlan"}}',
     ]);
-    const stores = Array.from({ length: 50 }, () => open());
+    const logger = memoryLogger();
+    const stores = Array.from({ length: 50 }, () => open({ logger }));
     const cfg: NetworkConfig = await stores[0].getNetworkConfig();
     const results = await Promise.allSettled(
       stores.map((s, i) =>
@@ -231,6 +232,9 @@ Deno.test("etcd store: 50 agents racing for 32 subnets get 32 distinct leases an
     // lost races leave no etcd lease behind: one lease per key
     const leaseIds = (await etcd.etcdctl(["lease", "list"])).trim().split("\n").slice(1);
     assert.equal(leaseIds.length, 32);
+    const lost = logger.lines.filter((l) => l.includes("lost a race for a subnet")).length;
+    assert.ok(lost > 0, "the agents really raced (some creates lost and were retried)");
+    console.log(`50 agents / 32 subnets: ${lost} lost races retried`);
   });
 });
 
@@ -351,6 +355,14 @@ Deno.test("etcd store: expiry of leases written by others is looked up (exactly 
       Math.abs(l.expiration! - (now + 5_000_000)) < 2000
     );
     assert.equal(estimated.length, 3, "beyond the lookup budget the store's own TTL is assumed");
+    const registry = createEtcdRegistry({ endpoints: [etcd.endpoint], ttlMs: 5_000_000 });
+    try {
+      const { records } = await registry.list(undefined, { exactExpiry: false });
+      assert.equal(records.length, 5);
+      for (const r of records) assert.ok(Math.abs(r.expiration! - (now + 5_000_000)) < 2000);
+    } finally {
+      await registry.close();
+    }
   });
 });
 

@@ -374,7 +374,7 @@ export function createKubeLeaseStore(options: KubeLeaseStoreOptions = {}): KubeL
     const hint = code === 401
       ? ": the API server rejected the credentials; check the service account token or the kubeconfig user"
       : code === 403
-      ? ": grant weft's service account the ClusterRole in examples/kube-flannel.yml (pods get; nodes get, list, watch; nodes/status patch)"
+      ? ": grant weft's service account the ClusterRole in examples/kube-weft.yml (pods get; nodes get, list, watch; nodes/status patch)"
       : "";
     if (code !== 404 && code !== 409 && code !== 410) storeErrors?.inc({ store: "kube" });
     return new ApiCallError(
@@ -414,7 +414,7 @@ export function createKubeLeaseStore(options: KubeLeaseStoreOptions = {}): KubeL
     const pod = env.POD_NAME, ns = env.POD_NAMESPACE;
     if (!pod || !ns) {
       throw new ConfigError(
-        "cannot tell which node this is: set NODE_NAME (downward API spec.nodeName), or POD_NAME and POD_NAMESPACE (metadata.name and metadata.namespace); see examples/kube-flannel.yml",
+        "cannot tell which node this is: set NODE_NAME (downward API spec.nodeName), or POD_NAME and POD_NAMESPACE (metadata.name and metadata.namespace); see examples/kube-weft.yml",
         "NODE_NAME",
       );
     }
@@ -452,6 +452,11 @@ export function createKubeLeaseStore(options: KubeLeaseStoreOptions = {}): KubeL
   };
 
   /** A node object (from a list or an event) as a lease, or null (skipped/not managed). */
+  /**
+   * A node object (from a list or an event) as a lease: `lease` null when the
+   * node is not managed by flannel/weft, `null` altogether when it is
+   * malformed (warned about and counted).
+   */
   const decode = (obj: unknown): { name: string; lease: Lease | null } | null => {
     const node = parseKubeNode(obj);
     if (typeof node === "string") {
@@ -463,7 +468,7 @@ export function createKubeLeaseStore(options: KubeLeaseStoreOptions = {}): KubeL
     const lease = nodeToLease(node, keys, config, netConfigPath);
     if (typeof lease === "string") {
       skip(name, lease);
-      return { name, lease: null };
+      return null;
     }
     warned.delete(name);
     return { name, lease };
@@ -471,32 +476,51 @@ export function createKubeLeaseStore(options: KubeLeaseStoreOptions = {}): KubeL
 
   // ---- list -------------------------------------------------------------
 
-  /** List nodes page by page; `onItem` sees each raw node once. */
+  /**
+   * List nodes page by page; `onItem` sees each raw node once, `onRestart`
+   * is called when an expired continue token makes the list start over.
+   */
   const listNodes = async (
     c: Client,
     onItem: (node: unknown) => void,
+    onRestart: () => void,
     signal?: AbortSignal,
     fieldSelector?: string,
   ): Promise<string> => {
+    type Page = { items?: unknown[]; metadata?: { resourceVersion?: string; continue?: string } };
+    const fetchPage = async (cont?: string): Promise<Page> => {
+      const url = new URL(c.server + "/api/v1/nodes");
+      url.searchParams.set("limit", String(pageSize));
+      if (cont) url.searchParams.set("continue", cont);
+      if (fieldSelector) url.searchParams.set("fieldSelector", fieldSelector);
+      const res = await c.fetch(url, { headers: await c.headers(), signal });
+      const text = await res.text();
+      if (!res.ok) {
+        throw Object.assign(new Error(`HTTP ${res.status}`), { code: res.status, body: text });
+      }
+      return JSON.parse(text);
+    };
     for (let restart = 0;; restart++) {
       let cont: string | undefined;
       try {
-        let revision = "";
-        do {
-          const page = await c.api.listNode(
-            { limit: pageSize, _continue: cont, fieldSelector },
-            callOpts(c, signal),
-          );
-          for (const item of page.items) onItem(item);
-          revision = page.metadata?.resourceVersion ?? "";
-          cont = page.metadata?._continue || undefined;
-        } while (cont);
-        return revision;
+        // Raw JSON rather than CoreV1Api.listNode (client-node's model
+        // deserialisation doubled the time and memory of a 5000-node list);
+        // the next page is fetched while this one is decoded.
+        let page = await fetchPage();
+        for (;;) {
+          cont = page.metadata?.continue || undefined;
+          const next = cont ? fetchPage(cont) : undefined;
+          next?.catch(() => {}); // awaited below; keep an early failure from going unhandled
+          for (const item of page.items ?? []) onItem(item);
+          if (!next) return page.metadata?.resourceVersion ?? "";
+          page = await next;
+        }
       } catch (raw) {
         const e = apiError(c, "listing nodes", raw);
         // an expired continue token: start the list over (as client-go does)
         if (e instanceof ApiCallError && e.code === 410 && cont !== undefined && restart < 3) {
           log.info("node list was compacted while paging, starting over");
+          onRestart();
           continue;
         }
         throw e;
@@ -507,10 +531,15 @@ export function createKubeLeaseStore(options: KubeLeaseStoreOptions = {}): KubeL
   const listKnown = async (signal?: AbortSignal) => {
     const c = await getClient();
     const known = new Map<string, Known>();
-    const revision = await listNodes(c, (item) => {
-      const d = decode(item);
-      if (d?.lease) known.set(d.name, { lease: d.lease, fp: fingerprint(d.lease) });
-    }, signal);
+    const revision = await listNodes(
+      c,
+      (item) => {
+        const d = decode(item);
+        if (d?.lease) known.set(d.name, { lease: d.lease, fp: fingerprint(d.lease) });
+      },
+      () => known.clear(),
+      signal,
+    );
     lastList = { revision, known };
     return { revision, known };
   };
@@ -647,13 +676,22 @@ export function createKubeLeaseStore(options: KubeLeaseStoreOptions = {}): KubeL
             }
             if (objRv) rv = objRv;
             const d = decode(ev.object);
-            if (!d) continue;
-            const prev = known.get(d.name);
-            if (ev.type === "DELETED" || !d.lease) {
+            const name = ev.object?.metadata?.name;
+            if (!d) {
+              // Malformed: a deleted node is gone all the same; a bad update
+              // keeps the last good lease, as flannel ignores it.
+              const prev = ev.type === "DELETED" ? known.get(name) : undefined;
               if (prev) {
-                known.delete(d.name);
+                known.delete(name);
                 out.push({ type: "removed", lease: prev.lease });
               }
+              continue;
+            }
+            const prev = known.get(d.name);
+            if (ev.type === "DELETED" || !d.lease) {
+              const gone = prev?.lease ?? (ev.type === "DELETED" ? d.lease : null);
+              known.delete(d.name);
+              if (gone) out.push({ type: "removed", lease: gone });
               continue;
             }
             const fp = fingerprint(d.lease);
@@ -723,6 +761,7 @@ export function createKubeLeaseStore(options: KubeLeaseStoreOptions = {}): KubeL
             if (typeof n === "string") bad = n;
             else found = n;
           },
+          () => (found = bad = undefined),
           both,
           `metadata.name=${name}`,
         );
@@ -854,7 +893,7 @@ export function createKubeLeaseStore(options: KubeLeaseStoreOptions = {}): KubeL
         throw new ConfigError(
           `cannot read the network config ${netConfigPath}: ${
             (e as Error).message
-          }; mount the net-conf.json ConfigMap there (see examples/kube-flannel.yml) or pass --net-config-path`,
+          }; mount the net-conf.json ConfigMap there (see examples/kube-weft.yml) or pass --net-config-path`,
           "net-config-path",
           { cause: e },
         );

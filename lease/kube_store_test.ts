@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { memoryLogger, nullLogger } from "../api/log.ts";
@@ -574,5 +574,120 @@ Deno.test("kube store lists thousands of nodes page by page", async () => {
       r.url.startsWith("/api/v1/nodes?") && r.url.includes("limit=500")
     );
     assert.equal(pages.length, 3);
+  });
+});
+
+Deno.test("kube store starts a paged list over when the continue token expires", async () => {
+  await withEnv(async ({ kube, store }) => {
+    for (let i = 1; i <= 5; i++) {
+      kube.addNode(`p${i}`, { podCIDRs: [`10.5.${i}.0/24`], annotations: managed(`192.0.2.${i}`) });
+    }
+    kube.injectFailure({ method: "GET", path: /continue=/, status: 410 });
+    const s = store({ pageSize: 2 });
+    await s.getNetworkConfig();
+    const { leases } = await s.list();
+    assert.deepEqual(leases.map((l) => formatIPv4Net(l.subnet)).sort(), [
+      "10.5.1.0/24",
+      "10.5.2.0/24",
+      "10.5.3.0/24",
+      "10.5.4.0/24",
+      "10.5.5.0/24",
+    ]);
+    const gets = kube.requests.filter((r) => r.method === "GET");
+    assert.equal(gets.filter((r) => r.status === 410).length, 1);
+    assert.equal(gets.filter((r) => !r.url.includes("continue=")).length, 2, "started over once");
+  });
+});
+
+Deno.test("kube store watch from a revision it did not list still reports deletions", async () => {
+  await withEnv(async ({ kube, store }) => {
+    kube.addNode("p1", { podCIDRs: ["10.5.1.0/24"], annotations: managed("192.0.2.1") });
+    const rev = String(kube.resourceVersion);
+    const s = store();
+    await s.getNetworkConfig();
+    const events = await watchUntil(s, rev, (ev) => ev.length > 0, 10_000, () => {
+      kube.deleteNode("p1");
+      return Promise.resolve();
+    });
+    assert.deepEqual(
+      events.map((e) =>
+        e.type === "snapshot" ? e.type : `${e.type} ${formatIPv4Net(e.lease.subnet)}`
+      ),
+      [
+        "removed 10.5.1.0/24",
+      ],
+    );
+  });
+});
+
+Deno.test("the example DaemonSet grants exactly the API access the store uses", async () => {
+  const k8s = await import("@kubernetes/client-node");
+  const text = readFileSync(new URL("../examples/kube-weft.yml", import.meta.url), "utf8");
+  // deno-lint-ignore no-explicit-any
+  const docs = k8s.loadAllYaml(text) as any[];
+  const kinds = docs.map((d) => d.kind);
+  assert.deepEqual(kinds, [
+    "Namespace",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "ServiceAccount",
+    "ConfigMap",
+    "DaemonSet",
+  ]);
+  const role = docs[1];
+  const rules = role.rules.map((r: { resources: string[]; verbs: string[] }) =>
+    `${r.resources.join()}: ${r.verbs.join()}`
+  );
+  assert.deepEqual(rules, ["pods: get", "nodes: get,list,watch", "nodes/status: patch"]);
+  const cm = docs[4];
+  const { parseNetworkConfig } = await import("./config.ts");
+  assert.equal(parseNetworkConfig(cm.data["net-conf.json"]).backendType, "vxlan");
+  JSON.parse(cm.data["cni-conf.json"]);
+  const ds = docs[5];
+  const pod = ds.spec.template.spec;
+  const c = pod.containers[0];
+  assert.ok(c.args.includes("--kube-subnet-mgr") && c.args.includes("--ip-masq"));
+  assert.equal(pod.serviceAccountName, docs[3].metadata.name);
+  assert.equal(docs[2].subjects[0].name, docs[3].metadata.name);
+  const nodeName = c.env.find((e: { name: string }) => e.name === "NODE_NAME");
+  assert.equal(nodeName.valueFrom.fieldRef.fieldPath, "spec.nodeName");
+  const mount = c.volumeMounts.find((m: { name: string }) => m.name === "weft-cfg");
+  assert.equal(mount.mountPath + "net-conf.json", "/etc/kube-flannel/net-conf.json");
+});
+
+Deno.test("kube store watch backs off and reconnects after the server refuses it", async () => {
+  await withEnv(async ({ kube, store }) => {
+    const log = memoryLogger();
+    const s = store({ logger: log });
+    await s.getNetworkConfig();
+    const snap = await s.list();
+    kube.injectFailure({ method: "GET", path: /watch=true/, status: 500, times: 2 });
+    const events = await watchUntil(s, snap.revision, (ev) => ev.length > 0, 10_000, async () => {
+      await until(() => kube.watchCount === 1, "third attempt connected");
+      kube.addNode("p1", { podCIDRs: ["10.5.1.0/24"], annotations: managed("192.0.2.1") });
+    });
+    assert.equal(events[0].type, "added");
+    const watches = kube.requests.filter((r) => r.url.includes("watch=true")).map((r) => r.status);
+    assert.deepEqual(watches.slice(0, 3), [500, 500, 200]);
+    assert.equal(log.lines.filter((l) => l.includes("node watch failed, reconnecting")).length, 2);
+  });
+});
+
+Deno.test("kube store keeps a peer's last good lease through a malformed update", async () => {
+  await withEnv(async ({ kube, store }) => {
+    kube.addNode("p1", { podCIDRs: ["10.5.1.0/24"], annotations: managed("192.0.2.1") });
+    const s = store();
+    await s.getNetworkConfig();
+    const snap = await s.list();
+    const events = await watchUntil(s, snap.revision, (ev) => ev.length > 0, 10_000, async () => {
+      await until(() => kube.watchCount === 1, "watching");
+      kube.annotate("p1", { [A + "backend-data"]: "garbage" }); // skipped: no event
+      kube.deleteNode("p1");
+    });
+    assert.equal(events.length, 1);
+    const [ev] = events;
+    assert.ok(ev.type === "removed");
+    assert.equal(ev.lease.attrs.publicIP, "192.0.2.1");
+    assert.deepEqual(ev.lease.attrs.backendData, { VNI: 1, VtepMAC: "aa:bb:cc:dd:ee:02" });
   });
 });

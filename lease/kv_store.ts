@@ -58,8 +58,15 @@ export interface LeaseRegistry {
   readonly configSource: string;
   /** Text of the network config, or `null` when it does not exist. */
   getConfig(signal?: AbortSignal): Promise<string | null>;
-  /** All lease records and the revision they were read at. */
-  list(signal?: AbortSignal): Promise<{ records: RawRecord[]; revision: number }>;
+  /**
+   * All lease records and the revision they were read at. With
+   * `exactExpiry: false` expirations may be estimates (allocation only needs
+   * to know which subnets are taken).
+   */
+  list(
+    signal?: AbortSignal,
+    options?: { exactExpiry?: boolean },
+  ): Promise<{ records: RawRecord[]; revision: number }>;
   /**
    * Create a record only if the key does not exist (etcd: `version(key) == 0`).
    * `ttlMs` null = no expiry. Returns the expiry, or `false` when the key exists.
@@ -124,6 +131,8 @@ export function decodeRecord(record: RawRecord): Lease | string {
   } catch {
     return `value is not JSON: ${JSON.stringify(record.value.slice(0, 80))}`;
   }
+  const fast = fastDecode(json, sn, record.expiration);
+  if (fast) return fast;
   const parsed = v.safeParse(LeaseValue, json);
   if (!parsed.success) {
     const issue = parsed.issues[0];
@@ -148,6 +157,33 @@ export function decodeRecord(record: RawRecord): Lease | string {
     ...(o.BackendV6Data !== undefined ? { backendV6Data: o.BackendV6Data } : {}),
   };
   return { subnet: sn.subnet, ipv6Subnet: sn.ipv6Subnet, attrs, expiration: record.expiration };
+}
+
+const V4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
+
+/**
+ * The common case without valibot (5000 records per list make it matter):
+ * a well-formed IPv4-only value. Anything unusual returns null and takes the
+ * validating path, which also words the error.
+ */
+function fastDecode(
+  json: unknown,
+  sn: { subnet: Lease["subnet"]; ipv6Subnet?: Lease["ipv6Subnet"] },
+  expiration: number | null,
+): Lease | null {
+  if (typeof json !== "object" || json === null) return null;
+  const o = json as Record<string, unknown>;
+  if (typeof o.PublicIP !== "string" || !V4.test(o.PublicIP)) return null;
+  if (o.PublicIPv6 !== undefined && o.PublicIPv6 !== null) return null;
+  if (o.BackendType !== undefined && typeof o.BackendType !== "string") return null;
+  const attrs: LeaseAttrs = {
+    publicIP: o.PublicIP,
+    publicIPv6: null,
+    ...(o.BackendType !== undefined ? { backendType: o.BackendType as string } : {}),
+    ...(o.BackendData !== undefined ? { backendData: o.BackendData } : {}),
+    ...(o.BackendV6Data !== undefined ? { backendV6Data: o.BackendV6Data } : {}),
+  };
+  return { subnet: sn.subnet, ipv6Subnet: sn.ipv6Subnet, attrs, expiration };
 }
 
 /** Stable identity of a lease in a map: its subnet key. */
@@ -212,8 +248,8 @@ export function createKvLeaseStore(
   };
 
   /** Leases, plus the subnets of malformed records (occupied all the same). */
-  const listAll = async (signal?: AbortSignal) => {
-    const { records, revision } = await counted(registry.list(signal));
+  const listAll = async (signal?: AbortSignal, exactExpiry = true) => {
+    const { records, revision } = await counted(registry.list(signal, { exactExpiry }));
     const leases: Lease[] = [];
     const occupied: Lease[] = [];
     for (const r of records) {
@@ -239,7 +275,7 @@ export function createKvLeaseStore(
     req: AcquireRequest,
     signal?: AbortSignal,
   ): Promise<Lease | null> => {
-    const { leases, occupied } = await listAll(signal);
+    const { leases, occupied } = await listAll(signal, false);
     const value = encodeLeaseAttrs(req.attrs);
     const mine = findLeaseByPublicIP(leases, req.attrs.publicIP);
     if (mine) {

@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { IPv4Net, IPv6Net } from "./ip.ts";
+import { formatIPv6, type IPv4Net, type IPv6Net, parseIPv6 } from "./ip.ts";
 import type { NetworkConfig } from "./config.ts";
 
 /**
@@ -116,7 +116,7 @@ export interface LeaseStore {
 export function encodeLeaseAttrs(attrs: LeaseAttrs): string {
   const out: Record<string, unknown> = {
     PublicIP: attrs.publicIP,
-    PublicIPv6: attrs.publicIPv6 ?? null,
+    PublicIPv6: attrs.publicIPv6 ? canonicalIPv6(attrs.publicIPv6) : null,
   };
   if (attrs.backendType) out.BackendType = attrs.backendType;
   if (attrs.backendData !== undefined && attrs.backendData !== null) {
@@ -126,6 +126,15 @@ export function encodeLeaseAttrs(attrs: LeaseAttrs): string {
     out.BackendV6Data = attrs.backendV6Data;
   }
   return goJsonStringify(out);
+}
+
+/** Go writes `PublicIPv6` through `net.IP.String`: `FD00:0::1` is stored as `fd00::1`. */
+function canonicalIPv6(text: string): string {
+  try {
+    return formatIPv6(parseIPv6(text));
+  } catch {
+    return text;
+  }
 }
 
 /**

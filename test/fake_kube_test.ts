@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { createFetch } from "../datapath/runtime.ts";
 import {
   createFakeKube,
   type FakeKube,
@@ -509,17 +510,11 @@ Deno.test("fake serves HTTPS with the given certificate", async () => {
   const { ca, cert, key } = makeTestCerts();
   await withKube(async (kube) => {
     assert.ok(kube.url.startsWith("https://"));
-    const client = Deno.createHttpClient({ caCerts: [ca] });
-    try {
-      const res = await fetch(`${kube.url}/api/v1/nodes`, {
-        client,
-        headers: { authorization: "Bearer t" },
-      } as RequestInit);
-      assert.equal(res.status, 200);
-      assert.equal((await res.json()).kind, "NodeList");
-    } finally {
-      client.close();
-    }
+    const res = await createFetch({ ca })(`${kube.url}/api/v1/nodes`, {
+      headers: { authorization: "Bearer t" },
+    });
+    assert.equal(res.status, 200);
+    assert.equal((await res.json()).kind, "NodeList");
   }, { tls: { cert, key }, token: "t" });
 });
 

@@ -102,7 +102,15 @@ export async function watchUntil(
     return done(seen);
   })();
   try {
-    if (during) await during();
+    if (during) {
+      await during();
+      // the change may have arrived before `during` set what `done` checks
+      if (done(seen)) {
+        ac.abort();
+        await reader;
+        return seen;
+      }
+    }
     const ok = await reader;
     if (!ok) {
       throw new Error(

@@ -32,6 +32,7 @@ const BIG_CONFIG = '{"Network":"10.0.0.0/8","SubnetLen":24,"Backend":{"Type":"vx
 /** Result of {@link benchEtcdAcquire}, in ms. */
 export interface EtcdAcquireBenchResult {
   readonly acquires: number;
+  readonly maxTtlLookups: number;
   readonly p50Ms: number;
   readonly p99Ms: number;
   readonly maxMs: number;
@@ -71,21 +72,23 @@ const round = (x: number) => Math.round(x * 100) / 100;
  * each, as separate agents would be) acquire one after another in a
  * 10.0.0.0/8 network, so later acquires list more leases.
  *
- * @param options `acquires` (default 200).
+ * @param options `acquires` (default 200); `maxTtlLookups` of each store
+ *   (default 64: a joining host looks up the TTLs of up to 64 peers' leases).
  * @returns p50/p99/max/mean in ms.
  * @throws {Error} When an acquire fails or two hosts get the same subnet.
  */
 export async function benchEtcdAcquire(
-  options: { acquires?: number } = {},
+  options: { acquires?: number; maxTtlLookups?: number } = {},
 ): Promise<EtcdAcquireBenchResult> {
   const n = options.acquires ?? 200;
+  const maxTtlLookups = options.maxTtlLookups ?? 64;
   const etcd = await startEtcd();
   try {
     await etcd.etcdctl(["put", `${PREFIX}/config`, BIG_CONFIG]);
     const times: number[] = [];
     const subnets = new Set<number>();
     for (let i = 0; i < n; i++) {
-      const store = createEtcdLeaseStore({ endpoints: [etcd.endpoint] });
+      const store = createEtcdLeaseStore({ endpoints: [etcd.endpoint], maxTtlLookups });
       try {
         const config = await store.getNetworkConfig();
         const t0 = performance.now();
@@ -106,6 +109,7 @@ export async function benchEtcdAcquire(
     times.sort((a, b) => a - b);
     return {
       acquires: n,
+      maxTtlLookups,
       p50Ms: round(percentile(times, 0.5)),
       p99Ms: round(percentile(times, 0.99)),
       maxMs: round(times[times.length - 1]),
@@ -252,8 +256,8 @@ if (import.meta.main) {
   } else {
     const acquires = Number(argv[0] ?? 200);
     const leases = Number(argv[1] ?? 5000);
-    console.log("acquire:", await benchEtcdAcquire({ acquires }));
     const maxTtlLookups = Number(argv[2] ?? 64);
+    console.log("acquire:", await benchEtcdAcquire({ acquires, maxTtlLookups }));
     console.log("load+watch:", await benchEtcdLoadWatch({ leases, maxTtlLookups }));
   }
 }

@@ -8,11 +8,11 @@ import { execFile } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import process from "node:process";
-import { attachPod, AttachError, detachPod } from "../../datapath/attach.ts";
+import { AttachError, attachPod, detachPod } from "../../datapath/attach.ts";
 import { netnsExec } from "../../datapath/exec.ts";
 import { listAddresses } from "../../datapath/ipam.ts";
 import { parseIPv4Net } from "../../lease/ip.ts";
-import { formatSubnetEnv } from "../../lease/subnet_env.ts";
+import { renderSubnetEnv } from "../../lease/subnet_env.ts";
 import { createLab, evalCommand, REPO_ROOT } from "./lab.ts";
 
 const network = parseIPv4Net("10.5.0.0/16");
@@ -23,7 +23,7 @@ Deno.test("attachPod(): concurrent attaches get distinct addresses; pods on one 
   try {
     const host = lab.hosts[0];
     const subnetFile = path.join(lab.dir, "subnet.env");
-    fs.writeFileSync(subnetFile, formatSubnetEnv({ network, subnet, mtu: 1450, ipMasq: true }));
+    fs.writeFileSync(subnetFile, renderSubnetEnv({ network, subnet, mtu: 1450, ipMasq: true }));
     const ipamDir = path.join(lab.dir, "ipam");
     const exec = netnsExec(host.ns);
 
@@ -38,23 +38,25 @@ Deno.test("attachPod(): concurrent attaches get distinct addresses; pods on one 
 const o = JSON.parse(process.env.WLB_ATTACH);
 console.log(JSON.stringify(await attachPod(o)));`;
     const { cmd, args } = evalCommand(code);
-    const [c, d] = await Promise.all(host.pods.slice(2).map((p) =>
-      new Promise<{ ip: string }>((resolve, reject) =>
-        execFile(
-          "ip",
-          ["netns", "exec", host.ns, cmd, ...args],
-          {
-            cwd: REPO_ROOT,
-            env: {
-              ...process.env,
-              WLB_ATTACH: JSON.stringify({ netns: p.ns, subnetFile, ipamDir }),
+    const [c, d] = await Promise.all(
+      host.pods.slice(2).map((p) =>
+        new Promise<{ ip: string }>((resolve, reject) =>
+          execFile(
+            "ip",
+            ["netns", "exec", host.ns, cmd, ...args],
+            {
+              cwd: REPO_ROOT,
+              env: {
+                ...process.env,
+                WLB_ATTACH: JSON.stringify({ netns: p.ns, subnetFile, ipamDir }),
+              },
             },
-          },
-          (err, stdout, stderr) =>
-            err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(JSON.parse(stdout)),
+            (err, stdout, stderr) =>
+              err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(JSON.parse(stdout)),
+          )
         )
-      )
-    ));
+      ),
+    );
     const ips = [a.ip, b.ip, c.ip, d.ip];
     assert.equal(new Set(ips).size, 4, `addresses ${ips.join(" ")}`);
     assert.ok(ips.every((ip) => /^10\.5\.7\.([2-9]|\d\d+)$/.test(ip)), ips.join(" "));
@@ -66,7 +68,10 @@ console.log(JSON.stringify(await attachPod(o)));`;
     assert.match(await lab.run(pod0, "ip -o link show dev eth0"), /mtu 1450/);
     assert.match(await lab.run(pod0, "ip -o addr show dev eth0"), new RegExp(`inet ${a.ip}/24`));
     assert.match(await lab.run(pod0, "ip route show default"), /default via 10\.5\.7\.1 dev eth0/);
-    assert.match(await lab.run(host.ns, `ip -o link show dev ${a.hostVeth}`), /mtu 1450 .*master cni0/);
+    assert.match(
+      await lab.run(host.ns, `ip -o link show dev ${a.hostVeth}`),
+      /mtu 1450 .*master cni0/,
+    );
     assert.ok(a.hostVeth.length <= 15);
 
     for (const [i, pod] of host.pods.entries()) {
@@ -104,7 +109,7 @@ Deno.test("attachPod() explains a missing namespace, a missing subnet.env and a 
       () => attachPod({ netns: pod, subnetFile, ipamDir, exec }),
       (e: Error) => e instanceof AttachError && /start the weft agent first/.test(e.message),
     );
-    fs.writeFileSync(subnetFile, formatSubnetEnv({ network, subnet, mtu: 1450, ipMasq: true }));
+    fs.writeFileSync(subnetFile, renderSubnetEnv({ network, subnet, mtu: 1450, ipMasq: true }));
     await assert.rejects(
       () => attachPod({ netns: `${lab.id}-nope`, subnetFile, ipamDir, exec }),
       /does not exist; create it with 'ip netns add/,

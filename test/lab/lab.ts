@@ -32,6 +32,17 @@
  * - Pods are namespaces `<id>-h<i>p<j>` with only `lo` up; wire them with
  *   {@link Lab.attachPods} (weft attach) or `test/lab/cni.ts` (CNI plugins).
  *
+ * ## Helpers
+ *
+ * `lab.exec/run(ns, cmd)` run a command in a namespace; `lab.spawn(ns,
+ * cmd, args)` starts a long-running one (an agent) in its own process group
+ * with captured output and `waitForOutput(re)`; `lab.ping(fromNs, ip)`;
+ * `lab.attachPods(host, subnetFile)`; `evalCommand(code)` + `REPO_ROOT`
+ * run TypeScript with the current runtime (Deno or Bun) inside a
+ * namespace, e.g. `lab.spawn(h.ns, cmd, args, { cwd: REPO_ROOT })`.
+ * `netnsExec(ns)` (datapath/exec.ts) turns a namespace into an injectable
+ * `Exec` for code that normally runs in the agent's own namespace.
+ *
  * ## Names and cleanup
  *
  * `prefix` is the caller's own 2–4 letter prefix (`wlb`, …); each lab adds
@@ -307,11 +318,15 @@ export async function sweepLabs(prefix: string): Promise<string[]> {
       continue; // being written by a live lab
     }
     if (marker.prefix !== prefix || alive(marker.pid)) continue;
-    const names = [...new Set([...marker.namespaces, ...all.filter((n) => n.startsWith(`${id}-`))])];
+    const names = [
+      ...new Set([...marker.namespaces, ...all.filter((n) => n.startsWith(`${id}-`))]),
+    ];
     const failures = await deleteNetns([...names].reverse());
     if (failures.length) throw new Error(`lab sweep of ${id} failed: ${failures.join("; ")}`);
     removed.push(...names.filter((n) => all.includes(n)));
-    if (marker.dir?.startsWith(os.tmpdir())) fs.rmSync(marker.dir, { recursive: true, force: true });
+    if (marker.dir?.startsWith(os.tmpdir())) {
+      fs.rmSync(marker.dir, { recursive: true, force: true });
+    }
     fs.rmSync(file, { force: true });
   }
   return removed;
@@ -342,7 +357,9 @@ export async function createLab(options: LabOptions): Promise<Lab> {
     throw new TypeError(`Cannot create a lab: 'hosts' must be 1–99, current value is ${nHosts}`);
   }
   if (!Number.isInteger(nPods) || nPods < 0 || nPods > 99) {
-    throw new TypeError(`Cannot create a lab: 'podsPerHost' must be 0–99, current value is ${nPods}`);
+    throw new TypeError(
+      `Cannot create a lab: 'podsPerHost' must be 0–99, current value is ${nPods}`,
+    );
   }
   const mode = options.underlay ?? "bridge";
   const mtu = options.mtu ?? 1500;
@@ -636,7 +653,15 @@ export async function createLab(options: LabOptions): Promise<Lab> {
     spawn,
     async ping(fromNs, ip, opts = {}) {
       const count = opts.count ?? 1;
-      const args = ["ping", "-n", "-q", "-c", String(count), "-W", String(opts.timeoutSeconds ?? 2)];
+      const args = [
+        "ping",
+        "-n",
+        "-q",
+        "-c",
+        String(count),
+        "-W",
+        String(opts.timeoutSeconds ?? 2),
+      ];
       if (count > 1) args.push("-i", "0.2");
       const r = await exec(fromNs, [...args, ip]);
       return r.code === 0;

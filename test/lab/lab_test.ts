@@ -76,7 +76,10 @@ Deno.test("Lab.spawn() runs in the namespace; teardown kills the whole process g
     await lab.teardown();
   }
   for (const pid of pids) {
-    assert.ok(!fs.existsSync(`/proc/${pid}`) || /\) Z/.test(fs.readFileSync(`/proc/${pid}/stat`, "utf8")), `pid ${pid} still runs`);
+    assert.ok(
+      !fs.existsSync(`/proc/${pid}`) || /\) Z/.test(fs.readFileSync(`/proc/${pid}/stat`, "utf8")),
+      `pid ${pid} still runs`,
+    );
   }
 });
 
@@ -101,7 +104,13 @@ Deno.test("sweepLabs() removes a dead lab's namespaces and processes but not liv
     await systemExec("ip", ["netns", "add", deadNs]);
     fs.writeFileSync(
       marker,
-      JSON.stringify({ prefix: PREFIX, pid: 2147483646, created: 0, namespaces: [deadNs], dir: "" }),
+      JSON.stringify({
+        prefix: PREFIX,
+        pid: 2147483646,
+        created: 0,
+        namespaces: [deadNs],
+        dir: "",
+      }),
     );
     // a leftover process inside the dead lab's namespace
     const { spawn } = await import("node:child_process");
@@ -118,7 +127,10 @@ Deno.test("sweepLabs() removes a dead lab's namespaces and processes but not liv
     assert.ok(live.namespaces().every((n) => after.includes(n)), "live lab untouched");
     assert.ok(!fs.existsSync(marker));
     await new Promise((r) => setTimeout(r, 200));
-    assert.ok(!fs.existsSync(`/proc/${sleeper}`) || /\) Z/.test(fs.readFileSync(`/proc/${sleeper}/stat`, "utf8")));
+    assert.ok(
+      !fs.existsSync(`/proc/${sleeper}`) ||
+        /\) Z/.test(fs.readFileSync(`/proc/${sleeper}/stat`, "utf8")),
+    );
   } finally {
     if (sleeper && fs.existsSync(`/proc/${sleeper}`)) {
       try {
@@ -135,4 +147,3 @@ Deno.test("createLab() rejects prefixes that would overflow 15-character names",
   await assert.rejects(() => createLab({ prefix: "toolong", hosts: 1 }), TypeError);
   await assert.rejects(() => createLab({ prefix: "wlb", hosts: 0 }), TypeError);
 });
-

@@ -23,7 +23,7 @@ import {
   removeRules,
 } from "../../datapath/masq.ts";
 import { parseIPv4Net } from "../../lease/ip.ts";
-import { formatSubnetEnv } from "../../lease/subnet_env.ts";
+import { renderSubnetEnv } from "../../lease/subnet_env.ts";
 import { createLab, type Lab } from "./lab.ts";
 
 const network = parseIPv4Net("10.5.0.0/16");
@@ -65,7 +65,10 @@ async function cluster(): Promise<Cluster> {
     const podIPs: string[] = [];
     for (const [i, host] of lab.hosts.entries()) {
       const file = path.join(lab.dir, `${host.ns}.env`);
-      fs.writeFileSync(file, formatSubnetEnv({ network, subnet: subnets[i], mtu: 1500, ipMasq: true }));
+      fs.writeFileSync(
+        file,
+        renderSubnetEnv({ network, subnet: subnets[i], mtu: 1500, ipMasq: true }),
+      );
       const [pod] = await lab.attachPods(host, file);
       podIPs.push(pod.ip);
       const peer = lab.hosts[1 - i];
@@ -158,11 +161,14 @@ Deno.test("masquerade: re-applying changes nothing; a previous subnet's rules ar
     ]);
     const ac = new AbortController();
     let repairs = 0;
-    const loop = keepRulesInSync(() => ensureMasqRules(masqOptions(lab, 0, { signal: ac.signal })), {
-      intervalSeconds: 0.1,
-      signal: ac.signal,
-      onRepair: () => repairs++,
-    });
+    const loop = keepRulesInSync(
+      () => ensureMasqRules(masqOptions(lab, 0, { signal: ac.signal })),
+      {
+        intervalSeconds: 0.1,
+        signal: ac.signal,
+        onRepair: () => repairs++,
+      },
+    );
     const deadline = Date.now() + 5000;
     while ((await show()) !== EXPECTED_NAT_S && Date.now() < deadline) {
       await new Promise((res) => setTimeout(res, 50));

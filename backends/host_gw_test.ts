@@ -1,0 +1,168 @@
+import assert from "node:assert/strict";
+import { FakeClock } from "../lease/clock.ts";
+import { formatIPv4, formatIPv4Net, parseIPv4, parseIPv4Net } from "../lease/ip.ts";
+import { encodeLeaseAttrs } from "../lease/types.ts";
+import { FakeDatapath } from "../datapath/fake.ts";
+import { NetlinkError } from "../datapath/netlink_error.ts";
+import type { Route } from "../datapath/types.ts";
+import { hostGwBackend, hostGwDesiredState, type HostGwNetwork } from "./host_gw.ts";
+import { peerLease, testContext } from "./routing_testing.ts";
+import type { ExternalInterface } from "./types.ts";
+
+const ip = parseIPv4;
+const net = parseIPv4Net;
+
+async function setup(ext: Partial<ExternalInterface> = {}) {
+  const dp = new FakeDatapath();
+  const eth0 = dp.addLink({ name: "eth0", mtu: 9000, up: true });
+  await dp.addAddresses([{ index: eth0.index, ip: ip("192.0.2.11"), prefixLen: 24 }]);
+  const clock = new FakeClock();
+  const ctx = testContext({
+    backend: { Type: "host-gw" },
+    ext: {
+      name: "eth0",
+      index: eth0.index,
+      mtu: 9000,
+      ifaceAddr: "192.0.2.11",
+      extAddr: "192.0.2.11",
+      ...ext,
+    },
+    subnet: "10.5.1.0/24",
+    clock,
+  });
+  return { dp, eth0, ctx, clock };
+}
+
+const A = peerLease("10.5.2.0/24", "192.0.2.12", "host-gw");
+const B = peerLease("10.5.3.0/24", "192.0.2.13", "host-gw");
+
+function overlay(routes: Route[]): string[] {
+  return routes
+    .filter((r) => (r.dst.ip >>> 16) === 0x0a05 && r.gateway !== null)
+    .map((r) => `${formatIPv4Net(r.dst)} via ${formatIPv4(r.gateway!)} dev ${r.index}`)
+    .sort();
+}
+
+Deno.test("hostGwDesiredState routes each host-gw peer via its PublicIP on the external interface", () => {
+  const own = peerLease("10.5.1.0/24", "192.0.2.11", "host-gw");
+  const d = hostGwDesiredState(own, [
+    own,
+    A,
+    peerLease("10.5.4.0/24", "192.0.2.14", "vxlan"),
+    peerLease("10.5.5.0/24", "x", "host-gw"),
+  ], 2);
+  assert.deepEqual(d.routes, [{ dst: net("10.5.2.0/24"), gateway: ip("192.0.2.12"), index: 2 }]);
+  assert.deepEqual(d.neighbours, []);
+  assert.deepEqual(d.fdb, []);
+  assert.deepEqual(d.skipped.map((s) => s.reason), [
+    'backend type is "vxlan", not "host-gw"',
+    'PublicIP "x" is not IPv4',
+  ]);
+});
+
+Deno.test("register publishes host-gw attributes without BackendData and uses the external MTU", async () => {
+  const { dp, ctx } = await setup();
+  const network = await hostGwBackend({ datapath: dp }).register(ctx);
+  assert.equal(network.mtu, 9000);
+  assert.equal(
+    encodeLeaseAttrs(ctx.acquired[0]),
+    '{"PublicIP":"192.0.2.11","PublicIPv6":null,"BackendType":"host-gw"}',
+  );
+});
+
+Deno.test("register refuses a public IP that differs from the interface address (NAT)", async () => {
+  const { dp, ctx } = await setup({ extAddr: "203.0.113.7" });
+  await assert.rejects(
+    hostGwBackend({ datapath: dp }).register(ctx),
+    /public IP 203\.0\.113\.7 differs from eth0's address 192\.0\.2\.11.*NAT/,
+  );
+  assert.equal(ctx.acquired.length, 0);
+});
+
+Deno.test("register refuses when the public IP is not on the external interface", async () => {
+  const { dp, ctx } = await setup({ extAddr: "192.0.2.99", ifaceAddr: "192.0.2.99" });
+  await assert.rejects(
+    hostGwBackend({ datapath: dp }).register(ctx),
+    /public IP 192\.0\.2\.99 is not an address of eth0 \(it has 192\.0\.2\.11\/24\)/,
+  );
+  assert.equal(ctx.acquired.length, 0);
+});
+
+Deno.test("register refuses a missing external interface", async () => {
+  const { dp, ctx } = await setup({ name: "eth9", index: 0 });
+  await assert.rejects(hostGwBackend({ datapath: dp }).register(ctx), /eth9.*does not exist/);
+});
+
+Deno.test("syncPeers installs routes, changes nothing on a second sync and removes stale peers", async () => {
+  const { dp, eth0, ctx } = await setup();
+  const network = await hostGwBackend({ datapath: dp }).register(ctx) as HostGwNetwork;
+  await network.syncPeers([A, B]);
+  assert.deepEqual(overlay(await dp.listRoutes()), [
+    `10.5.2.0/24 via 192.0.2.12 dev ${eth0.index}`,
+    `10.5.3.0/24 via 192.0.2.13 dev ${eth0.index}`,
+  ]);
+  const before = dp.writeCount();
+  assert.deepEqual(await network.resync(), { added: 0, removed: 0, failed: 0 });
+  assert.equal(dp.writeCount(), before);
+  await network.syncPeers([B]);
+  assert.deepEqual(overlay(await dp.listRoutes()), [
+    `10.5.3.0/24 via 192.0.2.13 dev ${eth0.index}`,
+  ]);
+  assert.deepEqual(dp.writes.slice(before).map((w) => w.method), ["deleteRoutes"]);
+});
+
+Deno.test("syncPeers installs reachable peers and reports an unreachable one", async () => {
+  const { dp, eth0, ctx } = await setup();
+  const network = await hostGwBackend({ datapath: dp }).register(ctx);
+  const far = peerLease("10.5.4.0/24", "198.51.100.4", "host-gw");
+  await assert.rejects(
+    network.syncPeers([A, far]),
+    (e) =>
+      e instanceof NetlinkError && e.code === "ENETUNREACH" &&
+      /10\.5\.4\.0\/24 via 198\.51\.100\.4/.test(e.message),
+  );
+  assert.deepEqual(overlay(await dp.listRoutes()), [
+    `10.5.2.0/24 via 192.0.2.12 dev ${eth0.index}`,
+  ]);
+});
+
+Deno.test("syncPeers replaces a route someone pointed elsewhere", async () => {
+  const { dp, eth0, ctx } = await setup();
+  const network = await hostGwBackend({ datapath: dp }).register(ctx);
+  await dp.replaceRoutes([{
+    dst: net("10.5.2.0/24"),
+    gateway: ip("192.0.2.99"),
+    index: eth0.index,
+  }]);
+  await network.syncPeers([A]);
+  assert.deepEqual(overlay(await dp.listRoutes()), [
+    `10.5.2.0/24 via 192.0.2.12 dev ${eth0.index}`,
+  ]);
+});
+
+Deno.test("run restores a deleted peer route, and the routes after the interface comes back up", async () => {
+  const { dp, eth0, ctx, clock } = await setup();
+  const network = await hostGwBackend({ datapath: dp, resyncIntervalMs: 0 }).register(ctx);
+  await network.syncPeers([A, B]);
+  const ac = new AbortController();
+  const running = network.run(ac.signal);
+  const until = async (check: () => Promise<boolean>) => {
+    for (let i = 0; i < 50; i++) {
+      if (await check()) return;
+      await clock.advance(20);
+    }
+    assert.fail("not repaired within 1 s of fake time");
+  };
+  try {
+    await clock.advance(0);
+    await dp.deleteRoutes([{ dst: net("10.5.2.0/24") }]);
+    await until(async () => overlay(await dp.listRoutes()).length === 2);
+    await dp.setLink(eth0.index, { up: false });
+    assert.equal(overlay(await dp.listRoutes()).length, 0);
+    await dp.setLink(eth0.index, { up: true });
+    await until(async () => overlay(await dp.listRoutes()).length === 2);
+  } finally {
+    ac.abort();
+    await running;
+  }
+});

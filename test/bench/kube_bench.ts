@@ -1,0 +1,230 @@
+/**
+ * Benchmark of the Kubernetes lease store: list + watch of N nodes (default
+ * 5000, each carrying flannel's annotations, labels and addresses like a
+ * kubelet-registered node) served by the fake API server. The fake runs in
+ * this process; the store runs in a child process of the same runtime so
+ * its RSS is the store's own. The child imports `@kubernetes/client-node`
+ * (timed on its own), lists all nodes page by page, opens the watch, then
+ * acquires its own node's lease, which patches the node's annotations; the
+ * watch delivering that change ends the run. Goal: list + watch ≤ 500 ms,
+ * RSS ≤ 120 MB.
+ *
+ * Run on its own: `deno run -A test/bench/kube_bench.ts [nodes] [runs] [pageSize]`
+ * (or with `bun`).
+ *
+ * @module
+ */
+
+import { spawn } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import process from "node:process";
+import { fileURLToPath } from "node:url";
+import { execPath, rssBytes, runtimeName } from "../../datapath/runtime.ts";
+import { formatIPv4 } from "../../lease/ip.ts";
+import { createKubeLeaseStore } from "../../lease/kube_store.ts";
+import { createFakeKube, writeKubeconfig } from "../fake_kube.ts";
+
+const A = "flannel.alpha.coreos.com/";
+const NET_CONF = '{"Network":"10.0.0.0/8","Backend":{"Type":"vxlan"}}';
+const SELF = "bench-self";
+
+/** Result of {@link benchKubeListWatch}; each figure is the median over the runs. */
+export interface KubeListWatchBenchResult {
+  readonly nodes: number;
+  /** Nodes per list page. */
+  readonly pageSize: number;
+  readonly runtime: string;
+  readonly runs: number;
+  /** `import("@kubernetes/client-node")` in the child, ms. */
+  readonly importMs: number;
+  /** First `list()` (all pages, decode, validation), ms, after the import. */
+  readonly listMs: number;
+  /** From before `list()` until the watch delivered a change made after it, ms. */
+  readonly listWatchMs: number;
+  /** Child RSS after importing `@kubernetes/client-node`, before any request, MB. */
+  readonly rssAfterImportMB: number;
+  /** Child RSS after list + watch, MB (10^6 bytes). */
+  readonly rssMB: number;
+  /** Child peak RSS over its life, MB. */
+  readonly maxRssMB: number;
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)];
+}
+
+const round = (x: number) => Math.round(x * 10) / 10;
+
+/**
+ * List + watch N nodes through the kube store in a child process.
+ *
+ * @param options `nodes` (default 5000); `runs`, fresh child processes
+ *   against the same fake (default 3).
+ * @returns Medians of the child's timings and RSS.
+ * @throws {Error} When a child fails or lists the wrong number of leases.
+ */
+export async function benchKubeListWatch(
+  options: { nodes?: number; runs?: number; pageSize?: number } = {},
+): Promise<KubeListWatchBenchResult> {
+  const n = options.nodes ?? 5000;
+  const runs = options.runs ?? 3;
+  const pageSize = options.pageSize ?? 500;
+  const kube = await createFakeKube({ token: "bench" });
+  const dir = mkdtempSync(join(tmpdir(), "weft-kube-bench-"));
+  try {
+    for (let i = 0; i < n; i++) {
+      const ip = formatIPv4((0xc6120000 + i) >>> 0); // 198.18.x.y
+      const name = `node-${String(i).padStart(5, "0")}`;
+      kube.addNode(name, {
+        podCIDRs: [`${formatIPv4((0x0a000000 + (i + 1) * 256) >>> 0)}/24`],
+        internalIP: ip,
+        labels: {
+          "kubernetes.io/arch": "amd64",
+          "kubernetes.io/os": "linux",
+          "node.kubernetes.io/instance-type": "m5.large",
+          "topology.kubernetes.io/zone": `zone-${i % 3}`,
+        },
+        annotations: {
+          [A + "kube-subnet-manager"]: "true",
+          [A + "backend-type"]: "vxlan",
+          [A + "backend-data"]: `{"VNI":1,"VtepMAC":"c6:d2:32:${
+            [(i >> 16) & 255, (i >> 8) & 255, i & 255].map((b) => b.toString(16).padStart(2, "0"))
+              .join(":")
+          }"}`,
+          [A + "public-ip"]: ip,
+          "node.alpha.kubernetes.io/ttl": "0",
+          "volumes.kubernetes.io/controller-managed-attach-detach": "true",
+        },
+      });
+    }
+    kube.addNode(SELF, { podCIDRs: ["10.255.255.0/24"], internalIP: "198.51.100.1" });
+    const netConfigPath = join(dir, "net-conf.json");
+    writeFileSync(netConfigPath, NET_CONF);
+    const kubeconfig = writeKubeconfig(dir, kube, { token: "bench" });
+    const self = fileURLToPath(import.meta.url);
+    const args = runtimeName === "deno"
+      ? ["run", "-A", self, "--child", kubeconfig, netConfigPath, String(n), String(pageSize)]
+      : [self, "--child", kubeconfig, netConfigPath, String(n), String(pageSize)];
+    const results: KubeListWatchBenchResult[] = [];
+    for (let r = 0; r < runs; r++) {
+      // the child's acquire writes the annotations; remove them for the next run
+      kube.annotate(SELF, {
+        [A + "kube-subnet-manager"]: null,
+        [A + "backend-type"]: null,
+        [A + "backend-data"]: null,
+        [A + "public-ip"]: null,
+      });
+      const out = await new Promise<string>((resolve, reject) => {
+        const child = spawn(execPath(), args, { stdio: ["ignore", "pipe", "pipe"] });
+        let stdout = "";
+        let stderr = "";
+        child.stdout.on("data", (d) => (stdout += d));
+        child.stderr.on("data", (d) => (stderr += d));
+        child.once("error", reject);
+        child.once(
+          "exit",
+          (code) =>
+            code === 0
+              ? resolve(stdout)
+              : reject(new Error(`kube list/watch child exited with ${code}: ${stderr.trim()}`)),
+        );
+      });
+      results.push(JSON.parse(out.trim().split("\n").at(-1)!));
+    }
+    const med = (f: (r: KubeListWatchBenchResult) => number) => median(results.map(f));
+    return {
+      nodes: n,
+      pageSize,
+      runtime: runtimeName,
+      runs,
+      importMs: med((r) => r.importMs),
+      listMs: med((r) => r.listMs),
+      listWatchMs: med((r) => r.listWatchMs),
+      rssAfterImportMB: med((r) => r.rssAfterImportMB),
+      rssMB: med((r) => r.rssMB),
+      maxRssMB: med((r) => r.maxRssMB),
+    };
+  } finally {
+    await kube.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** The child side of {@link benchKubeListWatch}; prints one JSON line. */
+async function child(
+  kubeconfigFile: string,
+  netConfigPath: string,
+  n: number,
+  pageSize: number,
+): Promise<void> {
+  const t0 = performance.now();
+  await import("@kubernetes/client-node");
+  const importMs = performance.now() - t0;
+  const rssAfterImport = rssBytes();
+  const store = createKubeLeaseStore({
+    kubeconfigFile,
+    netConfigPath,
+    nodeName: SELF,
+    env: {},
+    setNodeCondition: false,
+    pageSize,
+  });
+  const ac = new AbortController();
+  try {
+    const config = await store.getNetworkConfig();
+    const t1 = performance.now();
+    const snap = await store.list();
+    const listMs = performance.now() - t1;
+    if (snap.leases.length !== n) throw new Error(`listed ${snap.leases.length} of ${n} leases`);
+    const watched = (async () => {
+      for await (const batch of store.watch(snap.revision, ac.signal)) {
+        if (batch.some((e) => e.type === "added" && e.lease.attrs.publicIP === "198.51.100.1")) {
+          return performance.now();
+        }
+      }
+      throw new Error("watch ended before this node's lease arrived");
+    })();
+    await store.acquire(config, {
+      attrs: {
+        publicIP: "198.51.100.1",
+        backendType: "vxlan",
+        backendData: { VNI: 1, VtepMAC: "c6:d2:32:ff:ff:ff" },
+      },
+    });
+    const t2 = await watched;
+    const rss = rssBytes();
+    console.log(JSON.stringify(
+      {
+        nodes: n,
+        pageSize,
+        runtime: runtimeName,
+        runs: 1,
+        importMs: round(importMs),
+        listMs: round(listMs),
+        listWatchMs: round(t2 - t1),
+        rssAfterImportMB: round(rssAfterImport / 1e6),
+        rssMB: round(rss / 1e6),
+        maxRssMB: round(process.resourceUsage().maxRSS / 1e3),
+      } satisfies KubeListWatchBenchResult,
+    ));
+  } finally {
+    ac.abort();
+    await store.close();
+  }
+}
+
+if (import.meta.main) {
+  const argv = process.argv.slice(2);
+  if (argv[0] === "--child") {
+    await child(argv[1], argv[2], Number(argv[3]), Number(argv[4]));
+    process.exit(0);
+  } else {
+    const nodes = Number(argv[0] ?? 5000);
+    const runs = Number(argv[1] ?? 3);
+    const pageSize = Number(argv[2] ?? 500);
+    console.log(await benchKubeListWatch({ nodes, runs, pageSize }));
+  }
+}
