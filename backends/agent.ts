@@ -298,6 +298,7 @@ export function createAgent(deps: AgentDeps): Agent {
       try {
         const snap = await deps.store.list(signal);
         applySnapshot(snap.leases);
+        log.info("peers listed", { peers: peers.size, revision: snap.revision });
         requestSync();
         attempt = 0;
         for await (const batch of deps.store.watch(snap.revision, signal)) {
@@ -316,9 +317,14 @@ export function createAgent(deps: AgentDeps): Agent {
                 );
               }
             } else if (ev.type === "added") {
-              peers.set(leaseKey(ev.lease), ev.lease);
-            } else {
-              peers.delete(leaseKey(ev.lease));
+              const k = leaseKey(ev.lease);
+              log.info(peers.has(k) ? "peer updated" : "peer added", {
+                subnet: formatIPv4Net(ev.lease.subnet),
+                publicIP: ev.lease.attrs.publicIP,
+              });
+              peers.set(k, ev.lease);
+            } else if (peers.delete(leaseKey(ev.lease))) {
+              log.info("peer removed", { subnet: formatIPv4Net(ev.lease.subnet) });
             }
           }
           gPeers.set(peers.size);

@@ -43,6 +43,15 @@ export interface EtcdServerOptions {
   extraArgs?: string[];
   /** How long to wait for the member to become healthy (default 20 s). */
   startTimeoutMs?: number;
+  /**
+   * Run etcd inside this network namespace (a lab's), listening on `host`
+   * (an address in that namespace) at port 2379/2380; health checks and
+   * etcdctl then run in the namespace too. Default: the caller's namespace
+   * on 127.0.0.1 with free ports.
+   */
+  netns?: string;
+  /** Listen address with `netns` (default 127.0.0.1). */
+  host?: string;
 }
 
 /** Client-side TLS files of a TLS-enabled test etcd. */
@@ -258,7 +267,10 @@ async function startIn(dir: string, options: EtcdServerOptions): Promise<EtcdSer
   let authOn = false;
   let closed = false;
   const logFile = join(dir, "etcd.log");
-  const endpoint = () => `${scheme}://127.0.0.1:${clientPort}`;
+  const host = options.host ?? "127.0.0.1";
+  const endpoint = () => `${scheme}://${host}:${clientPort}`;
+  const inNs = (cmd: string, cmdArgs: string[]): [string, string[]] =>
+    options.netns ? ["ip", ["netns", "exec", options.netns, cmd, ...cmdArgs]] : [cmd, cmdArgs];
 
   const args = () => [
     "--name",
@@ -270,11 +282,11 @@ async function startIn(dir: string, options: EtcdServerOptions): Promise<EtcdSer
     "--advertise-client-urls",
     endpoint(),
     "--listen-peer-urls",
-    `http://127.0.0.1:${peerPort}`,
+    `http://${host}:${peerPort}`,
     "--initial-advertise-peer-urls",
-    `http://127.0.0.1:${peerPort}`,
+    `http://${host}:${peerPort}`,
     "--initial-cluster",
-    `weft-test=http://127.0.0.1:${peerPort}`,
+    `weft-test=http://${host}:${peerPort}`,
     "--logger",
     "zap",
     "--log-outputs",
@@ -306,7 +318,8 @@ async function startIn(dir: string, options: EtcdServerOptions): Promise<EtcdSer
   const spawnEtcd = () => {
     const fd = openSync(logFile, "a");
     try {
-      child = spawn("etcd", args(), { stdio: ["ignore", fd, fd] });
+      const [cmd, cmdArgs] = inNs("etcd", args());
+      child = spawn(cmd, cmdArgs, { stdio: ["ignore", fd, fd] });
     } finally {
       closeSync(fd);
     }
@@ -326,9 +339,16 @@ async function startIn(dir: string, options: EtcdServerOptions): Promise<EtcdSer
         throw new Error(`etcd exited during start (code ${child?.exitCode}):\n${logTail()}`);
       }
       try {
-        const r = await fetcher(`${endpoint()}/health`, { signal: AbortSignal.timeout(2000) });
-        last = await r.text();
-        if (r.ok && JSON.parse(last).health === "true") return;
+        if (options.netns) {
+          const [cmd, cmdArgs] = inNs("etcdctl", [`--endpoints=${endpoint()}`, "endpoint", "health"]);
+          // etcdctl exits 0 only when the member answers and is healthy
+          await run(cmd, cmdArgs, { env: { ETCDCTL_API: "3" } });
+          return;
+        } else {
+          const r = await fetcher(`${endpoint()}/health`, { signal: AbortSignal.timeout(2000) });
+          last = await r.text();
+          if (r.ok && JSON.parse(last).health === "true") return;
+        }
       } catch (e) {
         last = String(e);
       }
@@ -352,8 +372,8 @@ async function startIn(dir: string, options: EtcdServerOptions): Promise<EtcdSer
 
   // Ports can be taken between probing and binding (other tests run here too): retry.
   for (let attempt = 1;; attempt++) {
-    clientPort = await freePort();
-    peerPort = await freePort();
+    clientPort = options.netns ? 2379 : await freePort();
+    peerPort = options.netns ? 2380 : await freePort();
     spawnEtcd();
     try {
       await waitHealthy();
@@ -373,12 +393,12 @@ async function startIn(dir: string, options: EtcdServerOptions): Promise<EtcdSer
     ]
     : [];
   const etcdctl = (cmdArgs: string[], o: { input?: string } = {}) =>
-    run("etcdctl", [
+    run(...inNs("etcdctl", [
       `--endpoints=${endpoint()}`,
       ...tlsFlags,
       ...(authOn && options.auth ? [`--user=root:${options.auth.password}`] : []),
       ...cmdArgs,
-    ], { input: o.input, env: { ETCDCTL_API: "3" } });
+    ]), { input: o.input, env: { ETCDCTL_API: "3" } });
 
   const server: EtcdServer = {
     get endpoint() {

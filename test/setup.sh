@@ -14,6 +14,7 @@ command -v ping >/dev/null 2>&1 || need="$need iputils-ping"
 command -v iperf3 >/dev/null 2>&1 || need="$need iperf3"
 command -v tcpdump >/dev/null 2>&1 || need="$need tcpdump"
 command -v openssl >/dev/null 2>&1 || need="$need openssl"
+command -v curl >/dev/null 2>&1 || need="$need curl"
 [ -x /usr/lib/cni/bridge ] || need="$need containernetworking-plugins"
 if [ -n "$need" ]; then
   echo "setup: installing$need" >&2

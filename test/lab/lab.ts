@@ -173,7 +173,15 @@ export interface PingOptions {
 export interface Lab {
   /** Lab id: prefix + 3 characters. */
   readonly id: string;
-  readonly underlay: { readonly mode: "bridge" | "router"; readonly ns: string };
+  readonly underlay: {
+    readonly mode: "bridge" | "router";
+    readonly ns: string;
+    /**
+     * Where services for all hosts listen (etcd, a fake API server), in the
+     * underlay namespace: 192.0.2.2 on the bridge, or the router's 192.0.2.1.
+     */
+    readonly serviceIP: string;
+  };
   readonly hosts: readonly LabHost[];
   /** The internet namespace, when requested. */
   readonly internet?: { readonly ns: string; readonly ip: string };
@@ -439,6 +447,8 @@ export async function createLab(options: LabOptions): Promise<Lab> {
     await addNetns([underlayNs, ...hostNames, ...(options.internet ? [`${id}-net`] : [])]);
     // underlay
     const uLines = ["link set lo up", `link add br0 mtu ${mtu} type bridge`, "link set br0 up"];
+    // the underlay itself answers at the service address (etcd, a fake API server)
+    if (mode === "bridge") uLines.push("addr add 192.0.2.2/24 dev br0");
     if (mode === "router") {
       uLines.push(
         `link add br1 mtu ${mtu} type bridge`,
@@ -633,7 +643,7 @@ export async function createLab(options: LabOptions): Promise<Lab> {
 
   const lab: Lab = {
     id,
-    underlay: { mode, ns: underlayNs },
+    underlay: { mode, ns: underlayNs, serviceIP: mode === "bridge" ? "192.0.2.2" : "192.0.2.1" },
     hosts,
     internet,
     dir,

@@ -1,0 +1,144 @@
+/**
+ * Running real weft agents (the CLI, `mod.ts`) in lab hosts, under Deno or
+ * Bun, with JSON logs the tests can wait on. Used by the e2e tests, the
+ * demo and the benchmarks.
+ *
+ * @module
+ */
+
+import * as path from "node:path";
+import type { Lab, LabHost, LabProcess } from "./lab.ts";
+import { REPO_ROOT } from "./lab.ts";
+
+/** Which runtime runs an agent. */
+export type AgentRuntime = "deno" | "bun";
+
+/** The runtime binaries installed by npm (real executables, no node wrapper). */
+export const RUNTIME_BIN: Record<AgentRuntime, string> = {
+  deno: path.join(REPO_ROOT, "node_modules/.bin/deno"),
+  bun: path.join(REPO_ROOT, "node_modules/.bin/bun"),
+};
+
+/** The command line that runs `mod.ts` with a runtime. */
+export function agentCommand(runtime: AgentRuntime, args: readonly string[]): {
+  cmd: string;
+  args: string[];
+} {
+  const entry = path.join(REPO_ROOT, "mod.ts");
+  return runtime === "deno"
+    ? { cmd: RUNTIME_BIN.deno, args: ["run", "-A", entry, ...args] }
+    : { cmd: RUNTIME_BIN.bun, args: [entry, ...args] };
+}
+
+/** Options of {@link startAgent}. */
+export interface StartAgentOptions {
+  /** Default deno. */
+  readonly runtime?: AgentRuntime;
+  /** Flags (store, backend-related, healthz…). `--subnet-file` and `--log-format json` are added. */
+  readonly args?: readonly string[];
+  readonly env?: Record<string, string>;
+  /** subnet.env path (default `<lab.dir>/<host ns>.subnet.env`). */
+  readonly subnetFile?: string;
+}
+
+/** One JSON log record of an agent. */
+export interface AgentLogRecord {
+  readonly ts: string;
+  readonly level: string;
+  readonly msg: string;
+  readonly [field: string]: unknown;
+}
+
+/** A running agent. */
+export interface AgentProcess {
+  readonly host: LabHost;
+  readonly runtime: AgentRuntime;
+  readonly subnetFile: string;
+  readonly process: LabProcess;
+  /** Parsed JSON log records so far. */
+  logs(): AgentLogRecord[];
+  /**
+   * Wait for the agent's "ready" line.
+   *
+   * @returns The subnet it reported (CIDR).
+   * @throws {Error} On timeout or exit, with the agent's output.
+   */
+  waitReady(timeoutMs?: number): Promise<string>;
+  /** Wait for a log record matching `pred` that appears after `since` records. */
+  waitLog(pred: (r: AgentLogRecord) => boolean, timeoutMs?: number, since?: number): Promise<AgentLogRecord>;
+  /** SIGKILL (no clean stop). */
+  kill9(): Promise<void>;
+  /** SIGTERM and wait. */
+  stop(): Promise<number>;
+}
+
+/**
+ * Start an agent in a lab host.
+ *
+ * @param lab The lab.
+ * @param host The host namespace to run in.
+ * @param options Runtime, flags, environment.
+ * @returns The agent handle.
+ */
+export function startAgent(lab: Lab, host: LabHost, options: StartAgentOptions = {}): AgentProcess {
+  const runtime = options.runtime ?? "deno";
+  const subnetFile = options.subnetFile ?? path.join(lab.dir, `${host.ns}.subnet.env`);
+  const { cmd, args } = agentCommand(runtime, [
+    "--subnet-file",
+    subnetFile,
+    "--log-format",
+    "json",
+    ...(options.args ?? []),
+  ]);
+  const proc = lab.spawn(host.ns, cmd, args, { cwd: REPO_ROOT, env: options.env });
+  const logs = (): AgentLogRecord[] => {
+    const out: AgentLogRecord[] = [];
+    for (const line of proc.stderr().split("\n")) {
+      if (!line.startsWith("{")) continue;
+      try {
+        out.push(JSON.parse(line));
+      } catch {
+        // a partial last line
+      }
+    }
+    return out;
+  };
+  const waitLog = async (
+    pred: (r: AgentLogRecord) => boolean,
+    timeoutMs = 20_000,
+    since = 0,
+  ): Promise<AgentLogRecord> => {
+    const deadline = Date.now() + timeoutMs;
+    let exited: number | undefined;
+    proc.exited.then((c) => (exited = c));
+    for (;;) {
+      const hit = logs().slice(since).find(pred);
+      if (hit) return hit;
+      if (exited !== undefined || Date.now() > deadline) {
+        throw new Error(
+          `agent on ${host.ns} (${runtime}) ${
+            exited !== undefined ? `exited with ${exited}` : `timed out after ${timeoutMs} ms`
+          }; output:\n${proc.stderr().slice(-4000)}\n${proc.stdout().slice(-1000)}`,
+        );
+      }
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  };
+  return {
+    host,
+    runtime,
+    subnetFile,
+    process: proc,
+    logs,
+    waitLog,
+    async waitReady(timeoutMs = 30_000) {
+      const r = await waitLog((x) => x.msg === "ready", timeoutMs);
+      return String(r.subnet);
+    },
+    async kill9() {
+      proc.kill("SIGKILL");
+      await proc.exited;
+    },
+    stop: () => proc.stop(),
+  };
+}
