@@ -37,6 +37,10 @@ export function leaseView(lease: Lease): LeaseView {
   };
 }
 
+/** Peers in address order (10.5.2.0 before 10.5.10.0), as people read them. */
+const byAddress = (leases: readonly Lease[]): Lease[] =>
+  [...leases].sort((a, b) => a.subnet.ip - b.subnet.ip || a.subnet.prefixLen - b.subnet.prefixLen);
+
 const escape = (s: string) =>
   s.replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]!);
 
@@ -60,7 +64,7 @@ export function createStatusApp(source: {
   app.get("/healthz", (c) => c.text("ok\n"));
   app.get("/readyz", (c) => {
     const s = source.status();
-    return s.ready ? c.text("ok\n") : c.text(`not ready: ${s.reason}\n`, 503);
+    return s.ready ? c.text("ok\n") : c.text(`not ready: ${s.reason ?? "starting"}\n`, 503);
   });
   app.get("/metrics", (c) => {
     return c.body(source.metrics.render(), 200, {
@@ -69,14 +73,14 @@ export function createStatusApp(source: {
   });
   app.get("/v1/lease", (c) => {
     const s = source.status();
-    if (!s.lease) return c.json({ error: `no lease yet: ${s.reason}` }, 503);
+    if (!s.lease) return c.json({ error: `no lease yet: ${s.reason ?? "acquiring"}` }, 503);
     return c.json(leaseView(s.lease));
   });
   app.get("/v1/leases", (c) => {
     const s = source.status();
     return c.json({
       self: s.lease ? leaseView(s.lease) : null,
-      peers: s.peers.map(leaseView).sort((a, b) => a.subnet.localeCompare(b.subnet)),
+      peers: byAddress(s.peers).map(leaseView),
     });
   });
   app.get("/v1/status", (c) => {
@@ -98,7 +102,7 @@ export function createStatusApp(source: {
     const s = source.status();
     const rows = [
       ...(s.lease ? [{ l: s.lease, self: true }] : []),
-      ...s.peers.map((l) => ({ l, self: false })),
+      ...byAddress(s.peers).map((l) => ({ l, self: false })),
     ].map(({ l, self }) => {
       const v = leaseView(l);
       return `<tr${self ? ' class="self"' : ""}><td>${escape(v.subnet)}</td><td>${

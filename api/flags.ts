@@ -245,17 +245,21 @@ export class UsageError extends Error {
 
 const camel = (s: string) => s.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
 
-const DURATION_RE = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/;
-
 /**
- * Parse a Go-style duration (`24h`, `90m`, `30s`, `1h30m`, `500ms`).
+ * Parse a Go-style duration (`24h`, `90m`, `30s`, `1h30m`, `500ms`, `1.5h`);
+ * every number needs a unit.
  *
+ * @param text The duration text.
  * @returns Milliseconds.
  * @throws {SyntaxError} When malformed.
+ * @example
+ * ```ts
+ * parseDuration("1h30m"); // 5400000
+ * ```
  */
 export function parseDuration(text: string): number {
   const units: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3600_000 };
-  let rest = text.trim();
+  let rest = text;
   let total = 0;
   if (rest === "") throw new SyntaxError(`Cannot parse duration: current value is ""`);
   while (rest) {
@@ -271,11 +275,19 @@ export function parseDuration(text: string): number {
 
 const IntSchema = v.pipe(v.string(), v.regex(/^-?\d+$/), v.transform(Number));
 
-function convert(name: FlagName, raw: string, source: string): string | boolean | number {
+/**
+ * Where a value came from, as error messages name it: `flag --lease-ttl` or
+ * `environment FLANNELD_LEASE_TTL (flag --lease-ttl)`.
+ */
+function origin(name: FlagName, envName?: string): string {
+  return envName ? `environment ${envName} (flag --${name})` : `flag --${name}`;
+}
+
+function convert(name: FlagName, raw: string, envName?: string): string | boolean | number {
   const spec: FlagSpec = FLAGS[name];
   const bad = (expected: string): never => {
     throw new UsageError(
-      `${source} --${name}: expected ${expected}, got ${JSON.stringify(raw)}`,
+      `${origin(name, envName)}: expected ${expected}, got ${JSON.stringify(raw)}`,
     );
   };
   let value: string | boolean | number = raw;
@@ -289,10 +301,11 @@ function convert(name: FlagName, raw: string, source: string): string | boolean 
     value = (r as { output: number }).output;
   } else if (spec.kind === "duration") {
     if (/^\d+$/.test(raw)) bad("a duration with a unit, e.g. 24h, 90m, 30s");
-    if (!DURATION_RE.test(raw) && !/^(\d+(\.\d+)?(ms|s|m|h))+$/.test(raw)) {
-      bad("a duration such as 24h, 90m, 30s");
+    try {
+      value = parseDuration(raw);
+    } catch {
+      bad("a duration such as 24h, 1h30m, 90s or 500ms");
     }
-    value = parseDuration(raw);
   }
   const err = spec.check ? (spec.check as (x: unknown) => string | null)(value) : null;
   if (err) bad(err);
@@ -320,14 +333,14 @@ export function parseFlags(
   const values: Record<string, unknown> = {};
   const explicit = new Set<FlagName>();
   const args: string[] = [];
-  const set = (name: FlagName, raw: string, source: string) => {
+  const set = (name: FlagName, raw: string, envName?: string) => {
     const spec: FlagSpec = FLAGS[name];
     if (spec.kind === "list") {
       const list = (values[camel(name)] as string[] | undefined) ?? [];
       if (!explicit.has(name)) values[camel(name)] = list;
       list.push(raw);
     } else {
-      values[camel(name)] = convert(name, raw, source);
+      values[camel(name)] = convert(name, raw, envName);
     }
     explicit.add(name);
   };
@@ -350,18 +363,26 @@ export function parseFlags(
       continue;
     }
     if (!Object.hasOwn(FLAGS, name)) {
-      throw new UsageError(`unknown flag ${a.split("=")[0]} (run weft --help for the list)`);
+      const near = closestFlag(name);
+      throw new UsageError(
+        `unknown flag ${a.split("=")[0]}${
+          near ? ` (did you mean --${near}?)` : ""
+        }; run weft --help for the list`,
+      );
     }
     const spec: FlagSpec = FLAGS[name];
     if (eq >= 0) {
-      set(name, body.slice(eq + 1), "flag");
+      set(name, body.slice(eq + 1));
     } else if (spec.kind === "bool") {
-      set(name, "true", "flag");
+      set(name, "true");
     } else {
       if (i + 1 >= argv.length) {
-        throw new UsageError(`flag --${name} needs a value${spec.form ? ` (${spec.form})` : ""}`);
+        const form = `<${spec.form ?? spec.kind}>`;
+        throw new UsageError(
+          `flag --${name}: missing value; give it as --${name} ${form} or --${name}=${form}`,
+        );
       }
-      set(name, argv[++i], "flag");
+      set(name, argv[++i]);
     }
   }
   for (const name of Object.keys(FLAGS) as FlagName[]) {
@@ -372,10 +393,10 @@ export function parseFlags(
       const spec: FlagSpec = FLAGS[name];
       if (spec.kind === "list") {
         for (const part of raw.split(",")) {
-          if (part.trim()) set(name, part.trim(), `environment ${envName}:`);
+          if (part.trim()) set(name, part.trim(), envName);
         }
       } else {
-        set(name, raw, `environment ${envName}:`);
+        set(name, raw, envName);
       }
       continue;
     }
@@ -385,7 +406,38 @@ export function parseFlags(
   return { ...values, explicit, args } as unknown as Flags;
 }
 
-/** The --help text. */
+/** The known flag nearest to a mistyped one (edit distance ≤ 2), if any. */
+function closestFlag(name: string): string | undefined {
+  let best: string | undefined;
+  let bestDist = 3;
+  for (const flag of Object.keys(FLAGS)) {
+    const d = editDistance(name, flag);
+    if (d < bestDist) {
+      best = flag;
+      bestDist = d;
+    }
+  }
+  return best;
+}
+
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const cur = [i];
+    for (let j = 1; j <= b.length; j++) {
+      cur[j] = Math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    prev = cur;
+  }
+  return prev[b.length];
+}
+
+/**
+ * The --help text: usage, how the store is chosen, and every flag with its
+ * value form and default.
+ *
+ * @returns The text, without a trailing newline.
+ */
 export function helpText(): string {
   const lines = [
     "weft — flannel-compatible overlay network agent",

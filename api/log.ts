@@ -22,12 +22,48 @@ export interface Logger {
 
 const ORDER: Record<LogLevel, number> = { debug: 0, info: 1, warn: 2, error: 3 };
 
+/** An error as one string: its message, then the messages of its causes. */
+function errorText(e: Error): string {
+  let text = e.message || e.name;
+  const seen = new Set<unknown>([e]);
+  for (let c = e.cause; c !== undefined && !seen.has(c); c = (c as Error).cause) {
+    seen.add(c);
+    const m = c instanceof Error ? c.message || c.name : String(c);
+    if (!text.includes(m)) text += `: ${m}`;
+    if (!(c instanceof Error)) break;
+  }
+  return text;
+}
+
+/** JSON that never throws: bigints as strings, errors as their text, cycles cut. */
+function safeJson(v: unknown): string {
+  // the objects enclosing the value being written, to tell a cycle from a shared object
+  const ancestors: unknown[] = [];
+  try {
+    return JSON.stringify(v, function (this: unknown, _k: string, x: unknown) {
+      while (ancestors.length && ancestors[ancestors.length - 1] !== this) ancestors.pop();
+      if (typeof x === "bigint") return x.toString();
+      if (x instanceof Error) return errorText(x);
+      if (typeof x === "object" && x !== null) {
+        if (ancestors.includes(x)) return "[circular]";
+        ancestors.push(x);
+      }
+      return x;
+    }) ?? String(v);
+  } catch {
+    return JSON.stringify(String(v));
+  }
+}
+
 function renderValue(v: unknown): string {
-  if (v instanceof Error) return JSON.stringify(v.message);
+  if (v instanceof Error) return JSON.stringify(errorText(v));
   if (typeof v === "string") return /^[\w./:@,+-]*$/.test(v) && v !== "" ? v : JSON.stringify(v);
   if (typeof v === "bigint") return v.toString();
-  return JSON.stringify(v) ?? String(v);
+  return safeJson(v);
 }
+
+/** Keep a text line one line: control characters in the message are escaped. */
+const oneLine = (msg: string) => msg.replace(/[\r\n]/g, (c) => (c === "\n" ? "\\n" : "\\r"));
 
 /**
  * Create a logger.
@@ -59,14 +95,13 @@ export function createLogger(options: {
       const ts = new Date(now()).toISOString();
       if (format === "json") {
         const rec: Record<string, unknown> = { ts, level, msg };
-        for (const [k, v] of Object.entries(all)) {
-          rec[k] = v instanceof Error ? v.message : typeof v === "bigint" ? v.toString() : v;
-        }
-        write(JSON.stringify(rec));
+        // a field never replaces ts, level or msg
+        for (const [k, v] of Object.entries(all)) rec[Object.hasOwn(rec, k) ? `field.${k}` : k] = v;
+        write(safeJson(rec));
       } else {
         const parts = Object.entries(all).map(([k, v]) => `${k}=${renderValue(v)}`);
         write(
-          `${ts} ${level.toUpperCase().padEnd(5)} ${msg}${
+          `${ts} ${level.toUpperCase().padEnd(5)} ${oneLine(msg)}${
             parts.length ? " " + parts.join(" ") : ""
           }`,
         );

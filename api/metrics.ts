@@ -17,6 +17,11 @@ function escapeLabel(v: string): string {
   return v.replace(/\\/g, "\\\\").replace(/\n/g, "\\n").replace(/"/g, '\\"');
 }
 
+/** HELP text escapes only backslash and newline. */
+function escapeHelp(v: string): string {
+  return v.replace(/\\/g, "\\\\").replace(/\n/g, "\\n");
+}
+
 function fmt(n: number): string {
   if (Number.isNaN(n)) return "NaN";
   if (n === Infinity) return "+Inf";
@@ -36,8 +41,17 @@ export class Counter implements Family {
   readonly type = "counter" as const;
   #values = new Map<string, number>();
   constructor(readonly name: string, readonly help: string) {}
-  /** Add `by` (default 1) to the series with these labels. */
+  /**
+   * Add `by` (default 1) to the series with these labels.
+   *
+   * @throws {RangeError} When `by` is negative: a counter never goes down.
+   */
   inc(labels?: Labels, by = 1): void {
+    if (!(by >= 0)) {
+      throw new RangeError(
+        `Cannot add ${by} to counter ${this.name}: a counter only goes up; use a gauge`,
+      );
+    }
     const k = labelKey(labels);
     this.#values.set(k, (this.#values.get(k) ?? 0) + by);
   }
@@ -76,8 +90,11 @@ export class Histogram implements Family {
   #counts: number[];
   #sum = 0;
   #count = 0;
-  constructor(readonly name: string, readonly help: string, readonly buckets: number[]) {
-    this.#counts = buckets.map(() => 0);
+  /** Upper bounds, ascending and without duplicates (+Inf is implied). */
+  readonly buckets: readonly number[];
+  constructor(readonly name: string, readonly help: string, buckets: readonly number[]) {
+    this.buckets = [...new Set(buckets.filter((b) => b !== Infinity))].sort((a, b) => a - b);
+    this.#counts = this.buckets.map(() => 0);
   }
   /** Record one observation. */
   observe(value: number): void {
@@ -122,6 +139,13 @@ export class Registry {
     if (!f) {
       f = make();
       this.#families.set(name, f);
+      return f;
+    }
+    const want = make().type;
+    if (f.type !== want) {
+      throw new TypeError(
+        `Cannot register ${want} ${name}: it is already a ${f.type}; give the ${want} another name`,
+      );
     }
     return f;
   }
@@ -130,7 +154,11 @@ export class Registry {
   render(): string {
     const out: string[] = [];
     for (const f of this.#families.values()) {
-      out.push(`# HELP ${f.name} ${f.help}`, `# TYPE ${f.name} ${f.type}`, ...f.render());
+      out.push(
+        `# HELP ${f.name} ${escapeHelp(f.help)}`,
+        `# TYPE ${f.name} ${f.type}`,
+        ...f.render(),
+      );
     }
     return out.join("\n") + "\n";
   }

@@ -125,12 +125,25 @@ export class InterfaceError extends Error {
 }
 
 /**
- * Choose the external interface and public address.
+ * Choose the external interface and public address, in flannel's order:
+ * each `--iface` (a name, or an IP held by an interface), then each
+ * `--iface-regex` (matched against every interface's IPv4 addresses first,
+ * then against the names), then `--iface-can-reach` (the interface of the
+ * longest-prefix route to that IP). An option that matches nothing is
+ * skipped; when options were given and none matched, that is an error. With
+ * no options: the interface holding `--public-ip` if there is one, else the
+ * default route's interface (lowest metric), else the only up non-loopback
+ * interface with an IPv4 address.
  *
  * @param flags The interface flags.
  * @param source Where to read interfaces and routes (default: this namespace).
  * @returns The interface with its address and the public IP peers should use.
  * @throws {InterfaceError} Naming the flag, its value and the interfaces that exist.
+ * @example
+ * ```ts
+ * const ext = pickExternalInterface({ iface: ["eth1", "eth0"] });
+ * ext.name; // "eth1" when it exists and has an IPv4 address
+ * ```
  */
 export function pickExternalInterface(
   flags: InterfaceFlags,
@@ -159,46 +172,43 @@ export function pickExternalInterface(
     );
   }
 
+  // Compile every pattern first: a typo is an error even when an earlier option matches.
+  const patterns = (flags.ifaceRegex ?? []).map((pattern) => {
+    try {
+      return { pattern, re: new RegExp(pattern) };
+    } catch (e) {
+      throw new InterfaceError(
+        `--iface-regex ${JSON.stringify(pattern)} is not a valid regular expression (${
+          (e as Error).message
+        }); fix the pattern, e.g. --iface-regex '^eth[0-9]+$'`,
+      );
+    }
+  });
+
+  const misses: string[] = [];
   for (const want of flags.iface ?? []) {
     if (isIPv4(want)) {
       const i = usable.find((x) => x.ipv4.includes(want));
       if (i) return result(i, want);
+      misses.push(`--iface ${want}: no interface has this address`);
     } else {
       const i = all.find((x) => x.name === want);
       if (i && i.ipv4.length) return result(i);
-      if (i) {
-        throw new InterfaceError(
-          `--iface ${want}: the interface has no IPv4 address; add one or pick another (interfaces: ${known()})`,
-        );
-      }
-    }
-  }
-  for (const pattern of flags.ifaceRegex ?? []) {
-    let re: RegExp;
-    try {
-      re = new RegExp(pattern);
-    } catch (e) {
-      throw new InterfaceError(
-        `--iface-regex ${JSON.stringify(pattern)} is not a valid regular expression: ${
-          (e as Error).message
-        }`,
+      misses.push(
+        i
+          ? `--iface ${want}: the interface has no IPv4 address`
+          : `--iface ${want}: no such interface`,
       );
     }
+  }
+  for (const { pattern, re } of patterns) {
     for (const i of usable) {
-      if (re.test(i.name)) return result(i);
       const ip = i.ipv4.find((a) => re.test(a));
       if (ip) return result(i, ip);
     }
-  }
-  if ((flags.iface?.length ?? 0) + (flags.ifaceRegex?.length ?? 0) > 0) {
-    throw new InterfaceError(
-      `no interface matches ${
-        [
-          ...(flags.iface ?? []).map((x) => `--iface ${x}`),
-          ...(flags.ifaceRegex ?? []).map((x) => `--iface-regex ${x}`),
-        ].join(", ")
-      }; interfaces here: ${known()}`,
-    );
+    const i = usable.find((x) => re.test(x.name));
+    if (i) return result(i);
+    misses.push(`--iface-regex ${pattern}: matches no interface name or IPv4 address`);
   }
 
   const routes = source.routes();
@@ -217,14 +227,25 @@ export function pickExternalInterface(
       .filter((r) => containsIPv4({ ip: r.dst, prefixLen: r.prefixLen }, target))
       .sort((a, b) => b.prefixLen - a.prefixLen || a.metric - b.metric)[0];
     const i = best && usable.find((x) => x.name === best.iface);
-    if (!i) {
-      throw new InterfaceError(
-        `--iface-can-reach ${flags.ifaceCanReach}: no route with an IPv4-addressed interface reaches it (interfaces: ${known()})`,
-      );
-    }
-    return result(i);
+    if (i) return result(i);
+    misses.push(
+      `--iface-can-reach ${flags.ifaceCanReach}: ${
+        best
+          ? `its route goes through ${best.iface}, which has no IPv4 address`
+          : "no route reaches it"
+      }`,
+    );
+  }
+  if (misses.length) {
+    throw new InterfaceError(
+      `no interface matches the options given (${misses.join("; ")}); interfaces here: ${known()}`,
+    );
   }
 
+  if (flags.publicIP) {
+    const holder = usable.find((x) => x.ipv4.includes(flags.publicIP!));
+    if (holder) return result(holder, flags.publicIP);
+  }
   const def = routes.filter((r) => r.prefixLen === 0).sort((a, b) => a.metric - b.metric)[0];
   const i = def && usable.find((x) => x.name === def.iface);
   if (i) return result(i);

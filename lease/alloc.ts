@@ -12,10 +12,11 @@ import {
   equalIPv4Net,
   formatIPv4,
   formatIPv4Net,
+  formatIPv6,
+  formatIPv6Net,
   type IPv4Net,
   type IPv6Net,
   nextIPv6Net,
-  overlapsIPv4Net,
   overlapsIPv6Net,
   sizeIPv4,
 } from "./ip.ts";
@@ -74,15 +75,20 @@ export function describePool(config: NetworkConfig): string {
 
 /**
  * Pick a free subnet: walk SubnetMin..SubnetMax in SubnetLen steps, skip
- * those overlapping a lease, and choose at random among the first
- * {@link PICK_WINDOW} free ones.
+ * those overlapping a lease (of any size, also one wider than SubnetLen or
+ * outside the pool's alignment), and choose at random among the first
+ * {@link PICK_WINDOW} free ones — flannel's algorithm.
  *
  * @param config Network configuration.
- * @param leases Current leases.
+ * @param leases Current leases (any order), including records that only occupy a subnet.
  * @param random Source of randomness in [0, 1).
  * @returns The subnet (and an IPv6 subnet when IPv6 is enabled).
  * @throws {PoolExhaustedError} When nothing is free; the message names the
- *   pool and how many subnets are in use.
+ *   pool, how many of its subnets are in use and how to make room.
+ * @example
+ * ```ts
+ * const { subnet } = pickFreeSubnet(config, leases, Math.random);
+ * ```
  */
 export function pickFreeSubnet(
   config: NetworkConfig,
@@ -92,46 +98,57 @@ export function pickFreeSubnet(
   const size = sizeIPv4(config.subnetLen);
   const used = leases.map((l) => l.subnet).sort((a, b) => a.ip - b.ip);
   const free: number[] = [];
+  let walked = 0;
   let u = 0;
   for (let ip = config.subnetMin; ip <= config.subnetMax && free.length < PICK_WINDOW; ip += size) {
-    const candidate = { ip, prefixLen: config.subnetLen };
-    // leases are sorted: skip those wholly before the candidate
+    walked++;
+    const last = ip + size - 1;
+    // Leases are sorted by start: those before index u end before this
+    // candidate (and so before every later one). Any lease that overlaps the
+    // candidate starts at or before `last`, so the scan below sees it.
     while (u < used.length && used[u].ip + sizeIPv4(used[u].prefixLen) <= ip) u++;
     let taken = false;
-    for (let j = u; j < used.length && used[j].ip <= ip + size - 1; j++) {
-      if (overlapsIPv4Net(candidate, used[j])) {
+    for (let j = u; j < used.length && used[j].ip <= last; j++) {
+      if (used[j].ip + sizeIPv4(used[j].prefixLen) > ip) {
         taken = true;
         break;
       }
     }
-    // a lease wider than the candidate that starts earlier
-    if (!taken) {
-      taken = used.some((s) => s.prefixLen < config.subnetLen && overlapsIPv4Net(s, candidate));
-    }
     if (!taken) free.push(ip);
   }
   if (free.length === 0) {
-    const inUse = leases.filter((l) => isSubnetCompatible(config, l.subnet)).length;
+    const holders = leases.filter((l) =>
+      l.subnet.ip <= config.subnetMax + size - 1 &&
+      l.subnet.ip + sizeIPv4(l.subnet.prefixLen) > config.subnetMin
+    ).length;
     throw new PoolExhaustedError(
-      `no free subnet left in ${describePool(config)}: ${inUse} of ${poolSize(config)} in use; ` +
-        `enlarge Network or SubnetMax, or delete stale leases`,
+      `no free subnet left in ${describePool(config)}: ${walked} of ${poolSize(config)} in use ` +
+        `(by ${holders} lease${holders === 1 ? "" : "s"}); ` +
+        `enlarge Network or widen SubnetMin/SubnetMax, or delete stale leases`,
     );
   }
   const subnet = { ip: free[Math.floor(random() * free.length)], prefixLen: config.subnetLen };
   if (!config.enableIPv6) return { subnet };
 
   const free6: bigint[] = [];
+  let walked6 = 0n;
   for (
     let sn: IPv6Net | null = { ip: config.ipv6SubnetMin!, prefixLen: config.ipv6SubnetLen };
     sn && sn.ip <= config.ipv6SubnetMax! && free6.length < PICK_WINDOW;
     sn = nextIPv6Net(sn)
   ) {
+    walked6++;
     const cur = sn;
     if (!leases.some((l) => l.ipv6Subnet && overlapsIPv6Net(l.ipv6Subnet, cur))) free6.push(cur.ip);
   }
   if (free6.length === 0) {
     throw new PoolExhaustedError(
-      `no free IPv6 subnet left in the IPv6Network (/${config.ipv6SubnetLen} subnets): enlarge IPv6Network`,
+      `no free IPv6 subnet left in ${
+        config.ipv6Network ? formatIPv6Net(config.ipv6Network) : "?"
+      } (/${config.ipv6SubnetLen} subnets ${formatIPv6(config.ipv6SubnetMin!)} to ${
+        formatIPv6(config.ipv6SubnetMax!)
+      }): ${walked6} of ${walked6} in use; ` +
+        `enlarge IPv6Network or widen IPv6SubnetMin/IPv6SubnetMax, or delete stale leases`,
     );
   }
   return {

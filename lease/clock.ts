@@ -15,20 +15,33 @@ export interface Clock {
   sleep(ms: number, signal?: AbortSignal): Promise<void>;
 }
 
+/**
+ * Longest delay a timer takes: larger ones fire at once in Deno, Bun and
+ * Node, so longer sleeps (a lease TTL of weeks) are made of several timers.
+ */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 /** The real clock. */
 export const systemClock: Clock = {
   now: () => Date.now(),
   sleep: (ms, signal) =>
     new Promise<void>((resolve, reject) => {
       if (signal?.aborted) return reject(signal.reason);
+      const end = Date.now() + Math.max(0, ms);
+      let t: ReturnType<typeof setTimeout>;
       const onAbort = () => {
         clearTimeout(t);
         reject(signal?.reason);
       };
-      const t = setTimeout(() => {
-        signal?.removeEventListener("abort", onAbort);
-        resolve();
-      }, ms);
+      const arm = (left: number) => {
+        t = setTimeout(() => {
+          const rest = end - Date.now();
+          if (rest > 0 && left > MAX_TIMER_MS) return arm(rest);
+          signal?.removeEventListener("abort", onAbort);
+          resolve();
+        }, Math.min(left, MAX_TIMER_MS));
+      };
+      arm(Math.max(0, ms));
       signal?.addEventListener("abort", onAbort, { once: true });
     }),
 };
@@ -63,12 +76,20 @@ export class FakeClock implements Clock {
   sleep(ms: number, signal?: AbortSignal): Promise<void> {
     return new Promise<void>((resolve, reject) => {
       if (signal?.aborted) return reject(signal.reason);
-      const entry = { at: this.#now + Math.max(0, ms), resolve };
-      this.#sleepers.push(entry);
-      signal?.addEventListener("abort", () => {
+      const onAbort = () => {
         this.#sleepers = this.#sleepers.filter((s) => s !== entry);
-        reject(signal.reason);
-      }, { once: true });
+        reject(signal?.reason);
+      };
+      const entry = {
+        at: this.#now + Math.max(0, ms),
+        resolve: () => {
+          // a long-lived signal must not collect one listener per sleep
+          signal?.removeEventListener("abort", onAbort);
+          resolve();
+        },
+      };
+      this.#sleepers.push(entry);
+      signal?.addEventListener("abort", onAbort, { once: true });
     });
   }
 

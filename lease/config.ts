@@ -64,61 +64,70 @@ const TOP_KEYS = [
 ] as const;
 
 /**
- * Look keys up the way Go's encoding/json does: an exact match first, else a
- * case-insensitive one. Returns the object re-keyed to `keys`' spelling and
- * the keys it did not know.
+ * Map an object's keys onto field names the way Go's encoding/json does:
+ * each key goes to the field of the same name, else to a field whose name
+ * matches ignoring case; when several keys land on one field (`Network` and
+ * `network`), the last one in the object wins, as in Go.
+ *
+ * @param obj A decoded JSON object.
+ * @param keys The canonical field names.
+ * @returns The values re-keyed to `keys`' spelling, and the keys that matched no field.
+ * @example
+ * ```ts
+ * foldKeys({ network: "10.5.0.0/16", Foo: 1 }, ["Network"] as const);
+ * // { values: { Network: "10.5.0.0/16" }, unknown: ["Foo"] }
+ * ```
  */
 export function foldKeys<K extends string>(
   obj: Record<string, unknown>,
   keys: readonly K[],
 ): { values: Partial<Record<K, unknown>>; unknown: string[] } {
   const values: Partial<Record<K, unknown>> = {};
-  const used = new Set<string>();
-  for (const key of keys) {
-    if (Object.hasOwn(obj, key)) {
-      values[key] = obj[key];
-      used.add(key);
-      continue;
-    }
-    const lower = key.toLowerCase();
-    const found = Object.keys(obj).find((k) => k.toLowerCase() === lower);
-    if (found !== undefined) {
-      values[key] = obj[found];
-      used.add(found);
-    }
+  const unknown: string[] = [];
+  for (const [k, value] of Object.entries(obj)) {
+    const field = keys.find((key) => key === k) ??
+      keys.find((key) => key.toLowerCase() === k.toLowerCase());
+    if (field === undefined) unknown.push(k);
+    else values[field] = value;
   }
-  return { values, unknown: Object.keys(obj).filter((k) => !used.has(k)) };
+  return { values, unknown };
 }
 
-const optBool = v.optional(v.boolean());
-const optUint = (max: number) =>
-  v.optional(v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(max)));
+// Like Go, a JSON null leaves a bool or number field at its default.
+const optBool = v.nullish(v.boolean());
+// The upper bounds are rules with their own messages below.
+const optUint = v.nullish(v.pipe(v.number(), v.integer(), v.minValue(0)));
 const optString = v.optional(v.string());
 
 const RawConfig = v.object({
   Network: optString,
-  SubnetLen: optUint(32),
+  SubnetLen: optUint,
   SubnetMin: optString,
   SubnetMax: optString,
   EnableIPv4: optBool,
   EnableIPv6: optBool,
   IPv6Network: optString,
-  IPv6SubnetLen: optUint(128),
+  IPv6SubnetLen: optUint,
   IPv6SubnetMin: optString,
   IPv6SubnetMax: optString,
   EnableNFTables: optBool,
-  Backend: v.optional(v.record(v.string(), v.unknown())),
+  Backend: v.optional(
+    // v.record alone would accept (and copy) an array
+    v.custom<Record<string, unknown>>((o) =>
+      typeof o === "object" && o !== null && !Array.isArray(o)
+    ),
+  ),
 });
 
 const EXPECTED: Record<string, string> = {
   Network: 'a CIDR string such as "10.5.0.0/16"',
-  SubnetLen: "a whole number",
+  SubnetLen: "a whole number such as 24 (or 0 for the default)",
   SubnetMin: 'an IPv4 address string such as "10.5.1.0"',
   SubnetMax: 'an IPv4 address string such as "10.5.254.0"',
   EnableIPv4: "true or false",
   EnableIPv6: "true or false",
   IPv6Network: 'a CIDR string such as "fd00:10:5::/48"',
-  IPv6SubnetLen: "a whole number",
+  IPv6SubnetLen: "a whole number such as 64 (or 0 for the default)",
   IPv6SubnetMin: "an IPv6 address string",
   IPv6SubnetMax: "an IPv6 address string",
   EnableNFTables: "true or false",
@@ -164,7 +173,12 @@ export function parseNetworkConfig(text: string, options: ParseConfigOptions = {
     );
   }
   if (typeof json !== "object" || json === null || Array.isArray(json)) {
-    return fail(undefined, `must be a JSON object: current value is ${JSON.stringify(json)}`);
+    return fail(
+      undefined,
+      `must be a JSON object such as {"Network": "10.5.0.0/16", "Backend": {"Type": "vxlan"}}: current value is ${
+        JSON.stringify(json)
+      }`,
+    );
   }
   const { values, unknown } = foldKeys(json as Record<string, unknown>, TOP_KEYS);
   for (const k of unknown) options.onWarning?.(`${source}: unknown key "${k}" ignored`);
@@ -188,7 +202,13 @@ export function parseNetworkConfig(text: string, options: ParseConfigOptions = {
   let backendType = "udp";
   if (raw.Backend) {
     const t = foldKeys(backend, ["Type"] as const).values.Type;
-    if (typeof t !== "string" || t === "") {
+    if (t === undefined || t === "") {
+      fail(
+        "Backend.Type",
+        `"Backend.Type" is missing: name the backend, e.g. "Backend": {"Type": "vxlan"} (or leave Backend out for udp)`,
+      );
+    }
+    if (typeof t !== "string") {
       fail(
         "Backend.Type",
         `"Backend.Type" must name a backend (vxlan, host-gw, udp, alloc): current value is ${
@@ -220,7 +240,7 @@ export function parseNetworkConfig(text: string, options: ParseConfigOptions = {
       );
     }
     const net = network!;
-    if (raw.SubnetLen !== undefined && raw.SubnetLen > 0) {
+    if (raw.SubnetLen) {
       subnetLen = raw.SubnetLen;
       if (subnetLen > 30) {
         fail(
@@ -242,7 +262,11 @@ export function parseNetworkConfig(text: string, options: ParseConfigOptions = {
       if (net.prefixLen > 28) {
         fail(
           "Network",
-          `"Network" ${formatIPv4Net(net)} is too small: the minimum useful network prefix is /28`,
+          `"Network" ${
+            formatIPv4Net(net)
+          } is too small: the minimum useful network prefix is /28; use a larger Network such as ${
+            formatIPv4Net({ ip: (net.ip & maskIPv4(28)) >>> 0, prefixLen: 28 })
+          }`,
         );
       }
       subnetLen = net.prefixLen <= 22 ? 24 : net.prefixLen + 2;
@@ -259,7 +283,12 @@ export function parseNetworkConfig(text: string, options: ParseConfigOptions = {
         fail(key, `"${key}" must be ${EXPECTED[key]}: current value is ${JSON.stringify(text)}`);
       }
       if (!containsIPv4(net, ip)) {
-        fail(key, `"${key}" ${text} is not in the range of the Network ${formatIPv4Net(net)}`);
+        fail(
+          key,
+          `"${key}" ${text} is not in the range of the Network ${
+            formatIPv4Net(net)
+          }: use an address inside it, or leave ${key} out for the default`,
+        );
       }
       if (((ip & mask) >>> 0) !== ip) {
         fail(
@@ -278,7 +307,7 @@ export function parseNetworkConfig(text: string, options: ParseConfigOptions = {
         "SubnetMin",
         `"SubnetMin" ${formatIPv4(subnetMin)} is after "SubnetMax" ${
           formatIPv4(subnetMax)
-        }: no subnet can be leased`,
+        }: no subnet can be leased; make SubnetMin the lower bound and SubnetMax the upper one`,
       );
     }
   }
@@ -304,12 +333,12 @@ export function parseNetworkConfig(text: string, options: ParseConfigOptions = {
       );
     }
     const net = ipv6Network!;
-    if (raw.IPv6SubnetLen !== undefined && raw.IPv6SubnetLen > 0) {
+    if (raw.IPv6SubnetLen) {
       ipv6SubnetLen = raw.IPv6SubnetLen;
       if (ipv6SubnetLen > 126) {
         fail(
           "IPv6SubnetLen",
-          `"IPv6SubnetLen" must be 126 or less: current value is ${ipv6SubnetLen}`,
+          `"IPv6SubnetLen" must be 126 or less (each host needs room for a gateway and pods): current value is ${ipv6SubnetLen}`,
         );
       }
       if (ipv6SubnetLen < net.prefixLen + 2) {
@@ -317,14 +346,18 @@ export function parseNetworkConfig(text: string, options: ParseConfigOptions = {
           "IPv6SubnetLen",
           `"IPv6SubnetLen" ${ipv6SubnetLen} gives fewer than 4 subnets in ${
             formatIPv6Net(net)
-          }: use ${net.prefixLen + 2} or more`,
+          }: the network must be able to accommodate at least four subnets; use IPv6SubnetLen ${
+            net.prefixLen + 2
+          } or more, or a larger IPv6Network`,
         );
       }
     } else {
       if (net.prefixLen > 124) {
         fail(
           "IPv6Network",
-          `"IPv6Network" ${formatIPv6Net(net)} is too small: the minimum useful prefix is /124`,
+          `"IPv6Network" ${
+            formatIPv6Net(net)
+          } is too small: the minimum useful network prefix is /124; use a larger IPv6Network`,
         );
       }
       ipv6SubnetLen = net.prefixLen <= 62 ? 64 : net.prefixLen + 2;
@@ -341,7 +374,12 @@ export function parseNetworkConfig(text: string, options: ParseConfigOptions = {
         fail(key, `"${key}" must be ${EXPECTED[key]}: current value is ${JSON.stringify(text)}`);
       }
       if (!containsIPv6(net, ip)) {
-        fail(key, `"${key}" ${text} is not in the range of the IPv6Network ${formatIPv6Net(net)}`);
+        fail(
+          key,
+          `"${key}" ${text} is not in the range of the IPv6Network ${
+            formatIPv6Net(net)
+          }: use an address inside it, or leave ${key} out for the default`,
+        );
       }
       if ((ip & mask) !== ip) {
         fail(
@@ -355,6 +393,14 @@ export function parseNetworkConfig(text: string, options: ParseConfigOptions = {
     };
     ipv6SubnetMin = addr6("IPv6SubnetMin", net.ip + size);
     ipv6SubnetMax = addr6("IPv6SubnetMax", net.ip + (1n << BigInt(128 - net.prefixLen)) - size);
+    if (ipv6SubnetMin > ipv6SubnetMax) {
+      fail(
+        "IPv6SubnetMin",
+        `"IPv6SubnetMin" ${formatIPv6(ipv6SubnetMin)} is after "IPv6SubnetMax" ${
+          formatIPv6(ipv6SubnetMax)
+        }: no subnet can be leased; make IPv6SubnetMin the lower bound and IPv6SubnetMax the upper one`,
+      );
+    }
   }
 
   return {

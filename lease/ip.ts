@@ -200,7 +200,12 @@ export function parseIPv6(text: string): bigint {
   }
   const last = groups[groups.length - 1];
   if (last.includes(".")) {
-    const v4 = parseIPv4(last);
+    let v4: number;
+    try {
+      v4 = parseIPv4(last);
+    } catch {
+      throw bad();
+    }
     groups.splice(groups.length - 1, 1, (v4 >>> 16).toString(16), (v4 & 0xffff).toString(16));
   }
   if (groups.length !== 8) throw bad();
@@ -213,10 +218,21 @@ export function parseIPv6(text: string): bigint {
 }
 
 /**
- * Format an IPv6 address the way Go does (RFC 5952: lowercase, longest run
- * of two or more zero groups compressed to `::`).
+ * Format an IPv6 address exactly as Go's `net.IP.String` (flannel's key and
+ * subnet.env format): RFC 5952 — lowercase hex without leading zeros, the
+ * longest run of two or more zero groups compressed to `::` (the first one on
+ * a tie), a single zero group left as `0`; and, like Go, an IPv4-mapped
+ * address (`::ffff:a.b.c.d`) as plain dotted IPv4.
+ *
+ * @param ip The address as a 128-bit bigint.
+ * @returns The text, e.g. `fd00:12:13::`.
+ * @example
+ * ```ts
+ * formatIPv6(0xfd000012001300000000000000000000n); // "fd00:12:13::"
+ * ```
  */
 export function formatIPv6(ip: bigint): string {
+  if (ip >> 32n === 0xffffn) return formatIPv4(Number(ip & 0xffffffffn));
   const groups: number[] = [];
   for (let i = 7; i >= 0; i--) groups.push(Number((ip >> BigInt(i * 16)) & 0xffffn));
   let bestStart = -1, bestLen = 0;
@@ -303,7 +319,8 @@ export function subnetKey(subnet: IPv4Net, ipv6Subnet?: IPv6Net): string {
   return ipv6Subnet ? `${v4}&${formatIPv6(ipv6Subnet.ip)}-${ipv6Subnet.prefixLen}` : v4;
 }
 
-const KEY_RE = /^(\d+\.\d+\.\d+\.\d+)-(\d+)(?:&([0-9a-fA-F:]+)-(\d+))?$/;
+// flannel's own pattern: the IPv6 part is lowercase hex, as Go formats it
+const KEY_RE = /^(\d+\.\d+\.\d+\.\d+)-(\d+)(?:&([0-9a-f:]+)-(\d+))?$/;
 
 /**
  * Parse a subnet key (see {@link subnetKey}). Returns `null` for anything

@@ -70,14 +70,21 @@ Deno.test({
       // garbage written by hand: skipped with a warning, counted, nothing torn down
       await etcd.etcdctl(["put", "/coreos.com/network/subnets/10.5.250.0-24", "{oops"]);
       for (const a of agents.slice(0, 3)) {
-        await a.waitLog((r) => r.msg === "skipping malformed lease record" && r.key === "10.5.250.0-24");
+        await a.waitLog((r) =>
+          r.msg === "skipping malformed lease record" && r.key === "10.5.250.0-24"
+        );
       }
       const metrics = await lab.run(lab.hosts[0].ns, "curl -sf http://127.0.0.1:9100/metrics");
       assert.match(metrics, /weft_store_malformed_records_total\{store="etcd"\} [1-9]/);
       assert.match(metrics, /weft_peers 2/);
-      const ready = await lab.exec(lab.hosts[1].ns, "curl -s -o /dev/null -w %{http_code} http://127.0.0.1:9100/readyz");
+      const ready = await lab.exec(
+        lab.hosts[1].ns,
+        "curl -s -o /dev/null -w %{http_code} http://127.0.0.1:9100/readyz",
+      );
       assert.equal(ready.stdout, "200", "the Bun agent is still ready");
-      const leases = JSON.parse(await lab.run(lab.hosts[1].ns, "curl -sf http://127.0.0.1:9100/v1/leases"));
+      const leases = JSON.parse(
+        await lab.run(lab.hosts[1].ns, "curl -sf http://127.0.0.1:9100/v1/leases"),
+      );
       assert.equal(leases.peers.length, 2);
       assert.equal(leases.self.subnet, subnets[1]);
     } finally {
@@ -89,7 +96,8 @@ Deno.test({
 });
 
 Deno.test({
-  name: "an agent started before etcd is up keeps retrying, says why in /readyz, then becomes ready",
+  name:
+    "an agent started before etcd is up keeps retrying, says why in /readyz, then becomes ready",
   sanitizeOps: false,
   sanitizeResources: false,
   fn: async () => {
@@ -98,15 +106,26 @@ Deno.test({
     let agent: AgentProcess | undefined;
     try {
       agent = startAgent(lab, lab.hosts[0], {
-        args: ["--etcd-endpoints", `http://${lab.underlay.serviceIP}:2379`, "--healthz-port", "9100"],
+        args: [
+          "--etcd-endpoints",
+          `http://${lab.underlay.serviceIP}:2379`,
+          "--healthz-port",
+          "9100",
+        ],
       });
       await agent.waitLog((r) => r.msg.includes("will keep retrying"));
-      const res = await lab.exec(lab.hosts[0].ns, "curl -s -w \\n%{http_code} http://127.0.0.1:9100/readyz");
+      const res = await lab.exec(
+        lab.hosts[0].ns,
+        "curl -s -w \\n%{http_code} http://127.0.0.1:9100/readyz",
+      );
       const lines = res.stdout.trim().split("\n");
       const code = lines.pop();
       const body = lines.join("\n");
       assert.equal(code, "503");
-      assert.match(body, /not ready: reading the network config from the etcd store: .*192\.0\.2\.2:2379/);
+      assert.match(
+        body,
+        /not ready: reading the network config from the etcd store: .*192\.0\.2\.2:2379/,
+      );
       etcd = await startEtcd({ netns: lab.underlay.ns, host: lab.underlay.serviceIP });
       await etcd.etcdctl(["put", "/coreos.com/network/config", CONFIG]);
       await agent.waitReady(30_000);

@@ -1,0 +1,222 @@
+import assert from "node:assert/strict";
+import type { AgentStatus } from "../backends/agent.ts";
+import { parseNetworkConfig } from "../lease/config.ts";
+import { parseIPv4Net, parseIPv6Net } from "../lease/ip.ts";
+import type { Lease } from "../lease/types.ts";
+import { createStatusApp, leaseView } from "./app.ts";
+import { Registry } from "./metrics.ts";
+
+const extIface = {
+  name: "eth0",
+  index: 2,
+  mtu: 1500,
+  ifaceAddr: "192.0.2.1",
+  extAddr: "192.0.2.1",
+};
+
+function lease(cidr: string, publicIP: string, extra: Partial<Lease> = {}): Lease {
+  return {
+    subnet: parseIPv4Net(cidr),
+    attrs: {
+      publicIP,
+      publicIPv6: null,
+      backendType: "vxlan",
+      backendData: { VNI: 1, VtepMAC: "c6:d2:32:6f:8f:44" },
+    },
+    expiration: Date.UTC(2030, 0, 2, 3, 4, 5),
+    ...extra,
+  };
+}
+
+/** A status the test changes between requests, as the agent would. */
+function harness() {
+  let status: AgentStatus = {
+    ready: false,
+    reason: "acquiring a lease from etcd",
+    peers: [],
+    extIface,
+    storeName: "etcd",
+  };
+  const metrics = new Registry();
+  const app = createStatusApp({ status: () => status, metrics, version: "9.9.9" });
+  return {
+    app,
+    metrics,
+    set: (patch: Partial<AgentStatus>) => void (status = { ...status, ...patch }),
+  };
+}
+
+Deno.test("GET /healthz answers 200 whether or not the agent is ready", async () => {
+  const h = harness();
+  for (const ready of [false, true]) {
+    h.set({ ready });
+    const res = await h.app.request("/healthz");
+    assert.equal(res.status, 200);
+    assert.equal(await res.text(), "ok\n");
+  }
+});
+
+Deno.test("GET /readyz answers 503 with the reason until ready, then 200", async () => {
+  const h = harness();
+  let res = await h.app.request("/readyz");
+  assert.equal(res.status, 503);
+  assert.equal(await res.text(), "not ready: acquiring a lease from etcd\n");
+  h.set({ reason: null });
+  res = await h.app.request("/readyz");
+  assert.equal(res.status, 503);
+  assert.equal(await res.text(), "not ready: starting\n");
+  h.set({ ready: true, reason: null, lease: lease("10.5.3.0/24", "192.0.2.1") });
+  res = await h.app.request("/readyz");
+  assert.equal(res.status, 200);
+  assert.equal(await res.text(), "ok\n");
+  h.set({ ready: false, reason: "subnet.env not written: EACCES" });
+  res = await h.app.request("/readyz");
+  assert.equal(res.status, 503);
+  assert.equal(await res.text(), "not ready: subnet.env not written: EACCES\n");
+});
+
+Deno.test("GET /metrics serves the registry in Prometheus text format", async () => {
+  const h = harness();
+  h.metrics.counter("weft_test_total", "A test counter").inc({ store: "etcd" }, 3);
+  const res = await h.app.request("/metrics");
+  assert.equal(res.status, 200);
+  assert.equal(res.headers.get("content-type"), "text/plain; version=0.0.4; charset=utf-8");
+  assert.equal(
+    await res.text(),
+    '# HELP weft_test_total A test counter\n# TYPE weft_test_total counter\nweft_test_total{store="etcd"} 3\n',
+  );
+});
+
+Deno.test("GET /v1/lease answers 503 before a lease and the lease as JSON after", async () => {
+  const h = harness();
+  let res = await h.app.request("/v1/lease");
+  assert.equal(res.status, 503);
+  assert.deepEqual(await res.json(), { error: "no lease yet: acquiring a lease from etcd" });
+  h.set({
+    ready: true,
+    reason: null,
+    lease: lease("10.5.3.0/24", "192.0.2.1", {
+      ipv6Subnet: parseIPv6Net("fd00:12:13:3::/64"),
+      attrs: { publicIP: "192.0.2.1", publicIPv6: "fd00::1", backendType: "host-gw" },
+    }),
+  });
+  res = await h.app.request("/v1/lease");
+  assert.equal(res.status, 200);
+  assert.match(res.headers.get("content-type") ?? "", /^application\/json/);
+  assert.deepEqual(await res.json(), {
+    subnet: "10.5.3.0/24",
+    ipv6Subnet: "fd00:12:13:3::/64",
+    publicIP: "192.0.2.1",
+    publicIPv6: "fd00::1",
+    backendType: "host-gw",
+    backendData: null,
+    expiration: "2030-01-02T03:04:05.000Z",
+  });
+});
+
+Deno.test("leaseView() shows reservations as never expiring and udp leases without a type", () => {
+  const view = leaseView({
+    subnet: parseIPv4Net("10.5.9.0/24"),
+    attrs: { publicIP: "192.0.2.9" },
+    expiration: null,
+  });
+  assert.deepEqual(view, {
+    subnet: "10.5.9.0/24",
+    publicIP: "192.0.2.9",
+    publicIPv6: null,
+    backendType: null,
+    backendData: null,
+    expiration: null,
+  });
+});
+
+Deno.test("GET /v1/leases lists self and the peers in address order", async () => {
+  const h = harness();
+  h.set({
+    peers: [
+      lease("10.5.10.0/24", "192.0.2.10"),
+      lease("10.5.2.0/24", "192.0.2.2"),
+      lease("10.5.100.0/24", "192.0.2.100"),
+      lease("9.0.0.0/24", "192.0.2.9"),
+    ],
+  });
+  let body = await (await h.app.request("/v1/leases")).json();
+  assert.equal(body.self, null);
+  assert.deepEqual(
+    body.peers.map((p: { subnet: string }) => p.subnet),
+    ["9.0.0.0/24", "10.5.2.0/24", "10.5.10.0/24", "10.5.100.0/24"],
+  );
+  assert.deepEqual(body.peers[1], {
+    subnet: "10.5.2.0/24",
+    publicIP: "192.0.2.2",
+    publicIPv6: null,
+    backendType: "vxlan",
+    backendData: { VNI: 1, VtepMAC: "c6:d2:32:6f:8f:44" },
+    expiration: "2030-01-02T03:04:05.000Z",
+  });
+  h.set({ lease: lease("10.5.3.0/24", "192.0.2.1") });
+  body = await (await h.app.request("/v1/leases")).json();
+  assert.equal(body.self.subnet, "10.5.3.0/24");
+});
+
+Deno.test("GET /v1/status summarises the agent", async () => {
+  const h = harness();
+  h.set({
+    ready: true,
+    reason: null,
+    backendType: "vxlan",
+    config: parseNetworkConfig(`{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}`),
+    lease: lease("10.5.3.0/24", "192.0.2.1"),
+    peers: [lease("10.5.4.0/24", "192.0.2.4")],
+  });
+  const body = await (await h.app.request("/v1/status")).json();
+  assert.deepEqual({ ...body, lease: body.lease.subnet }, {
+    ready: true,
+    reason: null,
+    version: "9.9.9",
+    store: "etcd",
+    backend: "vxlan",
+    iface: "eth0",
+    publicIP: "192.0.2.1",
+    network: "10.5.0.0/16",
+    lease: "10.5.3.0/24",
+    peers: 1,
+  });
+});
+
+Deno.test("GET / renders an HTML page with self first, peers in order and text escaped", async () => {
+  const h = harness();
+  h.set({
+    reason: `store said <b>"no"</b> & closed`,
+    backendType: "<vxlan>",
+    lease: lease("10.5.3.0/24", "192.0.2.1"),
+    peers: [
+      lease("10.5.10.0/24", "192.0.2.10", { expiration: null }),
+      { ...lease("10.5.2.0/24", "192.0.2.2"), attrs: { publicIP: "<img src=x>" } },
+    ],
+  });
+  const res = await h.app.request("/");
+  assert.equal(res.status, 200);
+  assert.match(res.headers.get("content-type") ?? "", /^text\/html/);
+  const html = await res.text();
+  assert.ok(html.startsWith("<!doctype html>"));
+  assert.ok(html.includes("<h1>weft 9.9.9</h1>"));
+  assert.ok(
+    html.includes("not ready: store said &lt;b&gt;&quot;no&quot;&lt;/b&gt; &amp; closed"),
+    html,
+  );
+  assert.ok(html.includes("backend &lt;vxlan&gt;"));
+  assert.ok(html.includes("<td>&lt;img src=x&gt;</td>"));
+  assert.ok(!html.includes("<img"), "no markup from data");
+  assert.ok(!html.includes("<b>"), "no markup from data");
+  const order = ["10.5.3.0/24", "10.5.2.0/24", "10.5.10.0/24"].map((s) => html.indexOf(s));
+  assert.ok(order.every((i) => i > 0), String(order));
+  assert.deepEqual([...order].sort((a, b) => a - b), order, "self, then peers by address");
+  assert.ok(html.includes('<tr class="self"><td>10.5.3.0/24</td>'));
+  assert.ok(html.includes("<td>never</td>"), "a lease without expiry");
+});
+
+Deno.test("unknown paths answer 404", async () => {
+  const res = await harness().app.request("/v1/nope");
+  assert.equal(res.status, 404);
+});

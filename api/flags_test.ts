@@ -1,0 +1,359 @@
+import assert from "node:assert/strict";
+import {
+  type FlagName,
+  FLAGS,
+  formatDuration,
+  helpText,
+  parseDuration,
+  parseFlags,
+  UsageError,
+} from "./flags.ts";
+
+/** Expect a UsageError with exactly this one-line message. */
+function assertUsage(argv: string[], env: Record<string, string>, message: string): void {
+  assert.throws(() => parseFlags(argv, env), (e: unknown) => {
+    assert.ok(e instanceof UsageError, `${argv.join(" ")}: ${e}`);
+    assert.equal(e.name, "UsageError");
+    assert.equal(e.message, message, argv.join(" "));
+    assert.ok(!e.message.includes("\n"), "one line");
+    return true;
+  });
+}
+
+Deno.test("parseFlags() accepts Go's four spellings of a flag with a value", () => {
+  for (
+    const argv of [
+      ["-etcd-prefix", "/x"],
+      ["-etcd-prefix=/x"],
+      ["--etcd-prefix", "/x"],
+      ["--etcd-prefix=/x"],
+    ]
+  ) {
+    const f = parseFlags(argv, {});
+    assert.equal(f.etcdPrefix, "/x", argv.join(" "));
+    assert.ok(f.explicit.has("etcd-prefix"));
+    assert.deepEqual(f.args, []);
+  }
+  // the value may contain "=" and may start with "-"
+  assert.equal(parseFlags(["--etcd-password=a=b"], {}).etcdPassword, "a=b");
+  assert.equal(parseFlags(["--etcd-password", "-secret"], {}).etcdPassword, "-secret");
+  assert.equal(parseFlags(["--etcd-username="], {}).etcdUsername, "");
+});
+
+Deno.test("parseFlags() reads booleans as --x, --x=true and --x=false like Go's strconv.ParseBool", () => {
+  const cases: [string[], boolean][] = [
+    [[], false],
+    [["--ip-masq"], true],
+    [["-ip-masq"], true],
+    [["--ip-masq=true"], true],
+    [["--ip-masq=false"], false],
+    [["--ip-masq=1"], true],
+    [["--ip-masq=0"], false],
+    [["--ip-masq=t"], true],
+    [["--ip-masq=F"], false],
+    [["--ip-masq=TRUE"], true],
+    [["--ip-masq=False"], false],
+    [["--ip-masq", "--ip-masq=false"], false],
+  ];
+  for (const [argv, want] of cases) {
+    assert.equal(parseFlags(argv, {}).ipMasq, want, argv.join(" "));
+  }
+  // a bool flag never takes the next argument (Go's rule)
+  const f = parseFlags(["--ip-masq", "false"], {});
+  assert.equal(f.ipMasq, true);
+  assert.deepEqual(f.args, ["false"]);
+  // defaults that are true can be turned off
+  assert.equal(parseFlags([], {}).iptablesForwardRules, true);
+  assert.equal(parseFlags(["--iptables-forward-rules=false"], {}).iptablesForwardRules, false);
+});
+
+Deno.test("parseFlags() fills flannel's defaults and marks nothing explicit", () => {
+  const f = parseFlags([], {});
+  assert.equal(f.etcdEndpoints, "http://127.0.0.1:4001,http://127.0.0.1:2379");
+  assert.equal(f.etcdPrefix, "/coreos.com/network");
+  assert.equal(f.subnetFile, "/run/flannel/subnet.env");
+  assert.equal(f.subnetLeaseRenewMargin, 60);
+  assert.equal(f.leaseTtl, 24 * 3600_000);
+  assert.equal(f.healthzIp, "127.0.0.1");
+  assert.equal(f.healthzPort, 0);
+  assert.equal(f.iptablesResync, 5);
+  assert.equal(f.kubeAnnotationPrefix, "flannel.alpha.coreos.com");
+  assert.equal(f.netConfigPath, "/etc/kube-flannel/net-conf.json");
+  assert.equal(f.logFormat, "text");
+  assert.equal(f.logLevel, "info");
+  assert.deepEqual(f.iface, []);
+  assert.deepEqual(f.ifaceRegex, []);
+  assert.equal(f.explicit.size, 0);
+  // defaults are copies: no two results share a list
+  assert.notEqual(parseFlags([], {}).iface, f.iface);
+});
+
+Deno.test("parseFlags() collects repeated --iface and --iface-regex in order", () => {
+  const f = parseFlags(
+    ["--iface", "eth1", "-iface=192.0.2.5", "--iface-regex", "^en", "--iface", "eth0"],
+    {},
+  );
+  assert.deepEqual(f.iface, ["eth1", "192.0.2.5", "eth0"]);
+  assert.deepEqual(f.ifaceRegex, ["^en"]);
+  assert.ok(f.explicit.has("iface") && f.explicit.has("iface-regex"));
+});
+
+Deno.test("parseFlags() uses FLANNELD_* only for flags absent from the command line", () => {
+  const env = {
+    FLANNELD_ETCD_PREFIX: "/from-env",
+    FLANNELD_IP_MASQ: "true",
+    FLANNELD_HEALTHZ_PORT: "8471",
+    FLANNELD_IFACE: "eth1, 192.0.2.5,,eth0",
+    FLANNELD_LEASE_TTL: "1h30m",
+    FLANNELD_PUBLIC_IP: "",
+    FLANNELD_UNRELATED: "x",
+    HOME: "/root",
+  };
+  const f = parseFlags(["--etcd-prefix=/from-flag"], env);
+  assert.equal(f.etcdPrefix, "/from-flag");
+  assert.equal(f.ipMasq, true);
+  assert.equal(f.healthzPort, 8471);
+  assert.deepEqual(f.iface, ["eth1", "192.0.2.5", "eth0"], "lists split on commas");
+  assert.equal(f.leaseTtl, 90 * 60_000);
+  assert.equal(f.publicIp, "", "an empty variable counts as absent");
+  assert.deepEqual(
+    [...f.explicit].sort(),
+    ["etcd-prefix", "healthz-port", "iface", "ip-masq", "lease-ttl"],
+  );
+  // a list flag on the command line replaces the variable, it does not add to it
+  assert.deepEqual(parseFlags(["--iface=eth7"], env).iface, ["eth7"]);
+  // the variable selects the etcd store just like the flag
+  assert.ok(
+    parseFlags([], { FLANNELD_ETCD_ENDPOINTS: "http://10.0.0.1:2379" }).explicit.has(
+      "etcd-endpoints",
+    ),
+  );
+});
+
+Deno.test("parseFlags() reads Go durations and rejects bare numbers", () => {
+  const cases: [string, number][] = [
+    ["24h", 24 * 3600_000],
+    ["1h30m", 90 * 60_000],
+    ["90s", 90_000],
+    ["500ms", 500 + 0 * 1],
+    ["2s", 2000],
+    ["1.5h", 90 * 60_000],
+    ["1m30s", 90_000],
+  ];
+  for (const [text, ms] of cases) {
+    assert.equal(parseDuration(text), ms, text);
+    if (ms >= 2000) assert.equal(parseFlags([`--lease-ttl=${text}`], {}).leaseTtl, ms, text);
+  }
+  for (const bad of ["", "24", "h", "1d", "1h 30m", " 1h", "-1h", "1.h", "1hh"]) {
+    assert.throws(() => parseDuration(bad), SyntaxError, bad);
+  }
+  const round: [number, string][] = [
+    [24 * 3600_000, "24h"],
+    [90 * 60_000, "90m"],
+    [90_000, "90s"],
+    [500, "500ms"],
+  ];
+  for (const [ms, text] of round) {
+    assert.equal(formatDuration(ms), text);
+    assert.equal(parseDuration(formatDuration(ms)), ms);
+  }
+});
+
+Deno.test("parseFlags() usage errors name the flag, the expected form and the value", () => {
+  const cases: [string[], Record<string, string>, string][] = [
+    [["--nope"], {}, "unknown flag --nope; run weft --help for the list"],
+    [["-nope=1"], {}, "unknown flag -nope; run weft --help for the list"],
+    [
+      ["--ifac", "eth0"],
+      {},
+      "unknown flag --ifac (did you mean --iface?); run weft --help for the list",
+    ],
+    [
+      ["--ip-masc"],
+      {},
+      "unknown flag --ip-masc (did you mean --ip-masq?); run weft --help for the list",
+    ],
+    [
+      ["---iface=eth0"],
+      {},
+      "unknown flag ---iface (did you mean --iface?); run weft --help for the list",
+    ],
+    [
+      ["--etcd-prefix"],
+      {},
+      "flag --etcd-prefix: missing value; give it as --etcd-prefix <string> or --etcd-prefix=<string>",
+    ],
+    [
+      ["--healthz-port"],
+      {},
+      "flag --healthz-port: missing value; give it as --healthz-port <port> or --healthz-port=<port>",
+    ],
+    [
+      ["--iface"],
+      {},
+      "flag --iface: missing value; give it as --iface <name|ip> or --iface=<name|ip>",
+    ],
+    [
+      ["--healthz-port", "http"],
+      {},
+      `flag --healthz-port: expected an integer from 0 to 65535, got "http"`,
+    ],
+    [
+      ["--healthz-port=1.5"],
+      {},
+      `flag --healthz-port: expected an integer from 0 to 65535, got "1.5"`,
+    ],
+    [
+      ["--healthz-port=70000"],
+      {},
+      `flag --healthz-port: expected an integer from 0 to 65535, got "70000"`,
+    ],
+    [
+      ["--healthz-port=-1"],
+      {},
+      `flag --healthz-port: expected an integer from 0 to 65535, got "-1"`,
+    ],
+    [
+      ["--subnet-lease-renew-margin=0"],
+      {},
+      `flag --subnet-lease-renew-margin: expected an integer from 1 to 1439, got "0"`,
+    ],
+    [
+      ["--iptables-resync="],
+      {},
+      `flag --iptables-resync: expected an integer from 1 to 86400, got ""`,
+    ],
+    [["--ip-masq=yes"], {}, `flag --ip-masq: expected true or false, got "yes"`],
+    [
+      ["--public-ip=10.0.0.256"],
+      {},
+      `flag --public-ip: expected an IPv4 address such as 192.0.2.10, got "10.0.0.256"`,
+    ],
+    [
+      ["--public-ip", "fd00::1"],
+      {},
+      `flag --public-ip: expected an IPv4 address such as 192.0.2.10, got "fd00::1"`,
+    ],
+    [
+      ["--iface-can-reach=example.com"],
+      {},
+      `flag --iface-can-reach: expected an IPv4 address such as 192.0.2.10, got "example.com"`,
+    ],
+    [
+      ["--healthz-ip=localhost"],
+      {},
+      `flag --healthz-ip: expected an IPv4 address such as 192.0.2.10, got "localhost"`,
+    ],
+    [
+      ["--public-ipv6=fd00:::1"],
+      {},
+      `flag --public-ipv6: expected an IPv6 address, got "fd00:::1"`,
+    ],
+    [
+      ["--etcd-endpoints=127.0.0.1:2379"],
+      {},
+      `flag --etcd-endpoints: expected comma-separated URLs such as http://10.0.0.1:2379,https://10.0.0.2:2379, got "127.0.0.1:2379"`,
+    ],
+    [
+      ["--etcd-endpoints=http://a:2379,,http://b:2379"],
+      {},
+      `flag --etcd-endpoints: expected comma-separated URLs such as http://10.0.0.1:2379,https://10.0.0.2:2379, got "http://a:2379,,http://b:2379"`,
+    ],
+    [
+      ["--etcd-endpoints=http://a:2379/v3/x"],
+      {},
+      `flag --etcd-endpoints: expected comma-separated URLs such as http://10.0.0.1:2379,https://10.0.0.2:2379, got "http://a:2379/v3/x"`,
+    ],
+    [["--log-format=xml"], {}, `flag --log-format: expected text or json, got "xml"`],
+    [
+      ["--log-level=trace"],
+      {},
+      `flag --log-level: expected debug, info, warn or error, got "trace"`,
+    ],
+    [
+      ["--lease-ttl=24"],
+      {},
+      `flag --lease-ttl: expected a duration with a unit, e.g. 24h, 90m, 30s, got "24"`,
+    ],
+    [
+      ["--lease-ttl=1d"],
+      {},
+      `flag --lease-ttl: expected a duration such as 24h, 1h30m, 90s or 500ms, got "1d"`,
+    ],
+    [
+      ["--lease-ttl=500ms"],
+      {},
+      `flag --lease-ttl: expected a duration of at least 2s, e.g. 24h, 90m, 30s, got "500ms"`,
+    ],
+    [
+      [],
+      { FLANNELD_LEASE_TTL: "24" },
+      `environment FLANNELD_LEASE_TTL (flag --lease-ttl): expected a duration with a unit, e.g. 24h, 90m, 30s, got "24"`,
+    ],
+    [
+      [],
+      { FLANNELD_HEALTHZ_PORT: "x" },
+      `environment FLANNELD_HEALTHZ_PORT (flag --healthz-port): expected an integer from 0 to 65535, got "x"`,
+    ],
+    [
+      [],
+      { FLANNELD_IP_MASQ: "on" },
+      `environment FLANNELD_IP_MASQ (flag --ip-masq): expected true or false, got "on"`,
+    ],
+    [
+      [],
+      { FLANNELD_ETCD_ENDPOINTS: "10.0.0.1" },
+      `environment FLANNELD_ETCD_ENDPOINTS (flag --etcd-endpoints): expected comma-separated URLs such as http://10.0.0.1:2379,https://10.0.0.2:2379, got "10.0.0.1"`,
+    ],
+  ];
+  for (const [argv, env, message] of cases) assertUsage(argv, env, message);
+});
+
+Deno.test("parseFlags() accepts valid values of checked flags", () => {
+  const f = parseFlags([
+    "--etcd-endpoints=https://10.0.0.1:2379, http://etcd.local:2379/",
+    "--public-ip=192.0.2.10",
+    "--public-ipv6=fd00::10",
+    "--iface-can-reach=198.51.100.1",
+    "--healthz-port=65535",
+    "--log-format=json",
+    "--log-level=debug",
+    "--subnet-lease-renew-margin=1439",
+  ], {});
+  assert.equal(f.etcdEndpoints, "https://10.0.0.1:2379, http://etcd.local:2379/");
+  assert.equal(f.publicIp, "192.0.2.10");
+  assert.equal(f.publicIpv6, "fd00::10");
+  assert.equal(f.ifaceCanReach, "198.51.100.1");
+  assert.equal(f.healthzPort, 65535);
+  assert.equal(f.logFormat, "json");
+  assert.equal(f.logLevel, "debug");
+  assert.equal(f.subnetLeaseRenewMargin, 1439);
+});
+
+Deno.test("parseFlags() keeps positional arguments, also after -- and between flags", () => {
+  const cases: [string[], string[], boolean][] = [
+    [["attach", "pod1"], ["attach", "pod1"], false],
+    [["attach", "--ip-masq", "pod1"], ["attach", "pod1"], true],
+    [["--ip-masq", "--", "--not-a-flag", "-x"], ["--not-a-flag", "-x"], true],
+    [["-"], ["-"], false],
+  ];
+  for (const [argv, args, masq] of cases) {
+    const f = parseFlags(argv, {});
+    assert.deepEqual(f.args, args, argv.join(" "));
+    assert.equal(f.ipMasq, masq, argv.join(" "));
+  }
+  for (const h of ["-h", "--h", "-help", "--help"]) assert.equal(parseFlags([h], {}).help, true, h);
+  assert.equal(parseFlags(["--version"], {}).version, true);
+});
+
+Deno.test("helpText() lists every flag with its form and default", () => {
+  const text = helpText();
+  for (const name of Object.keys(FLAGS) as FlagName[]) {
+    assert.match(text, new RegExp(`^  --${name}( <[^>]+>)?$`, "m"), name);
+  }
+  assert.match(text, /^ {2}--lease-ttl <duration>$/m);
+  assert.match(text, /\(default 24h\)/);
+  assert.match(text, /\(default http:\/\/127\.0\.0\.1:4001,http:\/\/127\.0\.0\.1:2379\)/);
+  assert.match(text, /^ {2}--ip-masq$/m);
+  assert.match(text, /FLANNELD_<FLAG>/);
+});

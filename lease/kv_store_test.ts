@@ -1,0 +1,267 @@
+import assert from "node:assert/strict";
+import { formatIPv4Net, formatIPv6Net, parseIPv4Net, parseIPv6Net } from "./ip.ts";
+import { decodeRecord, leaseKey, type RawRecord } from "./kv_store.ts";
+import { encodeLeaseAttrs, goJsonStringify, type Lease, type LeaseAttrs } from "./types.ts";
+
+const record = (key: string, value: string, expiration: number | null = 1_700_000_000_000) => ({
+  key,
+  value,
+  expiration,
+});
+
+Deno.test("decodeRecord() reads the values flannel writes", () => {
+  const cases: [string, RawRecord, {
+    subnet: string;
+    ipv6Subnet?: string;
+    attrs: LeaseAttrs;
+    expiration: number | null;
+  }][] = [
+    [
+      "vxlan with BackendData",
+      record(
+        "10.5.34.0-24",
+        `{"PublicIP":"192.168.64.3","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"}}`,
+      ),
+      {
+        subnet: "10.5.34.0/24",
+        attrs: {
+          publicIP: "192.168.64.3",
+          publicIPv6: null,
+          backendType: "vxlan",
+          backendData: { VNI: 1, VtepMAC: "c6:d2:32:6f:8f:44" },
+        },
+        expiration: 1_700_000_000_000,
+      },
+    ],
+    [
+      "udp writes no BackendType",
+      record("10.5.1.0-24", `{"PublicIP":"192.168.64.4","PublicIPv6":null}`),
+      {
+        subnet: "10.5.1.0/24",
+        attrs: { publicIP: "192.168.64.4", publicIPv6: null },
+        expiration: 1_700_000_000_000,
+      },
+    ],
+    [
+      "host-gw, a reservation without TTL",
+      record(
+        "10.5.2.0-24",
+        `{"PublicIP":"192.0.2.7","PublicIPv6":null,"BackendType":"host-gw"}`,
+        null,
+      ),
+      {
+        subnet: "10.5.2.0/24",
+        attrs: { publicIP: "192.0.2.7", publicIPv6: null, backendType: "host-gw" },
+        expiration: null,
+      },
+    ],
+    [
+      "older flannel without PublicIPv6",
+      record("10.5.1.0-24", `{"PublicIP":"192.168.0.1","BackendType":"vxlan"}`),
+      {
+        subnet: "10.5.1.0/24",
+        attrs: { publicIP: "192.168.0.1", publicIPv6: null, backendType: "vxlan" },
+        expiration: 1_700_000_000_000,
+      },
+    ],
+    [
+      "dual stack key and IPv6 data",
+      record(
+        "10.5.34.0-24&fd00:12:13::-56",
+        `{"PublicIP":"192.168.64.3","PublicIPv6":"fc00::1","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"},"BackendV6Data":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:45"}}`,
+      ),
+      {
+        subnet: "10.5.34.0/24",
+        ipv6Subnet: "fd00:12:13::/56",
+        attrs: {
+          publicIP: "192.168.64.3",
+          publicIPv6: "fc00::1",
+          backendType: "vxlan",
+          backendData: { VNI: 1, VtepMAC: "c6:d2:32:6f:8f:44" },
+          backendV6Data: { VNI: 1, VtepMAC: "c6:d2:32:6f:8f:45" },
+        },
+        expiration: 1_700_000_000_000,
+      },
+    ],
+    [
+      "unknown fields are dropped",
+      record("10.5.3.0-24", `{"PublicIP":"192.0.2.9","PublicIPv6":null,"Future":true}`),
+      {
+        subnet: "10.5.3.0/24",
+        attrs: { publicIP: "192.0.2.9", publicIPv6: null },
+        expiration: 1_700_000_000_000,
+      },
+    ],
+  ];
+  for (const [why, rec, want] of cases) {
+    const got = decodeRecord(rec);
+    assert.ok(typeof got !== "string", `${why}: ${got}`);
+    assert.deepEqual(
+      {
+        subnet: formatIPv4Net(got.subnet),
+        ...(got.ipv6Subnet ? { ipv6Subnet: formatIPv6Net(got.ipv6Subnet) } : {}),
+        attrs: got.attrs,
+        expiration: got.expiration,
+      },
+      want,
+      why,
+    );
+    assert.equal(leaseKey(got), rec.key, `${why}: leaseKey round trip`);
+  }
+});
+
+Deno.test("decodeRecord() explains why garbage is not a lease", () => {
+  const cases: [string, RawRecord, string | RegExp][] = [
+    [
+      "not JSON",
+      record("10.5.1.0-24", "PublicIP=192.0.2.1"),
+      `value is not JSON: "PublicIP=192.0.2.1"`,
+    ],
+    [
+      "empty value",
+      record("10.5.1.0-24", ""),
+      `value is not JSON: ""`,
+    ],
+    [
+      "missing PublicIP",
+      record("10.5.1.0-24", `{"BackendType":"vxlan"}`),
+      /^value "\{\\"BackendType\\":\\"vxlan\\"\}" is not a lease: PublicIP: /,
+    ],
+    [
+      "IPv6 as PublicIP (flannel's own fuzz seed)",
+      record("10.5.1.0-24", `{"PublicIP":"2001:db8::1"}`),
+      `value "{\\"PublicIP\\":\\"2001:db8::1\\"}" is not a lease: PublicIP: PublicIP must be an IPv4 address`,
+    ],
+    [
+      "PublicIP not a string",
+      record("10.5.1.0-24", `{"PublicIP":3232235521}`),
+      /is not a lease: PublicIP: /,
+    ],
+    [
+      "a JSON array",
+      record("10.5.1.0-24", `["192.0.2.1"]`),
+      /^value "\[\\"192\.0\.2\.1\\"\]" is not a lease: /,
+    ],
+    [
+      "bad PublicIPv6",
+      record("10.5.1.0-24", `{"PublicIP":"192.0.2.1","PublicIPv6":"fc00:::1"}`),
+      `PublicIPv6 "fc00:::1" is not an IPv6 address`,
+    ],
+    [
+      "BackendType not a string",
+      record("10.5.1.0-24", `{"PublicIP":"192.0.2.1","BackendType":5}`),
+      /is not a lease: BackendType: /,
+    ],
+    [
+      "bad key",
+      record("10.5.1.0/24", `{"PublicIP":"192.0.2.1"}`),
+      `key "10.5.1.0/24" is not a subnet key like 10.5.34.0-24`,
+    ],
+    [
+      "key with host bits",
+      record("10.5.1.7-24", `{"PublicIP":"192.0.2.1"}`),
+      `key "10.5.1.7-24" is not a subnet key like 10.5.34.0-24`,
+    ],
+    [
+      "key of another kind",
+      record("config", `{"Network":"10.5.0.0/16"}`),
+      `key "config" is not a subnet key like 10.5.34.0-24`,
+    ],
+  ];
+  for (const [why, rec, want] of cases) {
+    const got = decodeRecord(rec);
+    assert.equal(typeof got, "string", why);
+    if (typeof want === "string") assert.equal(got, want, why);
+    else assert.match(got as string, want, why);
+  }
+  const long = decodeRecord(record("10.5.1.0-24", "x".repeat(500)));
+  assert.equal(
+    long,
+    `value is not JSON: "${"x".repeat(80)}"`,
+    "long values are cut to 80 characters",
+  );
+});
+
+Deno.test("encodeLeaseAttrs() writes the bytes flannel's Go json.Marshal writes", () => {
+  const cases: [string, LeaseAttrs, string][] = [
+    [
+      "vxlan (flannel's reservations.md example)",
+      {
+        publicIP: "192.168.64.3",
+        backendType: "vxlan",
+        backendData: { VNI: 1, VtepMAC: "c6:d2:32:6f:8f:44" },
+      },
+      `{"PublicIP":"192.168.64.3","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"}}`,
+    ],
+    [
+      "host-gw",
+      { publicIP: "192.0.2.7", publicIPv6: null, backendType: "host-gw" },
+      `{"PublicIP":"192.0.2.7","PublicIPv6":null,"BackendType":"host-gw"}`,
+    ],
+    [
+      "udp writes no BackendType",
+      { publicIP: "192.0.2.8" },
+      `{"PublicIP":"192.0.2.8","PublicIPv6":null}`,
+    ],
+    [
+      "empty BackendType and null data are omitted (omitempty)",
+      { publicIP: "192.0.2.8", backendType: "", backendData: null, backendV6Data: undefined },
+      `{"PublicIP":"192.0.2.8","PublicIPv6":null}`,
+    ],
+    [
+      "dual stack, IPv6 canonicalised like Go's net.IP.String",
+      {
+        publicIP: "192.0.2.9",
+        publicIPv6: "FC00:0:0:0::0001",
+        backendType: "vxlan",
+        backendData: { VNI: 1, VtepMAC: "c6:d2:32:6f:8f:44" },
+        backendV6Data: { VNI: 1, VtepMAC: "c6:d2:32:6f:8f:45" },
+      },
+      `{"PublicIP":"192.0.2.9","PublicIPv6":"fc00::1","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"},"BackendV6Data":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:45"}}`,
+    ],
+    [
+      "Go escapes <, > and & (also inside BackendData), U+2028 and U+2029",
+      {
+        publicIP: "192.0.2.10",
+        backendType: "a<b>&c",
+        backendData: { "k<": "x>y&z\u2028\u2029", n: '\n\t"\\' },
+      },
+      `{"PublicIP":"192.0.2.10","PublicIPv6":null,"BackendType":"a\\u003cb\\u003e\\u0026c","BackendData":{"k\\u003c":"x\\u003ey\\u0026z\\u2028\\u2029","n":"\\n\\t\\"\\\\"}}`,
+    ],
+  ];
+  for (const [why, attrs, want] of cases) assert.equal(encodeLeaseAttrs(attrs), want, why);
+});
+
+Deno.test("encodeLeaseAttrs() output decodes back to the same attributes", () => {
+  const attrs: LeaseAttrs = {
+    publicIP: "192.168.64.3",
+    publicIPv6: "fd00::3",
+    backendType: "vxlan",
+    backendData: { VNI: 1, VtepMAC: "c6:d2:32:6f:8f:44", Note: "<&>" },
+  };
+  const lease = decodeRecord(record("10.5.34.0-24&fd00:12:13::-56", encodeLeaseAttrs(attrs), null));
+  assert.ok(typeof lease !== "string", String(lease));
+  assert.deepEqual(lease.attrs, attrs);
+  const expected: Lease = {
+    subnet: parseIPv4Net("10.5.34.0/24"),
+    ipv6Subnet: parseIPv6Net("fd00:12:13::/56"),
+    attrs,
+    expiration: null,
+  };
+  assert.deepEqual(lease, expected);
+});
+
+Deno.test("goJsonStringify() differs from JSON.stringify only in Go's HTML-safe escapes", () => {
+  const cases: [unknown, string][] = [
+    ["plain", `"plain"`],
+    ["<script>", `"\\u003cscript\\u003e"`],
+    ["a&b", `"a\\u0026b"`],
+    ["\u2028", `"\\u2028"`],
+    ["é ☃", `"é ☃"`],
+    [{ a: [1, null, true] }, `{"a":[1,null,true]}`],
+  ];
+  for (const [value, want] of cases) {
+    assert.equal(goJsonStringify(value), want);
+    assert.deepEqual(JSON.parse(goJsonStringify(value)), value);
+  }
+});
