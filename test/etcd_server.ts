@@ -340,7 +340,11 @@ async function startIn(dir: string, options: EtcdServerOptions): Promise<EtcdSer
       }
       try {
         if (options.netns) {
-          const [cmd, cmdArgs] = inNs("etcdctl", [`--endpoints=${endpoint()}`, "endpoint", "health"]);
+          const [cmd, cmdArgs] = inNs("etcdctl", [
+            `--endpoints=${endpoint()}`,
+            "endpoint",
+            "health",
+          ]);
           // etcdctl exits 0 only when the member answers and is healthy
           await run(cmd, cmdArgs, { env: { ETCDCTL_API: "3" } });
           return;
@@ -393,12 +397,15 @@ async function startIn(dir: string, options: EtcdServerOptions): Promise<EtcdSer
     ]
     : [];
   const etcdctl = (cmdArgs: string[], o: { input?: string } = {}) =>
-    run(...inNs("etcdctl", [
-      `--endpoints=${endpoint()}`,
-      ...tlsFlags,
-      ...(authOn && options.auth ? [`--user=root:${options.auth.password}`] : []),
-      ...cmdArgs,
-    ]), { input: o.input, env: { ETCDCTL_API: "3" } });
+    run(
+      ...inNs("etcdctl", [
+        `--endpoints=${endpoint()}`,
+        ...tlsFlags,
+        ...(authOn && options.auth ? [`--user=root:${options.auth.password}`] : []),
+        ...cmdArgs,
+      ]),
+      { input: o.input, env: { ETCDCTL_API: "3" } },
+    );
 
   const server: EtcdServer = {
     get endpoint() {

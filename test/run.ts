@@ -73,6 +73,7 @@ if (extra.length === 0) {
 const files = findTests(root);
 const r = await run(["test", "-A", ...extra, ...files]);
 // deno's summary: "ok | 53 passed (3 steps) | 0 failed ..." or "FAILED | 50 passed | 3 failed ..."
+// deno-lint-ignore no-control-regex
 const clean = r.output.replace(/\x1b\[[0-9;]*m/g, "");
 const summary = [...clean.matchAll(/^(?:ok|FAILED) \| (\d+) passed.*?\| (\d+) failed/gm)].pop();
 if (summary) {

@@ -65,7 +65,11 @@ export interface AgentProcess {
    */
   waitReady(timeoutMs?: number): Promise<string>;
   /** Wait for a log record matching `pred` that appears after `since` records. */
-  waitLog(pred: (r: AgentLogRecord) => boolean, timeoutMs?: number, since?: number): Promise<AgentLogRecord>;
+  waitLog(
+    pred: (r: AgentLogRecord) => boolean,
+    timeoutMs?: number,
+    since?: number,
+  ): Promise<AgentLogRecord>;
   /** SIGKILL (no clean stop). */
   kill9(): Promise<void>;
   /** SIGTERM and wait. */
