@@ -119,6 +119,8 @@ export function udpRoutes(
 export interface UdpTun {
   readonly name: string;
   readonly fd: number;
+  /** Packets carry a virtio header (TUN offloads on). */
+  readonly vnetHdr?: boolean;
   close(): void;
 }
 
@@ -141,18 +143,32 @@ export interface UdpBackendIo {
   startEngine(options: UdpWorkerOptions, signal: AbortSignal): Promise<UdpWorker>;
 }
 
+/** Options for {@link kernelUdpIo}. */
+export interface KernelUdpIoOptions {
+  /** Network namespace for the TUN and the socket (tests); default this process's. */
+  readonly netns?: string;
+  /** Socket path: `mmsg` (default) or `single`. */
+  readonly mode?: SocketIoMode;
+  /**
+   * Use the kernel's offloads (default true): TSO/checksum offload on the TUN
+   * (virtio headers) and UDP GSO/GRO on the socket, each when available.
+   */
+  readonly offload?: boolean;
+}
+
 /**
  * The real devices: `/dev/net/tun`, a libc UDP socket, the engine Worker.
  *
- * @param netns Network namespace for the TUN and the socket (tests); default this process's.
- * @param mode Socket path: `mmsg` (default) or `single`.
+ * @param options Namespace, socket path, offloads.
  * @returns The io.
  */
-export function kernelUdpIo(netns?: string, mode: SocketIoMode = "mmsg"): UdpBackendIo {
+export function kernelUdpIo(options: KernelUdpIoOptions = {}): UdpBackendIo {
+  const offload = options.offload ?? true;
   return {
-    openTun: (name) => openTun({ name, netns }),
-    openSocket: (address, port) => openUdpSocket({ address, port, netns }),
-    startEngine: (options, signal) => startUdpWorker({ ...options, mode }, signal),
+    openTun: (name) => openTun({ name, netns: options.netns, offload }),
+    openSocket: (address, port) => openUdpSocket({ address, port, netns: options.netns }),
+    startEngine: (o, signal) =>
+      startUdpWorker({ ...o, mode: options.mode ?? "mmsg", gso: offload }, signal),
   };
 }
 
@@ -316,7 +332,7 @@ async function registerUdp(options: UdpBackendOptions, ctx: BackendContext): Pro
   /** Run one engine until it ends; resolves with its failure, or null on abort. */
   const runEngine = async (t: UdpTun, signal: AbortSignal): Promise<Error | null> => {
     const w = await io.startEngine(
-      { tunFd: t.fd, sockFd: sock.fd, ownSubnet: own, mtu, routes },
+      { tunFd: t.fd, sockFd: sock.fd, vnetHdr: t.vnetHdr, ownSubnet: own, mtu, routes },
       signal,
     );
     worker = w;
@@ -348,13 +364,14 @@ async function registerUdp(options: UdpBackendOptions, ctx: BackendContext): Pro
     try {
       while (!signal.aborted) {
         let error: unknown;
+        const started = ctx.clock.now();
         try {
           tun ??= await openConfigured();
           error = await runEngine(tun, signal);
-          failures = 0;
         } catch (e) {
           error = e;
         }
+        if (ctx.clock.now() - started > 60_000) failures = 0; // it ran a good while
         if (signal.aborted || error === null) break;
         const delay = backoff(failures++, { base: 500, max: 30_000 });
         log.error("udp packet engine stopped; recreating the TUN device", {

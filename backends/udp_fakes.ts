@@ -25,6 +25,12 @@ import type { UdpWorker, UdpWorkerOptions } from "./udp_thread.ts";
  * `flannel0`; what the engine writes lands in `delivered`.
  */
 export class MemoryPacketDevice implements PacketDevice {
+  /**
+   * @param vnetHdr Packets carry a 10-byte virtio header, as on a TUN with
+   *   `IFF_VNET_HDR` (inject and read them with it).
+   */
+  constructor(readonly vnetHdr = false) {}
+
   /** Packets waiting for the engine to read (the kernel's transmit queue). */
   readonly pending: Uint8Array[] = [];
   /** Packets the engine wrote (handed to the kernel's stack). */
@@ -69,17 +75,24 @@ export interface MemoryDatagram {
   readonly from: number;
   readonly fromPort: number;
   readonly payload: Uint8Array;
+  /** Datagram size when `payload` holds several back to back (UDP GRO), else 0. */
+  readonly gso: number;
 }
 
 /**
  * A lossless datagram network between {@link MemoryBind}s. A datagram to an
  * address:port nobody bound is lost, like UDP; each bind's queue holds at
  * most `queueLimit` datagrams, the rest are lost (a full socket buffer).
+ * A GSO send reaches a GRO-capable bind whole (as between two Linux sockets
+ * over veth), any other bind as separate datagrams. Every datagram that
+ * crossed is kept in `wire`, one packet each, as a capture would show it.
  */
 export class MemoryNetwork {
   readonly #binds = new Map<string, MemoryBind>();
   /** Datagrams sent to an address:port nobody bound. */
   lost = 0;
+  /** When set, every datagram on the wire is recorded here. */
+  wire: Uint8Array[] | null = null;
 
   constructor(readonly queueLimit = 4096) {}
 
@@ -91,10 +104,10 @@ export class MemoryNetwork {
    * @returns The bind.
    * @throws {Error} When the address:port is taken.
    */
-  bind(address: number, port: number): MemoryBind {
+  bind(address: number, port: number, gso = false): MemoryBind {
     const key = `${formatIPv4(address)}:${port}`;
     if (this.#binds.has(key)) throw new Error(`Cannot bind ${key}: address already in use`);
-    const b = new MemoryBind(this, address, port);
+    const b = new MemoryBind(this, address, port, gso);
     this.#binds.set(key, b);
     return b;
   }
@@ -102,6 +115,7 @@ export class MemoryNetwork {
   /**
    * Deliver a datagram, e.g. a spoofed one from a host that has no bind.
    *
+   * @param gso When > 0, `payload` holds datagrams of this size back to back (a GSO send).
    * @returns Whether a bind took it.
    */
   deliver(
@@ -110,13 +124,23 @@ export class MemoryNetwork {
     to: number,
     toPort: number,
     payload: Uint8Array,
+    gso = 0,
   ): boolean {
+    const size = gso > 0 && gso < payload.length ? gso : payload.length;
+    const pieces: Uint8Array[] = [];
+    if (size === 0) pieces.push(payload.slice());
+    for (let o = 0; o < payload.length; o += size) pieces.push(payload.slice(o, o + size));
+    this.wire?.push(...pieces);
     const b = this.#binds.get(`${formatIPv4(to)}:${toPort}`);
     if (!b || b.queue.length >= this.queueLimit) {
-      this.lost++;
+      this.lost += pieces.length;
       return false;
     }
-    b.queue.push({ from, fromPort, payload: payload.slice() });
+    if (pieces.length === 1 || b.gso) {
+      b.queue.push({ from, fromPort, payload: payload.slice(), gso: pieces.length > 1 ? size : 0 });
+    } else {
+      for (const p of pieces) b.queue.push({ from, fromPort, payload: p, gso: 0 });
+    }
     return true;
   }
 }
@@ -128,7 +152,18 @@ export class MemoryBind implements PacketBind {
   /** When set, `send` refuses every datagram (e.g. network unreachable). */
   refuseSends = false;
 
-  constructor(readonly network: MemoryNetwork, readonly address: number, readonly port: number) {}
+  /**
+   * @param network The network it is bound on.
+   * @param address Its address.
+   * @param port Its port.
+   * @param gso Whether it sends with GSO and receives GRO'd datagrams.
+   */
+  constructor(
+    readonly network: MemoryNetwork,
+    readonly address: number,
+    readonly port: number,
+    readonly gso = false,
+  ) {}
 
   recv(batch: PacketBatch): number {
     let n = 0;
@@ -139,6 +174,7 @@ export class MemoryBind implements PacketBind {
       batch.lens[n] = len;
       batch.addrs[n] = d.from;
       batch.ports[n] = d.fromPort;
+      batch.gso[n] = d.gso;
       n++;
     }
     return n;
@@ -153,6 +189,7 @@ export class MemoryBind implements PacketBind {
         batch.addrs[i],
         batch.ports[i],
         batch.slots[i].subarray(0, batch.lens[i]),
+        this.gso ? batch.gso[i] : 0,
       );
     }
     return count;
@@ -235,17 +272,29 @@ export class MemoryUdpIo implements UdpBackendIo {
   #nextSock = 1000;
   #lastTunFd = -1;
 
-  constructor(readonly datapath: FakeDatapath, readonly network: MemoryNetwork) {}
+  /**
+   * @param datapath Where TUN devices appear as links.
+   * @param network Where sockets bind.
+   * @param vnetHdr TUN devices carry virtio headers (offloads on).
+   * @param gso Sockets use GSO/GRO.
+   */
+  constructor(
+    readonly datapath: FakeDatapath,
+    readonly network: MemoryNetwork,
+    readonly vnetHdr = false,
+    readonly gso = false,
+  ) {}
 
   openTun(name: string): Promise<UdpTun> {
     const link = this.datapath.addLink({ name, mtu: 1500 });
-    const dev = new MemoryPacketDevice();
+    const dev = new MemoryPacketDevice(this.vnetHdr);
     this.tuns.set(link.index, dev);
     this.open.add(name);
     let open = true;
     return Promise.resolve({
       name,
       fd: link.index,
+      vnetHdr: this.vnetHdr,
       close: () => {
         if (!open) return;
         open = false;
@@ -258,7 +307,7 @@ export class MemoryUdpIo implements UdpBackendIo {
 
   openSocket(address: number, port: number): Promise<UdpSock> {
     const fd = this.#nextSock++;
-    this.#binds.set(fd, this.network.bind(address, port));
+    this.#binds.set(fd, this.network.bind(address, port, this.gso));
     return Promise.resolve({ fd, close: () => void this.#binds.delete(fd) });
   }
 

@@ -49,8 +49,26 @@ const IO_SYMBOLS = {
   sendmmsg: { parameters: ["i32", "buffer", "u32", "i32"], result: "i32" },
   recvfrom: { parameters: ["i32", "buffer", "usize", "i32", "buffer", "buffer"], result: "i32" },
   sendto: { parameters: ["i32", "buffer", "usize", "i32", "buffer", "u32"], result: "i32" },
+  setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
   __errno_location: { parameters: [], result: "pointer" },
 } as const;
+
+const SOL_UDP = 17;
+const UDP_SEGMENT = 103;
+const UDP_GRO = 104;
+const EIO = 5;
+const EINVAL = 22;
+const EMSGSIZE = 90;
+
+/** Options for {@link createKernelIo}. */
+export interface KernelIoOptions {
+  /** Socket path (default `mmsg`). */
+  readonly mode?: SocketIoMode;
+  /** The TUN fd carries virtio headers (opened with `offload`). */
+  readonly vnetHdr?: boolean;
+  /** Use UDP GSO for sends and UDP GRO for receives when the kernel has them (default true; `mmsg` only). */
+  readonly gso?: boolean;
+}
 
 /** Options for {@link openUdpSocket}. */
 export interface UdpSocketOptions {
@@ -165,6 +183,8 @@ export interface KernelIo {
 const MMSGHDR = 64;
 const IOVEC = 16;
 const SOCKADDR = 16;
+const CONTROL = 32;
+const PER_MESSAGE = MMSGHDR + IOVEC + SOCKADDR + CONTROL;
 
 /** The kernel structures of one batch for recvmmsg/sendmmsg. */
 interface MmsgLayout {
@@ -175,6 +195,9 @@ interface MmsgLayout {
   readonly from: Uint8Array[];
   readonly iovOff: number;
   readonly saOff: number;
+  readonly ctlOff: number;
+  /** Address of the control area (for msg_control). */
+  readonly ctlBase: number;
 }
 
 /**
@@ -183,15 +206,16 @@ interface MmsgLayout {
  *
  * @param tunFd Non-blocking TUN descriptor.
  * @param sockFd UDP socket descriptor.
- * @param mode `mmsg` (default) or `single`.
+ * @param options Socket path, virtio headers, GSO/GRO.
  * @returns The devices and the wait function.
  * @throws {Error} When the runtime has no FFI.
  */
 export async function createKernelIo(
   tunFd: number,
   sockFd: number,
-  mode: SocketIoMode = "mmsg",
+  options: KernelIoOptions = {},
 ): Promise<KernelIo> {
+  const mode = options.mode ?? "mmsg";
   const lib = await openLibrary("libc.so.6", IO_SYMBOLS);
   const readInt = await makePointerReader();
   const addressOf = await makeAddressOf();
@@ -202,6 +226,7 @@ export async function createKernelIo(
   const errno = () => readInt(errnoLoc());
 
   const tun: PacketDevice = {
+    vnetHdr: options.vnetHdr === true,
     read(buf) {
       const n = read(tunFd, buf, buf.length);
       if (n >= 0) return n;
@@ -220,6 +245,18 @@ export async function createKernelIo(
     },
   };
 
+  // GSO/GRO: probe the socket options; both or neither.
+  let gso = false;
+  if (mode === "mmsg" && options.gso !== false) {
+    const int = new Uint8Array(4);
+    const iv = new DataView(int.buffer);
+    iv.setInt32(0, 0, true);
+    if (fn.setsockopt(sockFd, SOL_UDP, UDP_SEGMENT, int, 4) === 0) {
+      iv.setInt32(0, 1, true);
+      gso = fn.setsockopt(sockFd, SOL_UDP, UDP_GRO, int, 4) === 0;
+    }
+  }
+
   const layouts = new Map<PacketBatch, MmsgLayout>();
   const layoutFor = (batch: PacketBatch): MmsgLayout => {
     let l = layouts.get(batch);
@@ -227,7 +264,8 @@ export async function createKernelIo(
     const cap = batch.capacity;
     const iovOff = cap * MMSGHDR;
     const saOff = iovOff + cap * IOVEC;
-    const bytes = new Uint8Array(new ArrayBuffer(Math.max(4096, saOff + cap * SOCKADDR)));
+    const ctlOff = saOff + cap * SOCKADDR;
+    const bytes = new Uint8Array(new ArrayBuffer(Math.max(4096, cap * PER_MESSAGE)));
     const view = new DataView(bytes.buffer);
     const base = addressOf(bytes);
     const data = addressOf(batch.buffer);
@@ -244,9 +282,35 @@ export async function createKernelIo(
     }
     const from: Uint8Array[] = [];
     for (let i = 0; i < cap; i++) from.push(bytes.subarray(i * MMSGHDR));
-    l = { bytes, view, u32: new Uint32Array(bytes.buffer), from, iovOff, saOff };
+    l = {
+      bytes,
+      view,
+      u32: new Uint32Array(bytes.buffer),
+      from,
+      iovOff,
+      saOff,
+      ctlOff,
+      ctlBase: base + ctlOff,
+    };
     layouts.set(batch, l);
     return l;
+  };
+
+  // One datagram by sendto, for GSO sends the kernel refused.
+  const fallbackSa = new Uint8Array(16);
+  const fallbackView = new DataView(fallbackSa.buffer);
+  fallbackView.setUint16(0, AF_INET, true);
+  const sendSeparately = (batch: PacketBatch, i: number): boolean => {
+    fallbackView.setUint16(2, batch.ports[i], false);
+    fallbackView.setUint32(4, batch.addrs[i], false);
+    const size = batch.gso[i] || batch.lens[i];
+    const slot = batch.slots[i];
+    let ok = true;
+    for (let o = 0; o < batch.lens[i]; o += size) {
+      const len = Math.min(size, batch.lens[i] - o);
+      if (fn.sendto(sockFd, slot.subarray(o, o + len), len, 0, fallbackSa, 16) !== len) ok = false;
+    }
+    return ok;
   };
 
   let bind: PacketBind;
@@ -254,17 +318,36 @@ export async function createKernelIo(
     const recvmmsg = fn.recvmmsg;
     const sendmmsg = fn.sendmmsg;
     bind = {
+      get gso() {
+        return gso;
+      },
       recv(batch) {
         const l = layoutFor(batch);
+        const { view, u32 } = l;
+        if (gso) {
+          for (let i = 0; i < batch.capacity; i++) {
+            const h = i * MMSGHDR;
+            view.setBigUint64(h + 32, BigInt(l.ctlBase + i * CONTROL), true); // msg_control
+            u32[(h + 40) >> 2] = CONTROL; // msg_controllen (low word)
+          }
+        }
         const n = recvmmsg(sockFd, l.bytes, batch.capacity, MSG_DONTWAIT, null);
         if (n <= 0) return 0;
-        const { view, u32 } = l;
         for (let i = 0; i < n; i++) {
+          const h = i * MMSGHDR;
           const sa = l.saOff + i * SOCKADDR;
-          batch.lens[i] = u32[(i * MMSGHDR + 56) >> 2];
+          batch.lens[i] = u32[(h + 56) >> 2];
           batch.ports[i] = view.getUint16(sa + 2, false);
           batch.addrs[i] = view.getUint32(sa + 4, false);
-          u32[(i * MMSGHDR + 8) >> 2] = SOCKADDR; // msg_namelen is value-result
+          u32[(h + 8) >> 2] = SOCKADDR; // msg_namelen is value-result
+          let seg = 0;
+          if (gso && u32[(h + 40) >> 2] >= 20) {
+            const c = l.ctlOff + i * CONTROL;
+            if (view.getInt32(c + 8, true) === SOL_UDP && view.getInt32(c + 12, true) === UDP_GRO) {
+              seg = view.getInt32(c + 16, true);
+            }
+          }
+          batch.gso[i] = seg;
         }
         return n;
       },
@@ -276,6 +359,20 @@ export async function createKernelIo(
           const sa = l.saOff + i * SOCKADDR;
           view.setUint16(sa + 2, batch.ports[i], false);
           view.setUint32(sa + 4, batch.addrs[i], false);
+          const h = i * MMSGHDR;
+          const seg = gso ? batch.gso[i] : 0;
+          if (seg > 0 && seg < batch.lens[i]) {
+            const c = l.ctlOff + i * CONTROL;
+            view.setBigUint64(c, 18n, true); // cmsg_len = CMSG_LEN(2)
+            view.setInt32(c + 8, SOL_UDP, true);
+            view.setInt32(c + 12, UDP_SEGMENT, true);
+            view.setUint16(c + 16, seg, true);
+            view.setBigUint64(h + 32, BigInt(l.ctlBase + i * CONTROL), true);
+            u32[(h + 40) >> 2] = 24; // CMSG_SPACE(2)
+          } else {
+            view.setBigUint64(h + 32, 0n, true);
+            u32[(h + 40) >> 2] = 0;
+          }
         }
         let done = 0;
         let sent = 0;
@@ -284,9 +381,16 @@ export async function createKernelIo(
           if (r > 0) {
             done += r;
             sent += r;
-          } else if (errno() !== EINTR) {
-            done++; // this datagram was refused (e.g. EHOSTUNREACH); go on with the rest
+            continue;
           }
+          const e = errno();
+          if (e === EINTR) continue;
+          if (batch.gso[done] > 0 && (e === EIO || e === EINVAL || e === EMSGSIZE)) {
+            // The device cannot segment UDP (no checksum offload): stop asking.
+            if (e === EIO || e === EINVAL) gso = false;
+            if (sendSeparately(batch, done)) sent++;
+          }
+          done++; // refused (e.g. EHOSTUNREACH): go on with the rest
         }
         for (let i = 0; i < count; i++) u32[(l.iovOff + i * IOVEC + 8) >> 2] = batch.slotSize;
         return sent;
@@ -300,6 +404,7 @@ export async function createKernelIo(
     const saLen = new Uint32Array(1);
     saView.setUint16(0, AF_INET, true);
     bind = {
+      gso: false,
       recv(batch) {
         let n = 0;
         while (n < batch.capacity) {
@@ -310,6 +415,7 @@ export async function createKernelIo(
           batch.lens[n] = r;
           batch.ports[n] = saView.getUint16(2, false);
           batch.addrs[n] = saView.getUint32(4, false);
+          batch.gso[n] = 0;
           n++;
         }
         return n;

@@ -87,7 +87,7 @@ Deno.test("a destination no peer owns is answered with ICMP net-unreachable into
   assert.equal(icmp[9], 1);
   assert.deepEqual([icmp[20], icmp[21]], [3, 0]);
   assert.deepEqual([...icmp.subarray(16, 20)], [10, 5, 1, 7]);
-  assert.deepEqual([...icmp.subarray(12, 16)], [10, 5, 1, 0]);
+  assert.deepEqual([...icmp.subarray(12, 16)], [10, 5, 77, 1], "from the unreachable address");
   const c = readCounters(a.counters);
   assert.equal(c.dropped["no-route"], 1);
   assert.equal(c.icmpUnreachable, 1);
@@ -236,4 +236,223 @@ Deno.test("constructors reject sizes out of range, saying which", () => {
     () => new UdpEngine({ ...base, mtu: 1400, counters: new Float64Array(3) }),
     /expected length \d+, got 3/,
   );
+});
+
+// ---- offloads -------------------------------------------------------------------
+
+/** Reference checksum check of a whole IPv4 packet: header and TCP/UDP. */
+function validOnWire(p: Uint8Array): boolean {
+  const sum = (b: Uint8Array) => {
+    let s = 0;
+    for (let i = 0; i < b.length; i += 2) s += (b[i] << 8) | (i + 1 < b.length ? b[i + 1] : 0);
+    while (s > 0xffff) s = (s & 0xffff) + (s >>> 16);
+    return s;
+  };
+  const ihl = (p[0] & 15) * 4;
+  const total = (p[2] << 8) | p[3];
+  if (total !== p.length || sum(p.subarray(0, ihl)) !== 0xffff) return false;
+  const l4 = new Uint8Array(12 + total - ihl);
+  l4.set(p.subarray(12, 20));
+  l4[9] = p[9];
+  l4[10] = (total - ihl) >> 8;
+  l4[11] = (total - ihl) & 255;
+  l4.set(p.subarray(ihl), 12);
+  return sum(l4) === 0xffff;
+}
+
+/**
+ * What a vnet-header TUN hands over for a TCP send of `payload` bytes:
+ * virtio header (GSO_TCPV4, NEEDS_CSUM) + one IPv4/TCP packet with a partial checksum.
+ */
+function tsoRead(payload: number, mss = 1448, opts: { src?: string; dst?: string } = {}) {
+  const hdr = 52;
+  const p = new Uint8Array(10 + hdr + payload);
+  const v = new DataView(p.buffer);
+  v.setUint8(0, 1); // NEEDS_CSUM
+  v.setUint8(1, 1); // GSO_TCPV4
+  v.setUint16(2, hdr, true);
+  v.setUint16(4, mss, true);
+  v.setUint16(6, 20, true);
+  v.setUint16(8, 16, true);
+  const o = 10;
+  p[o] = 0x45;
+  v.setUint16(o + 2, hdr + payload);
+  v.setUint16(o + 6, 0x4000);
+  p[o + 8] = 64;
+  p[o + 9] = 6;
+  v.setUint32(o + 12, parseIPv4(opts.src ?? "10.5.1.7"));
+  v.setUint32(o + 16, parseIPv4(opts.dst ?? "10.5.2.9"));
+  v.setUint16(o + 10, internetChecksum(p.subarray(o), 0, 20));
+  v.setUint16(o + 20, 40000);
+  v.setUint16(o + 22, 5201);
+  v.setUint32(o + 24, 1000);
+  v.setUint32(o + 28, 77);
+  p[o + 32] = 8 << 4;
+  p[o + 33] = 0x18;
+  v.setUint16(o + 34, 1000);
+  p.set([1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2], o + 40);
+  for (let i = o + hdr; i < p.length; i++) p[i] = (i * 31) & 0xff;
+  return p;
+}
+
+function hosts(opts: { aVnet: boolean; aGso: boolean; bVnet: boolean; bGso: boolean }) {
+  const net = new MemoryNetwork();
+  net.wire = [];
+  const tunA = new MemoryPacketDevice(opts.aVnet);
+  const tunB = new MemoryPacketDevice(opts.bVnet);
+  const a = new UdpEngine({
+    tun: tunA,
+    bind: net.bind(A_IP, PORT, opts.aGso),
+    ownSubnet: parseIPv4Net("10.5.1.0/24"),
+    mtu: 1500,
+    routes: [routeTo("10.5.2.0/24", B_IP)],
+  });
+  const b = new UdpEngine({
+    tun: tunB,
+    bind: net.bind(B_IP, PORT, opts.bGso),
+    ownSubnet: parseIPv4Net("10.5.2.0/24"),
+    mtu: 1500,
+    routes: [routeTo("10.5.1.0/24", A_IP)],
+  });
+  return { net, tunA, tunB, a, b };
+}
+
+Deno.test("a TSO super-packet leaves as MSS-sized IPv4 packets with valid checksums (flannel's wire format)", () => {
+  for (const aGso of [false, true]) {
+    const { net, tunA, tunB, a, b } = hosts({ aVnet: true, aGso, bVnet: false, bGso: false });
+    tunA.inject(tsoRead(20000));
+    pumpUntilIdle([a, b]);
+    const wire = net.wire!;
+    assert.equal(wire.length, Math.ceil(20000 / 1448), `gso ${aGso}`);
+    for (const p of wire) {
+      assert.ok(p.length <= 1500);
+      assert.ok(validOnWire(p), `segment checksums (gso ${aGso})`);
+      assert.equal(p[8], 63);
+    }
+    const got = tunB.take();
+    assert.equal(got.length, wire.length, "a plain receiver writes each packet");
+    assert.ok(got.every((p) => p[8] === 62 && validOnWire(p)));
+    const c = readCounters(a.counters);
+    assert.equal(c.packetsOut, wire.length);
+    assert.equal(c.bytesOut, wire.reduce((n, p) => n + p.length, 0));
+  }
+});
+
+Deno.test("segments from a peer are merged back into one super-packet for a vnet TUN", () => {
+  const { net, tunA, tunB, a, b } = hosts({ aVnet: true, aGso: true, bVnet: true, bGso: true });
+  const sent = tsoRead(30000);
+  tunA.inject(sent);
+  pumpUntilIdle([a, b]);
+  const segments = net.wire!.length;
+  const got = tunB.take();
+  assert.equal(got.length, 1);
+  const merged = got[0];
+  assert.deepEqual([merged[0], merged[1]], [1, 1], "NEEDS_CSUM, GSO_TCPV4");
+  assert.equal(merged[4] | (merged[5] << 8), 1448, "gso_size");
+  assert.deepEqual(merged.subarray(10 + 52), sent.subarray(10 + 52), "payload intact");
+  assert.equal(merged[10 + 8], 62);
+  const c = readCounters(b.counters);
+  assert.equal(c.packetsIn, segments);
+  assert.equal(c.bytesIn, net.wire!.reduce((n, p) => n + p.length, 0));
+});
+
+Deno.test("a GRO receiver merges what a plain (flannel-like) sender sent packet by packet", () => {
+  const { net, tunA, tunB, a, b } = hosts({ aVnet: false, aGso: false, bVnet: true, bGso: true });
+  // A plain TUN hands over MSS-sized packets: take them from a segmentation first.
+  const seg = hosts({ aVnet: true, aGso: false, bVnet: false, bGso: false });
+  seg.tunA.inject(tsoRead(1448 * 5));
+  pumpUntilIdle([seg.a, seg.b]);
+  for (const p of seg.tunB.take()) tunA.inject(p);
+  pumpUntilIdle([a, b]);
+  assert.equal(net.wire!.length, 5);
+  const got = tunB.take();
+  assert.equal(got.length, 1, "merged");
+  assert.equal(got[0][1], 1);
+});
+
+Deno.test("packets with a partial checksum get it completed before they leave", () => {
+  const { net, tunA, a, b } = hosts({ aVnet: true, aGso: true, bVnet: false, bGso: false });
+  const p = new Uint8Array(10 + 28 + 30);
+  const v = new DataView(p.buffer);
+  p[0] = 1; // NEEDS_CSUM, GSO_NONE
+  v.setUint16(6, 20, true);
+  v.setUint16(8, 6, true);
+  const ip = packet("10.5.1.7", "10.5.2.9", { size: 58 });
+  p.set(ip, 10); // UDP already (protocol 17)
+  v.setUint16(10 + 24, 38);
+  // pseudo-header sum, folded, as the kernel leaves it
+  let ps = 0x0a05 + 0x0107 + 0x0a05 + 0x0209 + 17 + 38;
+  while (ps > 0xffff) ps = (ps & 0xffff) + (ps >>> 16);
+  v.setUint16(10 + 26, ps);
+  tunA.inject(p);
+  pumpUntilIdle([a, b]);
+  assert.equal(net.wire!.length, 1);
+  assert.ok(validOnWire(net.wire![0]));
+});
+
+Deno.test("equal-size packets to one peer share one GSO send; a shorter one closes it", () => {
+  const { net, tunA, tunB, a, b } = hosts({ aVnet: true, aGso: true, bVnet: false, bGso: false });
+  let sends = 0;
+  const deliver = net.deliver.bind(net);
+  net.deliver = (...args) => (sends++, deliver(...args));
+  const withHdr = (p: Uint8Array) => ((h) => (h.set(p, 10), h))(new Uint8Array(10 + p.length));
+  for (let i = 0; i < 10; i++) {
+    tunA.inject(withHdr(packet("10.5.1.7", "10.5.2.9", { id: i, size: 200 })));
+  }
+  tunA.inject(withHdr(packet("10.5.1.7", "10.5.2.9", { id: 10, size: 100 })));
+  tunA.inject(withHdr(packet("10.5.1.7", "10.5.2.9", { id: 11, size: 200 })));
+  pumpUntilIdle([a, b]);
+  assert.equal(sends, 2, "11 in one send, then one more");
+  assert.deepEqual(
+    tunB.take().map((p) => (p[4] << 8) | p[5]),
+    Array.from({ length: 12 }, (_, i) => i),
+  );
+});
+
+Deno.test("a vnet TUN gets ICMP errors and single packets behind an empty virtio header", () => {
+  const { net, tunA, tunB, a, b } = hosts({ aVnet: true, aGso: true, bVnet: true, bGso: true });
+  const withHdr = (p: Uint8Array) => ((h) => (h.set(p, 10), h))(new Uint8Array(10 + p.length));
+  tunA.inject(withHdr(packet("10.5.1.7", "10.5.99.9")));
+  tunA.inject(withHdr(packet("10.5.1.7", "10.5.2.9")));
+  pumpUntilIdle([a, b]);
+  const [icmp] = tunA.take();
+  assert.deepEqual(icmp.subarray(0, 10), new Uint8Array(10));
+  assert.equal(icmp[10 + 20], 3);
+  const [udp] = tunB.take();
+  assert.deepEqual(udp.subarray(0, 10), new Uint8Array(10));
+  assert.equal(udp.length, 70);
+  assert.equal(net.wire!.length, 1);
+});
+
+Deno.test("random reads from a vnet TUN and random GRO datagrams never throw", () => {
+  const { net, tunA, tunB, a, b } = hosts({ aVnet: true, aGso: true, bVnet: true, bGso: true });
+  let seed = 99;
+  const rand = () => (seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32;
+  for (let i = 0; i < 3000; i++) {
+    const len = Math.floor(rand() * 3000);
+    const p = new Uint8Array(len);
+    for (let j = 0; j < len; j++) p[j] = Math.floor(rand() * 256);
+    if (len > 40 && rand() < 0.7) {
+      p[10] = 0x45; // plausible IPv4 behind the virtio header
+      p[1] = rand() < 0.5 ? 1 : 0;
+      p[26] = 10;
+      p[27] = 5;
+      p[28] = 2;
+    }
+    tunA.inject(p);
+    net.deliver(A_IP, PORT, B_IP, PORT, p, Math.floor(rand() * 600));
+    if (i % 500 === 499) pumpUntilIdle([a, b]);
+  }
+  pumpUntilIdle([a, b]);
+  tunB.take();
+  assert.ok(Object.values(readCounters(b.counters).dropped).reduce((x, y) => x + y, 0) > 2000);
+});
+
+Deno.test("a super-packet whose segments would not fit a datagram is dropped as malformed", () => {
+  const { net, tunA, a, b } = hosts({ aVnet: true, aGso: false, bVnet: false, bGso: false });
+  const p = tsoRead(30000, 20000); // gso_size beyond any slot
+  tunA.inject(p);
+  pumpUntilIdle([a, b]);
+  assert.equal(net.wire!.length, 0);
+  assert.equal(readCounters(a.counters).dropped.malformed, 1);
 });

@@ -405,8 +405,8 @@ export function acceptFromPeer(
 /**
  * The rules for a packet read from the TUN device, before encapsulation:
  * well-formed IPv4 (the kernel's checksum is trusted), a peer owns the
- * destination, TTL above 1. When the route is returned the TTL has been
- * decremented (checksum patched).
+ * destination, TTL above 1. The packet is not changed: the caller decrements
+ * the TTL ({@link decrementTtl}) or cuts a super-packet, which does it too.
  *
  * @param table The peer routing table.
  * @param buf The packet.
@@ -419,6 +419,6 @@ export function routeFromTun(table: RouteTable, buf: Uint8Array, len: number): P
   if (check !== Drop.OK) return check;
   const route = table.lookup(ipv4Destination(buf));
   if (route === undefined) return Drop.NO_ROUTE;
-  if (!decrementTtl(buf)) return Drop.TTL_EXPIRED;
+  if (buf[8] <= 1) return Drop.TTL_EXPIRED;
   return route;
 }

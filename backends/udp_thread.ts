@@ -25,6 +25,8 @@ export interface WorkerStart {
   readonly mtu: number;
   readonly batchSize: number;
   readonly mode: SocketIoMode;
+  readonly vnetHdr: boolean;
+  readonly gso: boolean;
   readonly pollMs: number;
   readonly routes: readonly PeerRoute[];
   /** Int32Array[2]: stop flag, route sequence. */
@@ -67,6 +69,10 @@ export interface UdpWorkerOptions {
   readonly batchSize?: number;
   /** Socket path: `mmsg` (default) or `single`. */
   readonly mode?: SocketIoMode;
+  /** The TUN fd carries virtio headers (opened with offload). */
+  readonly vnetHdr?: boolean;
+  /** Use UDP GSO/GRO when the kernel has them (default true; `mmsg` only). */
+  readonly gso?: boolean;
   /** Longest poll(2) wait, which bounds how late an idle engine sees updates (default 50 ms). */
   readonly pollMs?: number;
   /** How long to wait for the worker to come up (default 10 s). */
@@ -170,6 +176,8 @@ export async function startUdpWorker(
     mtu: options.mtu,
     batchSize: options.batchSize ?? 64,
     mode: options.mode ?? "mmsg",
+    vnetHdr: options.vnetHdr === true,
+    gso: options.gso !== false,
     pollMs: options.pollMs ?? 50,
     routes: plainRoutes(options.routes ?? []),
     control: controlBuf,

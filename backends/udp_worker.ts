@@ -51,7 +51,11 @@ async function run(start: WorkerStart): Promise<void> {
   const control = new Int32Array(start.control);
   let io: KernelIo | undefined;
   try {
-    io = await createKernelIo(start.tunFd, start.sockFd, start.mode);
+    io = await createKernelIo(start.tunFd, start.sockFd, {
+      mode: start.mode,
+      vnetHdr: start.vnetHdr,
+      gso: start.gso,
+    });
     engine = new UdpEngine({
       tun: io.tun,
       bind: io.bind,

@@ -42,6 +42,8 @@ export interface UdpHostConfig {
   readonly mtu?: number;
   readonly extMtu?: number;
   readonly mode?: SocketIoMode;
+  /** TUN and socket offloads (default true). */
+  readonly offload?: boolean;
 }
 
 function peerLeases(peers: UdpHostConfig["peers"]): Lease[] {
@@ -69,7 +71,7 @@ async function main(arg: string): Promise<void> {
   const stop = new AbortController();
   const network = await udpBackend({
     datapath,
-    io: kernelUdpIo(undefined, cfg.mode ?? "mmsg"),
+    io: kernelUdpIo({ mode: cfg.mode, offload: cfg.offload }),
     metricsIntervalMs: 100,
   }).register({
     config,
