@@ -81,6 +81,18 @@ export interface UdpWorkerOptions {
   readonly onWarning?: (message: string) => void;
 }
 
+/**
+ * Where the Worker's module is. From source it sits beside this file; in a
+ * single file built with `bun build --compile mod.ts backends/udp_worker.ts`
+ * every module shares the bundle's URL, and the worker entry point keeps its
+ * path from the repository root.
+ */
+function workerUrl(): string {
+  return import.meta.url.includes("/$bunfs/")
+    ? new URL("./backends/udp_worker.ts", import.meta.url).href
+    : new URL("./udp_worker.ts", import.meta.url).href;
+}
+
 /** A running packet engine Worker. */
 export interface UdpWorker {
   /**
@@ -123,7 +135,7 @@ export async function startUdpWorker(
   const countersBuf = new SharedArrayBuffer(COUNTER_COUNT * 8);
   const control = new Int32Array(controlBuf);
   const counters = new Float64Array(countersBuf);
-  const worker = new Worker(new URL("./udp_worker.ts", import.meta.url).href, { type: "module" });
+  const worker = new Worker(workerUrl(), { type: "module" });
 
   let started!: () => void;
   let startFailed!: (e: Error) => void;

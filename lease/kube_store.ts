@@ -380,7 +380,8 @@ export function createKubeLeaseStore(options: KubeLeaseStoreOptions = {}): KubeL
     return new ApiCallError(
       `${what}: ${code}${reason ? " " + reason : ""}${message ? ": " + message : ""}${hint}`,
       code,
-      { cause: e },
+      // a raw {code, body} from a streamed request is already in the message
+      e instanceof Error ? { cause: e } : undefined,
     );
   };
 

@@ -9,8 +9,13 @@
  * watch delivering that change ends the run. Goal: list + watch ≤ 500 ms,
  * RSS ≤ 120 MB.
  *
+ * {@link benchKubeStartToReady} times a real agent (`mod.ts
+ * --kube-subnet-mgr`, vxlan) under Deno and Bun in a lab host, against the
+ * fake API server running in the lab: process spawn → its "ready" log line.
+ *
  * Run on its own: `deno run -A test/bench/kube_bench.ts [nodes] [runs] [pageSize]`
- * (or with `bun`).
+ * (or with `bun`); `deno run -A test/bench/kube_bench.ts --start-ready [runs]`
+ * for the start → ready figures.
  *
  * @module
  */
@@ -25,6 +30,9 @@ import { execPath, rssBytes, runtimeName } from "../../datapath/runtime.ts";
 import { formatIPv4 } from "../../lease/ip.ts";
 import { createKubeLeaseStore } from "../../lease/kube_store.ts";
 import { createFakeKube, writeKubeconfig } from "../fake_kube.ts";
+import { startLabKube } from "../fake_kube_main.ts";
+import { type AgentLogRecord, type AgentRuntime, startAgent } from "../lab/agents.ts";
+import { createLab } from "../lab/lab.ts";
 
 const A = "flannel.alpha.coreos.com/";
 const NET_CONF = '{"Network":"10.0.0.0/8","Backend":{"Type":"vxlan"}}';
@@ -216,9 +224,134 @@ async function child(
   }
 }
 
+/** Start → ready figures of one runtime, ms, medians over the runs. */
+export interface KubeStartTimes {
+  /** Fresh host (no vxlan device, no subnet.env, no annotations): spawn → "ready". */
+  readonly coldMs: number;
+  /**
+   * Spawn → the agent's first log line, "using the Kubernetes API" (runtime
+   * start, module loading, the `@kubernetes/client-node` import, kubeconfig).
+   */
+  readonly firstLogMs: number;
+  /** Fastest and slowest cold start. */
+  readonly coldMinMs: number;
+  readonly coldMaxMs: number;
+  /** Restart after a clean stop (device, subnet.env and annotations in place): spawn → "ready". */
+  readonly restartMs: number;
+}
+
+/** Result of {@link benchKubeStartToReady}. */
+export interface KubeStartToReadyBenchResult {
+  readonly runs: number;
+  readonly deno: KubeStartTimes;
+  readonly bun: KubeStartTimes;
+}
+
+/**
+ * Time a kube-mode agent from process start to "ready" in a lab host, under
+ * Deno and Bun: per run one cold start (the host's vxlan device, subnet.env
+ * and the node's flannel annotations removed first) and one restart after a
+ * clean stop. One unmeasured warm-up start per runtime comes first (module
+ * caches). The fake API server runs in the lab's underlay namespace; times
+ * are taken from the agent's log timestamps (same clock), so the parent's
+ * polling adds nothing.
+ *
+ * @param options `runs` per runtime (default 5).
+ * @returns Medians per runtime.
+ * @throws {Error} When the lab cannot be built or an agent does not get ready in 60 s.
+ */
+export async function benchKubeStartToReady(
+  options: { runs?: number } = {},
+): Promise<KubeStartToReadyBenchResult> {
+  const runs = options.runs ?? 5;
+  if (!Number.isInteger(runs) || runs < 1) {
+    throw new RangeError(`'runs' must be a positive integer: current value is ${runs}`);
+  }
+  const lab = await createLab({ prefix: "wku", hosts: 1 });
+  try {
+    const host = lab.hosts[0];
+    const kube = await startLabKube(lab);
+    const netConf = join(lab.dir, "net-conf.json");
+    writeFileSync(
+      netConf,
+      JSON.stringify({ Network: "10.244.0.0/16", Backend: { Type: "vxlan" } }),
+    );
+    await kube.call("addNode", host.ns, { podCIDRs: ["10.244.1.0/24"], internalIP: host.ip });
+    const subnetFile = join(lab.dir, "subnet.env");
+    const reset = async () => {
+      await lab.exec(host.ns, "ip link del flannel.1");
+      rmSync(subnetFile, { force: true });
+      await kube.call("annotate", host.ns, {
+        [A + "kube-subnet-manager"]: null,
+        [A + "backend-type"]: null,
+        [A + "backend-data"]: null,
+        [A + "public-ip"]: null,
+      });
+    };
+    const once = async (runtime: AgentRuntime) => {
+      const t0 = Date.now();
+      const agent = startAgent(lab, host, {
+        runtime,
+        subnetFile,
+        args: [
+          "--kube-subnet-mgr",
+          "--kubeconfig-file",
+          kube.kubeconfig,
+          "--net-config-path",
+          netConf,
+        ],
+        env: { NODE_NAME: host.ns },
+      });
+      let ready: AgentLogRecord;
+      try {
+        ready = await agent.waitLog((r: AgentLogRecord) => r.msg === "ready", 60_000);
+      } catch (e) {
+        await agent.stop();
+        throw e;
+      }
+      const first = agent.logs()[0];
+      const code = await agent.stop();
+      if (code !== 0) {
+        throw new Error(
+          `${runtime} agent exited with ${code} on stop:\n${agent.process.stderr().slice(-2000)}`,
+        );
+      }
+      return { ready: Date.parse(ready.ts) - t0, first: Date.parse(first.ts) - t0 };
+    };
+    const times = async (runtime: AgentRuntime): Promise<KubeStartTimes> => {
+      await reset();
+      await once(runtime); // warm-up
+      const cold: number[] = [];
+      const first: number[] = [];
+      const restart: number[] = [];
+      for (let r = 0; r < runs; r++) {
+        await reset();
+        const c = await once(runtime);
+        cold.push(c.ready);
+        first.push(c.first);
+        restart.push((await once(runtime)).ready);
+      }
+      return {
+        coldMs: median(cold),
+        firstLogMs: median(first),
+        coldMinMs: Math.min(...cold),
+        coldMaxMs: Math.max(...cold),
+        restartMs: median(restart),
+      };
+    };
+    const deno = await times("deno");
+    const bun = await times("bun");
+    return { runs, deno, bun };
+  } finally {
+    await lab.teardown();
+  }
+}
+
 if (import.meta.main) {
   const argv = process.argv.slice(2);
-  if (argv[0] === "--child") {
+  if (argv[0] === "--start-ready") {
+    console.log(await benchKubeStartToReady({ runs: Number(argv[1] ?? 5) }));
+  } else if (argv[0] === "--child") {
     await child(argv[1], argv[2], Number(argv[3]), Number(argv[4]));
     process.exit(0);
   } else {
