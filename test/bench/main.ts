@@ -1,0 +1,165 @@
+/**
+ * `deno task bench`: every benchmark in one run, so ratios compare figures
+ * taken on the same machine at the same time (these machines are noisy:
+ * compare within a run, not across runs). Prints a report and writes the raw
+ * numbers to `.bench/latest.json`.
+ *
+ * `deno task bench [section …]` runs only the named sections:
+ * store, reconcile, netlink, kube, udp, lab, udp-lab.
+ *
+ * Needs root (network-namespace labs) like the tests; touches nothing
+ * outside the namespaces it creates.
+ *
+ * @module
+ */
+
+import * as fs from "node:fs";
+import * as os from "node:os";
+import process from "node:process";
+import { runtimeVersion } from "../../datapath/runtime.ts";
+
+// deno-lint-ignore no-explicit-any
+type Any = any;
+
+type Section = {
+  name: string;
+  run: () => Promise<Record<string, unknown>>;
+  report: (r: Any) => string[];
+};
+
+const fmt = (x: number, digits = 1) => Number.isFinite(x) ? x.toFixed(digits) : String(x);
+const goal = (ok: boolean) => (ok ? "meets goal" : "MISSES goal");
+
+const sections: Section[] = [
+  {
+    name: "store",
+    run: async () => {
+      const m = await import("./etcd_bench.ts");
+      return {
+        acquire: await m.benchEtcdAcquire({ acquires: 200 }),
+        loadWatch: await m.benchEtcdLoadWatch({ leases: 5000, runs: 3 }),
+      };
+    },
+    report: (r: Any) => [
+      `etcd acquire latency (${r.acquire.acquires} hosts, one after another): p50 ${
+        fmt(r.acquire.p50Ms)
+      } ms, p99 ${fmt(r.acquire.p99Ms)} ms`,
+      `load + watch ${r.loadWatch.leases} leases from etcd: ${
+        fmt(r.loadWatch.loadAndWatchMs, 0)
+      } ms (goal ≤ 250: ${goal(r.loadWatch.loadAndWatchMs <= 250)}), RSS ${
+        fmt(r.loadWatch.rssMB, 0)
+      } MB (goal ≤ 100: ${goal(r.loadWatch.rssMB <= 100)})`,
+    ],
+  },
+  {
+    name: "reconcile",
+    run: async () => {
+      const m = await import("./agent_bench.ts");
+      return { latency: await m.benchReconcileLatency({ events: 300 }) };
+    },
+    report: (r: Any) => [
+      `watch event → reconcile callback (${r.latency.events} events): p50 ${
+        fmt(r.latency.eventToCallbackP50Ms, 2)
+      } ms, p99 ${fmt(r.latency.eventToCallbackP99Ms, 2)} ms (goal ≤ 10: ${
+        goal(r.latency.eventToCallbackP99Ms <= 10)
+      })`,
+      `etcd put → reconcile callback: p50 ${fmt(r.latency.putToCallbackP50Ms)} ms, p99 ${
+        fmt(r.latency.putToCallbackP99Ms)
+      } ms`,
+    ],
+  },
+  {
+    name: "netlink",
+    run: async () => {
+      const m = await import("./netlink_bench.ts");
+      return { routes: await m.benchNetlinkRoutes({ count: 5000, rounds: 5 }) };
+    },
+    report: (r: Any) => [
+      `program ${r.routes.routes} routes into an empty namespace: netlink ${
+        fmt(r.routes.netlinkMs, 0)
+      } ms vs one \`ip -batch\` ${fmt(r.routes.ipBatchMs, 0)} ms → ${
+        fmt(r.routes.speedup)
+      }× (goals ≤ 250 ms: ${goal(r.routes.netlinkMs <= 250)}; ≥ 5×: ${
+        goal(r.routes.speedup >= 5)
+      })`,
+    ],
+  },
+  {
+    name: "kube",
+    run: async () => {
+      const m = await import("./kube_bench.ts");
+      return {
+        listWatch: await m.benchKubeListWatch({ nodes: 5000, runs: 3 }),
+        startToReady: await m.benchKubeStartToReady({ runs: 3 }),
+      };
+    },
+    report: (r: Any) => [
+      `kube list + watch ${r.listWatch.nodes} nodes (${r.listWatch.runtime}): ${
+        fmt(r.listWatch.listWatchMs, 0)
+      } ms (goal ≤ 500: ${goal(r.listWatch.listWatchMs <= 500)}), RSS ${
+        fmt(r.listWatch.rssMB, 0)
+      } MB (goal ≤ 120: ${goal(r.listWatch.rssMB <= 120)})`,
+      `kube mode start → ready: Deno ${fmt(r.startToReady.deno.coldMs, 0)} ms, Bun ${
+        fmt(r.startToReady.bun.coldMs, 0)
+      } ms (cold); restart Deno ${fmt(r.startToReady.deno.restartMs, 0)} ms, Bun ${
+        fmt(r.startToReady.bun.restartMs, 0)
+      } ms`,
+    ],
+  },
+  {
+    name: "udp",
+    run: async () => {
+      const m = await import("./udp_bench.ts");
+      return { engine: await m.benchUdp({ variants: ["offload"], seconds: 4, vxlan: true }) };
+    },
+    report: (r: Any) =>
+      [
+        ...r.engine.runs.map((x: Any) =>
+          `udp engine (${x.runtime}, ${x.variant}) between two namespaces: TCP ${
+            fmt(x.tcpMbps, 0)
+          } Mbit/s, ${fmt(x.ppsOut, 0)} small packets/s, sender CPU ${fmt(x.tcpCpuSender, 0)}%`
+        ),
+        r.engine.vxlanMbps
+          ? `kernel vxlan on the same veth pair: ${fmt(r.engine.vxlanMbps, 0)} Mbit/s`
+          : "",
+      ].filter(Boolean),
+  },
+];
+
+const wanted = process.argv.slice(2);
+const results: Record<string, unknown> = {
+  when: new Date().toISOString(),
+  runtime: runtimeVersion(),
+  cpus: os.cpus().length,
+  loadAverage: os.loadavg()[0],
+};
+const lines: string[] = [];
+let failures = 0;
+for (const s of sections) {
+  if (wanted.length && !wanted.includes(s.name)) continue;
+  const t0 = performance.now();
+  console.error(`bench: ${s.name} …`);
+  try {
+    const r = await s.run();
+    results[s.name] = r;
+    const out = s.report(r);
+    lines.push(...out);
+    console.error(`bench: ${s.name} done in ${((performance.now() - t0) / 1000).toFixed(0)} s`);
+    for (const l of out) console.error(`  ${l}`);
+  } catch (e) {
+    failures++;
+    results[s.name] = { error: String((e as Error).stack ?? e) };
+    lines.push(`${s.name}: FAILED: ${(e as Error).message}`);
+    console.error(`bench: ${s.name} FAILED: ${(e as Error).stack ?? e}`);
+  }
+}
+fs.mkdirSync(".bench", { recursive: true });
+fs.writeFileSync(".bench/latest.json", JSON.stringify(results, null, 2));
+console.log(
+  `\nweft benchmarks — ${results.when}, ${results.runtime}, ${results.cpus} CPUs, load ${
+    fmt(os.loadavg()[0], 2)
+  }`,
+);
+for (const l of lines) console.log(`- ${l}`);
+console.log(`\nraw numbers: .bench/latest.json`);
+process.exit(failures ? 1 : 0);
