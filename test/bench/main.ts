@@ -124,6 +124,57 @@ const sections: Section[] = [
           : "",
       ].filter(Boolean),
   },
+  {
+    name: "lab",
+    run: async () => {
+      const m = await import("./lab_bench.ts");
+      return {
+        vxlan: await m.benchVxlanThroughput({ seconds: 3, repetitions: 4 }),
+        hostGw: await m.benchHostGwThroughput({ seconds: 3, repetitions: 4 }),
+        leaseToRoute: await m.benchLeaseToRoute({ leases: 100, backend: "vxlan" }),
+      };
+    },
+    report: (r: Any) => [
+      `iperf3 pod-to-pod, weft vxlan vs a hand-built kernel vxlan pair: ${
+        fmt(r.vxlan.weftGbps, 2)
+      } vs ${fmt(r.vxlan.kernelGbps, 2)} Gbit/s → ${fmt(r.vxlan.ratio, 3)} (goal ≥ 0.97: ${
+        goal(r.vxlan.ratio >= 0.97)
+      })`,
+      `iperf3 pod-to-pod, weft host-gw vs the same pods routed by hand: ${
+        fmt(r.hostGw.weftGbps, 2)
+      } vs ${fmt(r.hostGw.routedGbps, 2)} Gbit/s → ${fmt(r.hostGw.ratio, 3)} (goal ≥ 0.97: ${
+        goal(r.hostGw.ratio >= 0.97)
+      }); vs host-to-host underlay ${fmt(r.hostGw.hostGbps, 2)} Gbit/s → ${
+        fmt(r.hostGw.ratioVsHost, 3)
+      }`,
+      `lease written → route present on all ${r.leaseToRoute.hosts} peers (${r.leaseToRoute.leases} leases, ${r.leaseToRoute.backend}): p50 ${
+        fmt(r.leaseToRoute.allPeersP50Ms)
+      } ms, p99 ${fmt(r.leaseToRoute.allPeersP99Ms)} ms (goal ≤ 100: ${
+        goal(r.leaseToRoute.allPeersP99Ms <= 100)
+      })`,
+    ],
+  },
+  {
+    name: "udp-lab",
+    run: async () => {
+      const m = await import("./udp_lab_bench.ts");
+      return { lab: await m.benchUdpLab({}) };
+    },
+    report: (r: Any) => [
+      `iperf3 pod-to-pod over weft udp: Deno agents ${
+        fmt(r.lab.udpDeno.tcpMbps, 0)
+      } Mbit/s, Bun agents ${fmt(r.lab.udpBun.tcpMbps, 0)} Mbit/s; weft vxlan ${
+        fmt(r.lab.vxlan.tcpMbps, 0)
+      } Mbit/s → ${fmt(r.lab.ratioDeno, 2)}× / ${fmt(r.lab.ratioBun, 2)}× (goal ≥ 0.3: ${
+        goal(Math.max(r.lab.ratioDeno, r.lab.ratioBun) >= 0.3)
+      }); ${fmt(r.lab.timesFlannelUdpReported, 0)}× flannel udp's reported 76 Mbit/s`,
+      `udp 64-byte packets/s: Deno ${fmt(r.lab.udpDeno.pps, 0)}, Bun ${
+        fmt(r.lab.udpBun.pps, 0)
+      } (vxlan ${fmt(r.lab.vxlan.pps, 0)}); agent CPU during TCP (sender): Deno ${
+        fmt(r.lab.udpDeno.tcpCpuSender, 0)
+      }%, Bun ${fmt(r.lab.udpBun.tcpCpuSender, 0)}%; Bun/Deno TCP ${fmt(r.lab.bunOverDenoTcp, 2)}×`,
+    ],
+  },
 ];
 
 const wanted = process.argv.slice(2);

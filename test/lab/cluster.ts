@@ -25,7 +25,8 @@ import { type EtcdServer, startEtcd } from "../etcd_server.ts";
 import { containsIPv4, formatIPv4, parseIPv4, parseIPv4Net } from "../../lease/ip.ts";
 
 /** The kernel backends the e2e scenarios cover. */
-export type OverlayBackend = "vxlan" | "host-gw";
+/** Backends a cluster can run; udp keeps no per-peer kernel state (its Worker routes). */
+export type OverlayBackend = "vxlan" | "host-gw" | "udp";
 
 /** The overlay network of every cluster. */
 export const NETWORK = "10.5.0.0/16";
@@ -184,7 +185,7 @@ export function expectedPeerState(backend: OverlayBackend, peers: readonly Lease
       s.routes.push(`${p.subnet} via ${net} dev flannel.1 onlink`);
       s.neighbours.push(`${net} lladdr ${p.vtepMAC}`);
       s.fdb.push(`${p.vtepMAC} dst ${p.publicIP}`);
-    } else {
+    } else if (backend === "host-gw") {
       s.routes.push(`${p.subnet} via ${p.publicIP} dev eth0`);
     }
   }
