@@ -17,13 +17,17 @@
  *   `kube-subnet-manager` and published annotations); the podCIDR itself
  *   belongs to Kubernetes and stays.
  *
- * `@kubernetes/client-node` loads the kubeconfig / in-cluster service
- * account (token rotation, exec and auth-provider plugins) and builds the
- * typed requests; the bytes go through the runtime's own fetch (Deno's and
- * Bun's native fetch, with the cluster CA), because the package's undici
- * transport ignores the CA under Bun and crashes Deno on HTTP/2 shutdown.
- * The package is imported on first use only: it costs 0.3–1.1 s and
- * 55–90 MB, which the etcd and file modes should not pay.
+ * The API server's address and credentials come from lease/kube_config.ts
+ * (in-cluster service account with token rotation, kubeconfig with token,
+ * token file, client certificates or basic auth, `--kube-api-url`), without
+ * `@kubernetes/client-node`: importing it alone costs ~120 MB and 0.5–0.7 s
+ * under Deno, more than the whole store listing 5000 nodes. Only a kubeconfig
+ * user with an `exec` plugin or an `auth-provider` loads it, on first use
+ * (lease/kube_client_node.ts). Either way every request is a plain fetch +
+ * JSON through the runtime's own fetch (Deno's and Bun's, with the cluster
+ * CA): raw JSON halves the time and memory of a 5000-node list compared with
+ * client-node's typed models, and its undici transport ignores the CA under
+ * Bun and crashes Deno on HTTP/2 shutdown.
  *
  * @module
  */
@@ -37,6 +41,7 @@ import { createFetch } from "../datapath/runtime.ts";
 import { backoff, type Clock, systemClock } from "./clock.ts";
 import { type NetworkConfig, parseNetworkConfig } from "./config.ts";
 import { formatIPv4Net, formatIPv6Net, subnetKey } from "./ip.ts";
+import { type KubeConfigOptions, type KubeConnection, loadKubeConfig } from "./kube_config.ts";
 import {
   annotationKeys,
   annotationUpdate,
@@ -94,6 +99,13 @@ export interface KubeLeaseStoreOptions {
   watchTimeoutSeconds?: number;
   /** Attempts for a write that fails with a 5xx or a network error (default 6). */
   writeAttempts?: number;
+  /**
+   * How to load the address and credentials: `auto` (default) uses the
+   * builtin loader and `@kubernetes/client-node` only for a kubeconfig user
+   * with an exec plugin or auth-provider; `builtin` refuses such a user;
+   * `client-node` always uses client-node.
+   */
+  loader?: "auto" | "builtin" | "client-node";
 }
 
 /** What the node says about this host before it acquires. */
@@ -123,17 +135,10 @@ export interface KubeLeaseStore extends LeaseStore {
   nodeHints(signal?: AbortSignal): Promise<KubeNodeHints>;
 }
 
-// deno-lint-ignore no-explicit-any
-type K8s = any;
-
 interface Client {
   readonly server: string;
-  readonly k8s: K8s;
-  // deno-lint-ignore no-explicit-any
-  readonly api: any;
+  readonly conn: KubeConnection;
   readonly fetch: typeof fetch;
-  /** Authorization (and impersonation) headers for a raw request. */
-  headers(): Promise<Record<string, string>>;
 }
 
 /** A failed API call with its HTTP status (0 = no answer). */
@@ -200,125 +205,39 @@ export function createKubeLeaseStore(options: KubeLeaseStoreOptions = {}): KubeL
   // ---- client -----------------------------------------------------------
 
   const connect = async (): Promise<Client> => {
-    const t0 = performance.now();
-    const k8s: K8s = await import("@kubernetes/client-node");
-    log.debug("loaded @kubernetes/client-node", { ms: Math.round(performance.now() - t0) });
-    const kc = new k8s.KubeConfig();
-    const inCluster = Boolean(env.KUBERNETES_SERVICE_HOST);
-    if (options.kubeconfigFile) {
-      try {
-        kc.loadFromFile(options.kubeconfigFile);
-      } catch (e) {
-        throw new ConfigError(
-          `cannot load --kubeconfig-file ${options.kubeconfigFile}: ${(e as Error).message}`,
-          "kubeconfig-file",
-          { cause: e },
-        );
-      }
-      if (!kc.getCurrentCluster()) {
-        throw new ConfigError(
-          `--kubeconfig-file ${options.kubeconfigFile} has no current context with a cluster: set current-context`,
-          "kubeconfig-file",
-        );
-      }
-    } else if (inCluster) {
-      kc.loadFromCluster(options.inClusterPathPrefix ?? "");
-      // client-node reads process.env; use the injected environment instead
-      const host = env.KUBERNETES_SERVICE_HOST!;
-      const port = env.KUBERNETES_SERVICE_PORT ?? "443";
-      const scheme = ["80", "8080", "8001"].includes(port) ? "http" : "https";
-      const cluster = kc.clusters[0];
-      kc.loadFromOptions({
-        clusters: [{
-          ...cluster,
-          server: `${scheme}://${host.includes(":") ? `[${host}]` : host}:${port}`,
-        }],
-        users: kc.users,
-        contexts: kc.contexts,
-        currentContext: kc.currentContext,
-      });
-    } else if (options.apiUrl) {
-      kc.loadFromClusterAndUser({ name: "api", server: options.apiUrl, skipTLSVerify: false }, {
-        name: "anonymous",
-      });
-    } else {
-      throw new ConfigError(
-        "cannot find the Kubernetes API: not running in a pod (KUBERNETES_SERVICE_HOST is unset) and neither --kubeconfig-file nor --kube-api-url was given; pass one of them",
-        "kubeconfig-file",
-      );
-    }
-    // --kube-api-url overrides the server; http:// needs no TLS settings
-    // (client-node refuses http unless skipTLSVerify is set).
-    const clusters = kc.clusters.map(
-      (c: { server: string; name: string; skipTLSVerify: boolean }) => {
-        const server = options.apiUrl && c.name === kc.getCurrentCluster().name
-          ? options.apiUrl
-          : c.server;
-        return { ...c, server, skipTLSVerify: server.startsWith("http:") ? true : c.skipTLSVerify };
-      },
-    );
-    kc.loadFromOptions({
-      clusters,
-      users: kc.users,
-      contexts: kc.contexts,
-      currentContext: kc.currentContext,
-    });
-    const server: string = kc.getCurrentCluster().server.replace(/\/+$/, "");
-    // deno-lint-ignore no-explicit-any
-    const tlsOpts: any = {};
-    try {
-      await kc.applyToHTTPSOptions(tlsOpts);
-    } catch (e) {
-      throw new ConfigError(
-        `cannot use the Kubernetes credentials for ${server}: ${(e as Error).message}`,
-        "kubeconfig-file",
-        { cause: e },
-      );
-    }
-    if (tlsOpts.rejectUnauthorized === false && server.startsWith("https:")) {
-      log.warn(
-        "insecure-skip-tls-verify is not supported; the server certificate is verified against the cluster CA",
-        { server },
-      );
-    }
-    const pem = (b: unknown) => (b ? String(b) : undefined);
-    const doFetch = server.startsWith("https:")
-      ? createFetch({ ca: pem(tlsOpts.ca), cert: pem(tlsOpts.cert), key: pem(tlsOpts.key) })
-      : fetch;
-    const httpApi = k8s.wrapHttpLibrary({
-      // deno-lint-ignore no-explicit-any
-      async send(req: any) {
-        const res = await doFetch(req.getUrl(), {
-          method: req.getHttpMethod(),
-          headers: req.getHeaders(),
-          body: req.getBody(),
-          signal: req.getSignal(),
-        });
-        const headers: Record<string, string> = {};
-        res.headers.forEach((value, name) => (headers[name] = value));
-        const text = await res.text();
-        return new k8s.ResponseContext(res.status, headers, {
-          text: () => Promise.resolve(text),
-          binary: () => Promise.resolve(new TextEncoder().encode(text)),
-        });
-      },
-    });
-    const configuration = k8s.createConfiguration({
-      baseServer: new k8s.ServerConfiguration(server, {}),
-      authMethods: { default: kc },
-      httpApi,
-    });
-    const api = new k8s.CoreV1Api(configuration);
-    const headers = async () => {
-      const ctx = new k8s.RequestContext(server, k8s.HttpMethod.GET);
-      await kc.applySecurityAuthentication(ctx);
-      return ctx.getHeaders() as Record<string, string>;
+    const loadOptions: KubeConfigOptions = {
+      kubeconfigFile: options.kubeconfigFile,
+      apiUrl: options.apiUrl,
+      env,
+      inClusterPathPrefix: options.inClusterPathPrefix,
+      clock,
+      onWarning: (m) => log.warn(m),
     };
-    log.info("using the Kubernetes API", {
-      server,
-      inCluster: !options.kubeconfigFile && inCluster,
-    });
-    return { server, k8s, api, fetch: doFetch, headers };
+    const loader = options.loader ?? "auto";
+    const loaded = loader === "client-node"
+      ? { kind: "client-node" as const, reason: "the client-node loader was chosen" }
+      : await loadKubeConfig(loadOptions);
+    let conn: KubeConnection;
+    if (loaded.kind === "builtin") {
+      conn = loaded.connection;
+    } else if (loader === "builtin") {
+      throw new ConfigError(
+        `--kubeconfig-file ${options.kubeconfigFile}: ${loaded.reason}, which needs the client-node loader; use the default loader`,
+        "kubeconfig-file",
+      );
+    } else {
+      const t0 = performance.now();
+      const { loadKubeConfigWithClientNode } = await import("./kube_client_node.ts");
+      log.info("loaded @kubernetes/client-node for the Kubernetes credentials", {
+        reason: loaded.reason,
+        ms: Math.round(performance.now() - t0),
+      });
+      conn = await loadKubeConfigWithClientNode(loadOptions);
+    }
+    const server = conn.server;
+    const doFetch = server.startsWith("https:") ? createFetch(conn.tls) : fetch;
+    log.info("using the Kubernetes API", { server, source: conn.source, loader: conn.loader });
+    return { server, conn, fetch: doFetch };
   };
 
   const getClient = (): Promise<Client> => {
@@ -329,22 +248,58 @@ export function createKubeLeaseStore(options: KubeLeaseStoreOptions = {}): KubeL
     return client;
   };
 
-  /** Per-call options: abort signal and Content-Type, as client-node middleware. */
-  const callOpts = (c: Client, signal?: AbortSignal, contentType?: string) => ({
-    middleware: [{
-      // deno-lint-ignore no-explicit-any
-      pre: (ctx: any) => {
-        if (signal) ctx.setSignal(signal);
-        if (contentType) ctx.setHeaderParam("Content-Type", contentType);
-        return new c.k8s.Observable(Promise.resolve(ctx));
-      },
-      // deno-lint-ignore no-explicit-any
-      post: (res: any) => new c.k8s.Observable(Promise.resolve(res)),
-    }],
-    middlewareMergeStrategy: "append",
-  });
+  /**
+   * Send one request with the current credentials; after a 401 whose token
+   * file has changed since (a rotated service account token), send it once more.
+   */
+  const send = async (c: Client, url: string | URL, init: RequestInit = {}): Promise<Response> => {
+    for (let again = false;; again = true) {
+      let auth: Record<string, string>;
+      try {
+        auth = await c.conn.headers();
+      } catch (e) {
+        throw new ApiCallError(
+          `cannot produce the Kubernetes credentials for ${c.server}: ${(e as Error).message}`,
+          0,
+          { cause: e },
+        );
+      }
+      const headers = new Headers(init.headers);
+      for (const [k, val] of Object.entries(auth)) headers.set(k, val);
+      if (!headers.has("accept")) headers.set("Accept", "application/json");
+      const res = await c.fetch(url, { ...init, headers });
+      if (res.status !== 401 || again || !(await c.conn.refresh())) return res;
+      await res.body?.cancel();
+      log.info("the API server rejected the token; retrying with the rotated one", {
+        server: c.server,
+      });
+    }
+  };
 
-  /** Turn a client-node or fetch failure into a StoreUnavailableError that says what to do. */
+  /** One JSON request: the decoded reply, or a `{code, body}` failure for {@link apiError}. */
+  const call = async (
+    c: Client,
+    method: string,
+    path: string,
+    signal?: AbortSignal,
+    patch?: unknown,
+  ): Promise<unknown> => {
+    const res = await send(c, c.server + path, {
+      method,
+      signal,
+      ...(patch === undefined ? {} : {
+        body: JSON.stringify(patch),
+        headers: { "Content-Type": "application/strategic-merge-patch+json" },
+      }),
+    });
+    const text = await res.text();
+    if (!res.ok) {
+      throw Object.assign(new Error(`HTTP ${res.status}`), { code: res.status, body: text });
+    }
+    return JSON.parse(text);
+  };
+
+  /** Turn a fetch failure or an HTTP error into a StoreUnavailableError that says what to do. */
   const apiError = (c: Client | undefined, what: string, e: unknown): Error => {
     if (isAbort(e) || e instanceof ConfigError || e instanceof ApiCallError) return e as Error;
     const server = c?.server ?? "the Kubernetes API";
@@ -412,7 +367,9 @@ export function createKubeLeaseStore(options: KubeLeaseStoreOptions = {}): KubeL
   const resolveNodeName = async (signal?: AbortSignal): Promise<string> => {
     if (options.nodeName) return options.nodeName;
     if (env.NODE_NAME) return env.NODE_NAME;
-    const pod = env.POD_NAME, ns = env.POD_NAMESPACE;
+    const pod = env.POD_NAME;
+    // the service account's namespace is the pod's, as client-go assumes
+    const ns = env.POD_NAMESPACE || (pod ? (await getClient()).conn.namespace : undefined);
     if (!pod || !ns) {
       throw new ConfigError(
         "cannot tell which node this is: set NODE_NAME (downward API spec.nodeName), or POD_NAME and POD_NAMESPACE (metadata.name and metadata.namespace); see examples/kube-weft.yml",
@@ -421,7 +378,13 @@ export function createKubeLeaseStore(options: KubeLeaseStoreOptions = {}): KubeL
     }
     const p = await retrying(
       `reading pod ${ns}/${pod}`,
-      (c) => c.api.readNamespacedPod({ name: pod, namespace: ns }, callOpts(c, signal)),
+      (c) =>
+        call(
+          c,
+          "GET",
+          `/api/v1/namespaces/${encodeURIComponent(ns)}/pods/${encodeURIComponent(pod)}`,
+          signal,
+        ),
       signal,
     );
     const name = (p as { spec?: { nodeName?: string } })?.spec?.nodeName;
@@ -494,7 +457,7 @@ export function createKubeLeaseStore(options: KubeLeaseStoreOptions = {}): KubeL
       url.searchParams.set("limit", String(pageSize));
       if (cont) url.searchParams.set("continue", cont);
       if (fieldSelector) url.searchParams.set("fieldSelector", fieldSelector);
-      const res = await c.fetch(url, { headers: await c.headers(), signal });
+      const res = await send(c, url, { signal });
       const text = await res.text();
       if (!res.ok) {
         throw Object.assign(new Error(`HTTP ${res.status}`), { code: res.status, body: text });
@@ -587,7 +550,7 @@ export function createKubeLeaseStore(options: KubeLeaseStoreOptions = {}): KubeL
       }
     })().catch(() => {});
     try {
-      const res = await c.fetch(url, { headers: await c.headers(), signal: ac.signal });
+      const res = await send(c, url, { signal: ac.signal });
       if (res.status === 410) {
         await res.body?.cancel();
         throw new Gone(`watch from resourceVersion ${query.resourceVersion} is too old`);
@@ -814,7 +777,7 @@ export function createKubeLeaseStore(options: KubeLeaseStoreOptions = {}): KubeL
     try {
       const raw = await retrying(
         `reading node ${name}`,
-        (c) => c.api.readNode({ name }, callOpts(c, signal)),
+        (c) => call(c, "GET", `/api/v1/nodes/${encodeURIComponent(name)}`, signal),
         signal,
       );
       const n = parseKubeNode(raw);
@@ -829,11 +792,7 @@ export function createKubeLeaseStore(options: KubeLeaseStoreOptions = {}): KubeL
   const patchStatus = (name: string, body: unknown, what: string, signal?: AbortSignal) =>
     retrying(
       what,
-      (c) =>
-        c.api.patchNodeStatus(
-          { name, body },
-          callOpts(c, signal, "application/strategic-merge-patch+json"),
-        ),
+      (c) => call(c, "PATCH", `/api/v1/nodes/${encodeURIComponent(name)}/status`, signal, body),
       signal,
     );
 

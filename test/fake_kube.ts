@@ -23,7 +23,8 @@
  *   podCIDR cannot be changed through the API (422).
  * - `GET /api/v1/namespaces/{ns}/pods/{name}` for pods added with
  *   {@link FakeKube.addPod} (weft reads its pod's `spec.nodeName`).
- * - Bearer-token auth (401 Status) and optional TLS.
+ * - Bearer-token auth (401 Status; the token can be rotated with
+ *   {@link FakeKube.setToken}), optional basic auth, and optional TLS.
  *
  * Test helpers act as the cluster's controllers: {@link FakeKube.addNode},
  * {@link FakeKube.setPodCIDR} (no validation, so tests can write what a
@@ -62,8 +63,10 @@ export interface RequestRecord {
 
 /** Options for {@link createFakeKube}. */
 export interface FakeKubeOptions {
-  /** Require `Authorization: Bearer <token>`; unset = no auth. */
+  /** Require `Authorization: Bearer <token>`; unset = no auth (see {@link FakeKube.setToken}). */
   token?: string;
+  /** Also accept HTTP basic auth with these credentials (auth is required once either is set). */
+  basicAuth?: { username: string; password: string };
   /** Serve HTTPS with this certificate and key (PEM). */
   tls?: { cert: string; key: string };
   /** Send a BOOKMARK to bookmark-enabled watches this often; 0 (default) = only on demand. */
@@ -140,6 +143,8 @@ export interface FakeKube {
   compactHistory(): void;
   /** Fail matching requests. */
   injectFailure(failure: InjectedFailure): void;
+  /** Accept this bearer token from now on, and no longer the previous one (a rotation). */
+  setToken(token: string): void;
   /** Stop and start the server on the same port, keeping the data. */
   restart(): Promise<void>;
   /** Stop the server. */
@@ -417,6 +422,7 @@ export async function createFakeKube(options: FakeKubeOptions = {}): Promise<Fak
   const requests: RequestRecord[] = [];
   let rv = 1;
   let compactedRv = 0;
+  let token = options.token;
   let uid = 0;
 
   const write = (type: "ADDED" | "MODIFIED" | "DELETED", obj: Obj): Obj => {
@@ -530,8 +536,11 @@ export async function createFakeKube(options: FakeKubeOptions = {}): Promise<Fak
         f.status as 500,
       );
     }
-    if (options.token !== undefined) {
-      if (c.req.header("authorization") !== `Bearer ${options.token}`) {
+    if (token !== undefined || options.basicAuth) {
+      const auth = c.req.header("authorization");
+      const basic = options.basicAuth &&
+        `Basic ${btoa(`${options.basicAuth.username}:${options.basicAuth.password}`)}`;
+      if (!auth || (auth !== `Bearer ${token}` && auth !== basic)) {
         record(401);
         return c.json(statusBody(401, "Unauthorized", "Unauthorized"), 401);
       }
@@ -888,6 +897,9 @@ export async function createFakeKube(options: FakeKubeOptions = {}): Promise<Fak
       compactedRv = rv;
       history.length = 0;
       snapshots.clear();
+    },
+    setToken(t) {
+      token = t;
     },
     injectFailure(f) {
       failures.push({ ...f, left: f.times ?? 1 });

@@ -451,6 +451,20 @@ Deno.test("fake requires the bearer token when one is set", async () => {
   }, { token: "s3cret" });
 });
 
+Deno.test("fake accepts basic auth when configured and a rotated token only after setToken", async () => {
+  await withKube(async (kube) => {
+    const as = (authorization: string) =>
+      req(kube, "/api/v1/nodes", { headers: { authorization } });
+    assert.equal((await as(`Basic ${btoa("admin:pw")}`)).status, 200);
+    assert.equal((await as(`Basic ${btoa("admin:wrong")}`)).status, 401);
+    assert.equal((await req(kube, "/api/v1/nodes")).status, 401);
+    assert.equal((await as("Bearer t1")).status, 200);
+    kube.setToken("t2");
+    assert.equal((await as("Bearer t1")).status, 401);
+    assert.equal((await as("Bearer t2")).status, 200);
+  }, { token: "t1", basicAuth: { username: "admin", password: "pw" } });
+});
+
 Deno.test("fake injects failures for the matching requests only", async () => {
   await withKube(async (kube) => {
     kube.addNode("a");
