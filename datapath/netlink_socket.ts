@@ -18,8 +18,6 @@
  * @module
  */
 
-import { closeSync, openSync } from "node:fs";
-import process from "node:process";
 import { type FfiLibrary, makePointerReader, openLibrary } from "./runtime.ts";
 import {
   decodeError,
@@ -36,6 +34,7 @@ import {
   parseMessages,
 } from "./nl_codec.ts";
 import { NetlinkError } from "./netlink_error.ts";
+import { inNetnsSync } from "./netns.ts";
 import { type BatchEncoder, type NlRequest, requestEncoder } from "./rtnl_messages.ts";
 
 const AF_NETLINK = 16;
@@ -52,7 +51,6 @@ const SOL_NETLINK = 270;
 const NETLINK_CAP_ACK = 10;
 const NETLINK_EXT_ACK = 11;
 const MSG_TRUNC = 0x20;
-const CLONE_NEWNET = 0x40000000;
 const EAGAIN = 11;
 const EINTR = 4;
 const ENOBUFS = 105;
@@ -115,48 +113,6 @@ export interface NetlinkSocketOptions {
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
-/**
- * Run `fn` with the calling thread inside the network namespace at `path`,
- * then switch back. If switching back fails the process exits: continuing
- * in the wrong namespace could change the host's network.
- */
-function inNetns<T>(libc: Libc, netns: string, fn: () => T): T {
-  const path = netns.startsWith("/") ? netns : `/var/run/netns/${netns}`;
-  let target: number;
-  try {
-    target = openSync(path, "r");
-  } catch (e) {
-    throw new Error(
-      `Cannot open network namespace ${
-        JSON.stringify(netns)
-      } at ${path}: create it with 'ip netns add ${netns}'`,
-      { cause: e },
-    );
-  }
-  let saved = -1;
-  try {
-    saved = openSync("/proc/thread-self/ns/net", "r");
-    if (libc.fn.setns(target, CLONE_NEWNET) !== 0) {
-      throw new NetlinkError(libc.errno(), `setns(${path}, CLONE_NEWNET)`);
-    }
-    try {
-      return fn();
-    } finally {
-      if (libc.fn.setns(saved, CLONE_NEWNET) !== 0) {
-        const errno = libc.errno();
-        process.stderr.write(
-          `weft: FATAL: could not switch back from network namespace ${path} (errno ${errno}); ` +
-            "exiting so that nothing is changed in the wrong namespace\n",
-        );
-        process.exit(70);
-      }
-    }
-  } finally {
-    if (saved >= 0) closeSync(saved);
-    closeSync(target);
-  }
-}
-
 /** A NETLINK_ROUTE socket. Not safe for concurrent use without {@link NetlinkSocket.lock}. */
 export class NetlinkSocket {
   readonly #libc: Libc;
@@ -194,7 +150,9 @@ export class NetlinkSocket {
       if (fd < 0) throw new NetlinkError(libc.errno(), "socket(AF_NETLINK, NETLINK_ROUTE)");
       return fd;
     };
-    const fd = options.netns ? inNetns(libc, options.netns, create) : create();
+    const fd = options.netns
+      ? inNetnsSync({ setns: libc.fn.setns, errno: libc.errno }, options.netns, create)
+      : create();
     try {
       const rcv = options.receiveBufferBytes ?? 4 * 1024 * 1024;
       const int = new Uint8Array(4);

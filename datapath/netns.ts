@@ -52,6 +52,12 @@ export function netnsPath(netns: string): string {
   return netns.startsWith("/") ? netns : `/var/run/netns/${netns}`;
 }
 
+/** The two system calls {@link inNetnsSync} needs (so callers that already hold libc can pass theirs). */
+export interface SetnsCalls {
+  setns(fd: number, type: number): number;
+  errno(): number;
+}
+
 /**
  * Run `fn` with the calling thread inside `netns`, or directly when `netns`
  * is undefined. If switching back fails the process exits: carrying on in
@@ -69,7 +75,22 @@ export function netnsPath(netns: string): string {
  */
 export async function withNetns<T>(netns: string | undefined, fn: () => T): Promise<T> {
   if (netns === undefined) return fn();
-  const libc = await loadLibc();
+  return inNetnsSync(await loadLibc(), netns, fn);
+}
+
+/**
+ * The synchronous core of {@link withNetns}, for callers that must not
+ * yield (e.g. opening a socket inside a synchronous constructor) and already
+ * have the system calls at hand.
+ *
+ * @param sys setns and errno.
+ * @param netns Namespace name or path.
+ * @param fn Synchronous work.
+ * @returns What `fn` returned.
+ * @throws {Error} When the namespace does not exist.
+ * @throws {SyscallError} When setns fails.
+ */
+export function inNetnsSync<T>(sys: SetnsCalls, netns: string, fn: () => T): T {
   const path = netnsPath(netns);
   let target: number;
   try {
@@ -85,15 +106,15 @@ export async function withNetns<T>(netns: string | undefined, fn: () => T): Prom
   let saved = -1;
   try {
     saved = openSync("/proc/thread-self/ns/net", "r");
-    if (libc.setns(target, CLONE_NEWNET) !== 0) {
-      throw new SyscallError(libc.errno(), `setns(${path}, CLONE_NEWNET)`);
+    if (sys.setns(target, CLONE_NEWNET) !== 0) {
+      throw new SyscallError(sys.errno(), `setns(${path}, CLONE_NEWNET)`);
     }
     try {
       return fn();
     } finally {
-      if (libc.setns(saved, CLONE_NEWNET) !== 0) {
+      if (sys.setns(saved, CLONE_NEWNET) !== 0) {
         process.stderr.write(
-          `weft: FATAL: could not switch back from network namespace ${path} (errno ${libc.errno()}); ` +
+          `weft: FATAL: could not switch back from network namespace ${path} (errno ${sys.errno()}); ` +
             "exiting so that nothing is changed in the wrong namespace\n",
         );
         process.exit(70);
