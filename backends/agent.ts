@@ -296,7 +296,8 @@ export function createAgent(deps: AgentDeps): Agent {
   const watchLoop = async (signal: AbortSignal) => {
     for (let attempt = 0; !signal.aborted; attempt++) {
       try {
-        const snap = await deps.store.list(signal);
+        // peers' exact expiry is not needed (only the own lease's drives renewal)
+        const snap = await deps.store.list(signal, { exactExpiry: false });
         applySnapshot(snap.leases);
         log.info("peers listed", { peers: peers.size, revision: snap.revision });
         requestSync();

@@ -140,9 +140,19 @@ const KeyValue = v.object({
   version: v.optional(Int64),
   lease: v.optional(Int64),
 });
+/**
+ * A range reply's key-values are checked by {@link isKeyValue} instead of a
+ * valibot array schema: the same rules (the KeyValue schema's), a tenth of
+ * the cost for 5000 keys.
+ */
 const RangeReply = v.object({
   header: Header,
-  kvs: v.optional(v.array(KeyValue)),
+  kvs: v.optional(
+    v.pipe(
+      v.array(v.unknown()),
+      v.check((a) => a.every(isKeyValue), (issue) => describeBadKv(issue.input as unknown[])),
+    ),
+  ),
   count: v.optional(Int64),
   more: v.optional(v.boolean()),
 });
@@ -177,9 +187,29 @@ function b64(text: string): string {
   return Buffer.from(text, "utf8").toString("base64");
 }
 
-/** Text of a base64 string (lenient UTF-8: bad bytes become U+FFFD). */
+const utf8 = new TextDecoder();
+
+/**
+ * Text of a base64 string (lenient UTF-8: bad bytes become U+FFFD). Keys and
+ * values are nearly always ASCII, which `atob` decodes directly; this runs
+ * 10 000 times per list of 5000 leases, so it matters.
+ */
 function unb64(data: string | undefined): string {
-  return data ? Buffer.from(data, "base64").toString("utf8") : "";
+  if (!data) return "";
+  let bin: string;
+  try {
+    bin = atob(data);
+  } catch {
+    return Buffer.from(data, "base64").toString("utf8");
+  }
+  for (let i = 0; i < bin.length; i++) {
+    if (bin.charCodeAt(i) > 0x7f) {
+      const bytes = new Uint8Array(bin.length);
+      for (let j = 0; j < bin.length; j++) bytes[j] = bin.charCodeAt(j);
+      return utf8.decode(bytes);
+    }
+  }
+  return bin;
 }
 
 /**
@@ -201,6 +231,34 @@ export function prefixRangeEnd(prefix: string): string {
     }
   }
   return Buffer.from([0]).toString("base64");
+}
+
+const INT64 = /^-?\d+$/;
+const optInt64 = (x: unknown) => x === undefined || (typeof x === "string" && INT64.test(x));
+
+/** Whether `x` matches the KeyValue schema (fast path for big range replies). */
+function isKeyValue(x: unknown): x is v.InferOutput<typeof KeyValue> {
+  if (typeof x !== "object" || x === null) return false;
+  const o = x as Record<string, unknown>;
+  return typeof o.key === "string" && (o.value === undefined || typeof o.value === "string") &&
+    optInt64(o.create_revision) && optInt64(o.mod_revision) && optInt64(o.version) &&
+    optInt64(o.lease);
+}
+
+/** What is wrong with the first malformed entry of a range reply. */
+function describeBadKv(kvs: unknown[]): string {
+  const i = kvs.findIndex((x) => !isKeyValue(x));
+  const kv = kvs[i];
+  if (typeof kv !== "object" || kv === null) return `entry ${i} is not an object`;
+  const o = kv as Record<string, unknown>;
+  if (typeof o.key !== "string") {
+    return `entry ${i}: key must be a string, got ${JSON.stringify(o.key)}`;
+  }
+  if (o.value !== undefined && typeof o.value !== "string") {
+    return `entry ${i}: value must be a string, got ${JSON.stringify(o.value)}`;
+  }
+  const f = ["create_revision", "mod_revision", "version", "lease"].find((k) => !optInt64(o[k]));
+  return `entry ${i}: ${f} must be an int64 string, got ${JSON.stringify(o[f!])}`;
 }
 
 function decodeKv(kv: v.InferOutput<typeof KeyValue>): EtcdKeyValue {
@@ -315,7 +373,7 @@ export class EtcdClient {
     if (options.keysOnly) body.keys_only = true;
     const r = await this.#call("/v3/kv/range", body, RangeReply, signal);
     return {
-      kvs: (r.kvs ?? []).map(decodeKv),
+      kvs: ((r.kvs ?? []) as v.InferOutput<typeof KeyValue>[]).map(decodeKv),
       count: Number(r.count ?? 0),
       more: r.more ?? false,
       revision: Number(r.header.revision ?? 0),

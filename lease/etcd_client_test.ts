@@ -202,7 +202,7 @@ Deno.test("answers that are not etcd's are explained", async () => {
   const { fetch } = fakeFetch(() => json({ header: header(1), kvs: [{ key: 5 }] }));
   await assert.rejects(
     () => new EtcdClient({ endpoints: ["http://e1:2379"], fetch }).range("/k"),
-    /answered \/v3\/kv\/range unexpectedly \(kvs.0.key: /,
+    /answered \/v3\/kv\/range unexpectedly \(kvs: entry 0: key must be a string, got 5\)/,
   );
 });
 

@@ -265,8 +265,11 @@ export function createKvLeaseStore(
     return { leases, occupied, revision: String(revision) };
   };
 
-  const list = async (signal?: AbortSignal): Promise<LeaseSnapshot> => {
-    const { leases, revision } = await listAll(signal);
+  const list = async (
+    signal?: AbortSignal,
+    options: { exactExpiry?: boolean } = {},
+  ): Promise<LeaseSnapshot> => {
+    const { leases, revision } = await listAll(signal, options.exactExpiry ?? true);
     return { leases, revision };
   };
 

@@ -88,8 +88,13 @@ export interface LeaseStore {
   renew(lease: Lease, signal?: AbortSignal): Promise<Lease>;
   /** Give a lease back. */
   release(lease: Lease, signal?: AbortSignal): Promise<void>;
-  /** All current leases and the revision they were read at. */
-  list(signal?: AbortSignal): Promise<LeaseSnapshot>;
+  /**
+   * All current leases and the revision they were read at. With
+   * `exactExpiry: false` a store may estimate other hosts' expirations
+   * (etcd: one TTL request per etcd lease is skipped); the agent lists peers
+   * that way, since only its own lease's expiry drives anything.
+   */
+  list(signal?: AbortSignal, options?: { exactExpiry?: boolean }): Promise<LeaseSnapshot>;
   /** Changes after `revision`, batched as the store delivers them. */
   watch(revision: string, signal: AbortSignal): AsyncIterable<LeaseEvent[]>;
   /** Release connections. */
