@@ -38,6 +38,8 @@ export interface ThroughputOptions {
   readonly seconds?: number;
   /** Runs per side (default 4). */
   readonly repetitions?: number;
+  /** Extra agent flags (e.g. `--iptables-forward-rules=false` to measure the rules' cost). */
+  readonly agentArgs?: readonly string[];
 }
 
 /** Result of {@link benchVxlanThroughput}. */
@@ -128,7 +130,9 @@ async function interleaved(reps: number, runs: (() => Promise<unknown>)[]): Prom
 
 /** An iperf3 server in `ns`, ready for clients. */
 async function iperfServer(lab: Lab, ns: string): Promise<LabProcess> {
-  const p = lab.spawn(ns, "iperf3", ["-s", "--forceflush"]);
+  // server on CPU 1, client on CPU 0: both sides of every comparison get the same placement,
+  // which takes most of the run-to-run noise of a 2-core machine out
+  const p = lab.spawn(ns, "taskset", ["-c", "1", "iperf3", "-s", "--forceflush"]);
   await p.waitForOutput(/Server listening/, 10_000);
   return p;
 }
@@ -141,6 +145,9 @@ async function iperfServer(lab: Lab, ns: string): Promise<LabProcess> {
  */
 async function iperf(lab: Lab, fromNs: string, ip: string, seconds: number): Promise<number> {
   const r = await lab.exec(fromNs, [
+    "taskset",
+    "-c",
+    "0",
     "iperf3",
     "-c",
     ip,
@@ -211,7 +218,12 @@ export async function benchVxlanThroughput(
   const seconds = options.seconds ?? 3;
   const reps = options.repetitions ?? 4;
   const mtu = 1450;
-  const c = await startCluster({ backend: "vxlan", hosts: 2, podsPerHost: 1 });
+  const c = await startCluster({
+    backend: "vxlan",
+    hosts: 2,
+    podsPerHost: 1,
+    agentArgs: options.agentArgs,
+  });
   let pair: Awaited<ReturnType<typeof handBuiltPair>> | undefined;
   try {
     await c.waitConverged();
@@ -291,7 +303,12 @@ export async function benchHostGwThroughput(
 ): Promise<HostGwThroughputResult> {
   const seconds = options.seconds ?? 3;
   const reps = options.repetitions ?? 4;
-  const c = await startCluster({ backend: "host-gw", hosts: 2, podsPerHost: 1 });
+  const c = await startCluster({
+    backend: "host-gw",
+    hosts: 2,
+    podsPerHost: 1,
+    agentArgs: options.agentArgs,
+  });
   let pair: Awaited<ReturnType<typeof handBuiltPair>> | undefined;
   try {
     await c.waitConverged();
