@@ -42,6 +42,7 @@ import {
   applyPlan,
   type DesiredState,
   finishSync,
+  ipv4NetworkOf,
   type ManagedScope,
   planChanges,
   planSize,
@@ -133,17 +134,7 @@ async function registerHostGw(
   const dp = options.datapath;
   const log = (options.logger ?? ctx.logger ?? nullLogger).with({ backend: "host-gw" });
   const ext = ctx.extIface;
-  if (!ctx.config.enableIPv4 || !ctx.config.network) {
-    throw new Error(
-      'the host-gw backend of weft supports IPv4 only: set "Network" and leave "EnableIPv4" on in the network config',
-    );
-  }
-  const network = ctx.config.network;
-  if (ctx.config.enableIPv6) {
-    log.warn(
-      "EnableIPv6 is set, but weft's host-gw backend programs IPv4 only; IPv6 peers get no routes",
-    );
-  }
+  const network = ipv4NetworkOf(ctx.config, "host-gw", log);
   if (ext.extAddr !== ext.ifaceAddr) {
     throw new Error(
       `host-gw cannot start: the public IP ${ext.extAddr} differs from ${ext.name}'s address ${ext.ifaceAddr}, ` +

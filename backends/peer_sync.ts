@@ -11,7 +11,8 @@
 import type { Logger } from "../api/log.ts";
 import type { Clock } from "../lease/clock.ts";
 import { backoff } from "../lease/clock.ts";
-import { formatIPv4Net } from "../lease/ip.ts";
+import type { NetworkConfig } from "../lease/config.ts";
+import { formatIPv4Net, type IPv4Net } from "../lease/ip.ts";
 import type { Lease } from "../lease/types.ts";
 import { NetlinkBatchError, NetlinkError } from "../datapath/netlink_error.ts";
 import {
@@ -404,4 +405,28 @@ export class Serial {
     this.#tail = result.catch(() => {});
     return result;
   }
+}
+
+/**
+ * The IPv4 cluster network a kernel backend programs, or a clear error when
+ * the config has none; warns once that IPv6 peers get no routes.
+ *
+ * @param config The network config.
+ * @param backend Backend name for messages.
+ * @param log Where the IPv6 warning goes.
+ * @returns The IPv4 network.
+ * @throws {Error} When IPv4 is disabled or Network is missing.
+ */
+export function ipv4NetworkOf(config: NetworkConfig, backend: string, log: Logger): IPv4Net {
+  if (!config.enableIPv4 || !config.network) {
+    throw new Error(
+      `the ${backend} backend of weft supports IPv4 only: set "Network" and leave "EnableIPv4" on in the network config`,
+    );
+  }
+  if (config.enableIPv6) {
+    log.warn(
+      `EnableIPv6 is set, but weft's ${backend} backend programs IPv4 only; IPv6 peers get no routes`,
+    );
+  }
+  return config.network;
 }

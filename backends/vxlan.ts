@@ -66,6 +66,7 @@ import {
   applyPlan,
   type DesiredState,
   finishSync,
+  ipv4NetworkOf,
   type ManagedScope,
   planChanges,
   planSize,
@@ -302,17 +303,7 @@ async function registerVxlan(
   const dp = options.datapath;
   const log = (options.logger ?? ctx.logger ?? nullLogger).with({ backend: "vxlan" });
   const cfg = parseVxlanConfig(ctx.config);
-  if (!ctx.config.enableIPv4 || !ctx.config.network) {
-    throw new Error(
-      'the vxlan backend of weft supports IPv4 only: set "Network" and leave "EnableIPv4" on in the network config',
-    );
-  }
-  const network = ctx.config.network;
-  if (ctx.config.enableIPv6) {
-    log.warn(
-      "EnableIPv6 is set, but weft's vxlan backend programs IPv4 only; IPv6 peers get no routes",
-    );
-  }
+  const network = ipv4NetworkOf(ctx.config, "vxlan", log);
   const name = `flannel.${cfg.vni}`;
   const ext = ctx.extIface;
   if (!isIPv4(ext.ifaceAddr)) {
