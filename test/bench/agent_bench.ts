@@ -26,6 +26,7 @@ import { startEtcd } from "../etcd_server.ts";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
+import { percentile } from "./stats.ts";
 
 /** Result of {@link benchReconcileLatency}, ms. */
 export interface ReconcileLatencyResult {
@@ -34,11 +35,6 @@ export interface ReconcileLatencyResult {
   readonly eventToCallbackP99Ms: number;
   readonly putToCallbackP50Ms: number;
   readonly putToCallbackP99Ms: number;
-}
-
-function quantile(xs: number[], q: number): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor(q * s.length))];
 }
 
 /**
@@ -114,10 +110,10 @@ export async function benchReconcileLatency(
     await base.close();
     return {
       events: n,
-      eventToCallbackP50Ms: quantile(evToCb, 0.5),
-      eventToCallbackP99Ms: quantile(evToCb, 0.99),
-      putToCallbackP50Ms: quantile(putToCb, 0.5),
-      putToCallbackP99Ms: quantile(putToCb, 0.99),
+      eventToCallbackP50Ms: percentile(evToCb, 0.5),
+      eventToCallbackP99Ms: percentile(evToCb, 0.99),
+      putToCallbackP50Ms: percentile(putToCb, 0.5),
+      putToCallbackP99Ms: percentile(putToCb, 0.99),
     };
   } finally {
     ac.abort();

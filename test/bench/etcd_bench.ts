@@ -25,6 +25,7 @@ import { createEtcdLeaseStore } from "../../lease/etcd_store.ts";
 import { formatIPv4 } from "../../lease/ip.ts";
 import { encodeLeaseAttrs } from "../../lease/types.ts";
 import { startEtcd } from "../etcd_server.ts";
+import { median, percentile, roundTo } from "./stats.ts";
 
 const PREFIX = "/coreos.com/network";
 const BIG_CONFIG = '{"Network":"10.0.0.0/8","SubnetLen":24,"Backend":{"Type":"vxlan"}}';
@@ -56,16 +57,7 @@ export interface EtcdLoadWatchBenchResult {
   readonly rssDeltaMB: number;
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)];
-}
-
-function percentile(sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.ceil(p * sorted.length) - 1)];
-}
-
-const round = (x: number) => Math.round(x * 100) / 100;
+const round = (x: number) => roundTo(x, 2);
 
 /**
  * Acquire latency: `acquires` hosts (distinct public IPs, one store client

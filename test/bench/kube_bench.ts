@@ -35,6 +35,7 @@ import { createFakeKube, writeKubeconfig } from "../fake_kube.ts";
 import { startLabKube } from "../fake_kube_main.ts";
 import { type AgentLogRecord, type AgentRuntime, startAgent } from "../lab/agents.ts";
 import { createLab } from "../lab/lab.ts";
+import { median, roundTo } from "./stats.ts";
 
 const A = "flannel.alpha.coreos.com/";
 const NET_CONF = '{"Network":"10.0.0.0/8","Backend":{"Type":"vxlan"}}';
@@ -66,12 +67,7 @@ export interface KubeListWatchBenchResult {
   readonly maxRssMB: number;
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)];
-}
-
-const round = (x: number) => Math.round(x * 10) / 10;
+const round = (x: number) => roundTo(x, 1);
 
 /**
  * List + watch N nodes through the kube store in a child process.

@@ -31,6 +31,7 @@ import { createLab, evalCommand, type Lab, type LabProcess, REPO_ROOT } from "..
 import { type OverlayBackend, podsOf, startCluster } from "../lab/cluster.ts";
 import { renderSubnetEnv } from "../../lease/subnet_env.ts";
 import { parseIPv4Net } from "../../lease/ip.ts";
+import { median, percentile, roundTo } from "./stats.ts";
 
 /** Options of the throughput benchmarks. */
 export interface ThroughputOptions {
@@ -105,18 +106,7 @@ export interface LeaseToRouteResult {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-function median(xs: readonly number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-}
-
-function percentile(xs: readonly number[], p: number): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)];
-}
-
-const round = (x: number, digits = 2) => Number(x.toFixed(digits));
+const round = (x: number, digits = 2) => roundTo(x, digits);
 
 /**
  * Run each measurement `reps` times, reversing the order every round
@@ -473,11 +463,11 @@ export async function benchLeaseToRoute(
       leases: n,
       hosts,
       backend,
-      allPeersP50Ms: round(percentile(allPeers, 50), 1),
-      allPeersP99Ms: round(percentile(allPeers, 99), 1),
+      allPeersP50Ms: round(percentile(allPeers, 0.5), 1),
+      allPeersP99Ms: round(percentile(allPeers, 0.99), 1),
       allPeersMaxMs: round(Math.max(...allPeers), 1),
-      perPeerP50Ms: round(percentile(perPeer, 50), 1),
-      perPeerP99Ms: round(percentile(perPeer, 99), 1),
+      perPeerP50Ms: round(percentile(perPeer, 0.5), 1),
+      perPeerP99Ms: round(percentile(perPeer, 0.99), 1),
       missing,
     };
   } finally {

@@ -17,6 +17,7 @@ import { formatIPv4 } from "../../lease/ip.ts";
 import { openNetlinkDatapath } from "../../datapath/netlink.ts";
 import { createNetns, deleteNetns, run, sweepNetns } from "../../datapath/netns_testing.ts";
 import type { Route } from "../../datapath/types.ts";
+import { median } from "./stats.ts";
 
 /** Result of {@link benchNetlinkRoutes}; times are medians over the rounds. */
 export interface NetlinkBenchResult {
@@ -44,11 +45,6 @@ function childrenCpuMs(): number {
 
 const PREFIX = "wdp";
 const GW = "192.0.2.2";
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)];
-}
 
 function underlay(ns: string): void {
   run("ip", ["-n", ns, "link", "add", "ext0", "type", "bridge"]);

@@ -35,6 +35,7 @@ import {
   waitFor,
 } from "../lab/cluster.ts";
 import type { Lab, LabProcess } from "../lab/lab.ts";
+import { median, roundTo } from "./stats.ts";
 
 /** Throughput of flannel's own udp backend as reported in flannel issue #784 (not measured here). */
 export const FLANNEL_UDP_REPORTED_MBPS = 76;
@@ -99,13 +100,7 @@ const MTU = 1450;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-function median(xs: readonly number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-}
-
-const round = (x: number, digits = 0) => Number(x.toFixed(digits));
+const round = (x: number, digits = 0) => roundTo(x, digits);
 
 /** Clock ticks per second in /proc/<pid>/stat (USER_HZ, 100 on Linux's ABIs). */
 const USER_HZ = 100;
