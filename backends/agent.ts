@@ -195,7 +195,7 @@ export function createAgent(deps: AgentDeps): Agent {
     try {
       previousLease = deps.previousLease
         ? await deps.previousLease()
-        : (await deps.store.list(signal)).leases.find((l) =>
+        : (await deps.store.list(signal, { exactExpiry: false })).leases.find((l) =>
           l.attrs.publicIP === deps.extIface.extAddr
         );
     } catch {

@@ -271,7 +271,12 @@ export function createFileRegistry(options: FileRegistryOptions): LeaseRegistry 
       let watcher: fs.FSWatcher | undefined;
       try {
         fs.mkdirSync(path.dirname(file), { recursive: true });
-        watcher = fs.watch(path.dirname(file), { persistent: false }, poke);
+        // the directory also sees the lock and temporary files: wake only for the
+        // rename that lands a new version of the lease file
+        const base = path.basename(file);
+        watcher = fs.watch(path.dirname(file), { persistent: false }, (_event, name) => {
+          if (name === null || String(name) === base) poke();
+        });
         watcher.on("error", () => {});
       } catch {
         // no inotify: the poll below still works
