@@ -14,40 +14,43 @@
  */
 
 import process from "node:process";
-import { main } from "./api/cli.ts";
+import { main } from "./cli/main.ts";
 
-export { main, VERSION } from "./api/cli.ts";
+export { main, VERSION } from "./cli/main.ts";
 export { createStatusApp, leaseView } from "./api/app.ts";
-export { parseFlags, UsageError } from "./api/flags.ts";
-export { createLogger, type Logger, memoryLogger, nullLogger } from "./api/log.ts";
-export { Registry } from "./api/metrics.ts";
+export { parseFlags, UsageError } from "./cli/flags.ts";
+export { createLogger, type Logger, nullLogger } from "./core/log.ts";
+export { Registry } from "./core/metrics.ts";
 export {
   type Agent,
   type AgentDeps,
   type AgentStatus,
   createAgent,
   type HostRules,
-} from "./backends/agent.ts";
+} from "./agent/agent.ts";
 export { allocBackend } from "./backends/alloc.ts";
-export type { Backend, BackendContext, ExternalInterface, Network } from "./backends/types.ts";
+export type { Backend, BackendContext, Network } from "./backends/types.ts";
+export type { ExternalInterface } from "./datapath/iface.ts";
 export { pickExternalInterface } from "./datapath/iface.ts";
 export type { Datapath } from "./datapath/types.ts";
-export { type Clock, FakeClock, systemClock } from "./lease/clock.ts";
+export { type Clock, systemClock } from "./core/clock.ts";
 export { type NetworkConfig, parseNetworkConfig } from "./lease/config.ts";
 export { createFileLeaseStore } from "./lease/file_store.ts";
 export { createKvLeaseStore, type LeaseRegistry } from "./lease/kv_store.ts";
 export { renderSubnetEnv, writeSubnetEnv } from "./lease/subnet_env.ts";
 export {
-  ConfigError,
   encodeLeaseAttrs,
   type Lease,
   type LeaseAttrs,
-  LeaseConflictError,
   type LeaseEvent,
   type LeaseStore,
+} from "./lease/types.ts";
+export {
+  ConfigError,
+  LeaseConflictError,
   PoolExhaustedError,
   StoreUnavailableError,
-} from "./lease/types.ts";
+} from "./core/errors.ts";
 
 if (import.meta.main) {
   process.exitCode = await main(process.argv.slice(2));

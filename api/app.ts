@@ -7,10 +7,10 @@
  */
 
 import { Hono } from "hono";
-import type { AgentStatus } from "../backends/agent.ts";
-import { formatIPv4Net, formatIPv6Net } from "../lease/ip.ts";
+import type { AgentStatus } from "../agent/agent.ts";
+import { formatIPv4Net, formatIPv6Net } from "../core/ip.ts";
 import type { Lease } from "../lease/types.ts";
-import type { Registry as Metrics } from "./metrics.ts";
+import type { Registry as Metrics } from "../core/metrics.ts";
 
 /** A lease as the API shows it. */
 export interface LeaseView {

@@ -1,10 +1,10 @@
 import assert from "node:assert/strict";
-import type { AgentStatus } from "../backends/agent.ts";
+import type { AgentStatus } from "../agent/agent.ts";
 import { parseNetworkConfig } from "../lease/config.ts";
-import { parseIPv4Net, parseIPv6Net } from "../lease/ip.ts";
+import { parseIPv4Net, parseIPv6Net } from "../core/ip.ts";
 import type { Lease } from "../lease/types.ts";
 import { createStatusApp, leaseView } from "./app.ts";
-import { Registry } from "./metrics.ts";
+import { Registry } from "../core/metrics.ts";
 
 const extIface = {
   name: "eth0",

@@ -20,7 +20,7 @@
  * @module
  */
 
-import { type Logger, nullLogger } from "../api/log.ts";
+import { type Logger, nullLogger } from "../core/log.ts";
 import {
   formatIPv4,
   formatIPv4Net,
@@ -28,7 +28,7 @@ import {
   isIPv4,
   maskIPv4,
   parseIPv4,
-} from "../lease/ip.ts";
+} from "../core/ip.ts";
 import type { Lease } from "../lease/types.ts";
 import {
   type Datapath,

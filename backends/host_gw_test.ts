@@ -1,13 +1,13 @@
 import assert from "node:assert/strict";
-import { FakeClock } from "../lease/clock.ts";
-import { formatIPv4, formatIPv4Net, parseIPv4, parseIPv4Net } from "../lease/ip.ts";
+import { FakeClock } from "../testing/fake_clock.ts";
+import { formatIPv4, formatIPv4Net, parseIPv4, parseIPv4Net } from "../core/ip.ts";
 import { encodeLeaseAttrs } from "../lease/types.ts";
-import { FakeDatapath } from "../datapath/fake.ts";
-import { NetlinkError } from "../datapath/netlink_error.ts";
+import { FakeDatapath } from "../testing/datapath_fake.ts";
+import { NetlinkError } from "../datapath/netlink/error.ts";
 import type { Route } from "../datapath/types.ts";
 import { hostGwBackend, hostGwDesiredState, type HostGwNetwork } from "./host_gw.ts";
-import { peerLease, testContext } from "./routing_testing.ts";
-import type { ExternalInterface } from "./types.ts";
+import { peerLease, testContext } from "../testing/routing.ts";
+import type { ExternalInterface } from "../datapath/iface.ts";
 
 const ip = parseIPv4;
 const net = parseIPv4Net;

@@ -8,13 +8,13 @@
  * @module
  */
 
-import type { Logger } from "../api/log.ts";
-import type { Clock } from "../lease/clock.ts";
-import { backoff } from "../lease/clock.ts";
+import type { Logger } from "../core/log.ts";
+import type { Clock } from "../core/clock.ts";
+import { backoff } from "../core/clock.ts";
 import type { NetworkConfig } from "../lease/config.ts";
-import { formatIPv4Net, type IPv4Net } from "../lease/ip.ts";
+import { formatIPv4Net, type IPv4Net } from "../core/ip.ts";
 import type { Lease } from "../lease/types.ts";
-import { NetlinkBatchError, NetlinkError } from "../datapath/netlink_error.ts";
+import { NetlinkBatchError, NetlinkError } from "../datapath/netlink/error.ts";
 import {
   type Datapath,
   type DatapathEvent,

@@ -7,14 +7,14 @@
 
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { memoryLogger } from "../api/log.ts";
-import { Registry } from "../api/metrics.ts";
-import { systemClock } from "../lease/clock.ts";
+import { memoryLogger } from "../testing/memory_logger.ts";
+import { Registry } from "../core/metrics.ts";
+import { systemClock } from "../core/clock.ts";
 import { parseNetworkConfig } from "../lease/config.ts";
-import { parseIPv4Net } from "../lease/ip.ts";
+import { parseIPv4Net } from "../core/ip.ts";
 import type { Lease } from "../lease/types.ts";
-import { openNetlinkDatapath } from "../datapath/netlink.ts";
-import { createLab, nsOk, nsRun, sweepNetns } from "../datapath/netns_testing.ts";
+import { openNetlinkDatapath } from "../datapath/netlink/datapath.ts";
+import { createLab, nsOk, nsRun, sweepNetns } from "../testing/netns.ts";
 import type { Datapath, DatapathEvent } from "../datapath/types.ts";
 import type { BackendContext, Network } from "./types.ts";
 import { vxlanBackend, type VxlanNetwork } from "./vxlan.ts";
@@ -336,7 +336,7 @@ Deno.test({
   fn: () => {
     const lab = createLab(PREFIX, 2);
     try {
-      const script = new URL("./routing_netns_bun.ts", import.meta.url).pathname;
+      const script = new URL("../testing/routing_netns_bun.ts", import.meta.url).pathname;
       const r = spawnSync(BUN, [script, lab.hosts[0].ns, lab.hosts[1].ns], {
         encoding: "utf8",
         timeout: 30_000,

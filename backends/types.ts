@@ -7,29 +7,14 @@
  * @module
  */
 
-import type { Logger } from "../api/log.ts";
-import type { Registry as Metrics } from "../api/metrics.ts";
-import type { Clock } from "../lease/clock.ts";
+import type { Logger } from "../core/log.ts";
+import type { Registry as Metrics } from "../core/metrics.ts";
+import type { Clock } from "../core/clock.ts";
 import type { NetworkConfig } from "../lease/config.ts";
 import type { Lease, LeaseAttrs } from "../lease/types.ts";
+import type { ExternalInterface } from "../datapath/iface.ts";
 
-/** The host's external (underlay) interface, as picked from the flags. */
-export interface ExternalInterface {
-  /** Interface name, e.g. `eth0`. */
-  readonly name: string;
-  /** Kernel interface index (0 when unknown, e.g. in unit tests). */
-  readonly index: number;
-  /** Interface MTU. */
-  readonly mtu: number;
-  /** The IPv4 address on the interface (the VXLAN/UDP source). */
-  readonly ifaceAddr: string;
-  /** The address peers reach this host at (`--public-ip`, else `ifaceAddr`). */
-  readonly extAddr: string;
-  /** The IPv6 address on the interface, when IPv6 is enabled. */
-  readonly ifaceV6Addr?: string;
-  /** Public IPv6 address, when IPv6 is enabled. */
-  readonly extV6Addr?: string;
-}
+export type { ExternalInterface };
 
 /** What the agent hands a backend when it registers. */
 export interface BackendContext {

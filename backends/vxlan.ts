@@ -35,7 +35,7 @@
  */
 
 import * as v from "valibot";
-import { type Logger, nullLogger } from "../api/log.ts";
+import { type Logger, nullLogger } from "../core/log.ts";
 import { foldKeys, type NetworkConfig, parseBackendOptions } from "../lease/config.ts";
 import {
   containsIPv4,
@@ -46,9 +46,9 @@ import {
   isIPv4,
   maskIPv4,
   parseIPv4,
-} from "../lease/ip.ts";
+} from "../core/ip.ts";
 import type { Lease } from "../lease/types.ts";
-import { NetlinkError } from "../datapath/netlink_error.ts";
+import { NetlinkError } from "../datapath/netlink/error.ts";
 import {
   type Datapath,
   type DatapathEvent,

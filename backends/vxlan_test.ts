@@ -1,12 +1,13 @@
 import assert from "node:assert/strict";
-import { FakeClock } from "../lease/clock.ts";
+import { FakeClock } from "../testing/fake_clock.ts";
 import { parseNetworkConfig } from "../lease/config.ts";
-import { formatIPv4, formatIPv4Net, parseIPv4, parseIPv4Net } from "../lease/ip.ts";
-import { ConfigError, encodeLeaseAttrs, type Lease } from "../lease/types.ts";
-import { FakeDatapath } from "../datapath/fake.ts";
+import { formatIPv4, formatIPv4Net, parseIPv4, parseIPv4Net } from "../core/ip.ts";
+import { encodeLeaseAttrs, type Lease } from "../lease/types.ts";
+import { ConfigError } from "../core/errors.ts";
+import { FakeDatapath } from "../testing/datapath_fake.ts";
 import type { Route } from "../datapath/types.ts";
-import { peerLease, testContext } from "./routing_testing.ts";
-import type { ExternalInterface } from "./types.ts";
+import { peerLease, testContext } from "../testing/routing.ts";
+import type { ExternalInterface } from "../datapath/iface.ts";
 import {
   parseVxlanConfig,
   parseVxlanLeaseData,

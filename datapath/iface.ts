@@ -10,8 +10,25 @@
 
 import * as fs from "node:fs";
 import * as os from "node:os";
-import type { ExternalInterface } from "../backends/types.ts";
-import { containsIPv4, isIPv4, parseIPv4 } from "../lease/ip.ts";
+import { containsIPv4, isIPv4, parseIPv4 } from "../core/ip.ts";
+
+/** The host's external (underlay) interface, as picked from the flags. */
+export interface ExternalInterface {
+  /** Interface name, e.g. `eth0`. */
+  readonly name: string;
+  /** Kernel interface index (0 when unknown, e.g. in unit tests). */
+  readonly index: number;
+  /** Interface MTU. */
+  readonly mtu: number;
+  /** The IPv4 address on the interface (the VXLAN/UDP source). */
+  readonly ifaceAddr: string;
+  /** The address peers reach this host at (`--public-ip`, else `ifaceAddr`). */
+  readonly extAddr: string;
+  /** The IPv6 address on the interface, when IPv6 is enabled. */
+  readonly ifaceV6Addr?: string;
+  /** Public IPv6 address, when IPv6 is enabled. */
+  readonly extV6Addr?: string;
+}
 
 /** One interface of this namespace. */
 export interface InterfaceInfo {

@@ -1,6 +1,6 @@
 // Interface selection against table sources: no system access.
 import assert from "node:assert/strict";
-import { formatIPv4 } from "../lease/ip.ts";
+import { formatIPv4 } from "../core/ip.ts";
 import {
   InterfaceError,
   type InterfaceFlags,

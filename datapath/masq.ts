@@ -24,10 +24,10 @@
  * @module
  */
 
-import { type Clock, systemClock } from "../lease/clock.ts";
-import { formatIPv4Net, formatIPv6Net, type IPv4Net, type IPv6Net } from "../lease/ip.ts";
-import { type Logger, nullLogger } from "../api/log.ts";
-import { CommandError, type Exec, type ExecResult, systemExec } from "./exec.ts";
+import { type Clock, systemClock } from "../core/clock.ts";
+import { formatIPv4Net, formatIPv6Net, type IPv4Net, type IPv6Net } from "../core/ip.ts";
+import { type Logger, nullLogger } from "../core/log.ts";
+import { CommandError, type Exec, type ExecResult, systemExec } from "../core/exec.ts";
 import {
   FORWARD_CHAIN,
   FORWARD_COMMENT,

@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
-import { FakeClock } from "../lease/clock.ts";
-import { parseIPv4Net, parseIPv6Net } from "../lease/ip.ts";
-import { memoryLogger } from "../api/log.ts";
-import { recordingExec } from "./exec.ts";
+import { FakeClock } from "../testing/fake_clock.ts";
+import { parseIPv4Net, parseIPv6Net } from "../core/ip.ts";
+import { memoryLogger } from "../testing/memory_logger.ts";
+import { recordingExec } from "../core/exec.ts";
 import { flannelRuleList, formatRule, masqChain } from "./iptables.ts";
 import {
   detectRandomFully,

@@ -12,34 +12,10 @@
 
 import { closeSync, openSync } from "node:fs";
 import process from "node:process";
-import { makePointerReader, openLibrary } from "./runtime.ts";
-import { SyscallError } from "./syscall_error.ts";
+import { loadLibc } from "../core/libc.ts";
+import { SyscallError } from "../core/errno.ts";
 
 const CLONE_NEWNET = 0x40000000;
-
-const SYMBOLS = {
-  setns: { parameters: ["i32", "i32"], result: "i32" },
-  __errno_location: { parameters: [], result: "pointer" },
-} as const;
-
-interface NsLibc {
-  setns(fd: number, type: number): number;
-  errno(): number;
-}
-
-let libcPromise: Promise<NsLibc> | undefined;
-
-function loadLibc(): Promise<NsLibc> {
-  libcPromise ??= (async () => {
-    const lib = await openLibrary("libc.so.6", SYMBOLS);
-    const read = await makePointerReader();
-    return {
-      setns: (fd, type) => lib.symbols.setns(fd, type),
-      errno: () => read(lib.symbols.__errno_location()),
-    };
-  })();
-  return libcPromise;
-}
 
 /**
  * The file of a namespace name: names resolve under `/var/run/netns` (as
@@ -75,7 +51,8 @@ export interface SetnsCalls {
  */
 export async function withNetns<T>(netns: string | undefined, fn: () => T): Promise<T> {
   if (netns === undefined) return fn();
-  return inNetnsSync(await loadLibc(), netns, fn);
+  const libc = await loadLibc();
+  return inNetnsSync({ setns: libc.fn.setns, errno: libc.errno }, netns, fn);
 }
 
 /**

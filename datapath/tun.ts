@@ -10,9 +10,9 @@
  */
 
 import { closeSync, constants, existsSync, openSync, writeFileSync } from "node:fs";
-import { makePointerReader, openLibrary } from "./runtime.ts";
+import { loadLibc } from "../core/libc.ts";
 import { withNetns } from "./netns.ts";
-import { SyscallError } from "./syscall_error.ts";
+import { SyscallError } from "../core/errno.ts";
 
 /** `TUNSETIFF` = `_IOW('T', 202, int)`. */
 const TUNSETIFF = 0x400454ca;
@@ -25,16 +25,6 @@ const TUN_F_CSUM = 0x01;
 const TUN_F_TSO4 = 0x02;
 const IFNAMSIZ = 16;
 const O_CLOEXEC = 0x80000;
-
-const SYMBOLS = {
-  ioctl: { parameters: ["i32", "u64", "buffer"], result: "i32" },
-  __errno_location: { parameters: [], result: "pointer" },
-} as const;
-
-// TUNSETOFFLOAD takes its argument by value.
-const OFFLOAD_SYMBOLS = {
-  ioctl: { parameters: ["i32", "u64", "u64"], result: "i32" },
-} as const;
 
 /** Options for {@link openTun}. */
 export interface TunOptions {
@@ -99,9 +89,7 @@ export async function openTun(options: TunOptions = {}): Promise<Tun> {
       }`,
     );
   }
-  const lib = await openLibrary("libc.so.6", SYMBOLS);
-  const byValue = await openLibrary("libc.so.6", OFFLOAD_SYMBOLS);
-  const readInt = await makePointerReader();
+  const libc = await loadLibc();
   const ifr = new Uint8Array(40);
   ifr.set(new TextEncoder().encode(name));
   const vnetHdr = options.offload === true;
@@ -110,53 +98,48 @@ export async function openTun(options: TunOptions = {}): Promise<Tun> {
     IFF_TUN | IFF_NO_PI | (vnetHdr ? IFF_VNET_HDR : 0),
     true,
   );
-  try {
-    const { fd, actual } = await withNetns(options.netns, () => {
-      let fd: number;
-      try {
-        fd = openSync(
-          "/dev/net/tun",
-          constants.O_RDWR | constants.O_NONBLOCK | O_CLOEXEC,
-        );
-      } catch (e) {
-        throw new Error(
-          `Cannot open /dev/net/tun to create ${name}: ${(e as Error).message}; ` +
-            "load the tun module (modprobe tun) or give the container the /dev/net/tun device",
-          { cause: e },
-        );
-      }
-      if (lib.symbols.ioctl(fd, TUNSETIFF, ifr) !== 0) {
-        const errno = readInt(lib.symbols.__errno_location());
-        closeSync(fd);
-        throw new SyscallError(errno, `ioctl(TUNSETIFF ${name})`, hintFor(errno, name));
-      }
-      const end = ifr.indexOf(0);
-      const actual = new TextDecoder().decode(ifr.subarray(0, end < 0 ? IFNAMSIZ : end));
-      if (options.disableIPv6 ?? true) {
-        // /proc/sys/net belongs to the namespace of the thread that opens it.
-        const knob = `/proc/sys/net/ipv6/conf/${actual}/disable_ipv6`;
-        if (existsSync(knob)) writeFileSync(knob, "1");
-      }
-      return { fd, actual };
-    });
-    // Without TSO the kernel segments before the device; vnet headers stay (all GSO_NONE).
-    const tso = vnetHdr && byValue.symbols.ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4) === 0;
-    let open = true;
-    return {
-      name: actual,
-      fd,
-      vnetHdr,
-      tso,
-      close() {
-        if (!open) return;
-        open = false;
-        closeSync(fd);
-      },
-    };
-  } finally {
-    lib.close();
-    byValue.close();
-  }
+  const { fd, actual } = await withNetns(options.netns, () => {
+    let fd: number;
+    try {
+      fd = openSync(
+        "/dev/net/tun",
+        constants.O_RDWR | constants.O_NONBLOCK | O_CLOEXEC,
+      );
+    } catch (e) {
+      throw new Error(
+        `Cannot open /dev/net/tun to create ${name}: ${(e as Error).message}; ` +
+          "load the tun module (modprobe tun) or give the container the /dev/net/tun device",
+        { cause: e },
+      );
+    }
+    if (libc.fn.ioctl(fd, TUNSETIFF, libc.addressOf(ifr)) !== 0) {
+      const errno = libc.errno();
+      closeSync(fd);
+      throw new SyscallError(errno, `ioctl(TUNSETIFF ${name})`, hintFor(errno, name));
+    }
+    const end = ifr.indexOf(0);
+    const actual = new TextDecoder().decode(ifr.subarray(0, end < 0 ? IFNAMSIZ : end));
+    if (options.disableIPv6 ?? true) {
+      // /proc/sys/net belongs to the namespace of the thread that opens it.
+      const knob = `/proc/sys/net/ipv6/conf/${actual}/disable_ipv6`;
+      if (existsSync(knob)) writeFileSync(knob, "1");
+    }
+    return { fd, actual };
+  });
+  // Without TSO the kernel segments before the device; vnet headers stay (all GSO_NONE).
+  const tso = vnetHdr && libc.fn.ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4) === 0;
+  let open = true;
+  return {
+    name: actual,
+    fd,
+    vnetHdr,
+    tso,
+    close() {
+      if (!open) return;
+      open = false;
+      closeSync(fd);
+    },
+  };
 }
 
 function hintFor(errno: number, name: string): string | undefined {

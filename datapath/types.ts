@@ -3,7 +3,7 @@
  * addresses, routes, neighbours, VXLAN fdb entries) and the kernel's change
  * events. One implementation speaks rtnetlink ({@link openNetlinkDatapath} in
  * `netlink.ts`); `fake.ts` keeps the same state in memory for tests. Both pass
- * the contract suite in `datapath_contract.ts`.
+ * the contract suite in `testing/datapath_contract.ts`.
  *
  * IPv4 addresses are unsigned 32-bit integers, networks `{ ip, prefixLen }`,
  * MAC addresses lowercase `aa:bb:cc:dd:ee:ff` strings.
@@ -16,9 +16,9 @@
  * @module
  */
 
-import type { IPv4Net } from "../lease/ip.ts";
+import type { IPv4Net } from "../core/ip.ts";
 
-export { NetlinkBatchError, NetlinkError } from "./netlink_error.ts";
+export { NetlinkBatchError, NetlinkError } from "./netlink/error.ts";
 
 /** `NUD_PERMANENT`: a static neighbour / fdb entry that never expires. */
 export const NUD_PERMANENT = 0x80;

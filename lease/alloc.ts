@@ -19,9 +19,9 @@ import {
   nextIPv6Net,
   overlapsIPv6Net,
   sizeIPv4,
-} from "./ip.ts";
+} from "../core/ip.ts";
 import type { Lease } from "./types.ts";
-import { PoolExhaustedError } from "./types.ts";
+import { PoolExhaustedError } from "../core/errors.ts";
 
 /** How many free subnets the random pick chooses among (flannel: 100). */
 export const PICK_WINDOW = 100;

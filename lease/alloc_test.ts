@@ -11,8 +11,15 @@ import {
   poolSize,
 } from "./alloc.ts";
 import { parseNetworkConfig } from "./config.ts";
-import { formatIPv4, formatIPv4Net, formatIPv6Net, parseIPv4Net, parseIPv6Net } from "./ip.ts";
-import { type Lease, PoolExhaustedError } from "./types.ts";
+import {
+  formatIPv4,
+  formatIPv4Net,
+  formatIPv6Net,
+  parseIPv4Net,
+  parseIPv6Net,
+} from "../core/ip.ts";
+import { type Lease } from "./types.ts";
+import { PoolExhaustedError } from "../core/errors.ts";
 
 const config16 = parseNetworkConfig(`{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}`);
 

@@ -23,8 +23,8 @@ import {
   parseIPv6,
   parseIPv6Net,
   sizeIPv4,
-} from "./ip.ts";
-import { ConfigError } from "./types.ts";
+} from "../core/ip.ts";
+import { ConfigError } from "../core/errors.ts";
 
 /** The validated network configuration, with every default filled in. */
 export interface NetworkConfig {

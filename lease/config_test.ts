@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import * as v from "valibot";
 import { foldKeys, type NetworkConfig, parseBackendOptions, parseNetworkConfig } from "./config.ts";
-import { formatIPv4, formatIPv4Net, formatIPv6, formatIPv6Net } from "./ip.ts";
-import { ConfigError } from "./types.ts";
+import { formatIPv4, formatIPv4Net, formatIPv6, formatIPv6Net } from "../core/ip.ts";
+import { ConfigError } from "../core/errors.ts";
 
 const SRC = "the network config";
 

@@ -24,17 +24,17 @@
 
 import * as fs from "node:fs";
 import * as path from "node:path";
-import process from "node:process";
-import type { Logger } from "../api/log.ts";
-import type { Registry as Metrics } from "../api/metrics.ts";
-import { type Clock, systemClock } from "./clock.ts";
+import type { Logger } from "../core/log.ts";
+import type { Registry as Metrics } from "../core/metrics.ts";
+import { type Clock, systemClock } from "../core/clock.ts";
+import { LockTimeoutError, withLockFile, writeFileAtomic } from "../core/files.ts";
 import {
   createKvLeaseStore,
   type LeaseRegistry,
   type RawEvent,
   type RawRecord,
 } from "./kv_store.ts";
-import { StoreUnavailableError } from "./types.ts";
+import { StoreUnavailableError } from "../core/errors.ts";
 import type { LeaseStore } from "./types.ts";
 
 /** Changes kept for watchers that fall behind. */
@@ -115,53 +115,17 @@ export function createFileRegistry(options: FileRegistryOptions): LeaseRegistry 
     }
   };
 
-  const write = (state: FileState) => {
-    const tmp = `${file}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`;
-    fs.writeFileSync(tmp, JSON.stringify(state));
-    fs.renameSync(tmp, file);
-  };
+  const write = (state: FileState) => writeFileAtomic(file, JSON.stringify(state), { mode: 0o644 });
 
-  const lock = async (signal?: AbortSignal): Promise<() => void> => {
-    fs.mkdirSync(path.dirname(file), { recursive: true });
-    for (let attempt = 0;; attempt++) {
-      signal?.throwIfAborted();
-      try {
-        const fd = fs.openSync(lockFile, "wx");
-        fs.writeSync(fd, `${process.pid} ${Date.now()}`);
-        fs.closeSync(fd);
-        return () => fs.rmSync(lockFile, { force: true });
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== "EEXIST") {
-          throw new StoreUnavailableError(
-            `cannot lock lease file ${lockFile}: ${(e as Error).message}`,
-            { cause: e },
-          );
-        }
-      }
-      breakStaleLock();
-      // real time, not the injected clock: the lock is held by other processes
-      await new Promise((r) => setTimeout(r, Math.min(2 + attempt, 20)));
-    }
-  };
-
-  const breakStaleLock = () => {
-    try {
-      const [pidText, atText] = fs.readFileSync(lockFile, "utf8").split(" ");
-      const pid = Number(pidText), at = Number(atText);
-      let alive = true;
-      try {
-        process.kill(pid, 0);
-      } catch (e) {
-        alive = (e as NodeJS.ErrnoException).code === "EPERM";
-      }
-      if (!alive || Date.now() - at > 10_000) {
-        options.logger?.warn("breaking stale lease-file lock", { lock: lockFile, pid });
-        fs.rmSync(lockFile, { force: true });
-      }
-    } catch {
-      // lock vanished or half-written: retry
-    }
-  };
+  const locked = <T>(fn: () => T, signal?: AbortSignal): Promise<T> =>
+    withLockFile(lockFile, fn, {
+      signal,
+      onBreak: (pid) =>
+        options.logger?.warn("breaking stale lease-file lock", { lock: lockFile, pid }),
+    }).catch((e) => {
+      if (e instanceof LockTimeoutError) throw new StoreUnavailableError(e.message, { cause: e });
+      throw e;
+    });
 
   const append = (s: FileState, entry: Omit<LogEntry, "revision">) => {
     s.revision++;
@@ -185,19 +149,15 @@ export function createFileRegistry(options: FileRegistryOptions): LeaseRegistry 
     return changed;
   };
 
-  const mutate = async <T>(fn: (s: FileState) => T, signal?: AbortSignal): Promise<T> => {
-    const unlock = await lock(signal);
-    try {
+  const mutate = <T>(fn: (s: FileState) => T, signal?: AbortSignal): Promise<T> =>
+    locked(() => {
       const s = read();
       const before = s.revision;
       purgeExpired(s);
       const out = fn(s);
       if (s.revision !== before) write(s);
       return out;
-    } finally {
-      unlock();
-    }
-  };
+    }, signal);
 
   const live = (s: FileState) => {
     const now = clock.now();

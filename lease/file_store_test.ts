@@ -9,9 +9,9 @@ import {
   type ContractHarness,
   hostIP,
   leaseStoreContract,
-} from "../test/lease_contract.ts";
-import { Registry } from "../api/metrics.ts";
-import { memoryLogger } from "../api/log.ts";
+} from "../testing/lease_contract.ts";
+import { Registry } from "../core/metrics.ts";
+import { memoryLogger } from "../testing/memory_logger.ts";
 
 function fileHarness(): Promise<ContractHarness> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "weft-file-"));

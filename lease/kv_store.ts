@@ -8,10 +8,10 @@
  */
 
 import * as v from "valibot";
-import type { Logger } from "../api/log.ts";
-import { nullLogger } from "../api/log.ts";
-import type { Registry as Metrics } from "../api/metrics.ts";
-import { backoff, type Clock, systemClock } from "./clock.ts";
+import type { Logger } from "../core/log.ts";
+import { nullLogger } from "../core/log.ts";
+import type { Registry as Metrics } from "../core/metrics.ts";
+import { backoff, type Clock, systemClock } from "../core/clock.ts";
 import {
   findLeaseByPublicIP,
   findLeaseBySubnet,
@@ -21,18 +21,17 @@ import {
   pickFreeSubnet,
 } from "./alloc.ts";
 import { type NetworkConfig, parseNetworkConfig } from "./config.ts";
-import { formatIPv4Net, isIPv4, parseIPv6, parseSubnetKey, subnetKey } from "./ip.ts";
+import { formatIPv4Net, isIPv4, parseIPv6, parseSubnetKey, subnetKey } from "../core/ip.ts";
 import {
   type AcquireRequest,
-  ConfigError,
   encodeLeaseAttrs,
   type Lease,
   type LeaseAttrs,
-  LeaseConflictError,
   type LeaseEvent,
   type LeaseSnapshot,
   type LeaseStore,
 } from "./types.ts";
+import { ConfigError, LeaseConflictError } from "../core/errors.ts";
 
 /** One stored lease record as the registry sees it. */
 export interface RawRecord {

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { formatIPv4Net, formatIPv6Net, parseIPv4Net, parseIPv6Net } from "./ip.ts";
+import { formatIPv4Net, formatIPv6Net, parseIPv4Net, parseIPv6Net } from "../core/ip.ts";
 import { decodeRecord, leaseKey, type RawRecord } from "./kv_store.ts";
 import { encodeLeaseAttrs, goJsonStringify, type Lease, type LeaseAttrs } from "./types.ts";
 

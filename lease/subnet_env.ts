@@ -7,8 +7,7 @@
  */
 
 import * as fs from "node:fs";
-import * as path from "node:path";
-import process from "node:process";
+import { writeFileAtomic } from "../core/files.ts";
 import type { NetworkConfig } from "./config.ts";
 import {
   formatIPv4,
@@ -19,7 +18,7 @@ import {
   type IPv6Net,
   parseIPv4Net,
   parseIPv6Net,
-} from "./ip.ts";
+} from "../core/ip.ts";
 
 /** What subnet.env says. */
 export interface SubnetEnv {
@@ -86,10 +85,8 @@ export function subnetEnvFor(
  * @throws {Error} When the directory cannot be created or written.
  */
 export function writeSubnetEnv(file: string, env: SubnetEnv): void {
-  fs.mkdirSync(path.dirname(file), { recursive: true });
-  const tmp = `${file}.${process.pid}.tmp`;
-  fs.writeFileSync(tmp, renderSubnetEnv(env), { mode: 0o644 });
-  fs.renameSync(tmp, file);
+  // 0644: the CNI plugin and docker tooling read it; it holds no secret
+  writeFileAtomic(file, renderSubnetEnv(env), { mode: 0o644 });
 }
 
 /**

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { parseIPv4Net, parseIPv6Net } from "./ip.ts";
+import { parseIPv4Net, parseIPv6Net } from "../core/ip.ts";
 import { parseSubnetEnv, renderSubnetEnv } from "./subnet_env.ts";
 
 Deno.test("renderSubnetEnv() writes flannel's keys in flannel's order", () => {

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { formatIPv6, type IPv4Net, type IPv6Net, parseIPv6 } from "./ip.ts";
+import { formatIPv6, type IPv4Net, type IPv6Net, parseIPv6 } from "../core/ip.ts";
 import type { NetworkConfig } from "./config.ts";
 
 /**
@@ -68,7 +68,7 @@ export interface AcquireRequest {
 
 /**
  * The shared store of subnet leases. Every implementation passes the contract
- * suite in `test/lease_contract.ts`.
+ * suite in `testing/lease_contract.ts`.
  *
  * Guarantees:
  * - `acquire` never hands the same subnet to two hosts.
@@ -151,27 +151,4 @@ export function goJsonStringify(value: unknown): string {
     /[<>&\u2028\u2029]/g,
     (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`,
   );
-}
-
-/** Lease-store errors that callers handle. */
-export class LeaseConflictError extends Error {
-  override name = "LeaseConflictError";
-}
-
-/** No free subnet is left in the pool. */
-export class PoolExhaustedError extends Error {
-  override name = "PoolExhaustedError";
-}
-
-/** The store could not be reached or answered with an error. */
-export class StoreUnavailableError extends Error {
-  override name = "StoreUnavailableError";
-}
-
-/** The network configuration is missing or invalid; `path` names the field. */
-export class ConfigError extends Error {
-  override name = "ConfigError";
-  constructor(message: string, readonly path?: string, options?: ErrorOptions) {
-    super(message, options);
-  }
 }

@@ -24,7 +24,7 @@ Deno.test({
         "--minify",
         "--format=esm",
         "mod.ts",
-        "backends/udp_worker.ts",
+        "backends/udp/worker.ts",
         "--outfile",
         bin,
       ], { cwd: REPO_ROOT, stdio: "pipe" });

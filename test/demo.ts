@@ -20,7 +20,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import process from "node:process";
-import { formatIPv4Net } from "../lease/ip.ts";
+import { formatIPv4Net } from "../core/ip.ts";
 import { createFileLeaseStore } from "../lease/file_store.ts";
 import type { Lease } from "../lease/types.ts";
 import { agentCommand, type AgentRuntime, RUNTIME_BIN } from "./lab/agents.ts";

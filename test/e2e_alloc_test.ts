@@ -4,7 +4,7 @@
  * lab; each in its own network namespace.
  */
 import assert from "node:assert/strict";
-import { startEtcd } from "./etcd_server.ts";
+import { startEtcd } from "../testing/etcd_server.ts";
 import { type AgentProcess, startAgent } from "./lab/agents.ts";
 import { createLab } from "./lab/lab.ts";
 

@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { containsIPv4, formatIPv4, parseIPv4, parseIPv4Net } from "../lease/ip.ts";
+import { containsIPv4, formatIPv4, parseIPv4, parseIPv4Net } from "../core/ip.ts";
 import { parseSubnetEnv } from "../lease/subnet_env.ts";
 import { cniAdd, cniDel, type CniOptions } from "./lab/cni.ts";
 import {

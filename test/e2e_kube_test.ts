@@ -1,7 +1,7 @@
 /**
  * End to end in Kubernetes mode: real agents (`mod.ts --kube-subnet-mgr`,
  * under Deno and one under Bun) in lab hosts, the vxlan backend in the
- * kernel, and the fake API server running inside the lab (test/fake_kube_main.ts)
+ * kernel, and the fake API server running inside the lab (testing/fake_kube_main.ts)
  * acting as the cluster. Kernel state is read with `ip -j` / `bridge -j` in
  * each host namespace and compared with what the API's Node objects say.
  *
@@ -11,8 +11,8 @@
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import type { PodAttachment } from "../datapath/attach.ts";
-import { type LabKube, startLabKube } from "./fake_kube_main.ts";
+import type { PodAttachment } from "../cli/attach.ts";
+import { type LabKube, startLabKube } from "../testing/fake_kube_main.ts";
 import { type AgentProcess, type AgentRuntime, startAgent } from "./lab/agents.ts";
 import { createLab, type Lab, type LabHost } from "./lab/lab.ts";
 

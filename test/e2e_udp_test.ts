@@ -28,8 +28,8 @@ import {
   waitFor,
 } from "./lab/cluster.ts";
 import { evalCommand, REPO_ROOT } from "./lab/lab.ts";
-import { formatIPv4, parseIPv4, parseIPv4Net } from "../lease/ip.ts";
-import { internetChecksum } from "../backends/udp_packet.ts";
+import { formatIPv4, parseIPv4, parseIPv4Net } from "../core/ip.ts";
+import { internetChecksum } from "../backends/udp/packet.ts";
 
 /**
  * cluster.ts types only the kernel backends it reads peer state for; its

@@ -14,7 +14,7 @@ import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import process from "node:process";
-import { execPath } from "../datapath/runtime.ts";
+import { execPath } from "../core/runtime.ts";
 
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), "..");
 const deno = execPath();

@@ -16,13 +16,13 @@
  */
 
 import process from "node:process";
-import { nullLogger } from "../../api/log.ts";
-import { Registry } from "../../api/metrics.ts";
-import { createAgent } from "../../backends/agent.ts";
+import { nullLogger } from "../../core/log.ts";
+import { Registry } from "../../core/metrics.ts";
+import { createAgent } from "../../agent/agent.ts";
 import { allocBackend } from "../../backends/alloc.ts";
-import { createEtcdLeaseStore } from "../../lease/etcd_store.ts";
+import { createEtcdLeaseStore } from "../../lease/etcd/store.ts";
 import type { LeaseStore } from "../../lease/types.ts";
-import { startEtcd } from "../etcd_server.ts";
+import { startEtcd } from "../../testing/etcd_server.ts";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";

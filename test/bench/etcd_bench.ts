@@ -19,12 +19,12 @@
 import { spawn } from "node:child_process";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
-import { execPath, rssBytes, runtimeName } from "../../datapath/runtime.ts";
-import { EtcdClient } from "../../lease/etcd_client.ts";
-import { createEtcdLeaseStore } from "../../lease/etcd_store.ts";
-import { formatIPv4 } from "../../lease/ip.ts";
+import { execPath, rssBytes, runtimeName } from "../../core/runtime.ts";
+import { EtcdClient } from "../../lease/etcd/client.ts";
+import { createEtcdLeaseStore } from "../../lease/etcd/store.ts";
+import { formatIPv4 } from "../../core/ip.ts";
 import { encodeLeaseAttrs } from "../../lease/types.ts";
-import { startEtcd } from "../etcd_server.ts";
+import { startEtcd } from "../../testing/etcd_server.ts";
 import { median, percentile, roundTo } from "./stats.ts";
 
 const PREFIX = "/coreos.com/network";

@@ -28,11 +28,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
-import { execPath, rssBytes, runtimeName } from "../../datapath/runtime.ts";
-import { formatIPv4 } from "../../lease/ip.ts";
-import { nullLogger } from "../../api/log.ts";
-import { createFakeKube, writeKubeconfig } from "../fake_kube.ts";
-import { startLabKube } from "../fake_kube_main.ts";
+import { execPath, rssBytes, runtimeName } from "../../core/runtime.ts";
+import { formatIPv4 } from "../../core/ip.ts";
+import { nullLogger } from "../../core/log.ts";
+import { createFakeKube, writeKubeconfig } from "../../testing/fake_kube.ts";
+import { startLabKube } from "../../testing/fake_kube_main.ts";
 import { type AgentLogRecord, type AgentRuntime, startAgent } from "../lab/agents.ts";
 import { createLab } from "../lab/lab.ts";
 import { median, roundTo } from "./stats.ts";
@@ -180,7 +180,7 @@ async function child(
   loader: "auto" | "builtin" | "client-node",
 ): Promise<void> {
   const t0 = performance.now();
-  const { createKubeLeaseStore } = await import("../../lease/kube_store.ts");
+  const { createKubeLeaseStore } = await import("../../lease/kube/store.ts");
   let usedLoader = "?";
   const store = createKubeLeaseStore({
     kubeconfigFile,

@@ -30,7 +30,7 @@ import process from "node:process";
 import { createLab, evalCommand, type Lab, type LabProcess, REPO_ROOT } from "../lab/lab.ts";
 import { type OverlayBackend, podsOf, startCluster } from "../lab/cluster.ts";
 import { renderSubnetEnv } from "../../lease/subnet_env.ts";
-import { parseIPv4Net } from "../../lease/ip.ts";
+import { parseIPv4Net } from "../../core/ip.ts";
 import { median, percentile, roundTo } from "./stats.ts";
 
 /** Options of the throughput benchmarks. */

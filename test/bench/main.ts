@@ -16,7 +16,7 @@
 import * as fs from "node:fs";
 import * as os from "node:os";
 import process from "node:process";
-import { runtimeVersion } from "../../datapath/runtime.ts";
+import { runtimeVersion } from "../../core/runtime.ts";
 
 // deno-lint-ignore no-explicit-any
 type Any = any;

@@ -13,9 +13,9 @@
 import { spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import process from "node:process";
-import { formatIPv4 } from "../../lease/ip.ts";
-import { openNetlinkDatapath } from "../../datapath/netlink.ts";
-import { createNetns, deleteNetns, run, sweepNetns } from "../../datapath/netns_testing.ts";
+import { formatIPv4 } from "../../core/ip.ts";
+import { openNetlinkDatapath } from "../../datapath/netlink/datapath.ts";
+import { createNetns, deleteNetns, run, sweepNetns } from "../../testing/netns.ts";
 import type { Route } from "../../datapath/types.ts";
 import { median } from "./stats.ts";
 

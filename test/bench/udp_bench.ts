@@ -12,8 +12,8 @@
 
 import { spawn, spawnSync } from "node:child_process";
 import process from "node:process";
-import { createLab, nsRun, sweepNetns } from "../../datapath/netns_testing.ts";
-import type { SocketIoMode } from "../../backends/udp_io.ts";
+import { createLab, nsRun, sweepNetns } from "../../testing/netns.ts";
+import type { SocketIoMode } from "../../backends/udp/io.ts";
 import { spawnUdpHost, type UdpHostProcess } from "./udp_host.ts";
 
 /** What to measure. */

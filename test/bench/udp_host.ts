@@ -19,18 +19,18 @@ import { spawn } from "node:child_process";
 import { createInterface } from "node:readline";
 import process from "node:process";
 import { existsSync, readFileSync } from "node:fs";
-import { nullLogger } from "../../api/log.ts";
-import { Registry } from "../../api/metrics.ts";
-import { openNetlinkDatapath } from "../../datapath/netlink.ts";
-import { systemClock } from "../../lease/clock.ts";
+import { nullLogger } from "../../core/log.ts";
+import { Registry } from "../../core/metrics.ts";
+import { openNetlinkDatapath } from "../../datapath/netlink/datapath.ts";
+import { systemClock } from "../../core/clock.ts";
 import { parseNetworkConfig } from "../../lease/config.ts";
-import { parseIPv4Net } from "../../lease/ip.ts";
+import { parseIPv4Net } from "../../core/ip.ts";
 import type { Lease } from "../../lease/types.ts";
-import { kernelUdpIo, udpBackend } from "../../backends/udp.ts";
-import type { SocketIoMode } from "../../backends/udp_io.ts";
-import { DROP_REASONS } from "../../backends/udp_packet.ts";
-import type { UdpCounters } from "../../backends/udp_loop.ts";
-import { execPath } from "../../datapath/runtime.ts";
+import { kernelUdpIo, udpBackend } from "../../backends/udp/backend.ts";
+import type { SocketIoMode } from "../../backends/udp/io.ts";
+import { DROP_REASONS } from "../../backends/udp/packet.ts";
+import type { UdpCounters } from "../../backends/udp/loop.ts";
+import { execPath } from "../../core/runtime.ts";
 
 /** The host's configuration (the JSON argument). */
 export interface UdpHostConfig {

@@ -8,10 +8,10 @@ import { execFile } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import process from "node:process";
-import { AttachError, attachPod, detachPod } from "../../datapath/attach.ts";
-import { netnsExec } from "../../datapath/exec.ts";
-import { listAddresses } from "../../datapath/ipam.ts";
-import { parseIPv4Net } from "../../lease/ip.ts";
+import { AttachError, attachPod, detachPod } from "../../cli/attach.ts";
+import { netnsExec } from "../../core/exec.ts";
+import { listAddresses } from "../../cli/ipam.ts";
+import { parseIPv4Net } from "../../core/ip.ts";
 import { renderSubnetEnv } from "../../lease/subnet_env.ts";
 import { createLab, evalCommand, REPO_ROOT } from "./lab.ts";
 
@@ -33,7 +33,7 @@ Deno.test("attachPod(): concurrent attaches get distinct addresses; pods on one 
     );
     // two more at once from separate processes running inside the host namespace
     const code = `import { attachPod } from ${
-      JSON.stringify(new URL("../../datapath/attach.ts", import.meta.url).href)
+      JSON.stringify(new URL("../../cli/attach.ts", import.meta.url).href)
     };
 const o = JSON.parse(process.env.WLB_ATTACH);
 console.log(JSON.stringify(await attachPod(o)));`;

@@ -21,8 +21,8 @@
 import type { AgentProcess, AgentRuntime } from "./agents.ts";
 import { startAgent as startLabAgent } from "./agents.ts";
 import { createLab, type Lab, type LabHost } from "./lab.ts";
-import { type EtcdServer, startEtcd } from "../etcd_server.ts";
-import { containsIPv4, formatIPv4, parseIPv4, parseIPv4Net } from "../../lease/ip.ts";
+import { type EtcdServer, startEtcd } from "../../testing/etcd_server.ts";
+import { containsIPv4, formatIPv4, parseIPv4, parseIPv4Net } from "../../core/ip.ts";
 
 /** The kernel backends the e2e scenarios cover. */
 /** Backends a cluster can run; udp keeps no per-peer kernel state (its Worker routes). */

@@ -24,9 +24,9 @@
  * @module
  */
 
-import { formatIPv4Net, formatIPv6Net } from "../../lease/ip.ts";
+import { formatIPv4Net, formatIPv6Net } from "../../core/ip.ts";
 import { parseSubnetEnv, type SubnetEnv } from "../../lease/subnet_env.ts";
-import { CommandError, netnsExec } from "../../datapath/exec.ts";
+import { CommandError, netnsExec } from "../../core/exec.ts";
 import * as fs from "node:fs";
 
 /** Debian's plugin directory. */

@@ -6,9 +6,9 @@
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { netnsExec } from "../../datapath/exec.ts";
+import { netnsExec } from "../../core/exec.ts";
 import { ensureMasqRules } from "../../datapath/masq.ts";
-import { parseIPv4Net, parseIPv6Net } from "../../lease/ip.ts";
+import { parseIPv4Net, parseIPv6Net } from "../../core/ip.ts";
 import { parseSubnetEnv, renderSubnetEnv } from "../../lease/subnet_env.ts";
 import { cniAdd, cniDel, flannelDelegateConfig } from "./cni.ts";
 import { createLab } from "./lab.ts";

@@ -40,7 +40,7 @@
  * `lab.attachPods(host, subnetFile)`; `evalCommand(code)` + `REPO_ROOT`
  * run TypeScript with the current runtime (Deno or Bun) inside a
  * namespace, e.g. `lab.spawn(h.ns, cmd, args, { cwd: REPO_ROOT })`.
- * `netnsExec(ns)` (datapath/exec.ts) turns a namespace into an injectable
+ * `netnsExec(ns)` (core/exec.ts) turns a namespace into an injectable
  * `Exec` for code that normally runs in the agent's own namespace.
  *
  * ## Names and cleanup
@@ -63,9 +63,10 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import process from "node:process";
-import { type ExecResult, netnsExec, systemExec } from "../../datapath/exec.ts";
-import { attachPod, type PodAttachment } from "../../datapath/attach.ts";
-import { execPath, runtimeName } from "../../datapath/runtime.ts";
+import { type ExecResult, netnsExec, systemExec } from "../../core/exec.ts";
+import { attachPod, type PodAttachment } from "../../cli/attach.ts";
+import { execPath, runtimeName } from "../../core/runtime.ts";
+import { processAlive } from "../../core/files.ts";
 
 /** The repository root (for running code that imports weft's modules). */
 export const REPO_ROOT: string = path.resolve(
@@ -235,15 +236,6 @@ function words(cmd: string | readonly string[]): string[] {
   return typeof cmd === "string" ? cmd.trim().split(/\s+/) : [...cmd];
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === "EPERM";
-  }
-}
-
 async function must(cmd: string, args: string[], input?: string): Promise<string> {
   const r = await systemExec(cmd, args, { input });
   if (r.code !== 0) {
@@ -325,7 +317,7 @@ export async function sweepLabs(prefix: string): Promise<string[]> {
     } catch {
       continue; // being written by a live lab
     }
-    if (marker.prefix !== prefix || alive(marker.pid)) continue;
+    if (marker.prefix !== prefix || processAlive(marker.pid)) continue;
     const names = [
       ...new Set([...marker.namespaces, ...all.filter((n) => n.startsWith(`${id}-`))]),
     ];

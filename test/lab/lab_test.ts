@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import process from "node:process";
-import { systemExec } from "../../datapath/exec.ts";
+import { systemExec } from "../../core/exec.ts";
 import { createLab, MARKER_DIR, sweepLabs } from "./lab.ts";
 
 const PREFIX = "wlb";

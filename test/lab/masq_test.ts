@@ -14,7 +14,7 @@
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { netnsExec } from "../../datapath/exec.ts";
+import { netnsExec } from "../../core/exec.ts";
 import {
   ensureForwardRules,
   ensureMasqRules,
@@ -22,7 +22,7 @@ import {
   type MasqOptions,
   removeRules,
 } from "../../datapath/masq.ts";
-import { parseIPv4Net } from "../../lease/ip.ts";
+import { parseIPv4Net } from "../../core/ip.ts";
 import { renderSubnetEnv } from "../../lease/subnet_env.ts";
 import { createLab, type Lab } from "./lab.ts";
 

@@ -1,0 +1,474 @@
+/**
+ * Command-line flags, flannel-compatible: Go-style (`-x v`, `-x=v`, `--x v`,
+ * `--x=v`; booleans as `--x` or `--x=false`), every flag also settable as
+ * `FLANNELD_<FLAG>` (`-` → `_`, upper case) when not given on the command
+ * line. weft adds `--lease-ttl`, `--lease-file`, `--log-format`,
+ * `--log-level`, `--exit-on-missing-podcidr`.
+ *
+ * @module
+ */
+
+import * as v from "valibot";
+import { isIPv4, parseIPv6 } from "../core/ip.ts";
+
+type Kind = "string" | "bool" | "int" | "list" | "duration";
+
+interface FlagSpec {
+  readonly kind: Kind;
+  readonly def: string | boolean | number | string[];
+  readonly help: string;
+  /** Extra validation of the parsed value; returns an error text or null. */
+  readonly check?: (value: never) => string | null;
+  /** Shown in --help as the value's form. */
+  readonly form?: string;
+}
+
+const ipv4 = (x: string) => (x === "" || isIPv4(x) ? null : "an IPv4 address such as 192.0.2.10");
+const ipv6 = (x: string) => {
+  if (x === "") return null;
+  try {
+    parseIPv6(x);
+    return null;
+  } catch {
+    return "an IPv6 address";
+  }
+};
+const range = (lo: number, hi: number) => (x: number) =>
+  x >= lo && x <= hi ? null : `an integer from ${lo} to ${hi}`;
+
+/** Every flag weft accepts, with flannel's defaults (and ours where noted). */
+export const FLAGS = {
+  "etcd-endpoints": {
+    kind: "string",
+    def: "http://127.0.0.1:4001,http://127.0.0.1:2379",
+    help:
+      "comma-separated etcd endpoints; giving this flag (or FLANNELD_ETCD_ENDPOINTS) selects the etcd store",
+    form: "urls",
+    check: (x: string) =>
+      x.split(",").every((u) => /^https?:\/\/[^/\s]+\/?$/.test(u.trim()))
+        ? null
+        : "comma-separated URLs such as http://10.0.0.1:2379,https://10.0.0.2:2379",
+  },
+  "etcd-prefix": { kind: "string", def: "/coreos.com/network", help: "etcd key prefix" },
+  "etcd-keyfile": { kind: "string", def: "", help: "TLS client key file for etcd", form: "path" },
+  "etcd-certfile": {
+    kind: "string",
+    def: "",
+    help: "TLS client certificate file for etcd",
+    form: "path",
+  },
+  "etcd-cafile": {
+    kind: "string",
+    def: "",
+    help: "TLS CA bundle that signed etcd's certificate",
+    form: "path",
+  },
+  "etcd-username": { kind: "string", def: "", help: "etcd user name" },
+  "etcd-password": { kind: "string", def: "", help: "etcd password" },
+  "iface": {
+    kind: "list",
+    def: [],
+    help: "interface (name or IP) for inter-host traffic; repeat to try several in order",
+    form: "name|ip",
+  },
+  "iface-regex": {
+    kind: "list",
+    def: [],
+    help:
+      "regular expression matched against interface names and IPs; repeatable, tried after --iface",
+    form: "regex",
+  },
+  "iface-can-reach": {
+    kind: "string",
+    def: "",
+    help: "use the interface the route to this IP goes through",
+    form: "ip",
+    check: ipv4,
+  },
+  "public-ip": {
+    kind: "string",
+    def: "",
+    help: "IP peers use to reach this host",
+    form: "ip",
+    check: ipv4,
+  },
+  "public-ipv6": {
+    kind: "string",
+    def: "",
+    help: "IPv6 peers use to reach this host",
+    form: "ip",
+    check: ipv6,
+  },
+  "subnet-file": {
+    kind: "string",
+    def: "/run/flannel/subnet.env",
+    help: "where subnet.env is written",
+    form: "path",
+  },
+  "subnet-lease-renew-margin": {
+    kind: "int",
+    def: 60,
+    help: "renew the lease this many minutes before it expires",
+    form: "minutes",
+    check: range(1, 1439),
+  },
+  "lease-ttl": {
+    kind: "duration",
+    def: 24 * 3600_000,
+    help: "lease time-to-live in etcd and the file store (weft; flannel fixes 24h)",
+    form: "duration",
+    check: (x: number) => (x >= 2000 ? null : "a duration of at least 2s, e.g. 24h, 90m, 30s"),
+  },
+  "lease-file": {
+    kind: "string",
+    def: "/var/lib/weft/leases.json",
+    help:
+      "lease file of the embedded store (weft; one machine only), used when neither etcd nor Kubernetes is selected",
+    form: "path",
+  },
+  "ip-masq": { kind: "bool", def: false, help: "masquerade traffic leaving the overlay network" },
+  "ip-masq-fully-random-disable": {
+    kind: "bool",
+    def: false,
+    help: "do not use --random-fully for MASQUERADE",
+  },
+  "kube-subnet-mgr": {
+    kind: "bool",
+    def: false,
+    help: "take the subnet from this node's podCIDR in Kubernetes",
+  },
+  "kube-api-url": {
+    kind: "string",
+    def: "",
+    help: "Kubernetes API server URL (not needed in a pod)",
+    form: "url",
+  },
+  "kubeconfig-file": {
+    kind: "string",
+    def: "",
+    help: "kubeconfig file (not needed in a pod)",
+    form: "path",
+  },
+  "kube-annotation-prefix": {
+    kind: "string",
+    def: "flannel.alpha.coreos.com",
+    help: "prefix of the node annotations",
+  },
+  "net-config-path": {
+    kind: "string",
+    def: "/etc/kube-flannel/net-conf.json",
+    help: "network config file (Kubernetes mode and the file store)",
+    form: "path",
+  },
+  "set-node-network-unavailable": {
+    kind: "bool",
+    def: true,
+    help: "set the node's NetworkUnavailable condition to False when ready (Kubernetes mode)",
+  },
+  "exit-on-missing-podcidr": {
+    kind: "bool",
+    def: false,
+    help: "exit when the node has no podCIDR (flannel's behaviour) instead of waiting for it",
+  },
+  "healthz-ip": {
+    kind: "string",
+    def: "127.0.0.1",
+    help: "address of the status server",
+    form: "ip",
+    check: ipv4,
+  },
+  "healthz-port": {
+    kind: "int",
+    def: 0,
+    help: "port of the status server (/healthz, /readyz, /metrics, /v1/*); 0 = off",
+    form: "port",
+    check: range(0, 65535),
+  },
+  "iptables-resync": {
+    kind: "int",
+    def: 5,
+    help: "re-check masquerade/forward rules every this many seconds",
+    form: "seconds",
+    check: range(1, 86400),
+  },
+  "iptables-forward-rules": {
+    kind: "bool",
+    def: true,
+    help: "accept forwarded overlay traffic in FORWARD",
+  },
+  "log-format": {
+    kind: "string",
+    def: "text",
+    help: "log format: text or json (weft)",
+    form: "text|json",
+    check: (x: string) => (x === "text" || x === "json" ? null : "text or json"),
+  },
+  "log-level": {
+    kind: "string",
+    def: "info",
+    help: "least severe level logged: debug, info, warn, error (weft)",
+    form: "level",
+    check: (
+      x: string,
+    ) => (["debug", "info", "warn", "error"].includes(x) ? null : "debug, info, warn or error"),
+  },
+  "version": { kind: "bool", def: false, help: "print the version and exit" },
+  "help": { kind: "bool", def: false, help: "print this help and exit" },
+} as const satisfies Record<string, FlagSpec>;
+
+/** Flag names. */
+export type FlagName = keyof typeof FLAGS;
+
+type ValueOf<K extends Kind> = K extends "bool" ? boolean
+  : K extends "int" | "duration" ? number
+  : K extends "list" ? string[]
+  : string;
+
+/** Parsed flags, camel-cased (`etcd-endpoints` → `etcdEndpoints`). */
+export type Flags =
+  & { [K in FlagName as CamelCase<K>]: ValueOf<(typeof FLAGS)[K]["kind"]> }
+  & {
+    /** Flags given on the command line or in the environment (not defaulted). */
+    readonly explicit: ReadonlySet<FlagName>;
+    /** Positional arguments. */
+    readonly args: string[];
+  };
+
+type CamelCase<S extends string> = S extends `${infer H}-${infer T}`
+  ? `${H}${Capitalize<CamelCase<T>>}`
+  : S;
+
+/** A usage error: exit code 2, one line. */
+export class UsageError extends Error {
+  override name = "UsageError";
+}
+
+const camel = (s: string) => s.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
+
+/**
+ * Parse a Go-style duration (`24h`, `90m`, `30s`, `1h30m`, `500ms`, `1.5h`);
+ * every number needs a unit.
+ *
+ * @param text The duration text.
+ * @returns Milliseconds.
+ * @throws {SyntaxError} When malformed.
+ * @example
+ * ```ts
+ * parseDuration("1h30m"); // 5400000
+ * ```
+ */
+export function parseDuration(text: string): number {
+  const units: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3600_000 };
+  let rest = text;
+  let total = 0;
+  if (rest === "") throw new SyntaxError(`Cannot parse duration: current value is ""`);
+  while (rest) {
+    const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)/.exec(rest);
+    if (!m) {
+      throw new SyntaxError(`Cannot parse duration: current value is ${JSON.stringify(text)}`);
+    }
+    total += Number(m[1]) * units[m[2]];
+    rest = rest.slice(m[0].length);
+  }
+  return Math.round(total);
+}
+
+const IntSchema = v.pipe(v.string(), v.regex(/^-?\d+$/), v.transform(Number));
+
+/**
+ * Where a value came from, as error messages name it: `flag --lease-ttl` or
+ * `environment FLANNELD_LEASE_TTL (flag --lease-ttl)`.
+ */
+function origin(name: FlagName, envName?: string): string {
+  return envName ? `environment ${envName} (flag --${name})` : `flag --${name}`;
+}
+
+function convert(name: FlagName, raw: string, envName?: string): string | boolean | number {
+  const spec: FlagSpec = FLAGS[name];
+  const bad = (expected: string): never => {
+    throw new UsageError(
+      `${origin(name, envName)}: expected ${expected}, got ${JSON.stringify(raw)}`,
+    );
+  };
+  let value: string | boolean | number = raw;
+  if (spec.kind === "bool") {
+    if (["true", "1", "t", "T", "TRUE", "True"].includes(raw)) value = true;
+    else if (["false", "0", "f", "F", "FALSE", "False"].includes(raw)) value = false;
+    else bad("true or false");
+  } else if (spec.kind === "int") {
+    const r = v.safeParse(IntSchema, raw);
+    if (!r.success) bad(spec.check ? (spec.check as (x: number) => string)(NaN) : "an integer");
+    value = (r as { output: number }).output;
+  } else if (spec.kind === "duration") {
+    if (/^\d+$/.test(raw)) bad("a duration with a unit, e.g. 24h, 90m, 30s");
+    try {
+      value = parseDuration(raw);
+    } catch {
+      bad("a duration such as 24h, 1h30m, 90s or 500ms");
+    }
+  }
+  const err = spec.check ? (spec.check as (x: unknown) => string | null)(value) : null;
+  if (err) bad(err);
+  return value;
+}
+
+/**
+ * Parse the command line and the FLANNELD_* environment.
+ *
+ * @param argv Arguments after the program name.
+ * @param env Environment (FLANNELD_* variables are read).
+ * @returns The flags.
+ * @throws {UsageError} For an unknown flag, a missing value or a bad value;
+ *   the message names the flag and the expected form.
+ * @example
+ * ```ts
+ * const f = parseFlags(["--ip-masq", "-etcd-endpoints=http://10.0.0.1:2379"], {});
+ * f.ipMasq; // true
+ * ```
+ */
+export function parseFlags(
+  argv: readonly string[],
+  env: Record<string, string | undefined>,
+): Flags {
+  const values: Record<string, unknown> = {};
+  const explicit = new Set<FlagName>();
+  const args: string[] = [];
+  const set = (name: FlagName, raw: string, envName?: string) => {
+    const spec: FlagSpec = FLAGS[name];
+    if (spec.kind === "list") {
+      const list = (values[camel(name)] as string[] | undefined) ?? [];
+      if (!explicit.has(name)) values[camel(name)] = list;
+      list.push(raw);
+    } else {
+      values[camel(name)] = convert(name, raw, envName);
+    }
+    explicit.add(name);
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === "--") {
+      args.push(...argv.slice(i + 1));
+      break;
+    }
+    if (!a.startsWith("-") || a === "-") {
+      args.push(a);
+      continue;
+    }
+    const body = a.replace(/^--?/, "");
+    const eq = body.indexOf("=");
+    const name = (eq >= 0 ? body.slice(0, eq) : body) as FlagName;
+    if (name === ("h" as FlagName)) {
+      values.help = true;
+      explicit.add("help");
+      continue;
+    }
+    if (!Object.hasOwn(FLAGS, name)) {
+      const near = closestFlag(name);
+      throw new UsageError(
+        `unknown flag ${a.split("=")[0]}${
+          near ? ` (did you mean --${near}?)` : ""
+        }; run weft --help for the list`,
+      );
+    }
+    const spec: FlagSpec = FLAGS[name];
+    if (eq >= 0) {
+      set(name, body.slice(eq + 1));
+    } else if (spec.kind === "bool") {
+      set(name, "true");
+    } else {
+      if (i + 1 >= argv.length) {
+        const form = `<${spec.form ?? spec.kind}>`;
+        throw new UsageError(
+          `flag --${name}: missing value; give it as --${name} ${form} or --${name}=${form}`,
+        );
+      }
+      set(name, argv[++i]);
+    }
+  }
+  for (const name of Object.keys(FLAGS) as FlagName[]) {
+    if (explicit.has(name)) continue;
+    const envName = `FLANNELD_${name.toUpperCase().replace(/-/g, "_")}`;
+    const raw = env[envName];
+    if (raw !== undefined && raw !== "") {
+      const spec: FlagSpec = FLAGS[name];
+      if (spec.kind === "list") {
+        for (const part of raw.split(",")) {
+          if (part.trim()) set(name, part.trim(), envName);
+        }
+      } else {
+        set(name, raw, envName);
+      }
+      continue;
+    }
+    const def = FLAGS[name].def;
+    values[camel(name)] = Array.isArray(def) ? [...def] : def;
+  }
+  return { ...values, explicit, args } as unknown as Flags;
+}
+
+/** The known flag nearest to a mistyped one (edit distance ≤ 2), if any. */
+function closestFlag(name: string): string | undefined {
+  let best: string | undefined;
+  let bestDist = 3;
+  for (const flag of Object.keys(FLAGS)) {
+    const d = editDistance(name, flag);
+    if (d < bestDist) {
+      best = flag;
+      bestDist = d;
+    }
+  }
+  return best;
+}
+
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const cur = [i];
+    for (let j = 1; j <= b.length; j++) {
+      cur[j] = Math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    prev = cur;
+  }
+  return prev[b.length];
+}
+
+/**
+ * The --help text: usage, how the store is chosen, and every flag with its
+ * value form and default.
+ *
+ * @returns The text, without a trailing newline.
+ */
+export function helpText(): string {
+  const lines = [
+    "weft — flannel-compatible overlay network agent",
+    "",
+    "usage: weft [flags]            run the agent",
+    "       weft attach <netns>     wire a network namespace into this host's subnet (bridge cni0)",
+    "       weft detach <netns>     undo attach",
+    "",
+    "Every flag can also be set as FLANNELD_<FLAG> (e.g. FLANNELD_ETCD_ENDPOINTS) when not given.",
+    "Store: --kube-subnet-mgr → Kubernetes; --etcd-endpoints given → etcd; else the embedded file store",
+    "(--lease-file + --net-config-path, one machine only).",
+    "",
+    "flags:",
+  ];
+  for (const [name, spec] of Object.entries(FLAGS) as [string, FlagSpec][]) {
+    const form = spec.kind === "bool" ? "" : ` <${spec.form ?? spec.kind}>`;
+    const def = spec.kind === "duration"
+      ? formatDuration(spec.def as number)
+      : Array.isArray(spec.def)
+      ? ""
+      : String(spec.def);
+    lines.push(`  --${name}${form}`);
+    lines.push(`        ${spec.help}${def !== "" && def !== "false" ? ` (default ${def})` : ""}`);
+  }
+  return lines.join("\n");
+}
+
+/** Format milliseconds as a Go-style duration (`24h`, `90s`). */
+export function formatDuration(ms: number): string {
+  if (ms % 3600_000 === 0) return `${ms / 3600_000}h`;
+  if (ms % 60_000 === 0) return `${ms / 60_000}m`;
+  if (ms % 1000 === 0) return `${ms / 1000}s`;
+  return `${ms}ms`;
+}

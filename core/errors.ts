@@ -1,0 +1,31 @@
+/**
+ * Typed errors shared by every layer. Callers decide what to do by type:
+ * a {@link ConfigError} means "fix the configuration" (the agent re-reads it
+ * before retrying), a {@link StoreUnavailableError} means "retry later", a
+ * {@link LeaseConflictError} means "someone else won the race".
+ *
+ * @module
+ */
+
+/** A compare-and-swap on a lease lost: another host wrote it first, or the lease is no longer ours. */
+export class LeaseConflictError extends Error {
+  override name = "LeaseConflictError";
+}
+
+/** No free subnet is left in the pool. */
+export class PoolExhaustedError extends Error {
+  override name = "PoolExhaustedError";
+}
+
+/** The store could not be reached or answered with an error. */
+export class StoreUnavailableError extends Error {
+  override name = "StoreUnavailableError";
+}
+
+/** The network configuration is missing or invalid; `path` names the field. */
+export class ConfigError extends Error {
+  override name = "ConfigError";
+  constructor(message: string, readonly path?: string, options?: ErrorOptions) {
+    super(message, options);
+  }
+}

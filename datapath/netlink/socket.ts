@@ -1,0 +1,389 @@
+/**
+ * A NETLINK_ROUTE socket over libc FFI (through the runtime shim): batched
+ * requests, dumps, single gets and multicast draining. The socket is
+ * non-blocking; rtnetlink answers requests while `sendto` runs, so replies
+ * are normally queued by the time we read, and when they are not we yield
+ * to the event loop (1 ms timer) instead of blocking it, up to a timeout.
+ *
+ * Batches: each chunk of requests is sent with one `sendto` without per-
+ * message acks, followed by an `NLMSG_NOOP` barrier that asks for an ack.
+ * The kernel reports every failed request as an `NLMSG_ERROR` (it carries on
+ * with the rest of the chunk), then acks the barrier: when the barrier's ack
+ * arrives, every request before it has been applied or has failed.
+ *
+ * A socket can be created inside a named network namespace: the calling
+ * thread enters it with setns(), creates the socket and returns; the socket
+ * stays bound to that namespace.
+ *
+ * @module
+ */
+
+import { type Libc, loadLibc } from "../../core/libc.ts";
+import {
+  decodeError,
+  encodeMessage,
+  NLM_F_ACK,
+  NLM_F_DUMP_INTR,
+  NLM_F_REQUEST,
+  type NlMessage,
+  NLMSG_DONE,
+  NLMSG_ERROR,
+  NLMSG_NOOP,
+  NLMSG_OVERRUN,
+  NlWriter,
+  parseMessages,
+} from "./codec.ts";
+import { NetlinkError } from "./error.ts";
+import { inNetnsSync } from "../netns.ts";
+import { type BatchEncoder, type NlRequest, requestEncoder } from "./messages.ts";
+
+const AF_NETLINK = 16;
+const SOCK_RAW = 3;
+const SOCK_NONBLOCK = 0x800;
+const SOCK_CLOEXEC = 0x80000;
+const NETLINK_ROUTE = 0;
+const SOL_SOCKET = 1;
+const SO_SNDBUF = 7;
+const SO_RCVBUF = 8;
+const SO_SNDBUFFORCE = 32;
+const SO_RCVBUFFORCE = 33;
+const SOL_NETLINK = 270;
+const NETLINK_CAP_ACK = 10;
+const NETLINK_EXT_ACK = 11;
+const MSG_TRUNC = 0x20;
+const EAGAIN = 11;
+const EINTR = 4;
+const ENOBUFS = 105;
+const ETIMEDOUT = 110;
+
+/** Options for {@link NetlinkSocket.open}. */
+export interface NetlinkSocketOptions {
+  /**
+   * Network namespace to create the socket in: a name under
+   * `/var/run/netns` (as `ip netns add` makes) or an absolute path such as
+   * `/proc/<pid>/ns/net`. Default: the calling thread's namespace.
+   */
+  readonly netns?: string;
+  /** Multicast groups (`RTMGRP_*` bit mask) to subscribe to. */
+  readonly groups?: number;
+  /** Receive buffer size (SO_RCVBUFFORCE). Default 4 MiB. */
+  readonly receiveBufferBytes?: number;
+  /** How long a request may wait for its answer. Default 5000 ms. */
+  readonly timeoutMs?: number;
+  /** Requests per `sendto` in a batch. Default 1024. */
+  readonly chunkSize?: number;
+}
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** A NETLINK_ROUTE socket. Not safe for concurrent use without {@link NetlinkSocket.lock}. */
+export class NetlinkSocket {
+  readonly #libc: Libc;
+  readonly #fd: number;
+  readonly #timeoutMs: number;
+  readonly #chunkSize: number;
+  readonly #buf = new Uint8Array(256 * 1024);
+  readonly #addr = new Uint8Array(12);
+  readonly #out = new NlWriter(64 * 1024);
+  #seq: number;
+  #closed = false;
+  #queue: Promise<unknown> = Promise.resolve();
+
+  private constructor(libc: Libc, fd: number, options: NetlinkSocketOptions) {
+    this.#libc = libc;
+    this.#fd = fd;
+    this.#timeoutMs = options.timeoutMs ?? 5000;
+    this.#chunkSize = options.chunkSize ?? 1024;
+    this.#seq = (Date.now() % 0x3fffffff) + 1; // far from wrapping: chunks use seq + i
+    new DataView(this.#addr.buffer).setUint16(0, AF_NETLINK, true);
+  }
+
+  /**
+   * Open a socket with libc already loaded (synchronous, so a subscription
+   * exists before the caller continues).
+   *
+   * @param libc From {@link loadLibc}.
+   * @param options Namespace, groups, buffer size, timeout.
+   * @returns The bound socket.
+   * @throws {NetlinkError} When socket/bind fails (e.g. EPERM without CAP_NET_ADMIN).
+   */
+  static openWith(libc: Libc, options: NetlinkSocketOptions = {}): NetlinkSocket {
+    const create = () => {
+      const fd = libc.fn.socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, NETLINK_ROUTE);
+      if (fd < 0) throw new NetlinkError(libc.errno(), "socket(AF_NETLINK, NETLINK_ROUTE)");
+      return fd;
+    };
+    const fd = options.netns
+      ? inNetnsSync({ setns: libc.fn.setns, errno: libc.errno }, options.netns, create)
+      : create();
+    try {
+      const rcv = options.receiveBufferBytes ?? 4 * 1024 * 1024;
+      const int = new Uint8Array(4);
+      const iv = new DataView(int.buffer);
+      iv.setInt32(0, rcv, true);
+      if (libc.fn.setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, int, 4) !== 0) {
+        libc.fn.setsockopt(fd, SOL_SOCKET, SO_RCVBUF, int, 4);
+      }
+      iv.setInt32(0, 1024 * 1024, true);
+      if (libc.fn.setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, int, 4) !== 0) {
+        libc.fn.setsockopt(fd, SOL_SOCKET, SO_SNDBUF, int, 4);
+      }
+      iv.setInt32(0, 1, true);
+      // Best effort: older kernels lack these; errors are still reported without them.
+      libc.fn.setsockopt(fd, SOL_NETLINK, NETLINK_CAP_ACK, int, 4);
+      libc.fn.setsockopt(fd, SOL_NETLINK, NETLINK_EXT_ACK, int, 4);
+      const sa = new Uint8Array(12);
+      const sv = new DataView(sa.buffer);
+      sv.setUint16(0, AF_NETLINK, true);
+      sv.setUint32(8, options.groups ?? 0, true);
+      if (libc.fn.bind(fd, sa, 12) !== 0) {
+        throw new NetlinkError(
+          libc.errno(),
+          `bind(AF_NETLINK, groups 0x${(options.groups ?? 0).toString(16)})`,
+        );
+      }
+    } catch (e) {
+      libc.fn.close(fd);
+      throw e;
+    }
+    return new NetlinkSocket(libc, fd, options);
+  }
+
+  /**
+   * Load libc and open a socket.
+   *
+   * @param options Namespace, groups, buffer size, timeout.
+   * @returns The bound socket.
+   * @throws {NetlinkError} When socket/bind fails.
+   */
+  static async open(options: NetlinkSocketOptions = {}): Promise<NetlinkSocket> {
+    return NetlinkSocket.openWith(await loadLibc(), options);
+  }
+
+  /** Whether {@link close} was called. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Close the socket; pending and later calls fail. Idempotent. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#libc.fn.close(this.#fd);
+  }
+
+  /**
+   * Run `fn` after every earlier locked call has finished, so concurrent
+   * callers do not read each other's replies.
+   */
+  lock<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.#queue.then(fn, fn);
+    this.#queue = run.catch(() => {});
+    return run;
+  }
+
+  #check(what: string): void {
+    if (this.#closed) throw new Error(`Cannot ${what}: the netlink socket is closed`);
+  }
+
+  #nextSeq(): number {
+    this.#seq = this.#seq >= 0x7fffffff ? 1 : this.#seq + 1;
+    return this.#seq;
+  }
+
+  #send(bytes: Uint8Array, what: string): void {
+    for (;;) {
+      const n = this.#libc.fn.sendto(this.#fd, bytes, bytes.length, 0, this.#addr, 12);
+      if (n >= 0) return;
+      const errno = this.#libc.errno();
+      if (errno === EINTR) continue;
+      throw new NetlinkError(errno, `sendto: ${what}`);
+    }
+  }
+
+  /**
+   * Receive one datagram without blocking.
+   * @returns A copy of its bytes, or null when nothing is queued.
+   * @throws {NetlinkError} ENOBUFS when messages were dropped, or another recv error.
+   */
+  #recvOnce(): Uint8Array | null {
+    for (;;) {
+      const n = this.#libc.fn.recv(this.#fd, this.#buf, this.#buf.length, MSG_TRUNC);
+      if (n >= 0) {
+        if (n > this.#buf.length) {
+          throw new NetlinkError(90, `recv: a ${n}-byte datagram does not fit the receive buffer`);
+        }
+        return this.#buf.slice(0, n);
+      }
+      const errno = this.#libc.errno();
+      if (errno === EINTR) continue;
+      if (errno === EAGAIN) return null;
+      throw new NetlinkError(errno, "recv");
+    }
+  }
+
+  /** Receive until `handle` returns true, yielding to the event loop while nothing is queued. */
+  async #receiveUntil(what: string, handle: (m: NlMessage) => boolean): Promise<void> {
+    const deadline = Date.now() + this.#timeoutMs;
+    for (;;) {
+      this.#check(what);
+      const d = this.#recvOnce();
+      if (d === null) {
+        if (Date.now() > deadline) {
+          throw new NetlinkError(ETIMEDOUT, `${what}: no answer within ${this.#timeoutMs} ms`);
+        }
+        await sleep(1);
+        continue;
+      }
+      for (const m of parseMessages(d)) if (handle(m)) return;
+    }
+  }
+
+  /**
+   * Send requests in batches and report each one's outcome. Every request
+   * is attempted.
+   *
+   * @param requests The requests.
+   * @returns One entry per request: null on success, else its error.
+   * @throws {NetlinkError} When the socket fails (send error, lost replies, timeout).
+   */
+  execute(requests: readonly NlRequest[]): Promise<(NetlinkError | null)[]> {
+    return this.executeBatch(requestEncoder, requests);
+  }
+
+  /**
+   * Encode `items` straight into the send buffer, chunk by chunk, each chunk
+   * one `sendto` followed by the ack barrier, and report each outcome.
+   *
+   * @param encoder How to encode and describe one item.
+   * @param items The items (e.g. 5000 routes).
+   * @returns One entry per item: null on success, else its error.
+   * @throws {NetlinkError} When the socket fails (send error, lost replies, timeout).
+   */
+  executeBatch<T>(encoder: BatchEncoder<T>, items: readonly T[]): Promise<(NetlinkError | null)[]> {
+    return this.lock(async () => {
+      this.#check("send netlink requests");
+      const results: (NetlinkError | null)[] = new Array(items.length).fill(null);
+      const w = this.#out;
+      for (let start = 0; start < items.length; start += this.#chunkSize) {
+        const end = Math.min(items.length, start + this.#chunkSize);
+        w.reset();
+        if (this.#seq > 0x7fffffff - (end - start) - 2) this.#seq = 0; // keep a chunk's seqs contiguous
+        const first = this.#seq + 1;
+        for (let i = start; i < end; i++) encoder.encode(w, items[i], this.#nextSeq());
+        const barrier = this.#nextSeq();
+        w.message(NLMSG_NOOP, NLM_F_REQUEST | NLM_F_ACK, barrier, () => {});
+        this.#send(
+          w.view(),
+          end - start === 1 ? encoder.describe(items[start]) : `${end - start} requests`,
+        );
+        await this.#receiveUntil(`ack of ${end - start} requests`, (m) => {
+          if (m.type !== NLMSG_ERROR) return false;
+          const e = decodeError(m);
+          if (e.request.seq === barrier) return true;
+          const i = start + (e.request.seq - first);
+          if (e.errno !== 0 && i >= start && i < end) {
+            results[i] = new NetlinkError(e.errno, encoder.describe(items[i]), e.extMessage);
+          }
+          return false;
+        });
+      }
+      return results;
+    });
+  }
+
+  /**
+   * Run a dump request and collect every reply message (restarting when the
+   * kernel flags the dump as interrupted by concurrent changes).
+   *
+   * @param request A request with `NLM_F_DUMP`.
+   * @returns The reply messages (copies, safe to keep).
+   * @throws {NetlinkError} When the kernel refuses the dump or the socket fails.
+   */
+  dump(request: NlRequest): Promise<NlMessage[]> {
+    return this.lock(async () => {
+      for (let attempt = 0;; attempt++) {
+        this.#check(request.describe());
+        const seq = this.#nextSeq();
+        this.#send(
+          encodeMessage(request.type, request.flags | NLM_F_REQUEST, seq, request.body),
+          request.describe(),
+        );
+        const out: NlMessage[] = [];
+        let interrupted = false;
+        await this.#receiveUntil(request.describe(), (m) => {
+          if (m.seq !== seq) return false;
+          if (m.flags & NLM_F_DUMP_INTR) interrupted = true;
+          if (m.type === NLMSG_DONE) return true;
+          if (m.type === NLMSG_ERROR) {
+            const e = decodeError(m);
+            if (e.errno !== 0) throw new NetlinkError(e.errno, request.describe(), e.extMessage);
+            return true;
+          }
+          if (m.type === NLMSG_OVERRUN) throw new NetlinkError(ENOBUFS, request.describe());
+          out.push(m);
+          return false;
+        });
+        if (!interrupted || attempt >= 4) return out;
+      }
+    });
+  }
+
+  /**
+   * Send one request that the kernel answers with one message (e.g.
+   * RTM_GETLINK by name).
+   *
+   * @param request The request.
+   * @returns The reply.
+   * @throws {NetlinkError} With the kernel's errno (ENODEV for a missing link, …).
+   */
+  get(request: NlRequest): Promise<NlMessage> {
+    return this.lock(async () => {
+      this.#check(request.describe());
+      const seq = this.#nextSeq();
+      this.#send(
+        encodeMessage(request.type, request.flags | NLM_F_REQUEST, seq, request.body),
+        request.describe(),
+      );
+      let reply: NlMessage | undefined;
+      await this.#receiveUntil(request.describe(), (m) => {
+        if (m.seq !== seq) return false;
+        if (m.type === NLMSG_ERROR) {
+          const e = decodeError(m);
+          if (e.errno !== 0) throw new NetlinkError(e.errno, request.describe(), e.extMessage);
+          return false;
+        }
+        reply = m;
+        return true;
+      });
+      return reply!;
+    });
+  }
+
+  /**
+   * Read every queued multicast message without blocking.
+   *
+   * @returns The messages, and whether the kernel dropped some (ENOBUFS).
+   * @throws {NetlinkError} On other receive errors.
+   */
+  drain(): { messages: NlMessage[]; overrun: boolean } {
+    this.#check("read netlink events");
+    const messages: NlMessage[] = [];
+    let overrun = false;
+    for (let i = 0; i < 4096; i++) {
+      let d: Uint8Array | null;
+      try {
+        d = this.#recvOnce();
+      } catch (e) {
+        if (e instanceof NetlinkError && e.errno === ENOBUFS) {
+          overrun = true;
+          continue;
+        }
+        throw e;
+      }
+      if (d === null) break;
+      for (const m of parseMessages(d)) messages.push(m);
+    }
+    return { messages, overrun };
+  }
+}

@@ -1,0 +1,208 @@
+import assert from "node:assert/strict";
+import { parseNetworkConfig } from "../config.ts";
+import { formatIPv4Net, formatIPv6Net } from "../../core/ip.ts";
+import {
+  annotationKeys,
+  annotationUpdate,
+  type KubeNode,
+  networkAvailablePatch,
+  nodeToLease,
+  parseKubeNode,
+  podCidrsOf,
+} from "./node.ts";
+import { type Lease } from "../types.ts";
+import { ConfigError } from "../../core/errors.ts";
+
+const keys = annotationKeys();
+const A = "flannel.alpha.coreos.com/";
+const v4config = parseNetworkConfig('{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}');
+const dualConfig = parseNetworkConfig(
+  '{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:10:5::/48","Backend":{"Type":"vxlan"}}',
+);
+
+function node(
+  podCIDRs: string[] | undefined,
+  annotations: Record<string, string> = {},
+  podCIDR?: string,
+): KubeNode {
+  return {
+    metadata: { name: "n1", annotations },
+    spec: { ...(podCIDRs ? { podCIDRs } : {}), ...(podCIDR ? { podCIDR } : {}) },
+  };
+}
+
+const managed = (extra: Record<string, string> = {}) => ({
+  [A + "kube-subnet-manager"]: "true",
+  [A + "public-ip"]: "192.0.2.1",
+  [A + "backend-type"]: "vxlan",
+  [A + "backend-data"]: '{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:01"}',
+  ...extra,
+});
+
+Deno.test("annotationKeys() follows flannel's prefix rules", () => {
+  const table: [string, string][] = [
+    ["flannel.alpha.coreos.com", "flannel.alpha.coreos.com/public-ip"],
+    ["example.com/weft", "example.com/weft-public-ip"],
+    ["example.com/weft-", "example.com/weft-public-ip"],
+    ["example.com/", "example.com/public-ip"],
+  ];
+  for (const [prefix, want] of table) assert.equal(annotationKeys(prefix).publicIP, want, prefix);
+  assert.equal(keys.nodePublicIP, A + "node-public-ip");
+  assert.equal(keys.publicIPOverwrite, A + "public-ip-overwrite");
+  assert.equal(keys.subnetKubeManaged, A + "kube-subnet-manager");
+});
+
+Deno.test("annotationKeys() rejects prefixes Kubernetes would reject", () => {
+  for (const bad of ["a/b/c", "NoDots", "UPPER.case.com", "example.com/Bad Name"]) {
+    assert.throws(() => annotationKeys(bad), (e: Error) => e instanceof ConfigError, bad);
+  }
+});
+
+Deno.test("podCidrsOf() reads podCIDRs by family, falling back to podCIDR", () => {
+  const ok = podCidrsOf(node(["10.5.1.0/24", "fd00:10:5:1::/64"]));
+  assert.ok(typeof ok !== "string");
+  assert.equal(formatIPv4Net(ok.v4!), "10.5.1.0/24");
+  assert.equal(formatIPv6Net(ok.v6!), "fd00:10:5:1::/64");
+  const legacy = podCidrsOf(node(undefined, {}, "10.5.7.0/24"));
+  assert.ok(typeof legacy !== "string");
+  assert.equal(formatIPv4Net(legacy.v4!), "10.5.7.0/24");
+  const none = podCidrsOf(node(undefined));
+  assert.ok(typeof none !== "string" && !none.v4 && !none.v6);
+});
+
+Deno.test("podCidrsOf() explains malformed podCIDRs", () => {
+  const table: [string[], RegExp][] = [
+    [["10.5.1.0/24", "10.5.2.0/24"], /two IPv4 podCIDRs.*at most one CIDR per family/],
+    [["fd00::/64", "fd01::/64"], /two IPv6 podCIDRs/],
+    [["10.5.1.0/24", "fd00::/64", "10.5.2.0/24"], /3 podCIDRs/],
+    [["banana"], /"banana", which is not a CIDR/],
+  ];
+  for (const [cidrs, re] of table) {
+    const r = podCidrsOf(node(cidrs));
+    assert.equal(typeof r, "string", cidrs.join());
+    assert.match(r as string, re);
+  }
+});
+
+Deno.test("nodeToLease() ignores nodes without the kube-subnet-manager annotation", () => {
+  assert.equal(nodeToLease(node(["10.5.1.0/24"], {}), keys, v4config), null);
+  assert.equal(
+    nodeToLease(node(["10.5.1.0/24"], { [A + "kube-subnet-manager"]: "false" }), keys),
+    null,
+  );
+});
+
+Deno.test("nodeToLease() decodes flannel's annotations", () => {
+  const lease = nodeToLease(node(["10.5.1.0/24"], managed()), keys, v4config) as Lease;
+  assert.equal(formatIPv4Net(lease.subnet), "10.5.1.0/24");
+  assert.deepEqual(lease.attrs, {
+    publicIP: "192.0.2.1",
+    publicIPv6: null,
+    backendType: "vxlan",
+    backendData: { VNI: 1, VtepMAC: "aa:bb:cc:dd:ee:01" },
+  });
+  assert.equal(lease.expiration, null);
+  const dual = nodeToLease(
+    node(
+      ["10.5.1.0/24", "fd00:10:5:1::/64"],
+      managed({ [A + "public-ipv6"]: "2001:db8::1", [A + "backend-v6-data"]: '{"VNI":1}' }),
+    ),
+    keys,
+    dualConfig,
+  ) as Lease;
+  assert.equal(formatIPv6Net(dual.ipv6Subnet!), "fd00:10:5:1::/64");
+  assert.equal(dual.attrs.publicIPv6, "2001:db8::1");
+  assert.deepEqual(dual.attrs.backendV6Data, { VNI: 1 });
+});
+
+Deno.test("nodeToLease() explains why a managed node is unusable", () => {
+  const table: [KubeNode, RegExp][] = [
+    [
+      node(["10.5.1.0/24"], managed({ [A + "backend-data"]: "{not json" })),
+      /backend-data that is not JSON: "\{not json"/,
+    ],
+    [node(["10.5.1.0/24"], managed({ [A + "public-ip"]: "nope" })), /"nope", which is not an IPv4/],
+    [
+      node(["10.6.1.0/24"], managed()),
+      /podCIDR 10\.6\.1\.0\/24 of node n1 is not inside Network 10\.5\.0\.0\/16 from/,
+    ],
+    [node(["10.5.1.0/24", "10.5.2.0/24"], managed()), /two IPv4 podCIDRs/],
+    [node(undefined, managed()), /has no IPv4 podCIDR/],
+  ];
+  for (const [n, re] of table) {
+    const r = nodeToLease(n, keys, v4config, "/etc/kube-flannel/net-conf.json");
+    assert.equal(typeof r, "string", String(re));
+    assert.match(r as string, re);
+  }
+  const v6missing = nodeToLease(node(["10.5.1.0/24"], managed()), keys, dualConfig);
+  assert.match(v6missing as string, /no IPv6 podCIDR.*EnableIPv6/);
+});
+
+Deno.test("parseKubeNode() rejects objects that are not nodes", () => {
+  assert.match(parseKubeNode({ metadata: {} }) as string, /metadata\.name/);
+  assert.match(
+    parseKubeNode({ metadata: { name: "x", annotations: { a: 1 } } }) as string,
+    /not a Node/,
+  );
+  assert.equal(typeof parseKubeNode({ metadata: { name: "x" } }), "object");
+});
+
+Deno.test("annotationUpdate() writes flannel's annotations and nothing when unchanged", () => {
+  const attrs = {
+    publicIP: "192.0.2.1",
+    backendType: "vxlan",
+    backendData: { VNI: 1, VtepMAC: "aa:bb:cc:dd:ee:01" },
+  };
+  const first = annotationUpdate({}, attrs, keys);
+  assert.deepEqual(first.changes, {
+    [A + "backend-type"]: "vxlan",
+    [A + "backend-data"]: '{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:01"}',
+    [A + "public-ip"]: "192.0.2.1",
+    [A + "kube-subnet-manager"]: "true",
+  });
+  assert.deepEqual(annotationUpdate(first.changes, attrs, keys).changes, {});
+});
+
+Deno.test("annotationUpdate() leaves vxlan's backend-data alone until it has data", () => {
+  const u = annotationUpdate({}, { publicIP: "192.0.2.1", backendType: "vxlan" }, keys);
+  assert.equal(u.changes[A + "backend-data"], undefined);
+  assert.equal(u.changes[A + "public-ip"], undefined);
+  const hostgw = annotationUpdate({}, { publicIP: "192.0.2.1", backendType: "host-gw" }, keys);
+  assert.equal(hostgw.changes[A + "backend-data"], "null");
+  assert.equal(hostgw.changes[A + "public-ip"], "192.0.2.1");
+});
+
+Deno.test("annotationUpdate() publishes public-ip-overwrite instead of the detected IP", () => {
+  const current = { [A + "public-ip-overwrite"]: "198.51.100.9" };
+  const u = annotationUpdate(current, { publicIP: "192.0.2.1", backendType: "host-gw" }, keys);
+  assert.equal(u.changes[A + "public-ip"], "198.51.100.9");
+  assert.equal(u.published.publicIP, "198.51.100.9");
+});
+
+Deno.test("annotationUpdate() publishes IPv6 attributes for dual-stack backends", () => {
+  const u = annotationUpdate({ [A + "public-ipv6-overwrite"]: "2001:db8::9" }, {
+    publicIP: "192.0.2.1",
+    publicIPv6: "2001:db8::1",
+    backendType: "vxlan",
+    backendData: { VNI: 1 },
+    backendV6Data: { VNI: 1, VtepMAC: "aa:bb:cc:dd:ee:02" },
+  }, keys);
+  assert.equal(u.changes[A + "backend-v6-data"], '{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:02"}');
+  assert.equal(u.changes[A + "public-ipv6"], "2001:db8::9");
+});
+
+Deno.test("networkAvailablePatch() matches flannel's NetworkUnavailable condition", () => {
+  const p = networkAvailablePatch(Date.UTC(2026, 0, 2, 3, 4, 5, 678));
+  assert.deepEqual(p, {
+    status: {
+      conditions: [{
+        type: "NetworkUnavailable",
+        status: "False",
+        reason: "FlannelIsUp",
+        message: "Flannel is running on this node",
+        lastTransitionTime: "2026-01-02T03:04:05Z",
+        lastHeartbeatTime: "2026-01-02T03:04:05Z",
+      }],
+    },
+  });
+});

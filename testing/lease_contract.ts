@@ -1,0 +1,467 @@
+/**
+ * The LeaseStore contract: one suite every store (file, etcd, kube) runs.
+ * A store's test file calls {@link leaseStoreContract} with a harness that
+ * knows how to set that store up; capabilities switch off the cases a store
+ * cannot have (e.g. Kubernetes has no TTLs), each with its reason written in
+ * the harness.
+ *
+ * @module
+ */
+
+import assert from "node:assert/strict";
+import { formatIPv4Net, parseIPv4 } from "../core/ip.ts";
+import type { NetworkConfig } from "../lease/config.ts";
+import { isSubnetCompatible } from "../lease/alloc.ts";
+import { type Lease, type LeaseAttrs, type LeaseEvent, type LeaseStore } from "../lease/types.ts";
+import { PoolExhaustedError } from "../core/errors.ts";
+
+/** What a store supports; cases needing a missing capability are skipped. */
+export interface ContractCapabilities {
+  /** Leases carry a TTL and vanish when not renewed. */
+  readonly ttl: boolean;
+  /** Smallest TTL the store honours, ms (etcd: 2000). */
+  readonly minTtlMs?: number;
+  /** Records without a TTL can be written by an operator and are never expired. */
+  readonly reservations: boolean;
+  /** History can be compacted, forcing a re-list. */
+  readonly compaction: boolean;
+  /** The server can be restarted under a running watch. */
+  readonly restart: boolean;
+  /** The store picks subnets itself (false when, as in Kubernetes, they are assigned outside). */
+  readonly allocation: boolean;
+  /** Malformed records can be written by hand. */
+  readonly garbage: boolean;
+}
+
+/** Sets up one store backing for one test. */
+export interface ContractHarness {
+  readonly capabilities: ContractCapabilities;
+  /**
+   * A store client acting for host number `host` (0, 1, 2…). Each call is a
+   * new client (as after an agent restart). Host n publishes public IP
+   * {@link hostIP}(n).
+   */
+  open(host: number, options?: { ttlMs?: number }): Promise<LeaseStore>;
+  /** Write a reservation (a record without TTL) for `subnet` (CIDR) and public IP. */
+  writeReservation?(subnet: string, publicIP: string): Promise<void>;
+  /** Write a malformed record for `subnet` with the given raw value. */
+  writeGarbage?(subnet: string, value: string): Promise<void>;
+  /** Remove a host's lease behind the agent's back (as an operator would). */
+  removeExternally?(lease: Lease): Promise<void>;
+  /** Compact all history up to now. */
+  compact?(): Promise<void>;
+  /** Restart the server (same data). */
+  restart?(): Promise<void>;
+  /** Remove everything the harness made. */
+  cleanup(): Promise<void>;
+}
+
+/** Network config every contract case uses: 10.5.0.0/16, /24 subnets. */
+export const CONTRACT_CONFIG = '{"Network":"10.5.0.0/16","Backend":{"Type":"alloc"}}';
+
+/** The public IP of contract host n. */
+export function hostIP(n: number): string {
+  return `192.0.2.${10 + n}`;
+}
+
+/** Attributes contract host n publishes. */
+export function hostAttrs(n: number, extra: Partial<LeaseAttrs> = {}): LeaseAttrs {
+  return { publicIP: hostIP(n), backendType: "alloc", ...extra };
+}
+
+/**
+ * Read a watch until `done(events so far)` holds or `timeoutMs` passes.
+ *
+ * @returns All events seen.
+ * @throws {Error} On timeout, listing what was seen.
+ */
+export async function watchUntil(
+  store: LeaseStore,
+  revision: string,
+  done: (events: LeaseEvent[]) => boolean,
+  timeoutMs: number,
+  during?: () => Promise<void>,
+): Promise<LeaseEvent[]> {
+  const ac = new AbortController();
+  const seen: LeaseEvent[] = [];
+  const timer = setTimeout(() => ac.abort(new Error("timeout")), timeoutMs);
+  const reader = (async () => {
+    try {
+      for await (const batch of store.watch(revision, ac.signal)) {
+        seen.push(...batch);
+        if (done(seen)) return true;
+      }
+    } catch (e) {
+      if (!ac.signal.aborted) throw e;
+    }
+    return done(seen);
+  })();
+  try {
+    if (during) {
+      await during();
+      // the change may have arrived before `during` set what `done` checks
+      if (done(seen)) {
+        ac.abort();
+        await reader;
+        return seen;
+      }
+    }
+    const ok = await reader;
+    if (!ok) {
+      throw new Error(
+        `watch did not see the expected events within ${timeoutMs} ms; saw: ${describe(seen)}`,
+      );
+    }
+    return seen;
+  } finally {
+    clearTimeout(timer);
+    ac.abort();
+  }
+}
+
+function describe(events: LeaseEvent[]): string {
+  return events.map((e) =>
+    e.type === "snapshot"
+      ? `snapshot[${e.leases.map((l) => formatIPv4Net(l.subnet)).join(",")}]`
+      : `${e.type} ${formatIPv4Net(e.lease.subnet)}`
+  ).join("; ") || "(nothing)";
+}
+
+/** Whether the events include `type` for `subnet`. */
+export function sawEvent(events: LeaseEvent[], type: "added" | "removed", lease: Lease): boolean {
+  return events.some((e) =>
+    e.type === type && e.lease.subnet.ip === lease.subnet.ip &&
+    e.lease.subnet.prefixLen === lease.subnet.prefixLen
+  );
+}
+
+/** The set of subnets the events describe at the end (snapshots reset it). */
+export function replay(initial: Lease[], events: LeaseEvent[]): Map<string, Lease> {
+  const m = new Map<string, Lease>(initial.map((l) => [formatIPv4Net(l.subnet), l]));
+  for (const e of events) {
+    if (e.type === "snapshot") {
+      m.clear();
+      for (const l of e.leases) m.set(formatIPv4Net(l.subnet), l);
+    } else if (e.type === "added") m.set(formatIPv4Net(e.lease.subnet), e.lease);
+    else m.delete(formatIPv4Net(e.lease.subnet));
+  }
+  return m;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Register the contract cases as Deno tests.
+ *
+ * @param name Store name, prefixed to each test name.
+ * @param makeHarness Builds a fresh harness per case.
+ * @param options `sanitize: false` when the store's client keeps timers or
+ *   sockets alive across the test boundary by design.
+ */
+export function leaseStoreContract(
+  name: string,
+  makeHarness: () => Promise<ContractHarness>,
+  options: { sanitize?: boolean } = {},
+): void {
+  const sanitize = options.sanitize ?? true;
+  const opened: LeaseStore[] = [];
+  const test = (
+    title: string,
+    needs: (c: ContractCapabilities) => boolean,
+    fn: (h: ContractHarness, open: ContractHarness["open"]) => Promise<void>,
+  ) => {
+    Deno.test({
+      name: `${name} store: ${title}`,
+      sanitizeOps: sanitize,
+      sanitizeResources: sanitize,
+      fn: async (t) => {
+        const h = await makeHarness();
+        try {
+          if (!needs(h.capabilities)) {
+            await t.step({
+              name: "skipped: the store lacks this capability",
+              ignore: true,
+              fn: () => {},
+            });
+            return;
+          }
+          const open: ContractHarness["open"] = async (host, o) => {
+            const s = await h.open(host, o);
+            opened.push(s);
+            return s;
+          };
+          await fn(h, open);
+        } finally {
+          for (const s of opened.splice(0)) await s.close().catch(() => {});
+          await h.cleanup();
+        }
+      },
+    });
+  };
+  const all = () => true;
+
+  test("reads and validates the network config", all, async (_h, open) => {
+    const s = await open(0);
+    const cfg = await s.getNetworkConfig();
+    assert.equal(formatIPv4Net(cfg.network!), "10.5.0.0/16");
+    assert.equal(cfg.subnetLen, 24);
+  });
+
+  test("acquire gives a lease inside the network and list shows it", all, async (_h, open) => {
+    const s = await open(0);
+    const cfg = await s.getNetworkConfig();
+    const lease = await s.acquire(cfg, { attrs: hostAttrs(0) });
+    assert.ok(isSubnetCompatible(cfg, lease.subnet), formatIPv4Net(lease.subnet));
+    assert.equal(lease.attrs.publicIP, hostIP(0));
+    const { leases } = await s.list();
+    const found = leases.find((l) => l.subnet.ip === lease.subnet.ip);
+    assert.ok(found, "acquired lease is listed");
+    assert.equal(found.attrs.publicIP, hostIP(0));
+    assert.equal(found.attrs.backendType, "alloc");
+  });
+
+  test("hosts get distinct subnets", all, async (_h, open) => {
+    const subnets = new Set<string>();
+    for (let i = 0; i < 3; i++) {
+      const s = await open(i);
+      const lease = await s.acquire(await s.getNetworkConfig(), { attrs: hostAttrs(i) });
+      subnets.add(formatIPv4Net(lease.subnet));
+    }
+    assert.equal(subnets.size, 3);
+  });
+
+  test("a restarted host gets its own lease back", all, async (_h, open) => {
+    const s1 = await open(0);
+    const cfg = await s1.getNetworkConfig();
+    const first = await s1.acquire(cfg, { attrs: hostAttrs(0) });
+    await s1.close();
+    const s2 = await open(0);
+    const again = await s2.acquire(cfg, { attrs: hostAttrs(0, { backendData: { n: 2 } }) });
+    assert.deepEqual(again.subnet, first.subnet);
+    const { leases } = await s2.list();
+    assert.equal(leases.filter((l) => l.attrs.publicIP === hostIP(0)).length, 1);
+    assert.deepEqual(
+      leases.find((l) => l.attrs.publicIP === hostIP(0))?.attrs.backendData,
+      { n: 2 },
+      "attributes are republished on reuse",
+    );
+  });
+
+  test("the previous subnet is preferred when free", (c) => c.allocation, async (_h, open) => {
+    const s = await open(0);
+    const cfg = await s.getNetworkConfig();
+    const prev = { ip: parseIPv4("10.5.77.0"), prefixLen: 24 };
+    const lease = await s.acquire(cfg, { attrs: hostAttrs(0), previousSubnet: prev });
+    assert.equal(formatIPv4Net(lease.subnet), "10.5.77.0/24");
+  });
+
+  test("a previous subnet outside the pool is ignored", (c) => c.allocation, async (_h, open) => {
+    const s = await open(0);
+    const cfg = await s.getNetworkConfig();
+    const prev = { ip: parseIPv4("10.6.77.0"), prefixLen: 24 };
+    const lease = await s.acquire(cfg, { attrs: hostAttrs(0), previousSubnet: prev });
+    assert.ok(isSubnetCompatible(cfg, lease.subnet));
+  });
+
+  test("a full pool fails with PoolExhaustedError", (c) => c.allocation, async (_h, open) => {
+    const s = await open(0);
+    const base = await s.getNetworkConfig();
+    // three subnets: 10.5.1.0 .. 10.5.3.0
+    const cfg: NetworkConfig = { ...base, subnetMax: parseIPv4("10.5.3.0") };
+    for (let i = 0; i < 3; i++) {
+      const si = await open(i);
+      await si.acquire(cfg, { attrs: hostAttrs(i) });
+    }
+    const s4 = await open(3);
+    await assert.rejects(
+      () => s4.acquire(cfg, { attrs: hostAttrs(3) }),
+      (e: Error) => e instanceof PoolExhaustedError && /3 of 3 in use/.test(e.message),
+    );
+  });
+
+  test("renew extends the expiry and republishes attributes", (c) => c.ttl, async (_h, open) => {
+    const s = await open(0, { ttlMs: 60_000 });
+    const cfg = await s.getNetworkConfig();
+    const lease = await s.acquire(cfg, { attrs: hostAttrs(0) });
+    assert.ok(lease.expiration !== null && lease.expiration > Date.now() + 30_000);
+    await sleep(1100);
+    const renewed = await s.renew({ ...lease, attrs: hostAttrs(0, { backendData: { v: 2 } }) });
+    assert.ok(renewed.expiration! > lease.expiration!, "expiry moved forward");
+    const listed = (await s.list()).leases.find((l) => l.subnet.ip === lease.subnet.ip);
+    assert.deepEqual(listed?.attrs.backendData, { v: 2 });
+  });
+
+  test("an unrenewed lease expires and watchers see it go", (c) => c.ttl, async (h, open) => {
+    const ttl = Math.max(h.capabilities.minTtlMs ?? 1000, 1000);
+    const s = await open(0, { ttlMs: ttl });
+    const cfg = await s.getNetworkConfig();
+    const snap = await s.list();
+    const lease = await s.acquire(cfg, { attrs: hostAttrs(0) });
+    const events = await watchUntil(
+      s,
+      snap.revision,
+      (ev) => sawEvent(ev, "removed", lease),
+      ttl + 10_000,
+    );
+    assert.ok(sawEvent(events, "added", lease));
+    const { leases } = await s.list();
+    assert.ok(!leases.some((l) => l.subnet.ip === lease.subnet.ip));
+  });
+
+  test("release removes the lease", all, async (_h, open) => {
+    const s = await open(0);
+    const lease = await s.acquire(await s.getNetworkConfig(), { attrs: hostAttrs(0) });
+    await s.release(lease);
+    const { leases } = await s.list();
+    assert.ok(!leases.some((l) => l.subnet.ip === lease.subnet.ip));
+  });
+
+  test("watch sees peers added, updated and removed", all, async (_h, open) => {
+    const watcher = await open(0);
+    const cfg = await watcher.getNetworkConfig();
+    const snap = await watcher.list();
+    const peer = await open(1);
+    let lease: Lease | undefined;
+    const events = await watchUntil(
+      watcher,
+      snap.revision,
+      (ev) => lease !== undefined && sawEvent(ev, "removed", lease),
+      10_000,
+      async () => {
+        lease = await peer.acquire(cfg, { attrs: hostAttrs(1) });
+        await peer.renew({ ...lease, attrs: hostAttrs(1, { backendData: { v: 3 } }) });
+        await peer.release(lease);
+      },
+    );
+    const added = events.filter((e) => e.type === "added");
+    assert.ok(added.length >= 1, "added seen");
+    assert.ok(
+      added.some((e) =>
+        e.type === "added" && (e.lease.attrs.backendData as { v?: number })?.v === 3
+      ),
+      "update seen as added with the new attributes",
+    );
+    assert.equal(replay(snap.leases, events).size, snap.leases.length);
+  });
+
+  test("watch yields nothing before a change", all, async (_h, open) => {
+    const s = await open(0);
+    const cfg = await s.getNetworkConfig();
+    await s.acquire(cfg, { attrs: hostAttrs(0) });
+    const snap = await s.list();
+    await assert.rejects(
+      () => watchUntil(s, snap.revision, (ev) => ev.length > 0, 600),
+      /did not see/,
+    );
+  });
+
+  test("an operator deleting a lease is seen by watchers", all, async (h, open) => {
+    if (!h.removeExternally) throw new Error("harness must provide removeExternally");
+    const s = await open(0);
+    const cfg = await s.getNetworkConfig();
+    const peer = await open(1);
+    const lease = await peer.acquire(cfg, { attrs: hostAttrs(1) });
+    const snap = await s.list();
+    const events = await watchUntil(
+      s,
+      snap.revision,
+      (ev) => sawEvent(ev, "removed", lease),
+      10_000,
+      () => h.removeExternally!(lease),
+    );
+    assert.equal(replay(snap.leases, events).has(formatIPv4Net(lease.subnet)), false);
+  });
+
+  test("watch resumes after the server restarts", (c) => c.restart, async (h, open) => {
+    const s = await open(0);
+    const cfg = await s.getNetworkConfig();
+    const snap = await s.list();
+    const peer = await open(1);
+    let lease: Lease | undefined;
+    const events = await watchUntil(
+      s,
+      snap.revision,
+      (ev) => lease !== undefined && sawEvent(ev, "added", lease),
+      30_000,
+      async () => {
+        await sleep(300); // let the watch establish
+        await h.restart!();
+        for (let i = 0;; i++) {
+          try {
+            lease = await peer.acquire(cfg, { attrs: hostAttrs(1) });
+            break;
+          } catch (e) {
+            if (i > 50) throw e;
+            await sleep(200);
+          }
+        }
+      },
+    );
+    assert.ok(replay(snap.leases, events).has(formatIPv4Net(lease!.subnet)));
+  });
+
+  test("a compacted history is re-listed as a snapshot", (c) => c.compaction, async (h, open) => {
+    const s = await open(0);
+    const cfg = await s.getNetworkConfig();
+    const snap = await s.list();
+    const peer1 = await open(1);
+    const peer2 = await open(2);
+    const a = await peer1.acquire(cfg, { attrs: hostAttrs(1) });
+    const b = await peer2.acquire(cfg, { attrs: hostAttrs(2) });
+    await peer1.release(a);
+    await h.compact!();
+    const events = await watchUntil(
+      s,
+      snap.revision,
+      (ev) => ev.some((e) => e.type === "snapshot"),
+      10_000,
+    );
+    const final = replay(snap.leases, events);
+    assert.ok(final.has(formatIPv4Net(b.subnet)), "the surviving lease is in the snapshot");
+    assert.ok(!final.has(formatIPv4Net(a.subnet)), "the released lease is not");
+  });
+
+  test(
+    "reservations are honoured and never expire",
+    (c) => c.reservations && c.ttl,
+    async (h, open) => {
+      await h.writeReservation!("10.5.9.0/24", hostIP(5));
+      const ttl = Math.max(h.capabilities.minTtlMs ?? 1000, 1000);
+      const s = await open(0, { ttlMs: ttl });
+      const cfg: NetworkConfig = {
+        ...(await s.getNetworkConfig()),
+        subnetMin: parseIPv4("10.5.8.0"),
+        subnetMax: parseIPv4("10.5.9.0"),
+      };
+      const other = await s.acquire(cfg, {
+        attrs: hostAttrs(0),
+        previousSubnet: { ip: parseIPv4("10.5.9.0"), prefixLen: 24 },
+      });
+      assert.equal(
+        formatIPv4Net(other.subnet),
+        "10.5.8.0/24",
+        "the reserved subnet is not handed out",
+      );
+      const owner = await open(5, { ttlMs: ttl });
+      const mine = await owner.acquire(cfg, { attrs: hostAttrs(5) });
+      assert.equal(formatIPv4Net(mine.subnet), "10.5.9.0/24", "the reservation's host gets it");
+      assert.equal(mine.expiration, null, "still a reservation after reuse");
+      await sleep(ttl + 1500);
+      const { leases } = await s.list();
+      const kept = leases.find((l) => formatIPv4Net(l.subnet) === "10.5.9.0/24");
+      assert.ok(kept, "reservation outlives the TTL");
+      assert.equal(kept.expiration, null);
+      assert.ok(!leases.some((l) => l.subnet.ip === other.subnet.ip), "the ordinary lease expired");
+    },
+  );
+
+  test("malformed records are skipped, not thrown", (c) => c.garbage, async (h, open) => {
+    await h.writeGarbage!("10.5.3.0/24", "{not json");
+    await h.writeGarbage!("10.5.4.0/24", '{"PublicIP":"not-an-ip"}');
+    const s = await open(0);
+    const cfg = await s.getNetworkConfig();
+    const lease = await s.acquire(cfg, { attrs: hostAttrs(0) });
+    const { leases } = await s.list();
+    assert.deepEqual(leases.map((l) => formatIPv4Net(l.subnet)), [formatIPv4Net(lease.subnet)]);
+  });
+}

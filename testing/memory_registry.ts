@@ -1,0 +1,158 @@
+/**
+ * An in-memory LeaseRegistry for unit tests: revisions, TTLs on an injected
+ * clock, compaction, and a switch that makes every call fail as an
+ * unreachable store would. It follows etcd's semantics closely enough that
+ * the shared contract suite passes against it.
+ *
+ * @module
+ */
+
+import { type Clock, systemClock } from "../core/clock.ts";
+import type { LeaseRegistry, RawEvent, RawRecord } from "../lease/kv_store.ts";
+import { StoreUnavailableError } from "../core/errors.ts";
+
+interface Entry {
+  value: string;
+  expiration: number | null;
+}
+
+/** The memory registry with test controls. */
+export interface MemoryRegistry extends LeaseRegistry {
+  /** The config text (null = missing). */
+  config: string | null;
+  /** When true every call rejects with StoreUnavailableError. */
+  down: boolean;
+  /** Current revision. */
+  readonly revision: number;
+  /** Forget history up to now (watchers from older revisions get `compacted`). */
+  compact(): void;
+  /** Drop expired records now (normally done on every call). */
+  expire(): void;
+}
+
+/**
+ * Create a memory registry.
+ *
+ * @param options Initial config text and the clock TTLs run on.
+ */
+export function createMemoryRegistry(
+  options: { config?: string | null; clock?: Clock } = {},
+): MemoryRegistry {
+  const clock = options.clock ?? systemClock;
+  const records = new Map<string, Entry>();
+  const log: { revision: number; event: RawEvent }[] = [];
+  let revision = 1;
+  let compacted = 0;
+  const waiters = new Set<() => void>();
+
+  const emit = (event: RawEvent) => {
+    revision++;
+    log.push({ revision, event });
+    for (const w of [...waiters]) w();
+  };
+  const expire = () => {
+    const now = clock.now();
+    for (const [key, e] of records) {
+      if (e.expiration !== null && e.expiration <= now) {
+        records.delete(key);
+        emit({ type: "delete", key });
+      }
+    }
+  };
+  const guard = () => {
+    if (reg.down) throw new StoreUnavailableError("memory store is down (test switch)");
+    expire();
+  };
+  const expiry = (ttl: number | null) => (ttl === null ? null : clock.now() + ttl);
+
+  const reg: MemoryRegistry = {
+    name: "memory",
+    configSource: "memory config",
+    config: options.config ?? null,
+    down: false,
+    get revision() {
+      return revision;
+    },
+    compact() {
+      compacted = revision;
+      log.length = 0;
+    },
+    expire,
+    getConfig() {
+      return Promise.resolve().then(() => {
+        guard();
+        return reg.config;
+      });
+    },
+    list() {
+      return Promise.resolve().then(() => {
+        guard();
+        const out: RawRecord[] = [...records].map(([key, e]) => ({ key, ...e }));
+        return { records: out, revision };
+      });
+    },
+    create(key, value, ttlMs) {
+      return Promise.resolve().then(() => {
+        guard();
+        if (records.has(key)) return false as const;
+        const expiration = expiry(ttlMs);
+        records.set(key, { value, expiration });
+        emit({ type: "put", record: { key, value, expiration } });
+        return expiration;
+      });
+    },
+    put(key, value, ttlMs) {
+      return Promise.resolve().then(() => {
+        guard();
+        const expiration = expiry(ttlMs);
+        records.set(key, { value, expiration });
+        emit({ type: "put", record: { key, value, expiration } });
+        return expiration;
+      });
+    },
+    delete(key) {
+      return Promise.resolve().then(() => {
+        guard();
+        if (records.delete(key)) emit({ type: "delete", key });
+      });
+    },
+    async *watch(from, signal) {
+      let rev = from;
+      while (!signal.aborted) {
+        if (reg.down) throw new StoreUnavailableError("memory store is down (test switch)");
+        expire();
+        if (rev < compacted) {
+          yield { events: [{ type: "compacted" }], revision };
+          return;
+        }
+        const events = log.filter((l) => l.revision > rev).map((l) => l.event);
+        if (revision > rev) {
+          rev = revision;
+          if (events.length) yield { events, revision: rev };
+          continue;
+        }
+        const due = [...records.values()].map((e) => e.expiration).filter((x): x is number =>
+          x !== null
+        );
+        const ac = new AbortController();
+        const onAbort = () => ac.abort();
+        signal.addEventListener("abort", onAbort, { once: true });
+        await new Promise<void>((resolve) => {
+          const done = () => {
+            waiters.delete(done);
+            resolve();
+          };
+          waiters.add(done);
+          ac.signal.addEventListener("abort", done, { once: true });
+          if (due.length) {
+            clock.sleep(Math.max(0, Math.min(...due) - clock.now()), ac.signal).then(done, done);
+          }
+        });
+        ac.abort();
+        signal.removeEventListener("abort", onAbort);
+      }
+    },
+    close: () => Promise.resolve(),
+  };
+  return reg;
+}
