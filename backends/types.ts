@@ -33,6 +33,15 @@ export interface BackendContext {
   readonly signal: AbortSignal;
 }
 
+/**
+ * One change of the peer set, as the agent's reducer derives it from lease
+ * events: a peer lease appeared or changed (`added`, carrying the new
+ * lease), or went away (`removed`).
+ */
+export type PeerChange =
+  | { readonly type: "added"; readonly lease: Lease }
+  | { readonly type: "removed"; readonly lease: Lease };
+
 /** A registered network: this host's lease plus the means to reach peers. */
 export interface Network {
   /** This host's lease. */
@@ -45,6 +54,13 @@ export interface Network {
    * Peers of another backend type are skipped with a warning.
    */
   syncPeers(peers: readonly Lease[], signal?: AbortSignal): Promise<void>;
+  /**
+   * Apply only these changes to the peer set last given to `syncPeers` (or
+   * built up by earlier calls): the per-event path, whose cost must not grow
+   * with the number of peers. Optional: without it the agent calls
+   * `syncPeers` with the whole set.
+   */
+  updatePeers?(changes: readonly PeerChange[], signal?: AbortSignal): Promise<void>;
   /**
    * Background duties until `signal` aborts: watching kernel events and
    * repairing what someone removed, packet loops. Resolves on abort; keeps
