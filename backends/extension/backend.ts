@@ -306,13 +306,13 @@ async function registerExtension(
       }
     },
     notReadyReason() {
-      const failures = executor.board.list();
-      if (failures.length) {
-        const f = failures[0];
+      const f = executor.board.first();
+      if (f) {
         const next = f.retryAt === undefined
           ? ""
           : `, next try in ${Math.max(0, Math.ceil((f.retryAt - clock.now()) / 1000))} s`;
-        const more = failures.length > 1 ? ` (and ${failures.length - 1} more failing)` : "";
+        const n = executor.board.size;
+        const more = n > 1 ? ` (and ${n - 1} more failing)` : "";
         return `${f.command} for ${f.subject} keeps failing: ${f.summary} (${f.attempts} attempt(s)${next})${more}`;
       }
       return peers.pendingReason();

@@ -621,3 +621,71 @@ Deno.test("updatePeers() adds and removes single peers without touching the rest
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+Deno.test("notReadyReason() names the oldest failing command and how many more fail", async () => {
+  const dir = tempDir();
+  const fake = new FakeCommandRunner((spec) => ({ exitCode: 1, stderr: `no ${spec.env.SUBNET}` }));
+  try {
+    const s = await start({ backend: { SubnetAddCommand: ADD }, stateDir: dir, fake });
+    await s.net.syncPeers([A, B]);
+    await s.net.idle();
+    assert.equal(
+      s.net.notReadyReason(),
+      "SubnetAddCommand for 10.5.2.0/24 (192.0.2.12) keeps failing: exit status 1: no 10.5.2.0/24 (1 attempt(s), next try in 1 s) (and 1 more failing)",
+    );
+    assert.match(s.ctx.metrics.render(), /commands_failing\{command="SubnetAddCommand"\} 2/);
+    await s.stop();
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+Deno.test("registering again (the lease was lost) first waits for the previous network's running command", async () => {
+  const dir = tempDir();
+  const clock = new FakeClock();
+  const fake = new FakeCommandRunner((spec) => (spec.command === ADD ? "hang" : {}));
+  const backend = { PreStartupCommand: "pre", SubnetAddCommand: ADD };
+  try {
+    const first = await start({ backend, stateDir: dir, fake, clock });
+    await first.net.syncPeers([A]);
+    await clock.advance(0);
+    assert.equal(fake.running, 1);
+    let registered = false;
+    const second = start({ backend, stateDir: dir, fake, clock }).then((s) => {
+      registered = true;
+      return s;
+    });
+    await clock.advance(0);
+    assert.equal(registered, false, "waits for the running add");
+    assert.equal(fake.callsOf("pre").length, 1, "its PreStartupCommand has not run yet");
+    fake.releaseHung();
+    const s2 = await second;
+    assert.equal(fake.callsOf("pre").length, 2);
+    await s2.net.syncPeers([A]);
+    await s2.net.idle();
+    assert.equal(fake.callsOf(ADD).length, 1, "the add the first network finished is recorded");
+    await first.stop();
+    await s2.stop();
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+Deno.test("without SubnetRemoveCommand a changed peer gets only its new add, and a gone one is forgotten", async () => {
+  const dir = tempDir();
+  try {
+    const s = await start({ backend: { SubnetAddCommand: ADD }, stateDir: dir });
+    await s.net.syncPeers([A]);
+    await s.net.idle();
+    await s.net.syncPeers([peer("10.5.2.0/24", "192.0.2.12", "new")]);
+    await s.net.idle();
+    assert.deepEqual(s.fake.calls.map((c) => c.stdin), ["02:00:00:00:00:02\n", "new\n"]);
+    await s.net.syncPeers([]);
+    await s.net.idle();
+    assert.equal(s.fake.calls.length, 2);
+    assert.equal(s.net.applied().size, 0);
+    await s.stop();
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -92,17 +92,21 @@ export interface Failure {
  */
 export class FailureBoard {
   #entries = new Map<string, Failure>();
-  readonly #onChange: (counts: Record<CommandName, number>) => void;
+  #counts = Object.fromEntries(COMMAND_NAMES.map((n) => [n, 0])) as Record<CommandName, number>;
+  readonly #onChange: (command: CommandName, failing: number) => void;
 
-  /** @param onChange Told the failing count per command after every change. */
-  constructor(onChange: (counts: Record<CommandName, number>) => void = () => {}) {
+  /** @param onChange Told a command's failing count whenever it changes. */
+  constructor(onChange: (command: CommandName, failing: number) => void = () => {}) {
     this.#onChange = onChange;
   }
 
   /** Record (or update) a failure. */
   set(id: string, failure: Failure): void {
+    const before = this.#entries.get(id);
     this.#entries.set(id, failure);
-    this.#changed();
+    if (before?.command === failure.command) return;
+    if (before) this.#count(before.command, -1);
+    this.#count(failure.command, 1);
   }
 
   /** The failure recorded under `id`, if any. */
@@ -112,7 +116,10 @@ export class FailureBoard {
 
   /** Forget a failure (the command succeeded, or is no longer wanted). */
   clear(id: string): void {
-    if (this.#entries.delete(id)) this.#changed();
+    const before = this.#entries.get(id);
+    if (!before) return;
+    this.#entries.delete(id);
+    this.#count(before.command, -1);
   }
 
   /** Current failures, oldest first. */
@@ -120,18 +127,19 @@ export class FailureBoard {
     return [...this.#entries.values()];
   }
 
+  /** The oldest failure, if any. */
+  first(): Failure | undefined {
+    return this.#entries.values().next().value;
+  }
+
   /** Number of failures. */
   get size(): number {
     return this.#entries.size;
   }
 
-  #changed(): void {
-    const counts = Object.fromEntries(COMMAND_NAMES.map((n) => [n, 0])) as Record<
-      CommandName,
-      number
-    >;
-    for (const f of this.#entries.values()) counts[f.command]++;
-    this.#onChange(counts);
+  #count(command: CommandName, by: number): void {
+    this.#counts[command] += by;
+    this.#onChange(command, this.#counts[command]);
   }
 }
 
@@ -170,9 +178,7 @@ export class CommandExecutor {
       "Run time of extension backend commands",
       [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
     );
-    this.board = new FailureBoard((counts) => {
-      for (const [command, n] of Object.entries(counts)) this.#failing.set(n, { command });
-    });
+    this.board = new FailureBoard((command, n) => this.#failing.set(n, { command }));
     for (const command of COMMAND_NAMES) this.#failing.set(0, { command });
   }
 

@@ -108,6 +108,8 @@ export class PeerCommands {
   readonly #slots: Slots;
   readonly #stop = new AbortController();
   #idleWaiters: (() => void)[] = [];
+  /** Workers running a command or waiting for a slot. */
+  #busy = 0;
   /** Peers still waiting for their first attempt after the first full sync. */
   #firstPass: Set<string> | null = null;
   #synced = false;
@@ -204,7 +206,7 @@ export class PeerCommands {
    * (workers pausing before a retry do not count).
    */
   idle(): Promise<void> {
-    if (![...this.#workers.values()].some((w) => w.busy)) return Promise.resolve();
+    if (this.#busy === 0) return Promise.resolve();
     return new Promise((resolve) => this.#idleWaiters.push(resolve));
   }
 
@@ -224,7 +226,8 @@ export class PeerCommands {
       return;
     }
     if (this.#stop.signal.aborted || this.#nextOp(key) === null) return;
-    const w: Worker = { opId: "", attempt: 0, wake: null, busy: true };
+    const w: Worker = { opId: "", attempt: 0, wake: null, busy: false };
+    this.#setBusy(w, true);
     this.#workers.set(key, w);
     const p = this.#work(key, w).finally(() => this.#running.delete(p));
     this.#running.add(p);
@@ -238,7 +241,7 @@ export class PeerCommands {
       this.#workers.delete(key);
       this.#firstDone(key);
       this.#o.executor.board.clear(key);
-      this.#checkIdle();
+      this.#setBusy(w, false);
     }
   }
 
@@ -268,7 +271,7 @@ export class PeerCommands {
         this.#record(key, op.kind === "record" ? op.peer : undefined);
         continue;
       }
-      w.busy = true;
+      this.#setBusy(w, true);
       const release = await this.#slots.acquire(this.#stop.signal);
       if (!release) return;
       const name: CommandName = op.kind === "add" ? "SubnetAddCommand" : "SubnetRemoveCommand";
@@ -333,8 +336,7 @@ export class PeerCommands {
       } else {
         log.debug(`${name} still failing`, details);
       }
-      w.busy = false;
-      this.#checkIdle();
+      this.#setBusy(w, false);
       w.wake = new AbortController();
       const pause = linkedController({ parents: [this.#stop.signal, w.wake.signal] });
       try {
@@ -380,8 +382,11 @@ export class PeerCommands {
     if (this.#firstPass.size === 0) this.#firstPass = null;
   }
 
-  #checkIdle(): void {
-    if ([...this.#workers.values()].some((w) => w.busy)) return;
+  #setBusy(w: Worker, busy: boolean): void {
+    if (w.busy === busy) return;
+    w.busy = busy;
+    this.#busy += busy ? 1 : -1;
+    if (this.#busy > 0) return;
     const waiters = this.#idleWaiters;
     this.#idleWaiters = [];
     for (const resolve of waiters) resolve();
