@@ -35,7 +35,16 @@
  *   peer's in order.
  *
  * Desired state is the set of peer states (pure: {@link peerStates}); the
- * difference from the recorded adds is worked off by ./peers.ts.
+ * difference from the recorded adds is worked off by ./peers.ts. A stop
+ * (SIGTERM) lets running peer commands finish (bounded by their time limit)
+ * and records them; startup commands are killed on stop.
+ *
+ * Not copied from flannel: BackendData is stdout only (flannel mixes in
+ * stderr); `PUBLIC_IP` is the public IP (`--public-ip`, else the interface's
+ * address; flannel 0.28 takes the interface's); absent IPv6 values are
+ * empty (flannel writes `::/0` and `<nil>`); flannel ≥ 0.28.2 no longer
+ * uses a shell (it splits the command on white space), which breaks its own
+ * documented examples — weft keeps `sh -c`.
  *
  * @module
  */
