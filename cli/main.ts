@@ -147,6 +147,7 @@ export async function main(
       (await import("../backends/host_gw.ts")).hostGwBackend({ datapath: await openDatapath() }),
     udp: async () =>
       (await import("../backends/udp/backend.ts")).udpBackend({ datapath: await openDatapath() }),
+    extension: async () => (await import("../backends/extension/backend.ts")).extensionBackend(),
   };
 
   const agent = createAgent({
