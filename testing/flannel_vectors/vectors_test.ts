@@ -76,6 +76,8 @@ import {
 } from "../../backends/vxlan.ts";
 import { hostGwBackend, hostGwDesiredState } from "../../backends/host_gw.ts";
 import { parseUdpConfig } from "../../backends/udp/backend.ts";
+import { type InterfaceSource, pickExternalInterface } from "../../datapath/iface.ts";
+import { parseFlags } from "../../cli/flags.ts";
 // ---------------------------------------------------------------------------
 
 import subnetKeys from "./subnet_keys.json" with { type: "json" };
@@ -87,6 +89,8 @@ import nftables from "./nftables.json" with { type: "json" };
 import subnetEnv from "./subnet_env.json" with { type: "json" };
 import ip from "./ip.json" with { type: "json" };
 import backends from "./backends.json" with { type: "json" };
+import iface from "./iface.json" with { type: "json" };
+import flags from "./flags.json" with { type: "json" };
 
 /** Where a row comes from in flannel's tree. */
 interface Source {
@@ -113,7 +117,20 @@ interface VectorFile {
   readonly area: string;
   readonly flannel: { readonly tag: string; readonly commit: string };
   readonly about: string;
+  /** The host every row of the file runs on (iface.json). */
+  readonly host?: HostInput;
   readonly rows: readonly Row[];
+}
+
+interface HostInput {
+  readonly interfaces: readonly {
+    name: string;
+    index: number;
+    mtu: number;
+    up: boolean;
+    ipv4: string[];
+  }[];
+  readonly routes: readonly { iface: string; dst: string; metric: number }[];
 }
 
 const FILES = [
@@ -126,6 +143,8 @@ const FILES = [
   subnetEnv,
   ip,
   backends,
+  iface,
+  flags,
 ] as unknown as VectorFile[];
 
 /**
@@ -192,6 +211,27 @@ const KNOWN_DIFFERENCES: Readonly<Record<string, string>> = {
     "weft sets an existing device's MTU to MTU − 50; flannel leaves it as it is",
   "backends/udpConfig/mtu-key-ignored":
     "weft's udp backend reads Backend.MTU; flannel ignores it (always external MTU − 28)",
+  // external interface
+  "iface/can-reach":
+    "weft takes the interface's first address; flannel the route's preferred source (ip route get)",
+  "iface/public-ip-held-by-nobody":
+    "weft falls back to the default route's interface; flannel exits when no interface holds --public-ip",
+  // flags
+  "flags/default/healthz-ip": "weft listens on 127.0.0.1 by default; flannel on 0.0.0.0",
+  "flags/default/ip-blackhole-route": "weft has no --ip-blackhole-route",
+  "flags/parse/ip-blackhole-route": "weft has no --ip-blackhole-route",
+  "flags/parse/klog-v": "weft refuses klog's -v",
+  "flags/parse/klog-vmodule": "weft refuses klog's -vmodule",
+  "flags/parse/klog-log-backtrace-at": "weft refuses klog's -log_backtrace_at",
+  "flags/parse/env-iface-with-comma-is-one-entry":
+    "weft splits FLANNELD_IFACE/FLANNELD_IFACE_REGEX on commas; flannel takes the value as one entry",
+  "flags/parse/env-bad-value-logged-and-ignored":
+    "weft refuses to start on a bad FLANNELD_* value; flannel logs it and keeps the default",
+  "flags/parse/etcd-endpoint-without-scheme":
+    "weft requires http(s):// in --etcd-endpoints; etcd's Go client also takes host:port",
+  "flags/parse/iface-can-reach-ipv6": "weft's --iface-can-reach takes IPv4 only",
+  "flags/parse/iptables-resync-0": "weft refuses --iptables-resync below 1 (flannel would spin)",
+  "flags/parse/int-hex": "weft reads integer flags in decimal only; Go also takes 0x/0o/0b",
 };
 
 // ---- running one row against weft -----------------------------------------
@@ -406,7 +446,8 @@ async function hostGwRegister(input: { ext: { ifaceAddr: string; extAddr: string
 }
 
 /** weft's answer for a row, in the row's expected shape. */
-async function weftAnswer(area: string, row: Row): Promise<Json> {
+async function weftAnswer(file: VectorFile, row: Row): Promise<Json> {
+  const area = file.area;
   // deno-lint-ignore no-explicit-any
   const input = row.input as any;
   switch (`${area}:${row.kind ?? ""}`) {
@@ -641,6 +682,37 @@ async function weftAnswer(area: string, row: Row): Promise<Json> {
       })));
       return { port: c.port, mtu: c.mtu ?? null };
     }
+
+    // -- external interface
+    case "iface:pick": {
+      const host = file.host!;
+      const source: InterfaceSource = {
+        interfaces: () => host.interfaces.map((i) => ({ ...i, ipv4: [...i.ipv4], ipv6: [] })),
+        routes: () =>
+          host.routes.map((r) => {
+            const dst = v4net(r.dst);
+            return { iface: r.iface, dst: dst.ip, prefixLen: dst.prefixLen, metric: r.metric };
+          }),
+      };
+      return orError(() => {
+        const e = pickExternalInterface(input.flags, source);
+        return { name: e.name, ifaceAddr: e.ifaceAddr, extAddr: e.extAddr };
+      });
+    }
+
+    // -- flags and FLANNELD_* variables
+    case "flags:default": {
+      const field = (input as string).replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
+      const parsed = parseFlags([], {}) as unknown as Record<string, unknown>;
+      return field in parsed ? parsed[field] : { error: `no flag --${input}` };
+    }
+    case "flags:parse": {
+      const want = row.expect as { values?: Record<string, unknown> };
+      return orError(() => {
+        const parsed = parseFlags(input.argv, input.env) as unknown as Record<string, unknown>;
+        return want.values ? { ok: true, values: pick(parsed, want.values) } : { ok: true };
+      });
+    }
   }
   throw new Error(`no runner for ${area} kind ${row.kind}: add one to vectors_test.ts`);
 }
@@ -667,7 +739,7 @@ for (const file of FILES) {
     testUnless(differs === undefined ? null : `weft differs: ${differs}`, {
       name: rowName(file.area, row),
       fn: async () => {
-        assert.deepEqual(await weftAnswer(file.area, row), row.expect);
+        assert.deepEqual(await weftAnswer(file, row), row.expect);
       },
     });
   }
@@ -683,7 +755,7 @@ Deno.test("flannel vectors: every row names its flannel source and has a runner"
       seen.add(key);
       assert.ok(row.from.file, `${key}: from.file is missing`);
       assert.ok(row.from.test || row.from.function, `${key}: name the flannel test or function`);
-      await weftAnswer(file.area, row); // throws for a kind without a runner
+      await weftAnswer(file, row); // throws for a kind without a runner
     }
   }
   for (const key of Object.keys(KNOWN_DIFFERENCES)) {
@@ -699,7 +771,7 @@ Deno.test("flannel vectors: every known difference still differs", async (t) => 
       await t.step(key, async () => {
         let agrees = true;
         try {
-          assert.deepEqual(await weftAnswer(file.area, row), row.expect);
+          assert.deepEqual(await weftAnswer(file, row), row.expect);
         } catch {
           agrees = false;
         }
