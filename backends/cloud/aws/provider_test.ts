@@ -1,7 +1,14 @@
 import assert from "node:assert/strict";
 import process from "node:process";
 import * as sdk from "@aws-sdk/client-ec2";
-import { type AwsHarness, makeAwsHarness, testEc2Client } from "../../../testing/ec2_world.ts";
+import { serveHttp } from "../../../core/runtime.ts";
+import {
+  type AwsHarness,
+  makeAwsHarness,
+  TEST_CREDENTIALS,
+  testEc2Client,
+} from "../../../testing/ec2_world.ts";
+import { FakeClock } from "../../../testing/fake_clock.ts";
 import { createFakeEc2, type FakeEc2 } from "../../../testing/fake_ec2.ts";
 import { routeProviderContract } from "../../../testing/route_provider_contract.ts";
 import { RouteProviderError } from "../provider.ts";
@@ -384,4 +391,41 @@ test("an aborted caller gets its own abort reason", async () => {
     ctl.abort(reason);
     await assert.rejects(h.provider.list(h.table, ctl.signal), (e) => e === reason);
   });
+});
+
+test("an EC2 that never answers times out on the injected clock as 'unavailable'", async () => {
+  const release: (() => void)[] = [];
+  const silent = await serveHttp({
+    hostname: "127.0.0.1",
+    port: 0,
+    fetch: () => new Promise<Response>((resolve) => release.push(() => resolve(new Response()))),
+  });
+  const clock = new FakeClock();
+  try {
+    const provider = createAwsVpcProvider({
+      region: REGION, // no IMDS needed
+      endpoint: `http://127.0.0.1:${silent.port}`,
+      credentials: TEST_CREDENTIALS,
+      clock,
+      callTimeoutMs: 5000,
+      env: {},
+    });
+    let settled = false;
+    const pending = rejection(provider.list("rtb-0123456789abcdef0")).finally(
+      () => (settled = true),
+    );
+    while (release.length === 0) await clock.advance(0); // the request is in flight
+    await clock.advance(4999);
+    assert.equal(settled, false, "gave up before the timeout");
+    await clock.advance(1);
+    const e = await pending;
+    assert.equal(e.kind, "unavailable");
+    assert.match(
+      e.message,
+      /EC2 at http:\/\/127\.0\.0\.1:\d+ did not answer ec2:DescribeRouteTables on rtb-0123456789abcdef0 within 5000 ms/,
+    );
+  } finally {
+    for (const r of release) r();
+    await silent.shutdown();
+  }
 });
