@@ -31,8 +31,8 @@ import {
   podPing,
   readPeerState,
   stateDiff,
-  waitFor,
 } from "./lab/cluster.ts";
+import { waitFor } from "../testing/wait.ts";
 import { createLab, type Lab, type LabHost, REPO_ROOT, sweepLabs } from "./lab/lab.ts";
 
 const PREFIX = "demo";

@@ -25,8 +25,8 @@ import {
   pingFailures,
   podsOf,
   startCluster,
-  waitFor,
 } from "./lab/cluster.ts";
+import { waitFor } from "../testing/wait.ts";
 import { evalCommand, REPO_ROOT } from "./lab/lab.ts";
 import { formatIPv4, parseIPv4, parseIPv4Net } from "../core/ip.ts";
 import { internetChecksum } from "../backends/udp/packet.ts";

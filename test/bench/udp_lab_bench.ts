@@ -32,8 +32,8 @@ import {
   pingFailures,
   podsOf,
   startCluster,
-  waitFor,
 } from "../lab/cluster.ts";
+import { waitFor } from "../../testing/wait.ts";
 import type { Lab, LabProcess } from "../lab/lab.ts";
 import { median, roundTo } from "./stats.ts";
 
