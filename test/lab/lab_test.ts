@@ -3,6 +3,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import process from "node:process";
 import { systemExec } from "../../core/exec.ts";
+import { waitFor } from "../../testing/wait.ts";
 import { createLab, MARKER_DIR, sweepLabs } from "./lab.ts";
 
 const PREFIX = "wlb";
@@ -119,18 +120,26 @@ Deno.test("sweepLabs() removes a dead lab's namespaces and processes but not liv
       detached: true,
     });
     sleeper = child.pid;
-    await new Promise((r) => setTimeout(r, 200));
+    await waitFor(`the leftover process ${sleeper} runs inside ${deadNs}`, async () => {
+      const r = await systemExec("ip", ["netns", "pids", deadNs]);
+      return r.stdout.split(/\s+/).includes(String(sleeper))
+        ? null
+        : `ip netns pids ${deadNs}: ${r.stdout.trim() || "none"}`;
+    }, 5000);
     const removed = await sweepLabs(PREFIX);
     assert.deepEqual(removed, [deadNs]);
     const after = await netnsList();
     assert.ok(!after.includes(deadNs));
     assert.ok(live.namespaces().every((n) => after.includes(n)), "live lab untouched");
     assert.ok(!fs.existsSync(marker));
-    await new Promise((r) => setTimeout(r, 200));
-    assert.ok(
-      !fs.existsSync(`/proc/${sleeper}`) ||
-        /\) Z/.test(fs.readFileSync(`/proc/${sleeper}/stat`, "utf8")),
-    );
+    await waitFor(`the leftover process ${sleeper} killed by the sweep`, () => {
+      try {
+        const stat = fs.readFileSync(`/proc/${sleeper}/stat`, "utf8");
+        return /\) Z/.test(stat) ? null : `still running: ${stat.slice(0, 60)}`;
+      } catch {
+        return null; // gone
+      }
+    }, 5000);
   } finally {
     if (sleeper && fs.existsSync(`/proc/${sleeper}`)) {
       try {
