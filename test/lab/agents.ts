@@ -113,8 +113,6 @@ export function startAgent(lab: Lab, host: LabHost, options: StartAgentOptions =
     timeoutMs = 20_000,
     since = 0,
   ): Promise<AgentLogRecord> => {
-    let exited: number | undefined;
-    proc.exited.then((c) => (exited = c));
     const output = () => `output:\n${proc.stderr().slice(-4000)}\n${proc.stdout().slice(-1000)}`;
     let hit: AgentLogRecord | undefined;
     await waitFor(
@@ -122,8 +120,9 @@ export function startAgent(lab: Lab, host: LabHost, options: StartAgentOptions =
       () => {
         hit = logs().slice(since).find(pred);
         if (hit) return null;
-        if (exited !== undefined) {
-          throw new Error(`agent on ${host.ns} (${runtime}) exited with ${exited}; ${output()}`);
+        const code = proc.exitCode();
+        if (code !== null) {
+          throw new Error(`agent on ${host.ns} (${runtime}) exited with ${code}; ${output()}`);
         }
         return `none yet; ${output()}`;
       },

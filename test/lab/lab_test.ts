@@ -72,6 +72,7 @@ Deno.test("Lab.spawn() runs in the namespace; teardown kills the whole process g
     const m = await p.waitForOutput(/child (\d+)/);
     await p.waitForOutput(/192\.0\.2\.11/);
     pids = [p.pid, Number(m[1])];
+    assert.equal(p.exitCode(), null, "still running");
     for (const pid of pids) assert.ok(fs.existsSync(`/proc/${pid}`));
   } finally {
     await lab.teardown();
@@ -90,6 +91,7 @@ Deno.test("Lab.spawn() waitForOutput() fails with the output when the process ex
     const p = lab.spawn(lab.hosts[0].ns, "sh", ["-c", "echo oops >&2; exit 3"]);
     await assert.rejects(() => p.waitForOutput(/ready/), /exited before printing[\s\S]*oops/);
     assert.equal(await p.exited, 3);
+    assert.equal(p.exitCode(), 3);
   } finally {
     await lab.teardown();
   }
