@@ -20,7 +20,7 @@ const IGNORABLE = new URL("../testing/ignorable.ts", import.meta.url).pathname;
 const FIXTURES: Record<string, string> = {
   "a_test.ts": `import { stepUnless, testUnless } from ${JSON.stringify(IGNORABLE)};
 Deno.test("plain <ok> & \\"quoted\\"", () => {});
-Deno.test({ name: "ignored without reason", ignore: true, fn() {} });
+Deno.test({ name: "ignored without reason", ignore: true, fn() {} }); // fixture: for the runner
 testUnless("no tun here", { name: "needs a tun", fn() {} });
 testUnless(null, { name: "runs", fn() {} });
 Deno.test("with steps", async (t) => {
