@@ -6,9 +6,11 @@
  * WebAssembly), on Deno and on Bun, for 64 B, 1400 B and 64 KiB packets.
  *
  * Both sums read the same bytes in the same memory (the wasm memory, at a
- * 4-aligned offset as the engine's buffers are) and must agree. Rounds
- * alternate A B B A between the two, so drift on a busy machine hits both
- * alike; the ratio of each adjacent pair of rounds gives the spread. The
+ * 4-aligned offset as the engine's buffers are) and must agree. Rounds are
+ * timed in process CPU time (a round descheduled by other work on the
+ * machine is not charged for the wait) and alternate A B B A between the
+ * two, so drift hits both alike; the ratio of each adjacent pair of rounds
+ * gives the spread. The
  * plain byte loop (`onesSum` without word loads) is measured too, as a
  * reference. Each runtime runs in its own child process; the processes
  * alternate as well (deno, bun, bun, deno).
@@ -70,6 +72,16 @@ export interface ChecksumRuntimeResult {
 
 type SumKind = "wasm" | "ts" | "bytes";
 
+/**
+ * CPU time this process has used, ns. Rounds are timed in CPU time, not wall
+ * time: on a machine shared with other work a round may be descheduled, and
+ * wall time would count that against whichever sum was running.
+ */
+function cpuNs(): number {
+  const u = process.cpuUsage();
+  return (u.user + u.system) * 1000;
+}
+
 interface RawSamples {
   readonly runtime: string;
   /** Per size: ns/packet per round, by kind, in round order (pairs line up). */
@@ -115,9 +127,9 @@ function sampleHere(options: ChecksumBenchOptions = {}): RawSamples {
     const one = (kind: SumKind): number => {
       const f = sums[kind];
       let sink = 0;
-      const t0 = performance.now();
+      const t0 = cpuNs();
       for (let i = 0; i < n; i++) sink ^= f(size);
-      const ns = ((performance.now() - t0) * 1e6) / n;
+      const ns = (cpuNs() - t0) / n;
       if (sink !== (n & 1 ? want : 0)) throw new Error(`${kind} sum changed between calls`);
       return ns;
     };
