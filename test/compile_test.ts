@@ -47,7 +47,10 @@ Deno.test({
           "json",
         ])
       );
-      for (const a of agents) await a.waitForOutput(/"msg":"peers listed","peers":1/, 20_000);
+      // each knows the other: listed at start, or added later when it came second
+      for (const a of agents) {
+        await a.waitForOutput(/"msg":"peers listed","peers":1|"msg":"peer added"/, 20_000);
+      }
       const addr = async (ns: string) =>
         (await lab.run(ns, "ip -4 -o addr show flannel0")).split(/\s+/)[3].split("/")[0];
       const [a, b] = [await addr(lab.hosts[0].ns), await addr(lab.hosts[1].ns)];

@@ -5,7 +5,7 @@
  * numbers to `.bench/latest.json`.
  *
  * `deno task bench [section …]` runs only the named sections:
- * store, reconcile, netlink, kube, udp, lab, udp-lab.
+ * store, reconcile, netlink, kube, checksum, udp, lab, udp-lab.
  *
  * Needs root (network-namespace labs) like the tests; touches nothing
  * outside the namespaces it creates.
@@ -105,6 +105,23 @@ const sections: Section[] = [
         fmt(r.startToReady.bun.restartMs, 0)
       } ms`,
     ],
+  },
+  {
+    name: "checksum",
+    run: async () => {
+      const m = await import("./checksum_bench.ts");
+      return await m.benchChecksum({ rounds: 40, processes: 2 });
+    },
+    report: (r: Any) =>
+      (["deno", "bun"] as const).map((rt) =>
+        `udp engine checksum (${rt}), WebAssembly vs TypeScript, ns/packet: ${
+          r[rt].sizes.map((s: Any) =>
+            `${s.bytes} B ${fmt(s.wasmNs)} vs ${fmt(s.tsNs)} → ${fmt(s.ratio, 2)}× (pairs p10–p90 ${
+              fmt(s.ratioP10, 2)
+            }–${fmt(s.ratioP90, 2)})`
+          ).join(", ")
+        }`
+      ),
   },
   {
     name: "udp",
