@@ -5,13 +5,12 @@
  * (delete a route, set a device down, lose events) to inject drift, or
  * make writes fail.
  *
- * It plans with the same pure code as the netlink datapath
- * (`datapath/plan.ts`, `datapath/devices.ts`) and models only the kernel
- * rules backends meet: a device must exist (ENODEV) and be up (ENETDOWN)
- * for routes, a gateway without `onlink` must lie on a connected prefix of
- * the device (ENETUNREACH), a device set down loses its routes and
- * neighbours, a deleted one everything on it. It passes the contract suite
- * (`datapath_contract.ts`) like the netlink datapath.
+ * It plans with the same pure code as the netlink datapath (`plan.ts`,
+ * `devices.ts`) and models only the kernel rules backends meet: a route
+ * needs its device (ENODEV) up (ENETDOWN) and, without `onlink`, a gateway
+ * on a connected prefix (ENETUNREACH); fdb entries need a VXLAN device; a
+ * device set down loses its routes and neighbours, a deleted one all. It
+ * passes the contract suite (`datapath_contract.ts`).
  *
  * @module
  */
@@ -30,7 +29,6 @@ import {
   neighbourInScope,
   neighbourKey,
   noneTouched,
-  type ObjectSet,
   type Plan,
   planChanges,
   routeInScope,
@@ -50,7 +48,6 @@ import type {
   EntryTable,
   FdbSpec,
   NeighbourSpec,
-  PeerEntries,
   RouteSpec,
   VxlanInfo,
 } from "../datapath/types.ts";
@@ -76,10 +73,12 @@ export interface FakeLinkSpec {
   readonly vxlan?: VxlanInfo | null;
 }
 
-type Mutable<T> = { -readonly [K in keyof T]: T[K] };
-type FakeLink = Mutable<Omit<DeviceInfo, "addresses">> & { addresses: IPv4Net[] };
+type FakeLink = { -readonly [K in keyof DeviceInfo]: DeviceInfo[K] } & { addresses: IPv4Net[] };
+type Table = { scope: EntryScope; desired: DesiredTable; synced: boolean };
 
 const ENODEV = 19, ENETDOWN = 100, ENETUNREACH = 101, EOPNOTSUPP = 95;
+const neighText = (n: NeighbourSpec) => `${formatIPv4(n.ip)} lladdr ${n.mac} dev ${n.device}`;
+const fdbText = (f: FdbSpec) => `${f.mac} dev ${f.device} dst ${formatIPv4(f.dst)}`;
 
 /**
  * The recording in-memory datapath.
@@ -87,27 +86,23 @@ const ENODEV = 19, ENETDOWN = 100, ENETUNREACH = 101, EOPNOTSUPP = 95;
  * @example
  * ```ts
  * const dp = new FakeDatapath();
- * dp.addLink({ name: "eth0", up: true, addresses: [parseIPv4Net("192.0.2.11/24")] });
- * const table = dp.entries({ name: "host-gw", network: parseIPv4Net("10.5.0.0/16"), gatewayDevices: ["eth0"] });
- * await table.sync(new Map([["10.5.2.0/24", { routes: [route] }]]));
+ * dp.addLink({ name: "eth0", up: true, addresses: [{ ip: parseIPv4("192.0.2.11"), prefixLen: 24 }] });
+ * await dp.entries(scope).sync(new Map([["10.5.2.0/24", { routes: [route] }]]));
  * dp.routes(); // ["10.5.2.0/24 via 192.0.2.12 dev eth0"]
  * ```
  */
 export class FakeDatapath implements Datapath, KernelPoke {
   /** Every call asking for state, in order. */
   readonly calls: FakeCall[] = [];
-  /** Kernel changes made for callers (device changes and objects written or deleted). */
+  /** Kernel changes made for callers (device changes, objects written or deleted). */
   writes = 0;
   readonly #links = new Map<string, FakeLink>();
   #nextIndex = 1;
-  readonly #routes = new Map<string, InstalledRoute[]>();
+  readonly #routes = new Map<string, InstalledRoute>();
   readonly #neighbours = new Map<string, NeighbourSpec>();
-  readonly #fdb = new Map<string, FdbSpec[]>();
+  readonly #fdb = new Map<string, FdbSpec>();
   readonly #devices = new Map<string, DeviceSpec>();
-  readonly #tables = new Map<
-    string,
-    { scope: EntryScope; desired: DesiredTable; synced: boolean }
-  >();
+  readonly #tables = new Map<string, Table>();
   readonly #failures: { method: string; errno: number }[] = [];
   readonly #failingKeys = new Map<string, number>();
   readonly #listeners = new Set<(d: Drift) => void>();
@@ -116,7 +111,7 @@ export class FakeDatapath implements Datapath, KernelPoke {
 
   /**
    * @param options `random` for generated MAC addresses; `loopback` adds
-   *   `lo` (index 1, up) like a fresh namespace (default true).
+   *   `lo` (up) like a fresh namespace (default true).
    */
   constructor(options: { random?: () => number; loopback?: boolean } = {}) {
     this.#random = options.random ?? Math.random;
@@ -125,31 +120,33 @@ export class FakeDatapath implements Datapath, KernelPoke {
     }
   }
 
-  // ---- seeding and injection ---------------------------------------------
+  // ---- seeding and injection --------------------------------------------
 
   /**
-   * Seed a link (the external interface, a device left by an earlier run,
-   * an opened TUN device). Reports drift when it is an asked device that
-   * does not match.
+   * Seed a link (the external interface, a device of an earlier run, an
+   * opened TUN). Reports drift when it is an asked device that differs.
    *
-   * @returns The link.
    * @throws {NetlinkError} EEXIST when the name is taken.
    */
   addLink(spec: FakeLinkSpec): DeviceInfo {
     if (this.#links.has(spec.name)) throw new NetlinkError(17, `add link ${spec.name}`);
+    const b = Array.from({ length: 6 }, () => Math.floor(this.#random() * 256));
+    b[0] = (b[0] & 0xfe) | 0x02;
     const link: FakeLink = {
       index: this.#nextIndex++,
       name: spec.name,
       kind: spec.kind ?? null,
       mtu: spec.mtu ?? 1500,
-      mac: spec.mac === undefined ? this.#randomMac() : spec.mac,
+      mac: spec.mac !== undefined
+        ? spec.mac
+        : b.map((x) => x.toString(16).padStart(2, "0")).join(":"),
       up: spec.up ?? false,
       addresses: [...(spec.addresses ?? [])],
       vxlan: spec.vxlan ?? null,
     };
     this.#links.set(spec.name, link);
     this.#checkDevice(spec.name);
-    return this.#info(link);
+    return { ...link };
   }
 
   /** Make the next call of `method` (`ensureDevice`, `sync`, `update`, `link`) fail with `errno`. */
@@ -157,7 +154,7 @@ export class FakeDatapath implements Datapath, KernelPoke {
     this.#failures.push({ method, errno });
   }
 
-  /** Make writes for peer `key` fail with `errno` (`times` times, default until cleared with 0). */
+  /** Make every write for peer `key` fail with `errno`, until called with 0. */
   failKey(key: string, errno: number): void {
     if (errno === 0) this.#failingKeys.delete(key);
     else this.#failingKeys.set(key, errno);
@@ -165,82 +162,72 @@ export class FakeDatapath implements Datapath, KernelPoke {
 
   /** Lose events, as an overrun of the kernel's receive buffer does. */
   overrun(): void {
-    this.#emit({ kind: "lost", reason: "kernel change notifications were lost (injected)" });
+    this.#emit({
+      kind: "lost",
+      reason: "kernel change notifications were lost (injected overrun)",
+    });
   }
 
-  // ---- KernelPoke: outside changes ---------------------------------------
+  /** The routes, as `ip route` prints them, sorted. */
+  routes(): string[] {
+    return [...this.#routes.values()].map((r) =>
+      `${describeRoute(r)}${r.metric ? ` metric ${r.metric}` : ""}`
+    ).sort();
+  }
+
+  // ---- KernelPoke: the outside world --------------------------------------
 
   snapshot(): Promise<KernelSnapshot> {
-    const devices: KernelSnapshot["devices"] = {};
+    const devices: Record<string, KernelSnapshot["devices"][string]> = {};
+    const names = new Map([...this.#links.values()].map((l) => [l.index, l.name]));
     for (const l of this.#links.values()) {
-      const underlay = l.vxlan?.link
-        ? [...this.#links.values()].find((x) => x.index === l.vxlan!.link)?.name ?? null
-        : null;
+      const x = l.vxlan;
       devices[l.name] = {
         kind: l.kind,
         mtu: l.mtu,
         mac: l.mac,
         up: l.up,
         addresses: l.addresses.map(describeAddress).sort(),
-        vxlan: l.vxlan && {
-          vni: l.vxlan.vni,
-          port: l.vxlan.port,
-          local: l.vxlan.local === null ? null : formatIPv4(l.vxlan.local),
-          underlay,
-          learning: l.vxlan.learning,
-          gbp: l.vxlan.gbp,
+        vxlan: x && {
+          vni: x.vni,
+          port: x.port,
+          local: x.local === null ? null : formatIPv4(x.local),
+          underlay: x.link === null ? null : names.get(x.link) ?? null,
+          learning: x.learning,
+          gbp: x.gbp,
         },
       };
     }
     return Promise.resolve({
       devices,
       routes: this.routes(),
-      neighbours: [...this.#neighbours.values()].map((n) =>
-        `${formatIPv4(n.ip)} lladdr ${n.mac} dev ${n.device}`
-      ).sort(),
-      fdb: [...this.#fdb.values()].flat().map((f) =>
-        `${f.mac} dev ${f.device} dst ${formatIPv4(f.dst)}`
-      ).sort(),
+      neighbours: [...this.#neighbours.values()].map(neighText).sort(),
+      fdb: [...this.#fdb.values()].map(fdbText).sort(),
     });
   }
 
-  /** The routes, as `ip route` prints them, sorted. */
-  routes(): string[] {
-    return [...this.#routes.values()].flat().map((r) =>
-      `${describeRoute(r)}${r.metric ? ` metric ${r.metric}` : ""}`
-    ).sort();
-  }
-
-  createVxlan(spec: PokeVxlan): Promise<void> {
-    const underlay = spec.underlay ? this.#links.get(spec.underlay) : undefined;
-    this.addLink({
-      name: spec.name,
-      kind: "vxlan",
-      mtu: spec.mtu ?? 1500,
-      mac: spec.mac,
-      up: spec.up ?? false,
-      vxlan: {
-        vni: spec.vni,
-        port: spec.port,
-        local: spec.local ?? null,
-        link: underlay?.index ?? null,
-        learning: false,
-        gbp: false,
-      },
-    });
+  createVxlan(s: PokeVxlan): Promise<void> {
+    const link = s.underlay ? this.#links.get(s.underlay)?.index ?? null : null;
+    const vxlan = {
+      vni: s.vni,
+      port: s.port,
+      local: s.local ?? null,
+      link,
+      learning: false,
+      gbp: false,
+    };
+    this.addLink({ name: s.name, kind: "vxlan", mtu: s.mtu, mac: s.mac, up: s.up, vxlan });
     return Promise.resolve();
   }
 
   addAddress(device: string, address: IPv4Net): Promise<void> {
-    this.#mustLink(device).addresses.push(address);
+    this.#link(device).addresses.push(address);
     return Promise.resolve();
   }
 
-  deleteAddress(device: string, address: IPv4Net): Promise<void> {
-    const l = this.#mustLink(device);
-    l.addresses = l.addresses.filter((a) =>
-      a.ip !== address.ip || a.prefixLen !== address.prefixLen
-    );
+  deleteAddress(device: string, a: IPv4Net): Promise<void> {
+    const l = this.#link(device);
+    l.addresses = l.addresses.filter((x) => x.ip !== a.ip || x.prefixLen !== a.prefixLen);
     this.#checkDevice(device);
     return Promise.resolve();
   }
@@ -254,11 +241,9 @@ export class FakeDatapath implements Datapath, KernelPoke {
   }
 
   setLink(name: string, changes: { up?: boolean; mtu?: number; mac?: string }): Promise<void> {
-    const l = this.#mustLink(name);
+    const l = this.#link(name);
     const wasUp = l.up;
-    l.up = changes.up ?? l.up;
-    l.mtu = changes.mtu ?? l.mtu;
-    l.mac = changes.mac ?? l.mac;
+    Object.assign(l, changes);
     if (wasUp && !l.up) this.#dropDevice(name, false);
     this.#checkDevice(name);
     if (!wasUp && l.up && !this.#devices.has(name)) {
@@ -274,26 +259,39 @@ export class FakeDatapath implements Datapath, KernelPoke {
   }
 
   replaceRoute(r: RouteSpec & { metric?: number }): Promise<void> {
-    const route: InstalledRoute = { ...r, metric: r.metric ?? 0 };
-    this.#putRoute(route);
-    this.#driftRoute(route, "changed", (want) => !sameRoute(want, route));
+    const route = { ...r, metric: r.metric ?? 0 };
+    this.#routes.set(routeKey(route), route);
+    if (route.metric === 0) {
+      this.#drift(
+        (t) => t.route(dstKey(r.dst)),
+        (w) => !sameRoute(w, route),
+        `route ${formatIPv4Net(r.dst)} was changed`,
+      );
+    }
     return Promise.resolve();
   }
 
   deleteRoute(r: { dst: IPv4Net; device?: string }): Promise<void> {
-    const k = dstKey(r.dst);
-    const gone = (this.#routes.get(k) ?? []).filter((x) =>
-      r.device === undefined || x.device === r.device
-    );
-    this.#routes.set(k, (this.#routes.get(k) ?? []).filter((x) => !gone.includes(x)));
-    for (const g of gone) this.#driftRoute(g, "deleted", (want) => sameRoute(want, g));
+    for (const [k, x] of this.#routes) {
+      if (dstKey(x.dst) !== dstKey(r.dst) || (r.device !== undefined && x.device !== r.device)) {
+        continue;
+      }
+      this.#routes.delete(k);
+      if (x.metric === 0) {
+        this.#drift(
+          (t) => t.route(dstKey(r.dst)),
+          (w) => sameRoute(w, x),
+          `route ${formatIPv4Net(r.dst)} was deleted`,
+        );
+      }
+    }
     return Promise.resolve();
   }
 
   replaceNeighbour(n: NeighbourSpec): Promise<void> {
     this.#neighbours.set(neighbourKey(n), n);
-    this.#driftEntry(
-      (t) => t.desired.neighbour(neighbourKey(n)),
+    this.#drift(
+      (t) => t.neighbour(neighbourKey(n)),
       (w) => w.mac !== n.mac,
       `neighbour ${formatIPv4(n.ip)} was changed`,
     );
@@ -301,47 +299,42 @@ export class FakeDatapath implements Datapath, KernelPoke {
   }
 
   deleteNeighbour(n: { device: string; ip: number }): Promise<void> {
-    if (!this.#neighbours.delete(neighbourKey(n))) return Promise.resolve();
-    this.#driftEntry(
-      (t) => t.desired.neighbour(neighbourKey(n)),
-      () => true,
-      `neighbour ${formatIPv4(n.ip)} was deleted`,
-    );
+    if (this.#neighbours.delete(neighbourKey(n))) {
+      this.#drift(
+        (t) => t.neighbour(neighbourKey(n)),
+        () => true,
+        `neighbour ${formatIPv4(n.ip)} was deleted`,
+      );
+    }
     return Promise.resolve();
   }
 
   replaceFdb(f: FdbSpec): Promise<void> {
-    this.#fdb.set(fdbKey(f), [f]);
-    this.#driftEntry(
-      (t) => t.desired.fdb(fdbKey(f)),
-      (w) => w.dst !== f.dst,
-      `fdb entry ${f.mac} was changed`,
-    );
+    this.#fdb.set(fdbKey(f), f);
+    this.#drift((t) => t.fdb(fdbKey(f)), (w) => w.dst !== f.dst, `fdb entry ${f.mac} was changed`);
     return Promise.resolve();
   }
 
   deleteFdb(f: FdbSpec): Promise<void> {
-    const list = this.#fdb.get(fdbKey(f)) ?? [];
-    if (!list.some((x) => x.dst === f.dst)) return Promise.resolve();
-    const rest = list.filter((x) => x.dst !== f.dst);
-    if (rest.length > 0) this.#fdb.set(fdbKey(f), rest);
-    else this.#fdb.delete(fdbKey(f));
-    this.#driftEntry(
-      (t) => t.desired.fdb(fdbKey(f)),
-      (w) => w.dst === f.dst,
-      `fdb entry ${f.mac} was deleted`,
-    );
+    if (this.#fdb.get(fdbKey(f))?.dst === f.dst) {
+      this.#fdb.delete(fdbKey(f));
+      this.#drift(
+        (t) => t.fdb(fdbKey(f)),
+        (w) => w.dst === f.dst,
+        `fdb entry ${f.mac} was deleted`,
+      );
+    }
     return Promise.resolve();
   }
 
-  // ---- the Datapath seam ---------------------------------------------------
+  // ---- the Datapath seam ----------------------------------------------------
 
   link(nameOrIndex: string | number): Promise<DeviceInfo | null> {
     return this.#call("link", () => {
       const l = typeof nameOrIndex === "string"
         ? this.#links.get(nameOrIndex)
         : [...this.#links.values()].find((x) => x.index === nameOrIndex);
-      return l ? this.#info(l) : null;
+      return l ? { ...l, addresses: [...l.addresses] } : null;
     });
   }
 
@@ -366,20 +359,9 @@ export class FakeDatapath implements Datapath, KernelPoke {
         }
         if (!l) {
           changes.push("created");
-          this.addLink({
-            name: spec.name,
-            kind: "vxlan",
-            mtu: spec.mtu,
-            mac: spec.mac,
-            vxlan: {
-              vni: spec.vni,
-              local: spec.local,
-              link: underlay?.index ?? null,
-              port: spec.port,
-              learning: spec.learning,
-              gbp: spec.gbp,
-            },
-          });
+          const { vni, local, port, learning, gbp } = spec;
+          const vxlan = { vni, local, link: underlay?.index ?? null, port, learning, gbp };
+          this.addLink({ name: spec.name, kind: "vxlan", mtu: spec.mtu, mac: spec.mac, vxlan });
           l = this.#links.get(spec.name)!;
         }
         if (l.mac !== spec.mac) changes.push(`MAC ${l.mac} → ${spec.mac}`);
@@ -388,16 +370,14 @@ export class FakeDatapath implements Datapath, KernelPoke {
         throw new NetlinkError(ENODEV, `configure ${spec.name}: the device does not exist`);
       }
       if (l.mtu !== spec.mtu) changes.push(`MTU ${l.mtu} → ${spec.mtu}`);
-      l.mtu = spec.mtu;
       const { remove, add } = addressChanges(l.addresses, spec.addresses);
-      if (remove.length > 0) changes.push(`removed ${remove.map(describeAddress).join(", ")}`);
       if (add.length > 0) changes.push(`added ${add.map(describeAddress).join(", ")}`);
-      l.addresses = [...spec.addresses];
+      if (remove.length > 0) changes.push(`removed ${remove.map(describeAddress).join(", ")}`);
       if (!l.up) changes.push("set up");
-      l.up = true;
+      Object.assign(l, { mtu: spec.mtu, addresses: [...spec.addresses], up: true });
       this.writes += changes.length;
       this.#devices.set(spec.name, spec);
-      return { device: this.#info(l), changes };
+      return { device: { ...l, addresses: [...l.addresses] }, changes };
     });
   }
 
@@ -430,17 +410,12 @@ export class FakeDatapath implements Datapath, KernelPoke {
           for (const [k, e] of changes) if (e) checkInScope(scope, k, e);
           const touched = noneTouched();
           for (const [k, e] of changes) table.desired.set(k, e, touched);
-          if (!table.synced) {
-            table.synced = true;
-            return this.#apply(
-              table,
-              planChanges(table.desired.all(), this.#installed(scope), scope),
-            );
-          }
-          return this.#apply(
-            table,
-            planChanges(table.desired.at(touched), this.#installed(scope, touched), scope),
-          );
+          const all = !table.synced; // before the first sync: a sync
+          table.synced = true;
+          const plan = all
+            ? planChanges(table.desired.all(), this.#installed(scope), scope)
+            : planChanges(table.desired.at(touched), this.#installed(scope, touched), scope);
+          return this.#apply(table, plan);
         }),
     };
   }
@@ -450,30 +425,23 @@ export class FakeDatapath implements Datapath, KernelPoke {
       throw new Error("Cannot watch for drift: the datapath is closed");
     }
     const queue: Drift[] = [];
-    let wake: (() => void) | undefined;
+    let wake = () => {};
     const listener = (d: Drift) => {
       queue.push(d);
-      wake?.();
+      wake();
     };
     this.#listeners.add(listener);
     const listeners = this.#listeners;
-    const closed = this.#closed.signal;
-    const ended = () => signal.aborted || closed.aborted;
-    const onEnd = () => wake?.();
-    signal.addEventListener("abort", onEnd, { once: true });
-    closed.addEventListener("abort", onEnd, { once: true });
+    const ended = AbortSignal.any([signal, this.#closed.signal]);
+    ended.addEventListener("abort", () => wake(), { once: true });
     return (async function* () {
       try {
-        while (!ended()) {
-          while (queue.length > 0 && !ended()) yield queue.shift()!;
-          if (ended()) return;
-          await new Promise<void>((r) => (wake = r));
-          wake = undefined;
+        while (!ended.aborted) {
+          while (queue.length > 0 && !ended.aborted) yield queue.shift()!;
+          if (!ended.aborted) await new Promise<void>((r) => (wake = r));
         }
       } finally {
         listeners.delete(listener);
-        signal.removeEventListener("abort", onEnd);
-        closed.removeEventListener("abort", onEnd);
       }
     })();
   }
@@ -482,25 +450,7 @@ export class FakeDatapath implements Datapath, KernelPoke {
     this.#closed.abort();
   }
 
-  /** The asked state and the kernel objects as text, for failure messages. */
-  describe(): string {
-    return [
-      ...[...this.#links.values()].map((l) =>
-        `link ${l.index} ${l.name} ${l.kind ?? "-"} mtu ${l.mtu} ${l.mac} ${l.up ? "up" : "down"} ${
-          l.addresses.map(describeAddress).join(",")
-        }`
-      ),
-      ...this.routes().map((r) => `route ${r}`),
-      ...[...this.#neighbours.values()].map((n) =>
-        `neigh ${formatIPv4(n.ip)} ${n.mac} dev ${n.device}`
-      ),
-      ...[...this.#fdb.values()].flat().map((f) =>
-        `fdb ${f.mac} dev ${f.device} dst ${formatIPv4(f.dst)}`
-      ),
-    ].join("\n");
-  }
-
-  // ---- internals -------------------------------------------------------------
+  // ---- internals ------------------------------------------------------------
 
   #call<T>(method: string, fn: () => T): Promise<T> {
     return Promise.resolve().then(() => {
@@ -509,8 +459,10 @@ export class FakeDatapath implements Datapath, KernelPoke {
       }
       const i = this.#failures.findIndex((f) => f.method === method);
       if (i >= 0) {
-        const f = this.#failures.splice(i, 1)[0];
-        throw new NetlinkError(f.errno, `${method} (injected failure)`);
+        throw new NetlinkError(
+          this.#failures.splice(i, 1)[0].errno,
+          `${method} (injected failure)`,
+        );
       }
       return fn();
     });
@@ -520,38 +472,20 @@ export class FakeDatapath implements Datapath, KernelPoke {
     for (const l of this.#listeners) l(d);
   }
 
-  #randomMac(): string {
-    const b = Array.from({ length: 6 }, () => Math.floor(this.#random() * 256));
-    b[0] = (b[0] & 0xfe) | 0x02;
-    return b.map((x) => x.toString(16).padStart(2, "0")).join(":");
-  }
-
-  #info(l: FakeLink): DeviceInfo {
-    return { ...l, addresses: l.addresses.map((a) => ({ ...a })) };
-  }
-
-  #mustLink(name: string): FakeLink {
+  #link(name: string): FakeLink {
     const l = this.#links.get(name);
     if (!l) throw new NetlinkError(ENODEV, `link ${name}`);
     return l;
   }
 
   #removeLink(name: string): void {
-    if (!this.#links.delete(name)) return;
-    this.#dropDevice(name, true);
+    if (this.#links.delete(name)) this.#dropDevice(name, true);
   }
 
   #dropDevice(name: string, fdbToo: boolean): void {
-    for (const [k, list] of this.#routes) {
-      this.#routes.set(
-        k,
-        list.filter((r) => r.device !== name),
-      );
-    }
+    for (const [k, r] of this.#routes) if (r.device === name) this.#routes.delete(k);
     for (const [k, n] of this.#neighbours) if (n.device === name) this.#neighbours.delete(k);
-    if (fdbToo) {
-      for (const [k, list] of this.#fdb) if (list[0]?.device === name) this.#fdb.delete(k);
-    }
+    if (fdbToo) { for (const [k, f] of this.#fdb) if (f.device === name) this.#fdb.delete(k); }
   }
 
   /** Report drift when an asked device no longer matches its spec. */
@@ -572,29 +506,14 @@ export class FakeDatapath implements Datapath, KernelPoke {
     if (why) this.#emit({ kind: "device", device: name, reason: why });
   }
 
-  #putRoute(r: InstalledRoute): void {
-    const k = dstKey(r.dst);
-    const list = (this.#routes.get(k) ?? []).filter((x) => routeKey(x) !== routeKey(r));
-    list.push(r);
-    this.#routes.set(k, list);
-  }
-
-  #driftRoute(r: InstalledRoute, what: string, contradicts: (want: RouteSpec) => boolean): void {
-    if (r.metric !== 0) return;
-    this.#driftEntry(
-      (t) => t.desired.route(dstKey(r.dst)),
-      contradicts,
-      `route ${formatIPv4Net(r.dst)} was ${what}`,
-    );
-  }
-
-  #driftEntry<S>(
-    find: (t: { desired: DesiredTable }) => { key: string; spec: S } | undefined,
+  /** Report entry drift when an outside change contradicts what a table asked for. */
+  #drift<S>(
+    find: (d: DesiredTable) => { key: string; spec: S } | undefined,
     contradicts: (want: S) => boolean,
     reason: string,
   ): void {
     for (const [table, t] of this.#tables) {
-      const want = find(t);
+      const want = find(t.desired);
       if (want && contradicts(want.spec)) {
         this.#emit({ kind: "entries", table, keys: [want.key], reason });
       }
@@ -604,66 +523,63 @@ export class FakeDatapath implements Datapath, KernelPoke {
   #holds(desired: DesiredTable, key: string): boolean {
     const e = desired.get(key);
     return !e ||
-      ((e.routes ?? []).every((r) =>
-        (this.#routes.get(dstKey(r.dst)) ?? []).some((h) => h.metric === 0 && sameRoute(r, h))
-      ) &&
+      ((e.routes ?? []).every((r) => {
+        const h = this.#routes.get(routeKey(r));
+        return h !== undefined && sameRoute(r, h);
+      }) &&
         (e.neighbours ?? []).every((n) => this.#neighbours.get(neighbourKey(n))?.mac === n.mac) &&
-        (e.fdb ?? []).every((f) => (this.#fdb.get(fdbKey(f)) ?? []).some((h) => h.dst === f.dst)));
+        (e.fdb ?? []).every((f) => this.#fdb.get(fdbKey(f))?.dst === f.dst));
   }
 
   /** The objects of a scope (at these keys only, when given). */
-  #installed(scope: EntryScope, at?: Touched): ObjectSet<InstalledRoute> {
-    const routes = at
-      ? [...at.routes].flatMap((k) => this.#routes.get(k) ?? [])
-      : [...this.#routes.values()].flat();
-    const neighbours = at
-      ? [...at.neighbours].map((k) => this.#neighbours.get(k)).filter((n) => n !== undefined)
-      : [...this.#neighbours.values()];
-    const fdb = at
-      ? [...at.fdb].flatMap((k) => this.#fdb.get(k) ?? [])
-      : [...this.#fdb.values()].flat();
+  #installed(scope: EntryScope, at?: Touched) {
+    const routes = [...this.#routes.values()].filter((r) => !at || at.routes.has(dstKey(r.dst)));
+    const neighbours = [...this.#neighbours.entries()].filter(([k]) => !at || at.neighbours.has(k));
+    const fdb = [...this.#fdb.entries()].filter(([k]) => !at || at.fdb.has(k));
     return {
       routes: routes.filter((r) => routeInScope(scope, r)),
-      neighbours: neighbours.filter((n) => neighbourInScope(scope, n)),
-      fdb: fdb.filter((f) => fdbInScope(scope, f)),
+      neighbours: neighbours.map(([, n]) => n).filter((n) => neighbourInScope(scope, n)),
+      fdb: fdb.map(([, f]) => f).filter((f) => fdbInScope(scope, f)),
     };
   }
 
-  /** Why the kernel would refuse this route, or null. */
-  #refuseRoute(r: RouteSpec): number | null {
-    const l = this.#links.get(r.device);
+  /** Why the kernel would refuse to write this object, or null. */
+  #refuse(
+    s: RouteSpec | NeighbourSpec | FdbSpec,
+    kind: "route" | "neighbour" | "fdb",
+  ): number | null {
+    const l = this.#links.get(s.device);
     if (!l) return ENODEV;
+    if (kind === "fdb") return l.kind === "vxlan" ? null : EOPNOTSUPP;
+    if (kind === "neighbour") return null;
+    const r = s as RouteSpec;
     if (!l.up) return ENETDOWN;
-    if (r.gateway !== undefined && !r.onlink) {
-      const connected = l.addresses.some((a) =>
-        a.prefixLen < 32 &&
-        containsIPv4(
-          { ip: (a.ip & maskIPv4(a.prefixLen)) >>> 0, prefixLen: a.prefixLen },
-          r.gateway!,
-        )
+    const connected = (a: IPv4Net) =>
+      a.prefixLen < 32 &&
+      containsIPv4(
+        { ip: (a.ip & maskIPv4(a.prefixLen)) >>> 0, prefixLen: a.prefixLen },
+        r.gateway!,
       );
-      if (!connected) return ENETUNREACH;
-    }
-    return null;
+    return r.gateway === undefined || r.onlink || l.addresses.some(connected) ? null : ENETUNREACH;
   }
 
-  #apply(t: { desired: DesiredTable }, plan: Plan): ApplyResult {
+  #apply(t: Table, plan: Plan): ApplyResult {
     const failures: EntryFailure[] = [];
     let written = 0, deleted = 0;
     const write = <S extends RouteSpec | NeighbourSpec | FdbSpec>(
       items: readonly S[],
       kind: "route" | "neighbour" | "fdb",
-      isDelete: boolean,
-      what: (s: S) => string,
-      refuse: (s: S) => number | null,
-      apply: (s: S) => void,
+      text: (s: S) => string,
+      apply: (s: S) => unknown,
+      isDelete = false,
     ) => {
       for (const s of items) {
         const key = t.desired.ownerOf(kind, s);
-        const errno = (key !== undefined && !isDelete ? this.#failingKeys.get(key) : undefined) ??
-          (isDelete ? null : refuse(s));
+        const errno = isDelete
+          ? null
+          : (key && this.#failingKeys.get(key)) || this.#refuse(s, kind);
         if (errno) {
-          failures.push({ key, error: new NetlinkError(errno, what(s)) });
+          failures.push({ key, error: new NetlinkError(errno, text(s)) });
           continue;
         }
         apply(s);
@@ -672,58 +588,28 @@ export class FakeDatapath implements Datapath, KernelPoke {
         else written++;
       }
     };
-    const device = (s: { device: string }, vxlanOnly = false) => {
-      const l = this.#links.get(s.device);
-      return !l ? ENODEV : vxlanOnly && l.kind !== "vxlan" ? EOPNOTSUPP : null;
-    };
-    const neigh = (n: NeighbourSpec) =>
-      `neighbour ${formatIPv4(n.ip)} lladdr ${n.mac} dev ${n.device}`;
-    const fdb = (f: FdbSpec) => `fdb ${f.mac} dev ${f.device} dst ${formatIPv4(f.dst)}`;
-    write(plan.deleteRoutes, "route", true, describeRoute, () => null, (r) => {
-      const k = dstKey(r.dst);
-      this.#routes.set(
-        k,
-        (this.#routes.get(k) ?? []).filter((x) =>
-          !(routeKey(x) === routeKey(r) && sameRoute(x, r))
-        ),
-      );
-    });
+    const route = (r: RouteSpec) => `route ${describeRoute(r)}`;
+    write(plan.deleteRoutes, "route", route, (r) => this.#routes.delete(routeKey(r)), true);
     write(
       plan.deleteNeighbours,
       "neighbour",
-      true,
-      neigh,
-      () => null,
+      neighText,
       (n) => this.#neighbours.delete(neighbourKey(n)),
+      true,
     );
-    write(plan.deleteFdb, "fdb", true, fdb, () => null, (f) => {
-      const rest = (this.#fdb.get(fdbKey(f)) ?? []).filter((x) => x.dst !== f.dst);
-      if (rest.length > 0) this.#fdb.set(fdbKey(f), rest);
-      else this.#fdb.delete(fdbKey(f));
-    });
+    write(plan.deleteFdb, "fdb", fdbText, (f) => this.#fdb.delete(fdbKey(f)), true);
     write(
       plan.replaceNeighbours,
       "neighbour",
-      false,
-      neigh,
-      (n) => device(n),
+      neighText,
       (n) => this.#neighbours.set(neighbourKey(n), n),
     );
-    write(
-      plan.replaceFdb,
-      "fdb",
-      false,
-      fdb,
-      (f) => device(f, true),
-      (f) => this.#fdb.set(fdbKey(f), [f]),
-    );
+    write(plan.replaceFdb, "fdb", fdbText, (f) => this.#fdb.set(fdbKey(f), f));
     write(
       plan.replaceRoutes,
       "route",
-      false,
-      (r) => `route ${describeRoute(r)}`,
-      (r) => this.#refuseRoute(r),
-      (r) => this.#putRoute({ ...r, metric: 0 }),
+      route,
+      (r) => this.#routes.set(routeKey(r), { ...r, metric: 0 }),
     );
     return { written, deleted, failures };
   }
