@@ -12,7 +12,7 @@
  * @module
  */
 
-import { sleepQuietly, whenAborted } from "../core/abort.ts";
+import { linkedController, sleepQuietly, whenAborted } from "../core/abort.ts";
 import { backoff, type Clock } from "../core/clock.ts";
 import type { Logger } from "../core/log.ts";
 import type { Drift } from "../datapath/types.ts";
@@ -130,16 +130,15 @@ export class Repairs {
   async #idle(signal: AbortSignal): Promise<void> {
     const { clock, resyncIntervalMs = 60_000 } = this.#options;
     const woken = new Promise<void>((r) => (this.#wake = r));
-    const done = new AbortController();
+    const wait = linkedController({ parents: [signal] });
     const timer = resyncIntervalMs > 0
-      ? sleepQuietly(clock, resyncIntervalMs, AbortSignal.any([signal, done.signal])).then((
-        full,
-      ) => {
+      ? sleepQuietly(clock, resyncIntervalMs, wait.signal).then((full) => {
         if (full) this.request({ full: true, reason: "periodic resync" });
       })
-      : new Promise<void>(() => {});
+      : woken;
     await Promise.race([woken, timer, whenAborted(signal)]);
-    done.abort();
+    wait.abort();
+    wait.dispose();
     this.#wake = undefined;
   }
 
