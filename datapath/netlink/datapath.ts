@@ -104,8 +104,8 @@ export class NetlinkDatapath implements Datapath {
   #writes = 0;
 
   /**
-   * Subscribes to kernel changes; call {@link NetlinkDatapath.open} instead
-   * unless you hold a client already.
+   * Subscribes to kernel changes; then call {@link NetlinkDatapath.start}.
+   * {@link openNetlinkDatapath} does both.
    *
    * @param client An open kernel client (closed with the datapath).
    * @param options Polling, slices, clock.
