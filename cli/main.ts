@@ -142,9 +142,13 @@ export async function main(
   const backends: Record<string, () => Promise<Backend>> = {
     alloc: () => Promise.resolve(allocBackend()),
     vxlan: async () =>
-      (await import("../backends/vxlan.ts")).vxlanBackend({ datapath: await openDatapath() }),
+      (await import("../backends/routed/vxlan.ts")).vxlanBackend({
+        datapath: await openDatapath(),
+      }),
     "host-gw": async () =>
-      (await import("../backends/host_gw.ts")).hostGwBackend({ datapath: await openDatapath() }),
+      (await import("../backends/routed/host_gw.ts")).hostGwBackend({
+        datapath: await openDatapath(),
+      }),
     udp: async () =>
       (await import("../backends/udp/backend.ts")).udpBackend({ datapath: await openDatapath() }),
     extension: async () => (await import("../backends/extension/backend.ts")).extensionBackend(),
