@@ -10,8 +10,7 @@
 
 import assert from "node:assert/strict";
 // fast-check is not in package.json yet; deno fetches it from the npm registry.
-// deno-lint-ignore no-import-prefix
-import fc from "npm:fast-check@3";
+import fc from "fast-check";
 import { parseIPv4, parseIPv4Net } from "../../core/ip.ts";
 import { SCOPE, VXLAN } from "../../testing/datapath_contract.ts";
 import { netlinkPoke } from "../../testing/netlink_poke.ts";
