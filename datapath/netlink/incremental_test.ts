@@ -9,7 +9,6 @@
  */
 
 import assert from "node:assert/strict";
-// fast-check is not in package.json yet; deno fetches it from the npm registry.
 import fc from "fast-check";
 import { parseIPv4, parseIPv4Net } from "../../core/ip.ts";
 import { SCOPE, VXLAN } from "../../testing/datapath_contract.ts";
