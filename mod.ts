@@ -53,7 +53,6 @@ export {
 } from "./core/errors.ts";
 
 if (import.meta.main) {
+  // main() closes what it opened (store, server, datapath, signal handlers): the process ends by itself.
   process.exitCode = await main(process.argv.slice(2));
-  // Let pending handles close; force the exit in case a client library keeps one open.
-  setTimeout(() => process.exit(process.exitCode ?? 0), 200).unref?.();
 }

@@ -129,6 +129,7 @@ export function createAgent(deps: AgentDeps): Agent {
     signal: AbortSignal,
   ): Promise<T> => {
     for (let attempt = 0;; attempt++) {
+      signal.throwIfAborted();
       try {
         const result = await step();
         lastFailure.delete(what);
@@ -168,6 +169,7 @@ export function createAgent(deps: AgentDeps): Agent {
     reacquire?: { why: string; previousSubnet: IPv4Net },
   ): Promise<Registered> => {
     for (let attempt = 0;; attempt++) {
+      signal.throwIfAborted();
       if (configStale || !config) {
         config = await readConfig(signal);
         configStale = false;
@@ -255,7 +257,7 @@ export function createAgent(deps: AgentDeps): Agent {
     if (onReady) {
       started.start(
         "reporting readiness",
-        (s) => retry("reporting readiness to the store", onReady, null, s),
+        (s) => retry("reporting readiness to the store", () => onReady(s), null, s),
       );
     }
     return started;
@@ -284,6 +286,7 @@ export function createAgent(deps: AgentDeps): Agent {
       const signal = life.signal;
       let following: Promise<void> | undefined;
       try {
+        signal.throwIfAborted();
         logger.info("starting", {
           store: deps.store.name,
           iface: deps.extIface.name,

@@ -71,7 +71,7 @@ export async function registerBackend(
   let previousLease: Lease | undefined;
   try {
     previousLease = deps.previousLease
-      ? await deps.previousLease()
+      ? await deps.previousLease(signal)
       : (await deps.store.list(signal, { exactExpiry: false })).leases.find((l) =>
         l.attrs.publicIP === deps.extIface.extAddr
       );

@@ -40,11 +40,16 @@ export interface AgentDeps {
   readonly prepare?: () => Promise<void>;
   /**
    * This host's lease as the store knows it, when the store has a better
-   * answer than "the lease with my public IP" (Kubernetes: the node's annotations).
+   * answer than "the lease with my public IP" (Kubernetes: the node's
+   * annotations). `signal` aborts when the agent stops.
    */
-  readonly previousLease?: () => Promise<Lease | undefined>;
-  /** Called each time the agent becomes ready (Kubernetes: set the node condition). */
-  readonly onReady?: () => Promise<void>;
+  readonly previousLease?: (signal: AbortSignal) => Promise<Lease | undefined>;
+  /**
+   * Called each time the agent becomes ready (Kubernetes: set the node
+   * condition); retried until it succeeds or `signal` aborts (the agent stops
+   * or registers again).
+   */
+  readonly onReady?: (signal: AbortSignal) => Promise<void>;
   readonly logger: Logger;
   readonly metrics: Metrics;
   readonly clock?: Clock;
