@@ -10,13 +10,16 @@
  *    from subnet.env, else a free one). A `ConfigError` sends the agent back
  *    to reading the config after a back-off, so fixing the config in the
  *    store fixes the agent; other errors are retried as they are.
- * 4. installing: write subnet.env atomically, install the host rules.
+ * 4. installing: start the network's run (repair loop, packet loop), then
+ *    write subnet.env atomically and install the host rules.
  * 5. ready: renew the lease before it expires (agent/keep_lease.ts); follow
  *    the peers (agent/follow_peers.ts → the pure reducer in agent/peers.ts →
  *    the coalescing writer in agent/peer_sync.ts).
  * 6. re-acquiring: the own lease was removed, expired or taken: register
  *    again (the old network keeps running meanwhile), end the old
- *    registration's tasks, then install and serve the new one — never exit.
+ *    registration's tasks and peer writes, then start, install and serve
+ *    the new one — never exit. Each registration owns its tasks (network
+ *    run, rules keeper, readiness poll): none outlives it.
  * 7. stopped: on abort (SIGTERM), keeping the lease and the datapath, so a
  *    restart drops no traffic.
  *
@@ -229,12 +232,10 @@ export function createAgent(deps: AgentDeps): Agent {
     metrics.leaseExpiry.set(expirySeconds(network.lease.expiration));
   };
 
-  /** Start a registration's tasks and become ready. */
-  const serve = (registered: Registered, signal: AbortSignal): Registration => {
+  /** Become ready on an installed registration: the rules keeper, peer writes, readiness. */
+  const serve = (started: Registration): void => {
     const current = config!;
-    const { network } = registered;
-    const started = new Registration(registered, signal, logger);
-    started.start("backend", (s) => network.run(s));
+    const { network } = started;
     const rules = deps.rules;
     if (rules?.run) {
       started.start("host rules keeper", (s) => rules.run!(current, network.lease, s));
@@ -260,7 +261,6 @@ export function createAgent(deps: AgentDeps): Agent {
         (s) => retry("reporting readiness to the store", () => onReady(s), null, s),
       );
     }
-    return started;
   };
 
   return {
@@ -294,9 +294,12 @@ export function createAgent(deps: AgentDeps): Agent {
         });
         let registered = await registerNetwork(signal);
         for (let first = true;; first = false) {
-          await install(registered.network, signal);
-          const live = serve(registered, signal);
+          const live = new Registration(registered, signal, logger);
           registration = live;
+          // the datapath runs while subnet.env and the rules go in (traffic flows during retries)
+          live.start("backend", (s) => live.network.run(s));
+          await install(live.network, signal);
+          serve(live);
           const subnet = formatIPv4Net(live.lease.subnet);
           if (first) {
             following = follower.run(signal);
