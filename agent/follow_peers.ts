@@ -16,7 +16,7 @@ import { leaseKey } from "../lease/kv_store.ts";
 import type { LeaseEvent, LeaseStore } from "../lease/types.ts";
 import type { AgentMetrics } from "./metrics.ts";
 import type { PeerSync } from "./peer_sync.ts";
-import { type OwnLease, type PeerSet, type PeerUpdate, reducePeers } from "./peers.ts";
+import { type OwnLease, PeerSet, type PeerUpdate, reducePeers } from "./peers.ts";
 
 /** Options of {@link PeerFollower}. */
 export interface PeerFollowerOptions {
@@ -47,7 +47,7 @@ export interface PeerFollowerOptions {
  */
 export class PeerFollower {
   readonly #options: PeerFollowerOptions;
-  #peers: PeerSet = new Map();
+  #peers: PeerSet = PeerSet.EMPTY;
   #round: LinkedController | undefined;
 
   constructor(options: PeerFollowerOptions) {

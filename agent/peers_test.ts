@@ -3,13 +3,7 @@ import { parseIPv4Net, parseIPv6Net } from "../core/ip.ts";
 import { leaseKey } from "../lease/kv_store.ts";
 import type { Lease, LeaseEvent } from "../lease/types.ts";
 import type { PeerChange } from "../backends/types.ts";
-import {
-  mergePeerChanges,
-  type OwnLease,
-  peerDiffers,
-  type PeerSet,
-  reducePeers,
-} from "./peers.ts";
+import { mergePeerChanges, type OwnLease, peerDiffers, PeerSet, reducePeers } from "./peers.ts";
 
 const OWN_IP = "192.0.2.10";
 const own: OwnLease = { subnet: parseIPv4Net("10.5.1.0/24"), publicIP: OWN_IP };
@@ -23,7 +17,7 @@ function lease(cidr: string, publicIP: string, extra: Partial<Lease> = {}): Leas
   };
 }
 
-const setOf = (...leases: Lease[]): PeerSet => new Map(leases.map((l) => [leaseKey(l), l]));
+const setOf = (...leases: Lease[]): PeerSet => PeerSet.of(leases.map((l) => [leaseKey(l), l]));
 const show = (changes: readonly PeerChange[]) =>
   changes.map((c) => `${c.type} ${leaseKey(c.lease)} ${c.lease.attrs.publicIP}`);
 
