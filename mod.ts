@@ -28,8 +28,9 @@ export {
   createAgent,
   type HostRules,
 } from "./agent/agent.ts";
+export type { AgentState, AgentStateName } from "./agent/state.ts";
 export { allocBackend } from "./backends/alloc.ts";
-export type { Backend, BackendContext, Network } from "./backends/types.ts";
+export type { Backend, BackendContext, Network, PeerChange } from "./backends/types.ts";
 export type { ExternalInterface } from "./datapath/iface.ts";
 export { pickExternalInterface } from "./datapath/iface.ts";
 export type { Datapath } from "./datapath/types.ts";
