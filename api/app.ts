@@ -87,6 +87,7 @@ export function createStatusApp(source: {
     const s = source.status();
     return c.json({
       ready: s.ready,
+      state: s.state,
       reason: s.reason,
       version: source.version ?? null,
       store: s.storeName,

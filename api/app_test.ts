@@ -32,6 +32,7 @@ function lease(cidr: string, publicIP: string, extra: Partial<Lease> = {}): Leas
 function harness() {
   let status: AgentStatus = {
     ready: false,
+    state: "registering",
     reason: "acquiring a lease from etcd",
     peers: [],
     extIface,
@@ -163,6 +164,7 @@ Deno.test("GET /v1/status summarises the agent", async () => {
   const h = harness();
   h.set({
     ready: true,
+    state: "ready",
     reason: null,
     backendType: "vxlan",
     config: parseNetworkConfig(`{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}`),
@@ -172,6 +174,7 @@ Deno.test("GET /v1/status summarises the agent", async () => {
   const body = await (await h.app.request("/v1/status")).json();
   assert.deepEqual({ ...body, lease: body.lease.subnet }, {
     ready: true,
+    state: "ready",
     reason: null,
     version: "9.9.9",
     store: "etcd",
