@@ -20,15 +20,7 @@ function fileHarness(): Promise<ContractHarness> {
   fs.writeFileSync(configPath, CONTRACT_CONFIG);
   const registry = createFileRegistry({ path: leaseFile, configPath });
   return Promise.resolve({
-    capabilities: {
-      ttl: true,
-      minTtlMs: 1000,
-      reservations: true,
-      compaction: true,
-      restart: false, // nothing to restart: there is no server
-      allocation: true,
-      garbage: true,
-    },
+    minTtlMs: 1000,
     open: (_host, o) =>
       Promise.resolve(
         createFileLeaseStore({ path: leaseFile, configPath, ttlMs: o?.ttlMs, pollMs: 50 }),
@@ -54,7 +46,14 @@ function fileHarness(): Promise<ContractHarness> {
   });
 }
 
-leaseStoreContract("file", fileHarness);
+leaseStoreContract("file", {
+  ttl: true,
+  reservations: true,
+  compaction: true,
+  restart: "the file store has no server to restart",
+  allocation: true,
+  garbage: true,
+}, fileHarness);
 
 Deno.test("file store: a missing config names the file and how to write it", async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "weft-file-"));

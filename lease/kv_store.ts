@@ -11,6 +11,7 @@ import * as v from "valibot";
 import type { Logger } from "../core/log.ts";
 import { nullLogger } from "../core/log.ts";
 import type { Registry as Metrics } from "../core/metrics.ts";
+import { isAbortError, sleepQuietly } from "../core/abort.ts";
 import { backoff, type Clock, systemClock } from "../core/clock.ts";
 import {
   findLeaseByPublicIP,
@@ -239,7 +240,7 @@ export function createKvLeaseStore(
     try {
       return await p;
     } catch (e) {
-      if (!(e instanceof DOMException && e.name === "AbortError")) {
+      if (!isAbortError(e)) {
         storeErrors?.inc({ store: registry.name });
       }
       throw e;
@@ -422,11 +423,7 @@ export function createKvLeaseStore(
             error: e as Error,
             retryInMs: delay,
           });
-          try {
-            await clock.sleep(delay, signal);
-          } catch {
-            return;
-          }
+          if (!(await sleepQuietly(clock, delay, signal))) return;
         }
       }
     },

@@ -1,7 +1,50 @@
 import assert from "node:assert/strict";
 import { formatIPv4Net, formatIPv6Net, parseIPv4Net, parseIPv6Net } from "../core/ip.ts";
-import { decodeRecord, leaseKey, type RawRecord } from "./kv_store.ts";
+import { createKvLeaseStore, decodeRecord, leaseKey, type RawRecord } from "./kv_store.ts";
 import { encodeLeaseAttrs, goJsonStringify, type Lease, type LeaseAttrs } from "./types.ts";
+import {
+  CONTRACT_CONFIG,
+  type ContractHarness,
+  leaseStoreContract,
+} from "../testing/lease_contract.ts";
+import { createMemoryRegistry } from "../testing/memory_registry.ts";
+import { FakeClock } from "../testing/fake_clock.ts";
+
+/**
+ * The key-value LeaseStore over the in-memory registry, on a FakeClock: the
+ * contract without I/O, so TTLs expire when the test moves the clock.
+ */
+function memoryHarness(): Promise<ContractHarness> {
+  const clock = new FakeClock();
+  const registry = createMemoryRegistry({ config: CONTRACT_CONFIG, clock });
+  const key = (cidr: string) => cidr.replace("/", "-");
+  return Promise.resolve({
+    clock,
+    open: (_host, o) => Promise.resolve(createKvLeaseStore(registry, { ttlMs: o?.ttlMs, clock })),
+    writeReservation: (subnet, publicIP) =>
+      registry.put(key(subnet), encodeLeaseAttrs({ publicIP, backendType: "alloc" }), null)
+        .then(() => {}),
+    writeGarbage: (subnet, value) => registry.put(key(subnet), value, null).then(() => {}),
+    removeExternally: (lease) => registry.delete(leaseKey(lease)),
+    compact: () => Promise.resolve(registry.compact()),
+    async restart() {
+      registry.restart();
+      // the watch backs off on the fake clock before it resumes
+      await clock.advance(10_000);
+    },
+    watchers: () => Promise.resolve(registry.watchers),
+    cleanup: () => Promise.resolve(),
+  });
+}
+
+leaseStoreContract("memory", {
+  ttl: true,
+  reservations: true,
+  compaction: true,
+  restart: true,
+  allocation: true,
+  garbage: true,
+}, memoryHarness);
 
 const record = (key: string, value: string, expiration: number | null = 1_700_000_000_000) => ({
   key,

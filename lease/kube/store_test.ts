@@ -21,6 +21,7 @@ import {
   writeKubeconfig,
 } from "../../testing/fake_kube.ts";
 import { type Clock, systemClock } from "../../core/clock.ts";
+import { waitForValue } from "../../testing/wait.ts";
 import { formatIPv4Net } from "../../core/ip.ts";
 import { createKubeLeaseStore, type KubeLeaseStoreOptions } from "./store.ts";
 import { type LeaseAttrs, type LeaseEvent } from "../types.ts";
@@ -40,12 +41,7 @@ const fastClock: Clock = {
   sleep: (ms, signal) => systemClock.sleep(Math.min(ms, 20), signal),
 };
 
-async function until(cond: () => boolean, what: string, ms = 10_000): Promise<void> {
-  for (const start = Date.now(); !cond();) {
-    if (Date.now() - start > ms) throw new Error(`timed out after ${ms} ms waiting: ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
+const until = (cond: () => boolean, what: string) => waitForValue(what, cond, { intervalMs: 5 });
 
 interface Env {
   kube: FakeKube;
@@ -104,14 +100,19 @@ const managed = (ip: string, extra: Record<string, string> = {}) => ({
 });
 
 // ---------------------------------------------------------------------------
-// The shared contract.
-//
-// Capabilities the kube store lacks, and why:
-// - ttl, reservations: Kubernetes has no lease TTL; a node holds its podCIDR
-//   for its whole life, so there is nothing to expire or to reserve.
-// - allocation: podCIDRs are assigned by kube-controller-manager
-//   (--allocate-node-cidrs), never by the agent; the harness plays that
-//   controller and gives host n the podCIDR 10.5.(n+1).0/24.
+// The shared contract. The harness plays kube-controller-manager and gives
+// host n the podCIDR 10.5.(n+1).0/24.
+
+/** What the kube store supports, and why not where it does not. */
+const KUBE_CAPABILITIES = {
+  ttl: "Kubernetes has no lease TTL: a node holds its podCIDR for its whole life",
+  reservations: "Kubernetes has no reservations: podCIDRs belong to nodes, nothing expires",
+  compaction: true,
+  restart: true,
+  allocation:
+    "podCIDRs are assigned by kube-controller-manager (--allocate-node-cidrs), never by the agent",
+  garbage: true,
+} as const;
 
 async function kubeHarness(loader: Loader): Promise<ContractHarness> {
   const kube = await createFakeKube({ token: TOKEN });
@@ -120,14 +121,6 @@ async function kubeHarness(loader: Loader): Promise<ContractHarness> {
   writeFileSync(netConfigPath, CONTRACT_CONFIG);
   const kubeconfigFile = writeKubeconfig(dir, kube, { token: TOKEN });
   return {
-    capabilities: {
-      ttl: false,
-      reservations: false,
-      compaction: true,
-      restart: true,
-      allocation: false,
-      garbage: true,
-    },
     open(host) {
       const name = `host-${host}`;
       if (!kube.getNode(name)) {
@@ -175,6 +168,7 @@ async function kubeHarness(loader: Loader): Promise<ContractHarness> {
       return Promise.resolve();
     },
     restart: () => kube.restart(),
+    watchers: () => Promise.resolve(kube.watchCount),
     async cleanup() {
       await kube.close();
       rmSync(dir, { recursive: true, force: true });
@@ -260,7 +254,7 @@ Deno.test("the example DaemonSet grants exactly the API access the store uses", 
 // Every test below runs once per loader of the address and credentials:
 // the builtin one and @kubernetes/client-node.
 for (const loader of LOADERS) {
-  leaseStoreContract(`kube [${loader}]`, () => kubeHarness(loader));
+  leaseStoreContract(`kube [${loader}]`, KUBE_CAPABILITIES, () => kubeHarness(loader));
 
   // ---------------------------------------------------------------------------
   // Kubernetes-specific behaviour.
@@ -278,7 +272,6 @@ for (const loader of LOADERS) {
       assert.match(s.status()!, /--pod-network-cidr/);
       await until(() => kube.watchCount === 1, "it watches the node instead of polling");
       kube.annotate("n1", { unrelated: "change" }); // still no podCIDR: keep waiting quietly
-      await new Promise((r) => setTimeout(r, 50));
       kube.setPodCIDR("n1", ["10.5.7.0/24"]);
       const lease = await pending;
       assert.equal(formatIPv4Net(lease.subnet), "10.5.7.0/24");
@@ -616,7 +609,7 @@ for (const loader of LOADERS) {
           await until(() => kube.watchCount === 1, "watching");
           kube.advanceResourceVersion(5); // other resources were written
           kube.sendBookmarks();
-          await new Promise((r) => setTimeout(r, 100));
+          // the stream delivers the bookmark before its end: the store reads both in order
           kube.compactHistory(); // history before the bookmark is gone
           kube.breakWatches();
           await until(() => kube.watchCount === 1, "reconnected");
