@@ -128,7 +128,7 @@ Deno.test("etcd store: config and a lease written the way flannel writes them ar
     const { leases } = await s.list();
     assert.equal(leases.length, 1);
     const l = leases[0];
-    assert.equal(l.subnet.ip, parseIPv4("10.244.7.0"));
+    assert.equal(l.subnet!.ip, parseIPv4("10.244.7.0"));
     assert.deepEqual(l.attrs, {
       publicIP: "192.168.64.3",
       publicIPv6: null,
@@ -139,7 +139,7 @@ Deno.test("etcd store: config and a lease written the way flannel writes them ar
     assert.ok(left > 86_300_000 && left <= 86_400_000, `expiry from the etcd lease, got ${left}`);
     // flannel's host restarts as weft: same subnet, value rewritten identically
     const again = await s.acquire(cfg, { attrs: l.attrs });
-    assert.equal(again.subnet.ip, l.subnet.ip);
+    assert.equal(again.subnet!.ip, l.subnet!.ip);
     assert.equal(
       await etcd.etcdctl(["get", "--print-value-only", `${PREFIX}/subnets/10.244.7.0-24`]),
       FLANNEL_VALUE + "\n",
@@ -214,7 +214,7 @@ Deno.test("etcd store: 50 agents racing for 32 subnets get 32 distinct leases an
       (r as PromiseRejectedResult).reason
     );
     assert.equal(leases.length, 32);
-    assert.equal(new Set(leases.map((l) => l.subnet.ip)).size, 32, "no subnet handed out twice");
+    assert.equal(new Set(leases.map((l) => l.subnet!.ip)).size, 32, "no subnet handed out twice");
     assert.equal(errors.length, 18);
     for (const e of errors) assert.ok(e instanceof PoolExhaustedError, String(e));
     const stored = JSON.parse(
@@ -250,7 +250,7 @@ Deno.test("etcd store: garbage values are skipped with a warning and counted", a
     const logger = memoryLogger();
     const s = open({ metrics, logger });
     const snap = await s.list();
-    assert.deepEqual(snap.leases.map((l) => l.subnet.ip), [parseIPv4("10.5.6.0")]);
+    assert.deepEqual(snap.leases.map((l) => l.subnet!.ip), [parseIPv4("10.5.6.0")]);
     const counter = metrics.counter("weft_store_malformed_records_total", "");
     assert.equal(counter.get({ store: "etcd" }), 4);
     const warnings = logger.lines.filter((l) => l.includes("skipping malformed lease record"));
@@ -264,7 +264,7 @@ Deno.test("etcd store: garbage values are skipped with a warning and counted", a
       subnetMax: parseIPv4("10.5.7.0"),
     };
     const lease = await s.acquire(cfg, { attrs: hostAttrs(0) });
-    assert.equal(lease.subnet.ip, parseIPv4("10.5.7.0"));
+    assert.equal(lease.subnet!.ip, parseIPv4("10.5.7.0"));
     const rev = (await s.list()).revision;
     const before = counter.get({ store: "etcd" });
     const events = await watchUntil(
@@ -278,7 +278,7 @@ Deno.test("etcd store: garbage values are skipped with a warning and counted", a
       },
     );
     assert.equal(events.length, 1, "only the good record is delivered");
-    assert.equal(events[0].type === "added" && events[0].lease.subnet.ip, parseIPv4("10.5.10.0"));
+    assert.equal(events[0].type === "added" && events[0].lease.subnet!.ip, parseIPv4("10.5.10.0"));
     assert.equal(counter.get({ store: "etcd" }), before + 1);
   });
 });
@@ -343,7 +343,7 @@ Deno.test("etcd store: expiry of leases written by others is looked up (exactly 
     const exact = await open({ maxTtlLookups: 64 }).list();
     const now = Date.now();
     for (const l of exact.leases) {
-      const want = now + (1000 + ((l.subnet.ip >>> 8) & 255) * 100 - 100) * 1000;
+      const want = now + (1000 + ((l.subnet!.ip >>> 8) & 255) * 100 - 100) * 1000;
       assert.ok(Math.abs(l.expiration! - want) < 2000, `exact: ${l.expiration} vs ${want}`);
     }
     const bounded = await open({ maxTtlLookups: 2, ttlMs: 5_000_000 }).list();
@@ -474,7 +474,7 @@ Deno.test("etcd store: an expired auth token is renewed transparently", async ()
     assert.ok(logger.lines.some((l) => l.includes("etcd auth token expired")));
     await new Promise((r) => setTimeout(r, 2500));
     const events = await watchUntil(s, snap.revision, (ev) => ev.length > 0, 10_000);
-    assert.equal(events[0].type === "added" && events[0].lease.subnet.ip, lease.subnet.ip);
+    assert.equal(events[0].type === "added" && events[0].lease.subnet!.ip, lease.subnet!.ip);
   }, { auth: { username: "weft", password: "pw" }, extraArgs: ["--auth-token-ttl", "1"] });
 });
 
@@ -493,7 +493,8 @@ Deno.test("etcd store: a watch behind a compaction yields a snapshot and continu
       s,
       snap.revision,
       (ev) =>
-        c !== undefined && ev.some((e) => e.type === "added" && e.lease.subnet.ip === c!.subnet.ip),
+        c !== undefined &&
+        ev.some((e) => e.type === "added" && e.lease.subnet!.ip === c!.subnet!.ip),
       10_000,
       async () => {
         await new Promise((r) => setTimeout(r, 500));

@@ -94,7 +94,7 @@ Deno.test("nodeToLease() ignores nodes without the kube-subnet-manager annotatio
 
 Deno.test("nodeToLease() decodes flannel's annotations", () => {
   const lease = nodeToLease(node(["10.5.1.0/24"], managed()), keys, v4config) as Lease;
-  assert.equal(formatIPv4Net(lease.subnet), "10.5.1.0/24");
+  assert.equal(formatIPv4Net(lease.subnet!), "10.5.1.0/24");
   assert.deepEqual(lease.attrs, {
     publicIP: "192.0.2.1",
     publicIPv6: null,
