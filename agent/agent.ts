@@ -21,10 +21,16 @@ import type { Logger } from "../core/log.ts";
 import { DURATION_BUCKETS, type Registry as Metrics } from "../core/metrics.ts";
 import { backoff, type Clock, systemClock } from "../core/clock.ts";
 import type { NetworkConfig } from "../lease/config.ts";
-import { equalIPv4Net, formatIPv4Net, type IPv4Net } from "../core/ip.ts";
+import { formatIPv4Net, formatSubnetPair } from "../core/ip.ts";
 import { leaseKey } from "../lease/kv_store.ts";
 import { readSubnetEnv, subnetEnvFor, writeSubnetEnv } from "../lease/subnet_env.ts";
-import { type Lease, type LeaseAttrs, type LeaseStore } from "../lease/types.ts";
+import {
+  type Lease,
+  type LeaseAttrs,
+  type LeaseStore,
+  type LeaseSubnets,
+  sameHost,
+} from "../lease/types.ts";
 import { ConfigError, LeaseConflictError } from "../core/errors.ts";
 import type { Backend, Network } from "../backends/types.ts";
 import type { ExternalInterface } from "../datapath/iface.ts";
@@ -51,8 +57,11 @@ export interface AgentDeps {
   readonly renewMarginMs?: number;
   /** Masquerade/forward rules; none when omitted. */
   readonly rules?: HostRules;
-  /** One-time host preparation before registering (e.g. enable ip_forward). */
-  readonly prepare?: () => Promise<void>;
+  /**
+   * One-time host preparation before registering (e.g. enable ip_forward,
+   * and IPv6 forwarding when the config enables IPv6).
+   */
+  readonly prepare?: (config: NetworkConfig) => Promise<void>;
   /**
    * This host's lease as the store knows it, when the store has a better
    * answer than "the lease with my public IP" (Kubernetes: the node's annotations).
@@ -168,6 +177,10 @@ export function createAgent(deps: AgentDeps): Agent {
     }
   };
 
+  // this host as leases name it (IPv4 public IP, or IPv6 in an IPv6-only network)
+  const ownAttrs = { publicIP: deps.extIface.extAddr, publicIPv6: deps.extIface.extV6Addr };
+  const hostOf = (a: LeaseAttrs) => a.publicIP || a.publicIPv6 || "?";
+
   const markLost = (why: string) => {
     if (lostFlag) return;
     lostFlag = true;
@@ -175,7 +188,7 @@ export function createAgent(deps: AgentDeps): Agent {
     lost?.();
   };
 
-  const register = async (signal: AbortSignal, previous?: IPv4Net): Promise<Network> => {
+  const register = async (signal: AbortSignal, previous?: LeaseSubnets): Promise<Network> => {
     const cfg = config!;
     const factory = deps.backends[cfg.backendType];
     if (!factory) {
@@ -192,13 +205,14 @@ export function createAgent(deps: AgentDeps): Agent {
       previousLease = deps.previousLease
         ? await deps.previousLease()
         : (await deps.store.list(signal, { exactExpiry: false })).leases.find((l) =>
-          l.attrs.publicIP === deps.extIface.extAddr
+          sameHost(l.attrs, ownAttrs)
         );
     } catch {
       // only a hint (e.g. to keep a VTEP MAC); acquire will surface store errors
     }
     const env = readSubnetEnv(deps.subnetFile);
-    const prevSubnet = previous ?? env?.subnet;
+    const prevSubnet = previous ? previous.subnet : env?.subnet;
+    const prevIPv6 = previous ? previous.ipv6Subnet : env?.ipv6Subnet;
     return await backend.register({
       config: cfg,
       extIface: deps.extIface,
@@ -214,7 +228,9 @@ export function createAgent(deps: AgentDeps): Agent {
         return await deps.store.acquire(cfg, {
           attrs: a,
           previousSubnet: prev && prev.prefixLen === cfg.subnetLen ? prev : undefined,
-          previousIPv6Subnet: env?.ipv6Subnet,
+          previousIPv6Subnet: prevIPv6 && prevIPv6.prefixLen === cfg.ipv6SubnetLen
+            ? prevIPv6
+            : undefined,
         }, s ?? signal);
       },
     });
@@ -267,7 +283,7 @@ export function createAgent(deps: AgentDeps): Agent {
   const own = () => current;
   const isOwn = (l: Lease) => {
     const mine = own();
-    return mine !== undefined && equalIPv4Net(mine.subnet, l.subnet);
+    return mine !== undefined && leaseKey(mine) === leaseKey(l);
   };
 
   const applySnapshot = (leases: readonly Lease[]) => {
@@ -276,15 +292,15 @@ export function createAgent(deps: AgentDeps): Agent {
     for (const l of leases) {
       if (isOwn(l)) {
         seenOwn = true;
-        if (l.attrs.publicIP !== deps.extIface.extAddr) {
-          markLost(`subnet ${formatIPv4Net(l.subnet)} now belongs to ${l.attrs.publicIP}`);
+        if (!sameHost(l.attrs, ownAttrs)) {
+          markLost(`subnet ${formatSubnetPair(l)} now belongs to ${hostOf(l.attrs)}`);
         }
         continue;
       }
       peers.set(leaseKey(l), l);
     }
     if (!seenOwn && own()) {
-      markLost(`lease ${formatIPv4Net(own()!.subnet)} is no longer in the store`);
+      markLost(`lease ${formatSubnetPair(own()!)} is no longer in the store`);
     }
     gPeers.set(peers.size);
   };
@@ -305,23 +321,21 @@ export function createAgent(deps: AgentDeps): Agent {
               applySnapshot(ev.leases);
             } else if (isOwn(ev.lease)) {
               if (ev.type === "removed") {
-                markLost(`lease ${formatIPv4Net(ev.lease.subnet)} was removed or expired`);
-              } else if (ev.lease.attrs.publicIP !== deps.extIface.extAddr) {
+                markLost(`lease ${formatSubnetPair(ev.lease)} was removed or expired`);
+              } else if (!sameHost(ev.lease.attrs, ownAttrs)) {
                 markLost(
-                  `subnet ${
-                    formatIPv4Net(ev.lease.subnet)
-                  } now belongs to ${ev.lease.attrs.publicIP}`,
+                  `subnet ${formatSubnetPair(ev.lease)} now belongs to ${hostOf(ev.lease.attrs)}`,
                 );
               }
             } else if (ev.type === "added") {
               const k = leaseKey(ev.lease);
               log.info(peers.has(k) ? "peer updated" : "peer added", {
-                subnet: formatIPv4Net(ev.lease.subnet),
-                publicIP: ev.lease.attrs.publicIP,
+                subnet: formatSubnetPair(ev.lease),
+                publicIP: hostOf(ev.lease.attrs),
               });
               peers.set(k, ev.lease);
             } else if (peers.delete(leaseKey(ev.lease))) {
-              log.info("peer removed", { subnet: formatIPv4Net(ev.lease.subnet) });
+              log.info("peer removed", { subnet: formatSubnetPair(ev.lease) });
             }
           }
           gPeers.set(peers.size);
@@ -373,20 +387,20 @@ export function createAgent(deps: AgentDeps): Agent {
         const old = current!;
         const net = await retry(
           "re-acquiring the lease",
-          () => register(signal, old.subnet),
+          () => register(signal, old),
           signal,
         );
-        if (!equalIPv4Net(old.subnet, net.lease.subnet)) {
+        if (leaseKey(old) !== leaseKey(net.lease)) {
           log.warn("this host's subnet changed", {
-            from: formatIPv4Net(old.subnet),
-            to: formatIPv4Net(net.lease.subnet),
+            from: formatSubnetPair(old),
+            to: formatSubnetPair(net.lease),
           });
         }
         lostFlag = false;
         current = net.lease;
         restart(net);
         await install(net, signal);
-        log.info("lease re-acquired", { subnet: formatIPv4Net(net.lease.subnet) });
+        log.info("lease re-acquired", { subnet: formatSubnetPair(net.lease) });
         setReason(network?.notReadyReason?.() ?? null);
         failures = 0;
         continue;
@@ -398,7 +412,7 @@ export function createAgent(deps: AgentDeps): Agent {
         current = renewed;
         gExpiry.set(renewed.expiration === null ? 0 : renewed.expiration / 1000);
         log.info("lease renewed", {
-          subnet: formatIPv4Net(renewed.subnet),
+          subnet: formatSubnetPair(renewed),
           expires: renewed.expiration === null
             ? "never"
             : new Date(renewed.expiration).toISOString(),
@@ -451,7 +465,9 @@ export function createAgent(deps: AgentDeps): Agent {
           subnetLen: config.subnetLen,
           backend: config.backendType,
         });
-        if (deps.prepare) await retry("preparing the host", deps.prepare, signal);
+        const prepare = deps.prepare;
+        const cfg = config;
+        if (prepare) await retry("preparing the host", () => prepare(cfg), signal);
         setReason("registering the backend");
         network = await retry(
           `registering the ${config.backendType} backend`,
@@ -492,7 +508,7 @@ export function createAgent(deps: AgentDeps): Agent {
           void retry("reporting readiness to the store", onReady, signal).catch(() => {});
         }
         log.info("ready", {
-          subnet: formatIPv4Net(network.lease.subnet),
+          subnet: formatSubnetPair(network.lease),
           mtu: network.mtu,
           subnetFile: deps.subnetFile,
         });

@@ -97,7 +97,7 @@ Deno.test("agent acquires a lease, writes flannel's subnet.env and becomes ready
     await until(() => r.agent.status().ready, r.clock, "ready");
     const lease = r.agent.status().lease!;
     const env = fs.readFileSync(path.join(r.dir, "subnet.env"), "utf8");
-    const first = formatIPv4Net({ ip: lease.subnet.ip + 1, prefixLen: 24 });
+    const first = formatIPv4Net({ ip: lease.subnet!.ip + 1, prefixLen: 24 });
     assert.equal(
       env,
       `FLANNEL_NETWORK=10.5.0.0/16\nFLANNEL_SUBNET=${first}\nFLANNEL_MTU=1500\nFLANNEL_IPMASQ=true\n`,
@@ -186,7 +186,7 @@ Deno.test("agent re-acquires its own lease when someone deletes it", async () =>
   try {
     await until(() => r.agent.status().ready, r.clock, "ready");
     const before = r.agent.status().lease!;
-    const key = `${formatIPv4Net(before.subnet).replace("/", "-")}`;
+    const key = `${formatIPv4Net(before.subnet!).replace("/", "-")}`;
     await r.reg.delete(key);
     await until(
       () =>
@@ -238,7 +238,7 @@ Deno.test("agent hands peers to the backend and leaves its own lease out", async
     assert.deepEqual(last.map((l) => l.attrs.publicIP), ["192.0.2.11"]);
     assert.equal(a.metrics.gauge("weft_peers", "").get(), 1);
     await b.stop();
-    await reg.delete(formatIPv4Net(b.agent.status().lease!.subnet).replace("/", "-"));
+    await reg.delete(formatIPv4Net(b.agent.status().lease!.subnet!).replace("/", "-"));
     await until(() => a.agent.status().peers.length === 0, clock, "b gone");
     assert.deepEqual(a.peersSeen[a.peersSeen.length - 1], []);
   } finally {

@@ -29,7 +29,7 @@ import {
   maskIPv4,
   parseIPv4,
 } from "../core/ip.ts";
-import type { Lease } from "../lease/types.ts";
+import { ipv4SubnetOf, type Lease } from "../lease/types.ts";
 import {
   type Datapath,
   type DatapathEvent,
@@ -70,7 +70,12 @@ export function hostGwDesiredState(
   const routes: Route[] = [];
   const skipped: SkippedPeer[] = [];
   for (const lease of peers) {
-    if (lease.subnet.ip === own.subnet.ip && lease.subnet.prefixLen === own.subnet.prefixLen) {
+    const subnet = lease.subnet;
+    if (!subnet) {
+      skipped.push({ lease, reason: "it has no IPv4 subnet (an IPv6-only lease)" });
+      continue;
+    }
+    if (own.subnet && subnet.ip === own.subnet.ip && subnet.prefixLen === own.subnet.prefixLen) {
       continue;
     }
     if (lease.attrs.backendType !== "host-gw") {
@@ -89,7 +94,7 @@ export function hostGwDesiredState(
       });
       continue;
     }
-    routes.push({ dst: lease.subnet, gateway: parseIPv4(lease.attrs.publicIP), index: extIndex });
+    routes.push({ dst: subnet, gateway: parseIPv4(lease.attrs.publicIP), index: extIndex });
   }
   return { routes, neighbours: [], fdb: [], skipped };
 }
@@ -160,6 +165,7 @@ async function registerHostGw(
   }
 
   const lease = await ctx.acquire({ publicIP: ext.extAddr, backendType: "host-gw" }, ctx.signal);
+  const ownSubnet = ipv4SubnetOf(lease, "the host-gw backend");
 
   let peers: readonly Lease[] = [];
   let desired: DesiredState = { routes: [], neighbours: [], fdb: [] };
@@ -168,7 +174,7 @@ async function registerHostGw(
   const inNetwork = (dst: IPv4Net) =>
     dst.prefixLen >= network.prefixLen &&
     ((dst.ip & maskIPv4(network.prefixLen)) >>> 0) === network.ip &&
-    !(dst.ip === lease.subnet.ip && dst.prefixLen === lease.subnet.prefixLen);
+    !(dst.ip === ownSubnet.ip && dst.prefixLen === ownSubnet.prefixLen);
   const scope = (): ManagedScope => ({
     isOurRoute: (r) =>
       (r.table ?? RT_TABLE_MAIN) === RT_TABLE_MAIN && r.protocol !== RTPROT_KERNEL &&

@@ -12,7 +12,7 @@ import type { Logger } from "../core/log.ts";
 import type { Clock } from "../core/clock.ts";
 import { backoff } from "../core/clock.ts";
 import type { NetworkConfig } from "../lease/config.ts";
-import { formatIPv4Net, type IPv4Net } from "../core/ip.ts";
+import { formatSubnetPair, type IPv4Net } from "../core/ip.ts";
 import type { Lease } from "../lease/types.ts";
 import { NetlinkBatchError, NetlinkError } from "../datapath/netlink/error.ts";
 import {
@@ -270,11 +270,11 @@ export class SkipWarner {
   report(skipped: readonly SkippedPeer[]): void {
     const now = new Set<string>();
     for (const s of skipped) {
-      const k = `${formatIPv4Net(s.lease.subnet)} ${s.reason}`;
+      const k = `${formatSubnetPair(s.lease)} ${s.reason}`;
       now.add(k);
       if (!this.#seen.has(k)) {
         this.logger.warn("skipping peer lease", {
-          subnet: formatIPv4Net(s.lease.subnet),
+          subnet: formatSubnetPair(s.lease),
           publicIP: s.lease.attrs.publicIP,
           reason: s.reason,
         });

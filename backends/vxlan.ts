@@ -47,7 +47,7 @@ import {
   maskIPv4,
   parseIPv4,
 } from "../core/ip.ts";
-import type { Lease } from "../lease/types.ts";
+import { ipv4SubnetOf, type Lease } from "../lease/types.ts";
 import { NetlinkError } from "../datapath/netlink/error.ts";
 import {
   type Datapath,
@@ -181,7 +181,12 @@ export function vxlanDesiredState(
   const fdb: FdbEntry[] = [];
   const skipped: SkippedPeer[] = [];
   for (const lease of peers) {
-    if (lease.subnet.ip === own.subnet.ip && lease.subnet.prefixLen === own.subnet.prefixLen) {
+    const subnet = lease.subnet;
+    if (!subnet) {
+      skipped.push({ lease, reason: "it has no IPv4 subnet (an IPv6-only lease)" });
+      continue;
+    }
+    if (own.subnet && subnet.ip === own.subnet.ip && subnet.prefixLen === own.subnet.prefixLen) {
       continue;
     }
     if (lease.attrs.backendType !== "vxlan") {
@@ -200,7 +205,7 @@ export function vxlanDesiredState(
     }
     const publicIP = parseIPv4(lease.attrs.publicIP);
     if (options.directNets.some((n) => containsIPv4(n, publicIP))) {
-      routes.push({ dst: lease.subnet, gateway: publicIP, index: options.extIndex });
+      routes.push({ dst: subnet, gateway: publicIP, index: options.extIndex });
       continue;
     }
     const data = parseVxlanLeaseData(lease.attrs.backendData);
@@ -208,11 +213,11 @@ export function vxlanDesiredState(
       skipped.push({ lease, reason: data.error });
       continue;
     }
-    neighbours.push({ index: options.linkIndex, ip: lease.subnet.ip, mac: data.vtepMac });
+    neighbours.push({ index: options.linkIndex, ip: subnet.ip, mac: data.vtepMac });
     fdb.push({ index: options.linkIndex, mac: data.vtepMac, dst: publicIP });
     routes.push({
-      dst: lease.subnet,
-      gateway: lease.subnet.ip,
+      dst: subnet,
+      gateway: subnet.ip,
       index: options.linkIndex,
       onlink: true,
     });
@@ -359,7 +364,8 @@ async function registerVxlan(
     backendType: "vxlan",
     backendData: { VNI: cfg.vni, VtepMAC: vtepMac },
   }, ctx.signal);
-  link = await configureDevice(dp, link, lease.subnet.ip, log);
+  const ownSubnet = ipv4SubnetOf(lease, "the vxlan backend");
+  link = await configureDevice(dp, link, ownSubnet.ip, log);
 
   let peers: readonly Lease[] = [];
   let desired: DesiredState = { routes: [], neighbours: [], fdb: [] };
@@ -371,7 +377,7 @@ async function registerVxlan(
       (r.table ?? RT_TABLE_MAIN) === RT_TABLE_MAIN && r.protocol !== RTPROT_KERNEL &&
       r.dst.prefixLen >= network.prefixLen &&
       ((r.dst.ip & maskIPv4(network.prefixLen)) >>> 0) === network.ip &&
-      !(r.dst.ip === lease.subnet.ip && r.dst.prefixLen === lease.subnet.prefixLen) &&
+      !(r.dst.ip === ownSubnet.ip && r.dst.prefixLen === ownSubnet.prefixLen) &&
       (r.index === linkIndex || (r.index === extIndex && r.gateway !== null)),
     isOurNeighbour: (n) => n.index === linkIndex && ((n.state ?? 0) & NUD_PERMANENT) !== 0,
     isOurFdb: (e) => e.index === linkIndex && e.dst !== null && e.mac !== "00:00:00:00:00:00",
@@ -402,7 +408,7 @@ async function registerVxlan(
       await dp.setLink(current.index, { mac: vtepMac });
     }
     if (current.mtu !== mtu) await dp.setLink(current.index, { mtu });
-    link = await configureDevice(dp, current, lease.subnet.ip, log);
+    link = await configureDevice(dp, current, ownSubnet.ip, log);
     const d = vxlanDesiredState(lease, peers, {
       linkIndex: link.index,
       extIndex,
@@ -444,7 +450,7 @@ async function registerVxlan(
         return null;
       case "address":
         if (
-          e.action === "del" && e.address.index === link.index && e.address.ip === lease.subnet.ip
+          e.action === "del" && e.address.index === link.index && e.address.ip === ownSubnet.ip
         ) {
           return `address ${formatIPv4(e.address.ip)}/32 was removed from ${name}`;
         }

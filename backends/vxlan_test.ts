@@ -139,7 +139,7 @@ Deno.test("vxlanDesiredState gives each vxlan peer a neighbour, an fdb entry and
   }]);
   assert.deepEqual(d.neighbours, [{ index: 7, ip: ip("10.5.2.0"), mac: "02:00:00:00:00:02" }]);
   assert.deepEqual(d.fdb, [{ index: 7, mac: "02:00:00:00:00:02", dst: ip("192.0.2.12") }]);
-  assert.deepEqual(d.skipped.map((s) => formatIPv4Net(s.lease.subnet)), [
+  assert.deepEqual(d.skipped.map((s) => formatIPv4Net(s.lease.subnet!)), [
     "10.5.5.0/24",
     "10.5.6.0/24",
     "10.5.7.0/24",

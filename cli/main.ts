@@ -158,9 +158,9 @@ export async function main(
     ipMasq: flags.ipMasq,
     renewMarginMs: flags.subnetLeaseRenewMargin * 60_000,
     rules: hostRules(flags, logger),
-    prepare: async () => {
+    prepare: async (config) => {
       const { ensureForwarding } = await import("../datapath/sysctl.ts");
-      const changed = ensureForwarding({});
+      const changed = ensureForwarding({ ipv4: config.enableIPv4, ipv6: config.enableIPv6 });
       if (changed.length) logger.info("enabled forwarding", { sysctls: changed.join(",") });
     },
     previousLease,
