@@ -218,6 +218,21 @@ export function parseIPv6(text: string): bigint {
 }
 
 /**
+ * Whether text is an IPv6 address (see {@link parseIPv6}).
+ *
+ * @param text e.g. `fd00::1`.
+ * @returns True when it parses.
+ */
+export function isIPv6(text: string): boolean {
+  try {
+    parseIPv6(text);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
  * Format an IPv6 address exactly as Go's `net.IP.String` (flannel's key and
  * subnet.env format): RFC 5952 — lowercase hex without leading zeros, the
  * longest run of two or more zero groups compressed to `::` (the first one on
