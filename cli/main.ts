@@ -160,7 +160,11 @@ export async function main(
     rules: hostRules(flags, logger),
     prepare: async (config) => {
       const { ensureForwarding } = await import("../datapath/sysctl.ts");
-      const changed = ensureForwarding({ ipv4: config.enableIPv4, ipv6: config.enableIPv6 });
+      const changed = ensureForwarding({
+        ipv4: config.enableIPv4,
+        ipv6: config.enableIPv6,
+        keepRouterAdvertisements: [extIface.name],
+      });
       if (changed.length) logger.info("enabled forwarding", { sysctls: changed.join(",") });
     },
     previousLease,
