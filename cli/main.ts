@@ -131,6 +131,11 @@ export async function main(
       logger.info("public IP set by the node's annotation", { publicIP: made.publicIP });
       extIface = { ...extIface, extAddr: made.publicIP };
     }
+    if (made.publicIPv6 && made.publicIPv6 !== extIface.extV6Addr) {
+      // flannel's GetStoredPublicIP: node-public-ipv6 stands in for --public-ipv6
+      logger.info("public IPv6 set by the node's annotation", { publicIPv6: made.publicIPv6 });
+      extIface = { ...extIface, extV6Addr: made.publicIPv6 };
+    }
   } catch (e) {
     logger.error((e as Error).message);
     return 1;
@@ -217,6 +222,7 @@ async function makeStore(
   onReady?: () => Promise<void>;
   previousLease?: () => Promise<Lease | undefined>;
   publicIP?: string;
+  publicIPv6?: string;
 }> {
   if (flags.kubeSubnetMgr) {
     const { createKubeLeaseStore } = await import("../lease/kube/store.ts");
@@ -234,8 +240,9 @@ async function makeStore(
     let hints: Awaited<ReturnType<typeof store.nodeHints>> | undefined;
     const getHints = async () => (hints ??= await store.nodeHints());
     let publicIP: string | undefined;
+    let publicIPv6: string | undefined;
     try {
-      publicIP = (await getHints()).publicIP;
+      ({ publicIP, publicIPv6 } = await getHints());
     } catch (e) {
       logger.warn("cannot read this node's annotations yet; will retry while registering", {
         error: e as Error,
@@ -244,6 +251,7 @@ async function makeStore(
     return {
       store,
       publicIP,
+      publicIPv6,
       previousLease: async () => (await getHints()).previousLease,
       onReady: () => store.markNetworkAvailable(),
     };
