@@ -104,7 +104,7 @@ Deno.test("kube store: a dual-stack node annotated by flannel is listed and watc
       snap.revision,
       (ev) => ev.some((e) => e.type === "added" && e.lease.attrs.publicIPv6 === "2001:db8::13"),
       10_000,
-      async () => {
+      () => {
         kube.annotate("v4-agent", {
           [A + "backend-v6-data"]: '{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:47"}',
           [A + "public-ipv6"]: "2001:db8::13",
