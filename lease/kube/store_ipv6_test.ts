@@ -109,6 +109,7 @@ Deno.test("kube store: a dual-stack node annotated by flannel is listed and watc
           [A + "backend-v6-data"]: '{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:47"}',
           [A + "public-ipv6"]: "2001:db8::13",
         });
+        return Promise.resolve();
       },
     );
     const added = events.find((e) => e.type === "added")!;
