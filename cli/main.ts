@@ -129,6 +129,12 @@ async function runAgent(
       logger.info("public IP set by the node's annotation", { publicIP: opened.publicIP });
       extIface = { ...extIface, extAddr: opened.publicIP };
     }
+    if (opened.publicIPv6 && opened.publicIPv6 !== extIface.extV6Addr) {
+      // flannel's GetStoredPublicIP: node-public-ipv6 stands in for --public-ipv6
+      logger.info("public IPv6 set by the node's annotation", { publicIPv6: opened.publicIPv6 });
+      extIface = { ...extIface, extV6Addr: opened.publicIPv6 };
+    }
+    const externalName = extIface.name;
     const agent = createAgent({
       store: opened.store,
       backends: table.backends,
@@ -137,9 +143,13 @@ async function runAgent(
       ipMasq: flags.ipMasq,
       renewMarginMs: flags.subnetLeaseRenewMargin * 60_000,
       rules: hostRules(flags, logger),
-      prepare: async () => {
+      prepare: async (config) => {
         const { ensureForwarding } = await import("../datapath/sysctl.ts");
-        const changed = ensureForwarding({});
+        const changed = ensureForwarding({
+          ipv4: config.enableIPv4,
+          ipv6: config.enableIPv6,
+          keepRouterAdvertisements: [externalName],
+        });
         if (changed.length) logger.info("enabled forwarding", { sysctls: changed.join(",") });
       },
       previousLease: opened.previousLease,
