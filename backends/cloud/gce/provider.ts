@@ -252,7 +252,11 @@ export function createGceRouteProvider(options: GceProviderOptions = {}): GceRou
     if (signal) callSignals.set(id, signal);
     try {
       return await fn(c, {
-        timeout: callTimeoutMs,
+        // gax turns a finite timeout into an AbortSignal.timeout with a listener, which keeps
+        // a Deno process alive until it fires (30 s after the last call, at agent shutdown);
+        // an infinite one arms nothing. The auth client's fetch enforces callTimeoutMs on the
+        // injected clock instead.
+        timeout: Number.POSITIVE_INFINITY,
         retry: null,
         otherArgs: { headers: { [CALL_HEADER]: id } },
       });

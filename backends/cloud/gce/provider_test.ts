@@ -1,4 +1,6 @@
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { execPath } from "../../../core/runtime.ts";
 import { type FakeGce, type FakeGceOptions, startFakeGce } from "../../../testing/fake_gce.ts";
 import {
   type ProviderHarness,
@@ -436,4 +438,32 @@ test("the pruned protos decode routes and operations as the full Compute protos 
     await lean.close();
     await full.close();
   }
+});
+
+test("a process that used the provider exits at once: no call leaves a timer behind", async () => {
+  const here = new URL(".", import.meta.url).href;
+  const script = `
+    import { startFakeGce } from "${new URL("../../../testing/fake_gce.ts", here).href}";
+    import { createGceRouteProvider } from "${new URL("./provider.ts", here).href}";
+    const fake = await startFakeGce();
+    const p = createGceRouteProvider({ env: fake.env, callTimeoutMs: 120000, operationPollMs: 1 });
+    const self = await p.discover();
+    await p.create(self.tables[0], "10.244.1.0/24", self.target);
+    await p.list(self.tables[0]);
+    fake.deny("compute.routes.delete");
+    await p.remove(self.tables[0], "10.244.1.0/24").catch(() => {});
+    await p.close();
+    await fake.close();
+    console.log("done", Date.now());
+  `;
+  const child = spawn(execPath(), ["eval", script], { stdio: ["ignore", "pipe", "inherit"] });
+  let out = "";
+  child.stdout.on("data", (d) => (out += d));
+  const killer = setTimeout(() => child.kill(), 60_000);
+  const code = await new Promise<number | null>((resolve) => child.once("exit", resolve));
+  const exited = Date.now();
+  clearTimeout(killer);
+  const done = Number(/done (\d+)/.exec(out)?.[1]);
+  assert.equal(code, 0, `the child was killed or failed: ${out}`);
+  assert.ok(exited - done < 10_000, `the process lingered ${exited - done} ms after its last call`);
 });

@@ -12,7 +12,10 @@
 
 /** Per-call options of a gax method. */
 export interface CallOptions {
-  /** Deadline of the call in ms. */
+  /**
+   * Deadline of the call in ms. `Infinity` arms no timer (a finite one is an
+   * `AbortSignal.timeout` that keeps a Deno process alive until it fires).
+   */
   timeout?: number;
   /** `null`: never retry (weft's reconcile loop retries with its own back-off). */
   retry?: null;
