@@ -1,10 +1,11 @@
 /**
  * A fake Google Compute Engine for the gce route provider, faithful enough
  * that the real `@google-cloud/compute` client (REST transport) and any
- * metadata client can be pointed at it. Two HTTP servers on loopback, port
- * 0, started and stopped by the test:
+ * metadata client can be pointed at it. HTTP servers on loopback (or a
+ * given address), port 0, started and stopped by the test: a metadata server
+ * per VM ({@link FakeGce.addVm} adds VMs) and one Compute API.
  *
- * **The metadata server** (`GCE_METADATA_HOST`): `/computeMetadata/v1/…`
+ * **The metadata server** (`GCE_METADATA_HOST`, `fake_gce_metadata.ts`): `/computeMetadata/v1/…`
  * with `project/project-id`, `project/numeric-project-id`, `instance/zone`
  * (`projects/<number>/zones/<zone>`), `instance/name`, `instance/hostname`
  * (a custom hostname unlike the instance name, as on a real VM with one),
@@ -43,6 +44,7 @@
 import { type HttpServer, serveHttp } from "../core/runtime.ts";
 import { formatIPv4Net, parseIPv4Net } from "../core/ip.ts";
 import { evaluateFilter, parseFilter } from "./fake_gce_filter.ts";
+import { type FakeVm, metadataHandler, type MetadataState } from "./fake_gce_metadata.ts";
 
 const BASE = "https://www.googleapis.com/compute/v1/";
 const NAME_RE = /^[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?$/;
@@ -64,6 +66,10 @@ export interface FakeGceOptions {
   readonly instanceName?: string;
   /** The hostname the VM reports: deliberately not the instance name. */
   readonly hostname?: string;
+  /** The VM's address (`instance/network-interfaces/0/ip`), if any. */
+  readonly ip?: string;
+  /** Address both servers listen on (default 127.0.0.1; a lab's underlay address). */
+  readonly listen?: string;
   /** Network of the VM's first NIC. */
   readonly network?: string;
   /** Lifetime of issued tokens in seconds (default 3599, as GCE). */
@@ -97,6 +103,14 @@ interface Route {
   json: Json;
 }
 
+/** A VM with its own metadata server, see {@link FakeGce.addVm}. */
+export interface FakeVmHandle {
+  readonly metadataHost: string;
+  readonly instanceLink: string;
+  /** `GCE_METADATA_HOST` of this VM and the shared Compute endpoint. */
+  readonly env: Readonly<Record<string, string>>;
+}
+
 /** The running fake, see the module doc. */
 export interface FakeGce {
   /** `host:port` for `GCE_METADATA_HOST`. */
@@ -116,7 +130,15 @@ export interface FakeGce {
   /** Resolves once `method` has been called `n` times in all. */
   waitForCalls(method: string, n: number): Promise<void>;
   addNetwork(name: string): string;
-  addInstance(zone: string, name: string): string;
+  /** An instance without a metadata server of its own (a peer VM); returns its selfLink. */
+  addInstance(zone: string, name: string, ip?: string): string;
+  /**
+   * Another VM of the project, with its own metadata server (sharing tokens,
+   * routes and faults): for tests and labs with several agents.
+   */
+  addVm(vm: { zone: string; name: string; ip?: string; hostname?: string }): Promise<FakeVmHandle>;
+  /** The address given to an instance (`addInstance`, `addVm`, the `ip` option). */
+  instanceIP(link: string): string | undefined;
   /** Delete an instance (by selfLink or `zone/name`); its routes stay, with a warning. */
   deleteInstance(link: string): void;
   /** Put a route in place directly (a route another tool or GCE wrote). */
@@ -194,7 +216,6 @@ export async function startFakeGce(options: FakeGceOptions = {}): Promise<FakeGc
   const pendingMs = options.pendingMs ?? 2;
   const runningMs = options.runningMs ?? 5;
   const waitTimeoutMs = options.waitTimeoutMs ?? 2000;
-  let scopes = [...(options.scopes ?? ["https://www.googleapis.com/auth/cloud-platform"])];
   let routesQuota = options.routesQuota ?? 250;
 
   const calls: Record<string, number> = {};
@@ -210,7 +231,9 @@ export async function startFakeGce(options: FakeGceOptions = {}): Promise<FakeGc
   };
 
   const networks = new Set<string>([networkName]);
-  const instances = new Set<string>([`${zone}/${instanceName}`]);
+  const instances = new Map<string, { ip?: string }>([[`${zone}/${instanceName}`, {
+    ip: options.ip,
+  }]]);
   const routes = new Map<string, Route>();
   const pendingInserts = new Set<string>();
   const pendingDeletes = new Set<string>();
@@ -221,8 +244,6 @@ export async function startFakeGce(options: FakeGceOptions = {}): Promise<FakeGc
   let throttled: { left: number; status: 403 | 429 } = { left: 0, status: 403 };
   let failNext: ApiErrorBody | null = null;
   let holdOps = false;
-  let sendFlavor = true;
-  let hasServiceAccount = true;
   let idSeq = 1_000_000;
   let tokenSeq = 0;
 
@@ -267,46 +288,6 @@ export async function startFakeGce(options: FakeGceOptions = {}): Promise<FakeGc
       }];
     }
     return json;
-  }
-
-  // --- the metadata server -------------------------------------------------
-  function issueToken(): Json {
-    const token = `ya29.fake-${++tokenSeq}-${crypto.randomUUID().slice(0, 8)}`;
-    tokens.set(token, { expiresAt: Date.now() + tokenLifetimeS * 1000, scopes: [...scopes] });
-    return { access_token: token, expires_in: tokenLifetimeS, token_type: "Bearer" };
-  }
-
-  function metadata(req: Request): Response {
-    const url = new URL(req.url);
-    const path = url.pathname.replace(/^\/computeMetadata\/v1\//, "");
-    count(`metadata.${path}`);
-    const headers: Record<string, string> = { "Content-Type": "application/text" };
-    if (sendFlavor) headers["Metadata-Flavor"] = "Google";
-    if (req.headers.get("metadata-flavor") !== "Google" || req.headers.has("x-forwarded-for")) {
-      return new Response("Missing required header: Metadata-Flavor: Google\n", {
-        status: 403,
-        headers,
-      });
-    }
-    const values: Record<string, string> = {
-      "project/project-id": projectId,
-      "project/numeric-project-id": projectNumber,
-      "instance/zone": `projects/${projectNumber}/zones/${zone}`,
-      "instance/name": instanceName,
-      "instance/hostname": options.hostname ?? `${instanceName}-custom.example.internal`,
-      "instance/network-interfaces/0/network": `projects/${projectNumber}/networks/${networkName}`,
-    };
-    if (hasServiceAccount) {
-      values["instance/service-accounts/default/email"] =
-        `weft@${projectId}.iam.gserviceaccount.com`;
-      values["instance/service-accounts/default/scopes"] = scopes.join("\n") + "\n";
-    }
-    if (path === "instance/service-accounts/default/token" && hasServiceAccount) {
-      return Response.json(issueToken(), { headers });
-    }
-    const value = values[path];
-    if (value === undefined) return new Response("Not Found\n", { status: 404, headers });
-    return new Response(value, { headers });
   }
 
   // --- the Compute API -----------------------------------------------------
@@ -651,18 +632,40 @@ export async function startFakeGce(options: FakeGceOptions = {}): Promise<FakeGc
     return Response.json(out);
   }
 
-  const metadataServer: HttpServer = await serveHttp({
-    hostname: "127.0.0.1",
-    port: 0,
-    fetch: metadata,
+  const listen = options.listen ?? "127.0.0.1";
+  const meta: MetadataState = {
+    flavor: true,
+    serviceAccount: true,
+    scopes: [...(options.scopes ?? ["https://www.googleapis.com/auth/cloud-platform"])],
+    issueToken() {
+      const token = `ya29.fake-${++tokenSeq}-${crypto.randomUUID().slice(0, 8)}`;
+      tokens.set(token, {
+        expiresAt: Date.now() + tokenLifetimeS * 1000,
+        scopes: [...meta.scopes],
+      });
+      return { access_token: token, expires_in: tokenLifetimeS, token_type: "Bearer" };
+    },
+    count,
+  };
+  const servers: HttpServer[] = [];
+  const vmServer = async (vm: FakeVm) => {
+    const server = await serveHttp({ hostname: listen, port: 0, fetch: metadataHandler(vm, meta) });
+    servers.push(server);
+    return `${listen}:${server.port}`;
+  };
+  const vmOf = (z: string, name: string, ip?: string, hostname?: string): FakeVm => ({
+    projectId,
+    projectNumber,
+    zone: z,
+    name,
+    hostname: hostname ?? `${name}-custom.example.internal`,
+    network: networkName,
+    ip,
   });
-  const computeServer: HttpServer = await serveHttp({
-    hostname: "127.0.0.1",
-    port: 0,
-    fetch: compute,
-  });
-  const metadataHost = `127.0.0.1:${metadataServer.port}`;
-  const computeEndpoint = `http://127.0.0.1:${computeServer.port}/compute/v1/`;
+  const metadataHost = await vmServer(vmOf(zone, instanceName, options.ip, options.hostname));
+  const computeServer: HttpServer = await serveHttp({ hostname: listen, port: 0, fetch: compute });
+  servers.push(computeServer);
+  const computeEndpoint = `http://${listen}:${computeServer.port}/compute/v1/`;
 
   return {
     metadataHost,
@@ -687,9 +690,21 @@ export async function startFakeGce(options: FakeGceOptions = {}): Promise<FakeGc
       networks.add(name);
       return netLink(name);
     },
-    addInstance(z, name) {
-      instances.add(`${z}/${name}`);
+    addInstance(z, name, ip) {
+      instances.set(`${z}/${name}`, { ip });
       return instLink(z, name);
+    },
+    async addVm(vm) {
+      instances.set(`${vm.zone}/${vm.name}`, { ip: vm.ip });
+      const host = await vmServer(vmOf(vm.zone, vm.name, vm.ip, vm.hostname));
+      return {
+        metadataHost: host,
+        instanceLink: instLink(vm.zone, vm.name),
+        env: { GCE_METADATA_HOST: host, CLOUDSDK_API_ENDPOINT_OVERRIDES_COMPUTE: computeEndpoint },
+      };
+    },
+    instanceIP(link) {
+      return instances.get(instanceKey(link) ?? link)?.ip;
     },
     deleteInstance(link) {
       instances.delete(instanceKey(link) ?? link);
@@ -710,7 +725,7 @@ export async function startFakeGce(options: FakeGceOptions = {}): Promise<FakeGc
     deny: (p) => void denied.add(p),
     allow: (p) => void denied.delete(p),
     setScopes(s) {
-      scopes = [...s];
+      meta.scopes = [...s];
     },
     holdOperations(hold) {
       holdOps = hold;
@@ -721,10 +736,10 @@ export async function startFakeGce(options: FakeGceOptions = {}): Promise<FakeGc
       }
     },
     setMetadataFlavor(send) {
-      sendFlavor = send;
+      meta.flavor = send;
     },
     removeServiceAccount() {
-      hasServiceAccount = false;
+      meta.serviceAccount = false;
     },
     failNext(error) {
       failNext = error;
@@ -733,7 +748,7 @@ export async function startFakeGce(options: FakeGceOptions = {}): Promise<FakeGc
       for (const t of timers) clearTimeout(t);
       timers.clear();
       for (const op of operations.values()) for (const w of op.waiters.splice(0)) w();
-      await Promise.all([metadataServer.shutdown(), computeServer.shutdown()]);
+      await Promise.all(servers.map((server) => server.shutdown()));
     },
   };
 }

@@ -246,3 +246,43 @@ test("an unknown token is 401; calls are counted per method", async () => {
     await fake.close();
   }
 });
+
+test("addVm() gives another VM its own metadata server over the same project and routes", async () => {
+  const fake = await startFakeGce({ ip: "192.0.2.11" });
+  try {
+    const vm2 = await fake.addVm({ zone: "europe-west1-c", name: "node-2", ip: "192.0.2.12" });
+    const [a, b] = [createGceMetadata({ env: fake.env }), createGceMetadata({ env: vm2.env })];
+    assert.equal((await a.instance()).name, "node-1");
+    const me2 = await b.instance();
+    assert.deepEqual([me2.name, me2.zone], ["node-2", "europe-west1-c"]);
+    assert.equal(await b.get("instance/network-interfaces/0/ip"), "192.0.2.12");
+    assert.equal(fake.instanceIP(fake.instanceLink), "192.0.2.11");
+    assert.equal(fake.instanceIP(vm2.instanceLink), "192.0.2.12");
+    const c = clientsFor(fake);
+    try {
+      // a token of the second VM's metadata server is as good as the first's
+      const token = await b.token();
+      const c2 = clientsFor(fake, token);
+      const [op] = await c2.routes.insert({
+        project: fake.projectId,
+        routeResource: {
+          name: "r",
+          network: "default",
+          destRange: "10.2.0.0/24",
+          nextHopInstance: vm2.instanceLink,
+        },
+      });
+      await c2.operations.wait({
+        project: fake.projectId,
+        operation: String(op.latestResponse.name),
+      });
+      await c2.close();
+      const [route] = await c.routes.get({ project: fake.projectId, route: "r" });
+      assert.equal(route.nextHopInstance, vm2.instanceLink);
+    } finally {
+      await c.close();
+    }
+  } finally {
+    await fake.close();
+  }
+});

@@ -231,13 +231,24 @@ export function createGceRouteProvider(options: GceProviderOptions = {}): GceRou
 
   let clients: Promise<ComputeClients> | null = null;
   const load = () =>
-    clients ??= import("./sdk.ts").then((sdk) =>
-      sdk.createComputeClients({
-        apiEndpoint: endpoint.apiEndpoint,
-        port: endpoint.port,
-        protocol: endpoint.protocol,
-        authClient,
-      }, options.leanProtos ?? true)
+    clients ??= import("./sdk.ts").then(
+      (sdk) =>
+        sdk.createComputeClients({
+          apiEndpoint: endpoint.apiEndpoint,
+          port: endpoint.port,
+          protocol: endpoint.protocol,
+          authClient,
+        }, options.leanProtos ?? true),
+      (e) => {
+        clients = null;
+        throw new RouteProviderError(
+          "invalid",
+          `Cannot load the Compute client library (@google-cloud/compute 7): ${
+            (e as Error).message
+          }. Install weft's dependencies (npm ci), or run a build that includes the gce backend`,
+          { cause: e },
+        );
+      },
     );
 
   /** Run one API call with our options; classify its failure. */
