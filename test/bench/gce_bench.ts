@@ -265,10 +265,8 @@ export function reportGce(load: GceLoadBench, calls: GceCallsBench): string[] {
   for (const [runtime, byMode] of Object.entries(load.results)) {
     for (const [mode, r] of Object.entries(byMode)) {
       lines.push(
-        `${runtime} ${
-          mode.padEnd(15)
-        } import ${r.importMs} ms, construct+init ${r.constructMs} ms, ` +
-          `RSS ${r.rssMB} MB, first list ${r.firstCallMs} ms, denied insert ${r.deniedCallMs} ms ` +
+        `${runtime} ${mode.padEnd(15)} import ${r.importMs} ms, construct+init ` +
+          `${r.constructMs} ms (CPU to ready ${r.cpuMs} ms), RSS ${r.rssMB} MB, first list ${r.firstCallMs} ms, denied insert ${r.deniedCallMs} ms ` +
           `(again ${r.deniedCall2Ms} ms)`,
       );
     }
@@ -282,7 +280,7 @@ export function reportGce(load: GceLoadBench, calls: GceCallsBench): string[] {
     } metadata`;
   };
   lines.push(`node join (discover, list, create): ${fmt(calls.join)}`);
-  lines.push(`idle resync (list): ${fmt(calls.resync)}`);
+  lines.push(`periodic resync (list): ${fmt(calls.resync)}`);
   lines.push(`replace: ${fmt(calls.replace)}`);
   lines.push(`node leave (remove): ${fmt(calls.leave)}`);
   return lines;
