@@ -56,7 +56,7 @@ const RAW_PAYLOAD = Symbol.for("google-gax.rawHttpResponsePayload");
 const SCOPE_HINT = `the VM's access scopes must include ${COMPUTE_SCOPE} ` +
   "(or https://www.googleapis.com/auth/cloud-platform)";
 const ROLE_HINT = `the gce backend needs ${REQUIRED_PERMISSIONS.join(", ")} ` +
-  "(roles/compute.networkAdmin has them all; examples/gce lists a narrower custom role)";
+  "(roles/compute.networkAdmin has them all, or grant a custom role with exactly these)";
 
 /** The legacy `errors[0].reason` of a Google JSON error body, if there is one. */
 export function legacyReason(e: unknown): string | undefined {
