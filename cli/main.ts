@@ -152,6 +152,7 @@ export async function main(
     udp: async () =>
       (await import("../backends/udp/backend.ts")).udpBackend({ datapath: await openDatapath() }),
     extension: async () => (await import("../backends/extension/backend.ts")).extensionBackend(),
+    "aws-vpc": async () => (await import("../backends/routed/aws_vpc.ts")).awsVpcBackend(),
   };
 
   const agent = createAgent({
