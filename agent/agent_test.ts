@@ -12,6 +12,7 @@ import { createMemoryRegistry, type MemoryRegistry } from "../testing/memory_reg
 import { type Agent, createAgent } from "./agent.ts";
 import { allocBackend } from "../backends/alloc.ts";
 import type { ExternalInterface } from "../datapath/iface.ts";
+import type { Backend } from "../backends/types.ts";
 
 const CONFIG = '{"Network":"10.5.0.0/16","Backend":{"Type":"alloc"}}';
 const iface = (ip: string): ExternalInterface => ({
@@ -41,6 +42,7 @@ function rig(
     clock?: FakeClock;
     reg?: MemoryRegistry;
     ip?: string;
+    backend?: () => Backend;
   } = {},
 ): Rig {
   const clock = options.clock ?? new FakeClock();
@@ -53,7 +55,9 @@ function rig(
   const store = createKvLeaseStore(reg, { ttlMs: options.ttlMs ?? 3600_000, clock, logger });
   const agent = createAgent({
     store,
-    backends: { alloc: () => allocBackend({ onPeers: (p) => peersSeen.push(p) }) },
+    backends: {
+      alloc: options.backend ?? (() => allocBackend({ onPeers: (p) => peersSeen.push(p) })),
+    },
     extIface: iface(options.ip ?? "192.0.2.10"),
     subnetFile: path.join(dir, "subnet.env"),
     ipMasq: true,
@@ -284,5 +288,27 @@ Deno.test("agent restarts onto the subnet recorded in subnet.env", async () => {
     ac.abort();
     await run;
     fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+Deno.test("agent follows the backend's not-ready reason after registering until it clears", async () => {
+  let why: string | null = "writing this host's cloud route";
+  const backend = (): Backend => ({
+    type: "alloc",
+    async register(ctx) {
+      const network = await allocBackend().register(ctx);
+      return { ...network, notReadyReason: () => why };
+    },
+  });
+  const r = rig({ backend });
+  try {
+    await until(() => r.agent.status().lease !== undefined, r.clock, "a lease");
+    await r.clock.advance(600);
+    assert.equal(r.agent.status().ready, false);
+    assert.equal(r.agent.status().reason, "backend: writing this host's cloud route");
+    why = null;
+    await until(() => r.agent.status().ready, r.clock, "ready once the backend is");
+  } finally {
+    await r.stop();
   }
 });
