@@ -29,9 +29,9 @@
  *   remove of a missing route is not an error).
  *
  * So `sync` reads the table only when the listing is due (on the target's
- * own jittered schedule, whatever calls `sync` in between) and removes stale
- * routes only right after such a read; otherwise it works from the cached
- * listing. `update` never reads: it writes this host's route when it is
+ * own jittered schedule, whatever calls `sync` in between; `nextSyncInMs`
+ * tells the engine when to call) and removes stale routes only right after
+ * such a read; otherwise it works from the cached listing. `update` never reads: it writes this host's route when it is
  * among the changes (a retry) and leaves peers to the next listing.
  *
  * Failures: a call that fails is reported (the engine retries it) and, for
@@ -134,6 +134,8 @@ export interface CloudRouteTarget {
   release(own: CloudEntry, signal: AbortSignal): Promise<void>;
   /** Why this host's route is not in every table, or null. */
   notReadyReason(): string | null;
+  /** Time until the next listing is due, ms (0: due now). */
+  nextSyncInMs(): number;
   /** The destinations of a table as last listed (or written), with their targets. */
   listing(table: string): ReadonlyMap<string, ProviderRoute> | undefined;
 }
@@ -473,6 +475,8 @@ export function cloudRouteTarget(options: CloudTargetOptions): CloudRouteTarget 
         ownDestinations.join(", ") || "its subnet"
       } → ${self.target}) into ${missing.join(", ")}`;
     },
+
+    nextSyncInMs: () => Math.max(0, nextListAt - clock.now()),
 
     listing: (table) => cache.get(table),
   };

@@ -275,7 +275,8 @@ async function registerAwsVpc(
     },
     ctx,
     log,
-    { resyncIntervalMs: Math.round(cloud.listIntervalMs / 4), ...options },
+    // no kernel state: the only periodic work is the target's own listing
+    { resyncIntervalMs: 0, ...options },
   );
   return { ...network, self };
 }

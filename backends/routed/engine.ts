@@ -72,6 +72,12 @@ export interface RouteTarget<E> {
   drift?(signal: AbortSignal): AsyncIterable<Drift>;
   /** Why the target is not in place yet (a cloud route not written), or null; absent: always ready. */
   notReadyReason?(): string | null;
+  /**
+   * How long until the target wants a full sync of its own (a cloud
+   * listing due); the engine syncs then or at its periodic interval,
+   * whichever comes first. Absent: only the periodic interval.
+   */
+  nextSyncInMs?(): number;
 }
 
 /** What an instance's setup step hands the engine. */
@@ -111,7 +117,10 @@ export interface RoutedNetwork extends Network {
 
 /** Timings and hooks of the engine. */
 export interface RoutedOptions {
-  /** Periodic full sync in `run` (default 60 s; 0 = only on drift). */
+  /**
+   * Periodic full sync in `run` (default 60 s; 0 = only on drift and when
+   * the target asks, see {@link RouteTarget.nextSyncInMs}).
+   */
   readonly resyncIntervalMs?: number;
   /** Debounce of repairs after drift (default 20 ms). */
   readonly repairDebounceMs?: number;
@@ -217,6 +226,12 @@ export function routedNetwork<E>(
     return r.entries;
   };
 
+  /**
+   * Whether the agent gave the peers yet (`syncPeers`, or changes after
+   * its own listing): before that a full sync would remove every peer.
+   */
+  let peersKnown = false;
+
   const repairs = new Repairs({
     drift: target.drift ? (signal) => target.drift!(signal) : undefined,
     table: target.name,
@@ -224,7 +239,16 @@ export function routedNetwork<E>(
     clock: ctx.clock,
     logger: log,
     debounceMs: options.repairDebounceMs,
-    resyncIntervalMs: options.resyncIntervalMs,
+    resyncIntervalMs: () => {
+      const periodic = options.resyncIntervalMs ?? 60_000;
+      // the target's own schedule (at most once a second) counts once the peers are
+      // known; until then look again every second
+      const own = target.nextSyncInMs
+        ? (peersKnown ? Math.max(1000, target.nextSyncInMs()) : 1000)
+        : Infinity;
+      const next = Math.min(periodic > 0 ? periodic : Infinity, own);
+      return Number.isFinite(next) ? next : 0;
+    },
     onRepaired: options.onRepaired,
   });
 
@@ -271,12 +295,6 @@ export function routedNetwork<E>(
     if (changes.size === 0) return { added: 0, removed: 0, failed: 0 };
     return finish(await target.update(changes, signal), "updated", desired.size);
   };
-
-  /**
-   * Whether the agent gave the peers yet (`syncPeers`, or changes after
-   * its own listing): before that a full sync would remove every peer.
-   */
-  let peersKnown = false;
 
   const repair = async (work: RepairWork, signal: AbortSignal): Promise<void> => {
     const periodic = work.reason === "periodic resync";

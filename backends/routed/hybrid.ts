@@ -105,8 +105,6 @@ export function parseCloudRouteData(backendData: unknown): CloudRouteData | null
 export interface VxlanExtension {
   /** Extra BackendData keys, after VNI and VtepMAC (empty off the cloud). */
   readonly backendData: Readonly<Record<string, unknown>>;
-  /** Longest time between periodic syncs, ms (the cloud's listing ticks on them). */
-  readonly resyncIntervalMs: number;
   /**
    * The setup to run instead of plain vxlan's, given its setup (kernel
    * target, vxlan peer entries, the lease); writes this host's cloud route
@@ -154,6 +152,7 @@ export function hybridTarget(
     },
     drift: kernel.drift ? (signal) => kernel.drift!(signal) : undefined,
     notReadyReason: () => cloud.notReadyReason(),
+    nextSyncInMs: () => cloud.nextSyncInMs(),
   };
 }
 
@@ -195,7 +194,6 @@ export async function cloudRoutesExtension(
 
   const plain: VxlanExtension = {
     backendData: {},
-    resyncIntervalMs: Infinity,
     extend: (setup) => Promise.resolve(setup),
   };
   const env = options.aws?.env ?? process.env;
@@ -235,7 +233,6 @@ export async function cloudRoutesExtension(
   };
   return {
     backendData: { CloudRoute: data },
-    resyncIntervalMs: Math.round(cloud.listIntervalMs / 4),
     extend: (setup) =>
       hybridSetup(setup, { provider, self, networks, withIPv6, cloud, ctx, log, options }),
   };

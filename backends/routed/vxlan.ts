@@ -333,10 +333,7 @@ async function registerVxlan(
     refresh,
   };
   const net = extension
-    ? routedNetwork("vxlan", await extension.extend(setup), ctx, log, {
-      ...options,
-      resyncIntervalMs: Math.min(options.resyncIntervalMs ?? 60_000, extension.resyncIntervalMs),
-    })
+    ? routedNetwork("vxlan", await extension.extend(setup), ctx, log, options)
     : routedNetwork("vxlan", setup, ctx, log, options);
   return { ...net, deviceName: name, vtepMac };
 }
