@@ -22,10 +22,13 @@
  *  "VtepMAC":"c6:d2:32:6f:8f:44","CloudRoute":{"Type":"aws-vpc","Location":"vpc-0a1b2c3d4e5f60718",
  *  "Target":"eni-0123456789abcdef0"}}}
  * ```
- * A host not in the cloud (no instance metadata, or
- * `AWS_EC2_METADATA_DISABLED=true`) publishes no `CloudRoute` and is a
- * plain vxlan host. Discovery that fails for another reason (denied,
- * another VPC's table) fails the registration, which the agent retries.
+ * A host not in the cloud publishes no `CloudRoute` and is a plain vxlan
+ * host: `AWS_EC2_METADATA_DISABLED=true` says so at once; otherwise a
+ * discovery that fails twice as `unavailable` (no instance metadata, or the
+ * EC2 API unreachable) makes it one until weft restarts — traffic still
+ * flows, through vxlan. Discovery that fails for another reason (denied,
+ * another VPC's table, a malformed option) fails the registration, which
+ * the agent retries.
  *
  * Per peer: same `CloudRoute.Type` and `Location` as this host → no kernel
  * entries (the default route leads to the VPC router, which has the peer's
