@@ -25,6 +25,7 @@ import type { Lease } from "../../lease/types.ts";
 import { addInstance, hostContext } from "../../testing/aws_hosts.ts";
 import { makeFakeAwsHarness } from "../../testing/ec2_world.ts";
 import { FakeClock } from "../../testing/fake_clock.ts";
+import { waitFor } from "../../testing/wait.ts";
 
 /** What {@link benchAwsVpc} measured. */
 export interface AwsVpcBenchResult {
@@ -128,10 +129,18 @@ export async function benchAwsVpc(
     // small steps, each until the EC2 fake is quiet: no two nodes' calls overlap
     // more in simulated time than they would in real time
     const quiet = async () => {
-      for (let n = -1; n !== h.ec2.calls();) {
-        n = h.ec2.calls();
-        await new Promise((r) => setTimeout(r, 15));
-      }
+      let last = -1;
+      await waitFor(
+        "the EC2 fake is quiet (no new call for 15 ms)",
+        () => {
+          const n = h.ec2.calls();
+          if (n === last) return null;
+          last = n;
+          return `${n} calls so far`;
+        },
+        60_000,
+        15,
+      );
     };
     let removalMs = -1;
     for (let t = 0; t < 5 * 60_000 && removalMs < 0; t += 100) {
