@@ -29,6 +29,7 @@ want sysctl procps
 want nsenter util-linux
 want taskset util-linux
 want bash bash
+want cloud-init cloud-init  # `cloud-init schema` checks examples/aws/cloud-init.yaml
 want npm npm              # pulls in nodejs
 want node nodejs
 for plugin in bridge host-local; do

@@ -26,6 +26,10 @@
  * The lease publishes `BackendType` "vxlan" and `BackendData`
  * `{"VNI":1,"VtepMAC":"…"}` (that key order), exactly as flannel.
  *
+ * weft's `Backend.CloudRoutes` (hybrid clusters) adds cloud routes for
+ * peers in this host's VPC and a `CloudRoute` key to BackendData: see
+ * `hybrid.ts`, loaded only when the key is set.
+ *
  * One instance of the routed-peer engine (`engine.ts`): the entries of a
  * peer are a pure function of (own lease, peer lease, options); the kernel
  * target writes only the difference, so a restart changes nothing that is
@@ -56,8 +60,10 @@ import {
   type RoutedNetwork,
   routedNetwork,
   type RoutedOptions,
+  type RoutedSetup,
 } from "./engine.ts";
 import { ensureDevices, kernelTarget } from "./target.ts";
+import type { CloudBackendOptions } from "./aws_vpc.ts";
 
 /** flannel's default VXLAN UDP port (the Linux default too). */
 export const DEFAULT_VXLAN_PORT = 8472;
@@ -73,6 +79,7 @@ const VxlanOptionsSchema = v.object({
   GBP: v.optional(v.boolean()),
   Learning: v.optional(v.boolean()),
   DirectRouting: v.optional(v.boolean()),
+  CloudRoutes: v.optional(v.unknown()),
 });
 
 /** The vxlan keys of `Backend`, with flannel's defaults applied. */
@@ -84,6 +91,8 @@ export interface VxlanConfig {
   readonly gbp: boolean;
   readonly learning: boolean;
   readonly directRouting: boolean;
+  /** weft's `CloudRoutes` (hybrid clusters, see `hybrid.ts`), as written; undefined when unset. */
+  readonly cloudRoutes?: unknown;
 }
 
 /**
@@ -103,6 +112,9 @@ export function parseVxlanConfig(config: NetworkConfig): VxlanConfig {
     gbp: o.GBP ?? false,
     learning: o.Learning ?? false,
     directRouting: o.DirectRouting ?? false,
+    ...(o.CloudRoutes !== undefined && o.CloudRoutes !== null
+      ? { cloudRoutes: o.CloudRoutes }
+      : {}),
   };
 }
 
@@ -194,7 +206,7 @@ export function randomMac(random: () => number = Math.random): string {
 }
 
 /** Options for {@link vxlanBackend}. */
-export interface VxlanBackendOptions extends RoutedOptions {
+export interface VxlanBackendOptions extends RoutedOptions, CloudBackendOptions {
   readonly datapath: Datapath;
   /** Defaults to the context's logger. */
   readonly logger?: Logger;
@@ -271,10 +283,15 @@ async function registerVxlan(
       (previous && "vtepMac" in previous ? previous.vtepMac : undefined) ??
       randomMac(options.random);
 
+  // hybrid clusters: find this host in the cloud first (its lease says where it is)
+  const extension = cfg.cloudRoutes === undefined
+    ? undefined
+    : await (await import("./hybrid.ts")).cloudRoutesExtension(ctx.config, ctx, log, options);
+
   const lease = await ctx.acquire({
     publicIP: ext.extAddr,
     backendType: "vxlan",
-    backendData: { VNI: cfg.vni, VtepMAC: vtepMac },
+    backendData: { VNI: cfg.vni, VtepMAC: vtepMac, ...extension?.backendData },
   }, ctx.signal);
   const ownSubnet = ipv4SubnetOf(lease, "the vxlan backend");
 
@@ -310,19 +327,16 @@ async function registerVxlan(
       .map((a) => ({ ip: (a.ip & maskIPv4(a.prefixLen)) >>> 0, prefixLen: a.prefixLen }));
   };
 
-  const net = routedNetwork(
-    "vxlan",
-    {
-      lease,
-      mtu,
-      target: kernelTarget({ datapath: dp, devices: [device], scope, logger: log }),
-      peerEntries: (peer) =>
-        vxlanPeerEntries(peer, { device: name, extDevice: ext.name, directNets }),
-      refresh,
-    },
-    ctx,
-    log,
-    options,
-  );
+  const setup: RoutedSetup<PeerEntries> = {
+    lease,
+    mtu,
+    target: kernelTarget({ datapath: dp, devices: [device], scope, logger: log }),
+    peerEntries: (peer) =>
+      vxlanPeerEntries(peer, { device: name, extDevice: ext.name, directNets }),
+    refresh,
+  };
+  const net = extension
+    ? routedNetwork("vxlan", await extension.extend(setup), ctx, log, options)
+    : routedNetwork("vxlan", setup, ctx, log, options);
   return { ...net, deviceName: name, vtepMac };
 }

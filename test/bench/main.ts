@@ -5,7 +5,8 @@
  * numbers to `.bench/latest.json`.
  *
  * `deno task bench [section …]` runs only the named sections:
- * store, etcd-client, reconcile, netlink, kube, kube-config, checksum, udp, lab, udp-lab, gce.
+ * store, etcd-client, reconcile, netlink, kube, kube-config, checksum, udp, lab, udp-lab, aws,
+ * gce.
  *
  * Needs root (network-namespace labs) like the tests; touches nothing
  * outside the namespaces it creates.
@@ -228,6 +229,31 @@ const sections: Section[] = [
     report: (r: Any) => reportGce(r.load, r.calls),
   },
 ];
+
+sections.push({
+  name: "aws",
+  run: async () => {
+    const m = await import("./aws_bench.ts");
+    return { vpc: await m.benchAwsVpc({ nodes: 200, idleMinutes: 10 }) };
+  },
+  report: (r: Any) => [
+    `aws-vpc, ${r.vpc.nodes} nodes against the EC2 fake: EC2 calls per node join ${
+      fmt(r.vpc.joinCallsMean, 1)
+    } by the joining node (max ${r.vpc.joinCallsMax}) + ${r.vpc.othersCallsPerJoinTotal} by all others over all joins (goal O(1): ${
+      goal(r.vpc.joinCallsMax <= 6 && r.vpc.othersCallsPerJoinTotal === 0)
+    })`,
+    `aws-vpc idle: ${
+      fmt(r.vpc.idleCallsPerNodeMinute, 2)
+    } EC2 calls per node per minute over ${r.vpc.idleMinutes} simulated minutes, ${r.vpc.idleWrites} writes (goal ≤ 1: ${
+      goal(r.vpc.idleCallsPerNodeMinute <= 1 && r.vpc.idleWrites === 0)
+    })`,
+    `aws-vpc lease acquired → route in the table: p50 ${fmt(r.vpc.leaseToRouteP50Ms)} ms, p99 ${
+      fmt(r.vpc.leaseToRouteP99Ms)
+    } ms; one gone lease: ${r.vpc.removalDeletes} DeleteRoute call(s) cluster-wide, route gone after ${
+      fmt(r.vpc.removalSeconds)
+    } simulated s`,
+  ],
+});
 
 const wanted = process.argv.slice(2);
 const results: Record<string, unknown> = {
