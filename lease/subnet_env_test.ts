@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { parseIPv4Net, parseIPv6Net } from "../core/ip.ts";
-import { parseSubnetEnv, renderSubnetEnv } from "./subnet_env.ts";
+import { parseSubnetEnv, parseSubnetEnvVars, renderSubnetEnv } from "./subnet_env.ts";
 
 Deno.test("renderSubnetEnv() writes flannel's keys in flannel's order", () => {
   assert.equal(
@@ -30,4 +30,16 @@ Deno.test("parseSubnetEnv() reads what renderSubnetEnv() writes", () => {
   assert.equal(env.mtu, 1450);
   assert.equal(env.ipMasq, false);
   assert.equal(env.ipv6Subnet, undefined);
+});
+
+Deno.test("parseSubnetEnvVars() keeps values as written: host address, odd IPMASQ, later lines win", () => {
+  const vars = parseSubnetEnvVars(
+    "FLANNEL_NETWORK=10.5.0.0/16\nFLANNEL_SUBNET=10.5.52.1/24\n# comment\nFLANNEL_IPMASQ=yes \nFLANNEL_MTU=1400\nFLANNEL_MTU=1450\n",
+  );
+  assert.deepEqual(Object.fromEntries(vars), {
+    FLANNEL_NETWORK: "10.5.0.0/16",
+    FLANNEL_SUBNET: "10.5.52.1/24",
+    FLANNEL_IPMASQ: "yes",
+    FLANNEL_MTU: "1450",
+  });
 });
