@@ -145,6 +145,11 @@ export function createAgent(deps: AgentDeps): Agent {
     reason = r;
     gReady.set(r === null ? 1 : 0);
   };
+  /** The backend's not-ready reason, marked so the ready poll may clear it later. */
+  const backendReason = (net: Network | undefined): string | null => {
+    const r = net?.notReadyReason?.() ?? null;
+    return r === null ? null : `backend: ${r}`;
+  };
 
   /** Retry `fn` with capped backoff until it succeeds or the signal aborts. */
   const retry = async <T>(what: string, fn: () => Promise<T>, signal: AbortSignal): Promise<T> => {
@@ -387,7 +392,7 @@ export function createAgent(deps: AgentDeps): Agent {
         restart(net);
         await install(net, signal);
         log.info("lease re-acquired", { subnet: formatIPv4Net(net.lease.subnet) });
-        setReason(network?.notReadyReason?.() ?? null);
+        setReason(backendReason(network));
         failures = 0;
         continue;
       }
@@ -486,7 +491,7 @@ export function createAgent(deps: AgentDeps): Agent {
         };
         startNetwork(network);
         syncSignal = signal;
-        setReason(network.notReadyReason?.() ?? null);
+        setReason(backendReason(network));
         if (deps.onReady) {
           const onReady = deps.onReady;
           void retry("reporting readiness to the store", onReady, signal).catch(() => {});

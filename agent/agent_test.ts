@@ -286,3 +286,47 @@ Deno.test("agent restarts onto the subnet recorded in subnet.env", async () => {
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+Deno.test("agent becomes ready once a backend that was not ready yet says it is", async () => {
+  const clock = new FakeClock();
+  const reg = createMemoryRegistry({ config: CONFIG, clock });
+  const store = createKvLeaseStore(reg, { ttlMs: 3600_000, clock, logger: memoryLogger() });
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "weft-agent-"));
+  let engineUp = false;
+  const agent = createAgent({
+    store,
+    backends: {
+      alloc: () => {
+        const inner = allocBackend();
+        return {
+          ...inner,
+          register: async (ctx) => ({
+            ...(await inner.register(ctx)),
+            notReadyReason: () => (engineUp ? null : "packet engine is not running"),
+          }),
+        };
+      },
+    },
+    extIface: iface("192.0.2.10"),
+    subnetFile: path.join(dir, "subnet.env"),
+    ipMasq: false,
+    renewMarginMs: 10 * 60_000,
+    logger: memoryLogger(),
+    metrics: new Registry(),
+    clock,
+    random: () => 0.5,
+  });
+  const ac = new AbortController();
+  const running = agent.run(ac.signal);
+  try {
+    await until(() => agent.status().lease !== undefined, clock, "lease");
+    await until(() => agent.status().reason === "backend: packet engine is not running", clock);
+    assert.equal(agent.status().ready, false);
+    engineUp = true;
+    await until(() => agent.status().ready, clock, "ready after the backend came up");
+  } finally {
+    ac.abort();
+    await running;
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
