@@ -5,7 +5,7 @@
  * numbers to `.bench/latest.json`.
  *
  * `deno task bench [section …]` runs only the named sections:
- * store, reconcile, netlink, kube, udp, lab, udp-lab.
+ * store, reconcile, netlink, kube, udp, lab, udp-lab, dist.
  *
  * Needs root (network-namespace labs) like the tests; touches nothing
  * outside the namespaces it creates.
@@ -184,6 +184,38 @@ const sections: Section[] = [
         fmt(r.lab.udpDeno.tcpCpuSender, 0)
       }%, Bun ${fmt(r.lab.udpBun.tcpCpuSender, 0)}%; Bun/Deno TCP ${fmt(r.lab.bunOverDenoTcp, 2)}×`,
     ],
+  },
+  {
+    name: "dist",
+    run: async () => {
+      const m = await import("./dist_bench.ts");
+      return { dist: await m.benchDist({}) };
+    },
+    report: (r: Any) => {
+      const mib = (b: number) => fmt(b / 1048576, 1);
+      const binary = r.dist.forms.find((f: Any) => f.form === "binary");
+      const bunSource = r.dist.forms.find((f: Any) => f.form === "source, Bun");
+      return [
+        ...r.dist.forms.map((f: Any) =>
+          `${f.form}: ${
+            f.form === "binary"
+              ? `${mib(f.sizeBytes)} MiB (${fmt(f.sizeBytes / 1e6, 1)} MB) with its runtime`
+              : `${fmt(f.sizeBytes / 1e6, 2)} MB + the runtime`
+          }, --version ${
+            fmt(f.versionMs, 0)
+          } ms (median of ${r.dist.versionRuns}), idle vxlan agent RSS ${
+            fmt(f.idleRssMB, 0)
+          } MB (median of ${r.dist.rssRuns})`
+        ),
+        `runtimes: deno ${mib(r.dist.runtimeBytes.deno)} MiB, bun ${
+          mib(r.dist.runtimeBytes.bun)
+        } MiB; binary goals: ≤ 110 MiB ${
+          goal(binary.sizeBytes <= 110 * 1048576)
+        }, --version ≤ 100 ms ${goal(binary.versionMs <= 100)}, idle RSS ≤ source on Bun (${
+          fmt(bunSource.idleRssMB, 0)
+        } MB) + 10% ${goal(binary.idleRssMB <= bunSource.idleRssMB * 1.1)}`,
+      ];
+    },
   },
 ];
 
