@@ -16,6 +16,11 @@ command -v tcpdump >/dev/null 2>&1 || need="$need tcpdump"
 command -v openssl >/dev/null 2>&1 || need="$need openssl"
 command -v curl >/dev/null 2>&1 || need="$need curl"
 [ -x /usr/lib/cni/bridge ] || need="$need containernetworking-plugins"
+# the bootstrap checks: cloud-init schema (with python3-yaml), systemd-analyze verify, setpriv/unshare
+command -v cloud-init >/dev/null 2>&1 || need="$need cloud-init"
+command -v systemd-analyze >/dev/null 2>&1 || need="$need systemd"
+command -v setpriv >/dev/null 2>&1 || need="$need util-linux"
+command -v python3 >/dev/null 2>&1 || need="$need python3"
 if [ -n "$need" ]; then
   echo "setup: installing$need" >&2
   export DEBIAN_FRONTEND=noninteractive
