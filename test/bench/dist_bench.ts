@@ -10,7 +10,9 @@
  *   in a lab namespace): VmRSS a few seconds after "ready" (median of
  *   `rssRuns` agent starts).
  *
- * The builds come from `testing/build_cache.ts` (built once per tree).
+ * For scale, the same figures for a Bun binary that only prints a line
+ * (the floor any Bun binary starts from). The builds come from
+ * `testing/build_cache.ts` (built once per tree).
  * Run on its own: `deno run -A test/bench/dist_bench.ts`.
  *
  * @module
@@ -18,6 +20,7 @@
 
 import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
+import * as os from "node:os";
 import * as path from "node:path";
 import process from "node:process";
 import { createLab } from "../lab/lab.ts";
@@ -38,6 +41,8 @@ export interface FormFigures {
 /** Result of {@link benchDist}. */
 export interface DistResult {
   readonly forms: readonly FormFigures[];
+  /** A Bun binary that only prints a line: the floor under the binary's figures. */
+  readonly bunFloor: { readonly sizeBytes: number; readonly runMs: number };
   /** Size of the runtimes a non-binary form needs, bytes. */
   readonly runtimeBytes: { readonly deno: number; readonly bun: number };
   readonly versionRuns: number;
@@ -88,19 +93,43 @@ export async function benchDist(
     ["binary", bin.main, [], fs.statSync(bin.main).size],
   ];
   const out: FormFigures[] = [];
+  const timeRuns = (cmd: string, args: string[]): number => {
+    execFileSync(cmd, args); // warm caches (deno's transpile cache, page cache)
+    const times: number[] = [];
+    for (let i = 0; i < versionRuns; i++) {
+      const t0 = performance.now();
+      execFileSync(cmd, args);
+      times.push(performance.now() - t0);
+    }
+    return roundTo(median(times), 1);
+  };
+  const floorDir = fs.mkdtempSync(path.join(os.tmpdir(), "weft-bench-floor-"));
+  let bunFloor: DistResult["bunFloor"];
+  try {
+    fs.writeFileSync(path.join(floorDir, "hello.ts"), 'console.log("hello");\n');
+    execFileSync(RUNTIME_BIN.bun, [
+      "build",
+      "--compile",
+      "--minify",
+      "hello.ts",
+      "--outfile",
+      "hello",
+    ], {
+      cwd: floorDir,
+      stdio: "pipe",
+    });
+    const hello = path.join(floorDir, "hello");
+    bunFloor = { sizeBytes: fs.statSync(hello).size, runMs: timeRuns(hello, []) };
+  } finally {
+    fs.rmSync(floorDir, { recursive: true, force: true });
+  }
   const lab = await createLab({ prefix: "wbn", hosts: 1 });
   try {
     const host = lab.hosts[0];
     const netConfig = path.join(lab.dir, "net.json");
     fs.writeFileSync(netConfig, '{"Network":"10.9.0.0/16","Backend":{"Type":"vxlan"}}');
     for (const [form, cmd, pre, sizeBytes] of forms) {
-      execFileSync(cmd, [...pre, "--version"]); // warm caches (deno's transpile cache, page cache)
-      const times: number[] = [];
-      for (let i = 0; i < versionRuns; i++) {
-        const t0 = performance.now();
-        execFileSync(cmd, [...pre, "--version"]);
-        times.push(performance.now() - t0);
-      }
+      const versionMs = timeRuns(cmd, [...pre, "--version"]);
       const rss: number[] = [];
       for (let i = 0; i < rssRuns; i++) {
         const agent = lab.spawn(host.ns, cmd, [
@@ -127,7 +156,7 @@ export async function benchDist(
       out.push({
         form,
         sizeBytes,
-        versionMs: roundTo(median(times), 1),
+        versionMs,
         idleRssMB: roundTo(median(rss), 1),
       });
     }
@@ -136,6 +165,7 @@ export async function benchDist(
   }
   return {
     forms: out,
+    bunFloor,
     runtimeBytes: {
       deno: fs.statSync(fs.realpathSync(RUNTIME_BIN.deno)).size,
       bun: fs.statSync(fs.realpathSync(RUNTIME_BIN.bun)).size,
