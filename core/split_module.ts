@@ -101,7 +101,7 @@ export class SplitModuleError extends Error {
  *   load, naming the file and where it must be.
  * @example
  * ```ts
- * const aws = await loadSplitModule<typeof import("../backends/cloud/aws/mod.ts")>(
+ * const aws = await loadSplitModule<{ ROUTE_PROVIDER_API_VERSION: number }>(
  *   { name: "aws", source: "backends/cloud/aws/mod.ts", file: "weft-aws.js" },
  * );
  * ```

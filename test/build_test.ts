@@ -108,17 +108,21 @@ Deno.test({
         200,
       );
       for (const [i, h] of lab.hosts.entries()) {
-        const readyz = (await lab.run(h.ns, [
-          "curl",
-          "-s",
-          "-w",
-          " %{http_code}",
-          "http://127.0.0.1:9181/readyz",
-        ])).trim();
-        assert.equal(
-          readyz,
-          "ok\n 200",
-          `${entries[i][0]} /readyz:\n${agents[i].stderr().slice(-3000)}`,
+        // the backend reports its Worker up within one readiness poll (500 ms) of "ready"
+        await waitFor(
+          `${entries[i][0]}: /readyz answers 200`,
+          async () => {
+            const readyz = (await lab.run(h.ns, [
+              "curl",
+              "-s",
+              "-w",
+              " %{http_code}",
+              "http://127.0.0.1:9181/readyz",
+            ])).trim();
+            return readyz === "ok\n 200" ? null : `${readyz}\n${agents[i].stderr().slice(-3000)}`;
+          },
+          10_000,
+          100,
         );
         assert.doesNotMatch(
           agents[i].stderr(),
