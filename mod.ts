@@ -28,8 +28,9 @@ export {
   createAgent,
   type HostRules,
 } from "./agent/agent.ts";
+export type { AgentState, AgentStateName } from "./agent/state.ts";
 export { allocBackend } from "./backends/alloc.ts";
-export type { Backend, BackendContext, Network } from "./backends/types.ts";
+export type { Backend, BackendContext, Network, PeerChange } from "./backends/types.ts";
 export type { ExternalInterface } from "./datapath/iface.ts";
 export { pickExternalInterface } from "./datapath/iface.ts";
 export type { Datapath } from "./datapath/types.ts";
@@ -53,7 +54,6 @@ export {
 } from "./core/errors.ts";
 
 if (import.meta.main) {
+  // main() closes what it opened (store, server, datapath, signal handlers): the process ends by itself.
   process.exitCode = await main(process.argv.slice(2));
-  // Let pending handles close; force the exit in case a client library keeps one open.
-  setTimeout(() => process.exit(process.exitCode ?? 0), 200).unref?.();
 }

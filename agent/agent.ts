@@ -1,93 +1,52 @@
 /**
- * The agent: the life of weft on one host, with everything injected.
+ * The agent: the life of weft on one host, as a small state machine with
+ * everything injected (states and transitions in agent/state.ts).
  *
- * 1. Read the network config (retrying while the store is unreachable or
- *    the config is missing/invalid, saying why in the status).
- * 2. Register the backend named by `Backend.Type`: it sets up its devices
- *    and acquires the lease (reusing this host's lease, else the subnet from
- *    subnet.env, else a free one).
- * 3. Write subnet.env atomically, install host rules (masquerade, forward).
- *    Ready.
- * 4. Watch all leases and hand the peer set to the backend (coalesced: a
- *    burst of events is one sync); renew the lease before it expires; when
- *    the own lease is removed, expires or is taken, acquire again — never exit.
- * 5. On abort (SIGTERM): stop, keeping the lease and the datapath, so a
+ * 1. reading-config: read the network config, retrying while the store is
+ *    unreachable or the config is missing or invalid, saying why.
+ * 2. preparing (once): host preparation such as enabling ip_forward.
+ * 3. registering: register the backend named by `Backend.Type`; it sets up
+ *    its devices and acquires the lease (this host's lease, else the subnet
+ *    from subnet.env, else a free one). A `ConfigError` sends the agent back
+ *    to reading the config after a back-off, so fixing the config in the
+ *    store fixes the agent; other errors are retried as they are.
+ * 4. installing: start the network's run (repair loop, packet loop), then
+ *    write subnet.env atomically and install the host rules.
+ * 5. ready: renew the lease before it expires (agent/keep_lease.ts); follow
+ *    the peers (agent/follow_peers.ts → the pure reducer in agent/peers.ts →
+ *    the coalescing writer in agent/peer_sync.ts).
+ * 6. re-acquiring: the own lease was removed, expired or taken: register
+ *    again (the old network keeps running meanwhile), end the old
+ *    registration's tasks and peer writes, then start, install and serve
+ *    the new one — never exit. Each registration owns its tasks (network
+ *    run, rules keeper, readiness poll): none outlives it.
+ * 7. stopped: on abort (SIGTERM), keeping the lease and the datapath, so a
  *    restart drops no traffic.
  *
  * @module
  */
 
-import type { Logger } from "../core/log.ts";
-import { DURATION_BUCKETS, type Registry as Metrics } from "../core/metrics.ts";
-import { backoff, type Clock, systemClock } from "../core/clock.ts";
-import type { NetworkConfig } from "../lease/config.ts";
-import { equalIPv4Net, formatIPv4Net, type IPv4Net } from "../core/ip.ts";
+import { backoff, systemClock } from "../core/clock.ts";
+import { ConfigError } from "../core/errors.ts";
+import { formatIPv4Net, formatIPv6Net, formatSubnetPair } from "../core/ip.ts";
 import { leaseKey } from "../lease/kv_store.ts";
-import { readSubnetEnv, subnetEnvFor, writeSubnetEnv } from "../lease/subnet_env.ts";
-import { type Lease, type LeaseAttrs, type LeaseStore } from "../lease/types.ts";
-import { ConfigError, LeaseConflictError } from "../core/errors.ts";
-import type { Backend, Network } from "../backends/types.ts";
-import type { ExternalInterface } from "../datapath/iface.ts";
+import { linkedController, sleepQuietly } from "../core/abort.ts";
+import type { NetworkConfig } from "../lease/config.ts";
+import type { Lease, LeaseSubnets } from "../lease/types.ts";
+import { subnetEnvFor, writeSubnetEnv } from "../lease/subnet_env.ts";
+import type { Network } from "../backends/types.ts";
+import { PeerFollower } from "./follow_peers.ts";
+import { keepLease, type KeepLeaseOptions } from "./keep_lease.ts";
+import { agentMetrics, expirySeconds } from "./metrics.ts";
+import { PeerSync } from "./peer_sync.ts";
+import { registerBackend, type Registered, Registration } from "./registration.ts";
+import { type AgentState, reasonOf, transition } from "./state.ts";
+import type { Agent, AgentDeps } from "./types.ts";
 
-/** Host-level rules the agent keeps in place (masquerade, forward). */
-export interface HostRules {
-  /** Install or replace the rules for this lease (atomically; stale ones removed). */
-  apply(config: NetworkConfig, lease: Lease): Promise<void>;
-  /** Keep them in place until `signal` aborts (periodic re-check). */
-  run?(config: NetworkConfig, lease: Lease, signal: AbortSignal): Promise<void>;
-}
+export type { Agent, AgentDeps, AgentStatus, HostRules } from "./types.ts";
 
-/** Everything the agent needs, injected. */
-export interface AgentDeps {
-  readonly store: LeaseStore;
-  /** Backends by type name; the config's `Backend.Type` picks one. */
-  readonly backends: Readonly<Record<string, () => Backend | Promise<Backend>>>;
-  readonly extIface: ExternalInterface;
-  /** Where subnet.env goes (flannel: /run/flannel/subnet.env). */
-  readonly subnetFile: string;
-  /** `--ip-masq`: written to subnet.env as FLANNEL_IPMASQ. */
-  readonly ipMasq: boolean;
-  /** Renew this long before expiry (flannel: 60 min). */
-  readonly renewMarginMs?: number;
-  /** Masquerade/forward rules; none when omitted. */
-  readonly rules?: HostRules;
-  /** One-time host preparation before registering (e.g. enable ip_forward). */
-  readonly prepare?: () => Promise<void>;
-  /**
-   * This host's lease as the store knows it, when the store has a better
-   * answer than "the lease with my public IP" (Kubernetes: the node's annotations).
-   */
-  readonly previousLease?: () => Promise<Lease | undefined>;
-  /** Called once each time the agent becomes ready (Kubernetes: set the node condition). */
-  readonly onReady?: () => Promise<void>;
-  readonly logger: Logger;
-  readonly metrics: Metrics;
-  readonly clock?: Clock;
-  readonly random?: () => number;
-  /** Longest pause between retries, ms (default 10 s). */
-  readonly maxBackoffMs?: number;
-}
-
-/** What the agent is doing, for /readyz and /v1/*. */
-export interface AgentStatus {
-  readonly ready: boolean;
-  /** Why it is not ready, or null. */
-  readonly reason: string | null;
-  readonly config?: NetworkConfig;
-  readonly lease?: Lease;
-  readonly peers: readonly Lease[];
-  readonly backendType?: string;
-  readonly extIface: ExternalInterface;
-  readonly storeName: string;
-}
-
-/** A running agent. */
-export interface Agent {
-  /** Run until `signal` aborts. Resolves after a clean stop (lease and datapath kept). */
-  run(signal: AbortSignal): Promise<void>;
-  /** Current state. */
-  status(): AgentStatus;
-}
+/** Pause between readiness checks of a backend that becomes ready later, ms. */
+export const BACKEND_READY_POLL_MS = 500;
 
 /**
  * Create an agent.
@@ -102,434 +61,292 @@ export interface Agent {
  * ```
  */
 export function createAgent(deps: AgentDeps): Agent {
-  const log = deps.logger;
+  const logger = deps.logger;
   const clock = deps.clock ?? systemClock;
   const random = deps.random ?? Math.random;
-  const maxBackoff = deps.maxBackoffMs ?? 10_000;
-  const renewMargin = deps.renewMarginMs ?? 60 * 60_000;
-  const m = deps.metrics;
-  const gExpiry = m.gauge(
-    "weft_lease_expiration_timestamp_seconds",
-    "When this host's lease expires (0 = never: a reservation or a Kubernetes podCIDR)",
-  );
-  const gPeers = m.gauge("weft_peers", "Peer leases known");
-  const gReady = m.gauge(
-    "weft_ready",
-    "1 when the lease, datapath, rules and subnet.env are in place",
-  );
-  const cEvents = m.counter("weft_lease_events_total", "Lease watch events handled, by type");
-  const cRenew = m.counter("weft_lease_renewals_total", "Lease renewals, by result");
-  const cReacquire = m.counter(
-    "weft_lease_reacquisitions_total",
-    "Times the own lease was lost (removed, expired, taken) and acquired again",
-  );
-  const cSyncErr = m.counter("weft_reconcile_errors_total", "Peer syncs that failed (retried)");
-  const hSync = m.histogram(
-    "weft_reconcile_duration_seconds",
-    "Time to bring the datapath in line with the peer set",
-    DURATION_BUCKETS,
-  );
-  gReady.set(0);
+  const maxBackoffMs = deps.maxBackoffMs ?? 10_000;
+  const metrics = agentMetrics(deps.metrics);
+  const keepOptions: KeepLeaseOptions = {
+    store: deps.store,
+    clock,
+    random,
+    logger,
+    metrics,
+    renewMarginMs: deps.renewMarginMs ?? 60 * 60_000,
+    maxBackoffMs,
+  };
 
-  let reason: string | null = "starting";
+  let state: AgentState = { name: "starting" };
+  /** The config as last read; `stale` after a ConfigError (re-read before the next try). */
   let config: NetworkConfig | undefined;
-  let network: Network | undefined;
-  /** The own lease as last renewed (the network keeps the one it registered with). */
-  let current: Lease | undefined;
-  let attrs: LeaseAttrs | undefined;
-  const peers = new Map<string, Lease>();
-  let lost: (() => void) | null = null;
-  let lostFlag = false;
+  let configStale = true;
+  let prepared = false;
+  /** The live registration (during re-acquiring: the old one, still running). */
+  let registration: Registration | undefined;
+  /** The failure last logged per step, so a repeating failure is logged once. */
+  const lastFailure = new Map<string, string>();
 
-  const setReason = (r: string | null) => {
-    reason = r;
-    gReady.set(r === null ? 1 : 0);
-  };
-  /** The backend's not-ready reason, marked so the ready poll may clear it later. */
-  const backendReason = (net: Network | undefined): string | null => {
-    const r = net?.notReadyReason?.() ?? null;
-    return r === null ? null : `backend: ${r}`;
+  const enter = (next: AgentState) => {
+    const from = state.name;
+    state = transition(state, next);
+    if (from !== next.name) logger.debug("agent state", { from, to: next.name });
+    metrics.ready.set(reasonOf(state) === null ? 1 : 0);
   };
 
-  /** Retry `fn` with capped backoff until it succeeds or the signal aborts. */
-  const retry = async <T>(what: string, fn: () => Promise<T>, signal: AbortSignal): Promise<T> => {
-    let last = "";
+  const sync: PeerSync = new PeerSync({
+    clock,
+    logger,
+    metrics,
+    peers: (): Lease[] => [...follower.peers.values()],
+  });
+  const follower: PeerFollower = new PeerFollower({
+    store: deps.store,
+    clock,
+    random,
+    logger,
+    metrics,
+    maxBackoffMs,
+    own: () =>
+      registration && {
+        ...registration.lease,
+        attrs: { publicIP: deps.extIface.extAddr, publicIPv6: deps.extIface.extV6Addr },
+      },
+    onLost: (why) => registration?.markLost(why),
+    sync,
+  });
+
+  /** Log a failed attempt (once while the same error repeats) and return the back-off. */
+  const failed = (what: string, error: unknown, attempt: number): number => {
+    const message = (error as Error).message;
+    const delay = backoff(attempt, { max: maxBackoffMs, random });
+    if (lastFailure.get(what) !== message) {
+      logger.error(`${what} failed, will keep retrying`, { error: message, retryInMs: delay });
+      lastFailure.set(what, message);
+    } else {
+      logger.debug(`${what} still failing`, { error: message, attempt: attempt + 1 });
+    }
+    return delay;
+  };
+
+  /** Run `step` until it succeeds; each failure goes into the state via `withError`. */
+  const retry = async <T>(
+    what: string,
+    step: () => Promise<T>,
+    withError: ((error: string) => AgentState) | null,
+    signal: AbortSignal,
+  ): Promise<T> => {
     for (let attempt = 0;; attempt++) {
+      signal.throwIfAborted();
       try {
-        return await fn();
+        const result = await step();
+        lastFailure.delete(what);
+        return result;
       } catch (e) {
         if (signal.aborted) throw signal.reason;
-        const msg = (e as Error).message;
-        const delay = backoff(attempt, { max: maxBackoff, random });
-        setReason(`${what}: ${msg}`);
-        if (msg !== last) {
-          log.error(`${what} failed, will keep retrying`, { error: msg, retryInMs: delay });
-          last = msg;
-        } else {
-          log.debug(`${what} still failing`, { error: msg, attempt: attempt + 1 });
-        }
+        const delay = failed(what, e, attempt);
+        if (withError) enter(withError((e as Error).message));
         await clock.sleep(delay, signal);
       }
     }
   };
 
-  const markLost = (why: string) => {
-    if (lostFlag) return;
-    lostFlag = true;
-    log.warn("this host's lease is gone; acquiring again", { why });
-    lost?.();
-  };
-
-  const register = async (signal: AbortSignal, previous?: IPv4Net): Promise<Network> => {
-    const cfg = config!;
-    const factory = deps.backends[cfg.backendType];
-    if (!factory) {
-      throw new ConfigError(
-        `Backend.Type "${cfg.backendType}" is not supported: use one of ${
-          Object.keys(deps.backends).join(", ")
-        }`,
-        "Backend.Type",
-      );
-    }
-    const backend = await factory();
-    let previousLease: Lease | undefined;
-    try {
-      previousLease = deps.previousLease
-        ? await deps.previousLease()
-        : (await deps.store.list(signal, { exactExpiry: false })).leases.find((l) =>
-          l.attrs.publicIP === deps.extIface.extAddr
-        );
-    } catch {
-      // only a hint (e.g. to keep a VTEP MAC); acquire will surface store errors
-    }
-    const env = readSubnetEnv(deps.subnetFile);
-    const prevSubnet = previous ?? env?.subnet;
-    return await backend.register({
-      config: cfg,
-      extIface: deps.extIface,
-      previousLease,
-      logger: log.with({ backend: backend.type }),
-      metrics: m,
-      clock,
+  const readConfig = async (signal: AbortSignal): Promise<NetworkConfig> => {
+    const store = deps.store.name;
+    enter({ name: "reading-config", store });
+    const read = await retry(
+      `reading the network config from the ${store} store`,
+      () => deps.store.getNetworkConfig(signal),
+      (error) => ({ name: "reading-config", store, error }),
       signal,
-      acquire: async (a, s) => {
-        attrs = a;
-        setReason("acquiring a subnet lease");
-        const prev = prevSubnet && { ip: prevSubnet.ip, prefixLen: prevSubnet.prefixLen };
-        return await deps.store.acquire(cfg, {
-          attrs: a,
-          previousSubnet: prev && prev.prefixLen === cfg.subnetLen ? prev : undefined,
-          previousIPv6Subnet: env?.ipv6Subnet,
-        }, s ?? signal);
-      },
+    );
+    logger.info("network config", {
+      network: read.network ? formatIPv4Net(read.network) : "-",
+      ...(read.enableIPv6 && read.ipv6Network
+        ? { ipv6Network: formatIPv6Net(read.ipv6Network) }
+        : {}),
+      subnetLen: read.subnetLen,
+      backend: read.backendType,
     });
+    return read;
   };
 
-  const install = async (net: Network, signal: AbortSignal) => {
-    const cfg = config!;
-    setReason("installing host rules and subnet.env");
-    await retry("installing host rules", async () => {
-      await deps.rules?.apply(cfg, net.lease);
-      writeSubnetEnv(deps.subnetFile, subnetEnvFor(cfg, net.lease, net.mtu, deps.ipMasq));
-    }, signal);
-    gExpiry.set(net.lease.expiration === null ? 0 : net.lease.expiration / 1000);
-  };
-
-  // ---- peer sync, coalesced -------------------------------------------------
-  let syncing = false;
-  let dirty = false;
-  let syncSignal: AbortSignal | undefined;
-  let lastSyncError = "";
-  const requestSync = () => {
-    dirty = true;
-    if (!syncing) void drain();
-  };
-  const drain = async () => {
-    syncing = true;
-    try {
-      while (dirty && network && syncSignal && !syncSignal.aborted) {
-        dirty = false;
-        const list = [...peers.values()];
-        const t0 = performance.now();
-        try {
-          await network.syncPeers(list, syncSignal);
-          lastSyncError = "";
-        } catch (e) {
-          cSyncErr.inc();
-          const msg = (e as Error).message;
-          if (msg !== lastSyncError) log.error("peer sync failed, retrying in 1 s", { error: msg });
-          lastSyncError = msg;
-          clock.sleep(1000, syncSignal).then(requestSync, () => {});
-        } finally {
-          hSync.observe((performance.now() - t0) / 1000);
-        }
+  /**
+   * reading-config → (preparing) → registering, until a network is
+   * registered; a ConfigError re-reads the config before the next try.
+   */
+  const registerNetwork = async (
+    signal: AbortSignal,
+    reacquire?: { why: string; previous: LeaseSubnets },
+  ): Promise<Registered> => {
+    for (let attempt = 0;; attempt++) {
+      signal.throwIfAborted();
+      if (configStale || !config) {
+        config = await readConfig(signal);
+        configStale = false;
       }
-    } finally {
-      syncing = false;
-    }
-  };
-
-  const own = () => current;
-  const isOwn = (l: Lease) => {
-    const mine = own();
-    return mine !== undefined && equalIPv4Net(mine.subnet, l.subnet);
-  };
-
-  const applySnapshot = (leases: readonly Lease[]) => {
-    peers.clear();
-    let seenOwn = false;
-    for (const l of leases) {
-      if (isOwn(l)) {
-        seenOwn = true;
-        if (l.attrs.publicIP !== deps.extIface.extAddr) {
-          markLost(`subnet ${formatIPv4Net(l.subnet)} now belongs to ${l.attrs.publicIP}`);
-        }
-        continue;
+      const current = config;
+      if (!prepared && deps.prepare) {
+        enter({ name: "preparing" });
+        const prepare = deps.prepare;
+        await retry("preparing the host", () => prepare(current), (error) => ({
+          name: "preparing",
+          error,
+        }), signal);
       }
-      peers.set(leaseKey(l), l);
-    }
-    if (!seenOwn && own()) {
-      markLost(`lease ${formatIPv4Net(own()!.subnet)} is no longer in the store`);
-    }
-    gPeers.set(peers.size);
-  };
-
-  const watchLoop = async (signal: AbortSignal) => {
-    for (let attempt = 0; !signal.aborted; attempt++) {
+      prepared = true;
+      const registering = (extra: { acquiring?: boolean; error?: string }): AgentState =>
+        reacquire
+          ? { name: "re-acquiring", why: reacquire.why, ...extra }
+          : { name: "registering", backendType: current.backendType, ...extra };
+      const what = reacquire
+        ? "re-acquiring the lease"
+        : `registering the ${current.backendType} backend`;
+      enter(registering({}));
       try {
-        // peers' exact expiry is not needed (only the own lease's drives renewal)
-        const snap = await deps.store.list(signal, { exactExpiry: false });
-        applySnapshot(snap.leases);
-        log.info("peers listed", { peers: peers.size, revision: snap.revision });
-        requestSync();
-        attempt = 0;
-        for await (const batch of deps.store.watch(snap.revision, signal)) {
-          for (const ev of batch) {
-            cEvents.inc({ type: ev.type });
-            if (ev.type === "snapshot") {
-              applySnapshot(ev.leases);
-            } else if (isOwn(ev.lease)) {
-              if (ev.type === "removed") {
-                markLost(`lease ${formatIPv4Net(ev.lease.subnet)} was removed or expired`);
-              } else if (ev.lease.attrs.publicIP !== deps.extIface.extAddr) {
-                markLost(
-                  `subnet ${
-                    formatIPv4Net(ev.lease.subnet)
-                  } now belongs to ${ev.lease.attrs.publicIP}`,
-                );
-              }
-            } else if (ev.type === "added") {
-              const k = leaseKey(ev.lease);
-              log.info(peers.has(k) ? "peer updated" : "peer added", {
-                subnet: formatIPv4Net(ev.lease.subnet),
-                publicIP: ev.lease.attrs.publicIP,
-              });
-              peers.set(k, ev.lease);
-            } else if (peers.delete(leaseKey(ev.lease))) {
-              log.info("peer removed", { subnet: formatIPv4Net(ev.lease.subnet) });
-            }
-          }
-          gPeers.set(peers.size);
-          requestSync();
-        }
-      } catch (e) {
-        if (signal.aborted) return;
-        const delay = backoff(attempt, { max: maxBackoff, random });
-        log.warn("lease watch interrupted, re-listing", { error: e as Error, retryInMs: delay });
-        try {
-          await clock.sleep(delay, signal);
-        } catch {
-          return;
-        }
-      }
-    }
-  };
-
-  // ---- lease keeping: renew before expiry, re-acquire when lost -------------
-  const keepLease = async (signal: AbortSignal, restart: (n: Network) => void) => {
-    let failures = 0;
-    while (!signal.aborted) {
-      const lease = current!;
-      const waitLost = new Promise<void>((r) => (lost = r));
-      if (lostFlag) lost?.();
-      let wait = Infinity;
-      if (lease.expiration !== null) {
-        const left = lease.expiration - clock.now();
-        const margin = Math.min(renewMargin, left / 2);
-        // after a failed renewal retry with backoff (never a hot loop, even past expiry)
-        wait = failures ? backoff(failures, { max: maxBackoff, random }) : left - margin;
-      }
-      const ac = new AbortController();
-      const onAbort = () => ac.abort();
-      signal.addEventListener("abort", onAbort, { once: true });
-      await Promise.race([
-        waitLost,
-        wait === Infinity
-          ? new Promise(() => {})
-          : clock.sleep(Math.max(0, wait), ac.signal).catch(() => {}),
-        new Promise<void>((r) => ac.signal.addEventListener("abort", () => r(), { once: true })),
-      ]);
-      ac.abort();
-      signal.removeEventListener("abort", onAbort);
-      if (signal.aborted) return;
-      if (lostFlag) {
-        cReacquire.inc();
-        setReason("re-acquiring the lease");
-        const old = current!;
-        const net = await retry(
-          "re-acquiring the lease",
-          () => register(signal, old.subnet),
+        const registered = await registerBackend(deps, current, {
+          previous: reacquire?.previous,
+          onAcquiring: () => enter(registering({ acquiring: true })),
+          clock,
           signal,
-        );
-        if (!equalIPv4Net(old.subnet, net.lease.subnet)) {
-          log.warn("this host's subnet changed", {
-            from: formatIPv4Net(old.subnet),
-            to: formatIPv4Net(net.lease.subnet),
-          });
-        }
-        lostFlag = false;
-        current = net.lease;
-        restart(net);
-        await install(net, signal);
-        log.info("lease re-acquired", { subnet: formatIPv4Net(net.lease.subnet) });
-        setReason(backendReason(network));
-        failures = 0;
-        continue;
-      }
-      try {
-        const renewed = await deps.store.renew({ ...lease, attrs: attrs ?? lease.attrs }, signal);
-        cRenew.inc({ result: "ok" });
-        failures = 0;
-        current = renewed;
-        gExpiry.set(renewed.expiration === null ? 0 : renewed.expiration / 1000);
-        log.info("lease renewed", {
-          subnet: formatIPv4Net(renewed.subnet),
-          expires: renewed.expiration === null
-            ? "never"
-            : new Date(renewed.expiration).toISOString(),
         });
+        lastFailure.delete(what);
+        return registered;
       } catch (e) {
-        if (signal.aborted) return;
-        cRenew.inc({ result: "error" });
-        if (e instanceof LeaseConflictError) {
-          // the store says the lease is no longer ours (e.g. the node's podCIDR changed)
-          markLost(e.message);
-          continue;
-        }
-        failures++;
-        log.error("lease renewal failed, retrying", { error: e as Error, attempt: failures });
+        if (signal.aborted) throw signal.reason;
+        const delay = failed(what, e, attempt);
+        enter(registering({ error: (e as Error).message }));
+        // the config is wrong: read it again, so that fixing it in the store fixes the agent
+        if (e instanceof ConfigError) configStale = true;
+        await clock.sleep(delay, signal);
       }
+    }
+  };
+
+  const install = async (network: Network, signal: AbortSignal) => {
+    const current = config!;
+    enter({ name: "installing" });
+    await retry(
+      "installing host rules",
+      async () => {
+        await deps.rules?.apply(current, network.lease);
+        writeSubnetEnv(
+          deps.subnetFile,
+          subnetEnvFor(current, network.lease, network.mtu, deps.ipMasq),
+        );
+      },
+      (error) => ({ name: "installing", error }),
+      signal,
+    );
+    metrics.leaseExpiry.set(expirySeconds(network.lease.expiration));
+  };
+
+  /** Become ready on an installed registration: the rules keeper, peer writes, readiness. */
+  const serve = (started: Registration): void => {
+    const current = config!;
+    const { network } = started;
+    const rules = deps.rules;
+    if (rules?.run) {
+      started.start("host rules keeper", (s) => rules.run!(current, network.lease, s));
+    }
+    sync.attach(network, started.signal);
+    enter({ name: "ready", backendNotReady: network.notReadyReason?.() ?? null });
+    if (network.notReadyReason) {
+      const notReadyReason = network.notReadyReason.bind(network);
+      // the backend may become ready later (e.g. a device coming up)
+      started.start("backend readiness poll", async (s) => {
+        while (await sleepQuietly(clock, BACKEND_READY_POLL_MS, s)) {
+          const reason = notReadyReason();
+          if (state.name === "ready" && state.backendNotReady !== reason) {
+            enter({ name: "ready", backendNotReady: reason });
+          }
+        }
+      });
+    }
+    const onReady = deps.onReady;
+    if (onReady) {
+      started.start(
+        "reporting readiness",
+        (s) => retry("reporting readiness to the store", () => onReady(s), null, s),
+      );
     }
   };
 
   return {
     status() {
+      const reason = reasonOf(state);
       const storeReason = deps.store.status?.() ?? null;
       return {
         ready: reason === null,
-        reason: reason ?? null,
-        ...(storeReason && reason !== null ? { reason: `${reason} (${storeReason})` } : {}),
+        state: state.name,
+        reason: storeReason && reason !== null ? `${reason} (${storeReason})` : reason,
         config,
-        lease: current,
-        peers: [...peers.values()],
+        lease: registration?.lease,
+        peers: [...follower.peers.values()],
         backendType: config?.backendType,
         extIface: deps.extIface,
         storeName: deps.store.name,
       };
     },
 
-    async run(signal) {
+    async run(outer) {
+      // ends everything this run started, also when it fails
+      const life = linkedController({ parents: [outer] });
+      const signal = life.signal;
+      let following: Promise<void> | undefined;
       try {
-        log.info("starting", {
+        signal.throwIfAborted();
+        logger.info("starting", {
           store: deps.store.name,
           iface: deps.extIface.name,
           publicIP: deps.extIface.extAddr,
         });
-        setReason(`reading the network config from the ${deps.store.name} store`);
-        config = await retry(
-          `reading the network config from the ${deps.store.name} store`,
-          () => deps.store.getNetworkConfig(signal),
-          signal,
-        );
-        log.info("network config", {
-          network: config.network ? formatIPv4Net(config.network) : "-",
-          subnetLen: config.subnetLen,
-          backend: config.backendType,
-        });
-        if (deps.prepare) await retry("preparing the host", deps.prepare, signal);
-        setReason("registering the backend");
-        network = await retry(
-          `registering the ${config.backendType} backend`,
-          () => register(signal),
-          signal,
-        );
-        current = network.lease;
-        await install(network, signal);
-
-        let netAbort = new AbortController();
-        const onAbort = () => netAbort.abort();
-        signal.addEventListener("abort", onAbort, { once: true });
-        const running: Promise<unknown>[] = [];
-        const startNetwork = (net: Network) => {
-          const ac = netAbort;
-          running.push(
-            net.run(ac.signal).catch((e) => {
-              if (!ac.signal.aborted) {
-                log.error("backend stopped with an error", { error: e as Error });
-              }
-            }),
-          );
-          if (deps.rules?.run) {
-            running.push(
-              deps.rules.run(config!, net.lease, ac.signal).catch((e) => {
-                if (!ac.signal.aborted) {
-                  log.error("host rules keeper stopped", { error: e as Error });
-                }
-              }),
-            );
+        let registered = await registerNetwork(signal);
+        for (let first = true;; first = false) {
+          const live = new Registration(registered, signal, logger);
+          registration = live;
+          // the datapath runs while subnet.env and the rules go in (traffic flows during retries)
+          live.start("backend", (s) => live.network.run(s));
+          await install(live.network, signal);
+          serve(live);
+          const subnet = formatSubnetPair(live.lease);
+          if (first) {
+            following = follower.run(signal);
+            logger.info("ready", { subnet, mtu: live.network.mtu, subnetFile: deps.subnetFile });
+          } else {
+            follower.relist();
+            logger.info("lease re-acquired", { subnet });
           }
-        };
-        startNetwork(network);
-        syncSignal = signal;
-        setReason(backendReason(network));
-        if (deps.onReady) {
-          const onReady = deps.onReady;
-          void retry("reporting readiness to the store", onReady, signal).catch(() => {});
+          const why = await keepLease(keepOptions, {
+            lease: live.lease,
+            attrs: live.attrs,
+            lost: live.lost,
+            onRenewed: (lease) => (live.lease = lease),
+          }, signal);
+          if (why === null) break;
+          live.markLost(why);
+          metrics.reacquisitions.inc();
+          enter({ name: "re-acquiring", why });
+          registered = await registerNetwork(signal, { why, previous: live.lease });
+          // the old network's tasks and writes end before the new one starts
+          await sync.detach();
+          await live.end();
+          if (leaseKey(live.lease) !== leaseKey(registered.network.lease)) {
+            logger.warn("this host's subnet changed", {
+              from: formatSubnetPair(live.lease),
+              to: formatSubnetPair(registered.network.lease),
+            });
+          }
         }
-        log.info("ready", {
-          subnet: formatIPv4Net(network.lease.subnet),
-          mtu: network.mtu,
-          subnetFile: deps.subnetFile,
-        });
-        const readyPoll = (async () => {
-          // the backend may report readiness later (e.g. a device coming up)
-          while (!signal.aborted && network?.notReadyReason) {
-            if (reason === null || reason.startsWith("backend:")) {
-              const r = network.notReadyReason();
-              setReason(r === null ? null : `backend: ${r}`);
-            }
-            await clock.sleep(500, signal).catch(() => {});
-          }
-        })();
-        await Promise.all([
-          watchLoop(signal),
-          keepLease(signal, (net) => {
-            netAbort.abort();
-            netAbort = new AbortController();
-            network = net;
-            startNetwork(net);
-            requestSync();
-          }),
-          readyPoll,
-        ]);
-        signal.removeEventListener("abort", onAbort);
-        netAbort.abort();
-        await Promise.all(running);
       } catch (e) {
-        if (!signal.aborted) throw e;
+        if (!outer.aborted) throw e;
       } finally {
-        setReason("stopped");
-        log.info("stopped; lease and datapath left in place");
+        life.abort();
+        await sync.detach();
+        await registration?.end();
+        await following;
+        life.dispose();
+        enter({ name: "stopped" });
+        logger.info("stopped; lease and datapath left in place");
       }
     },
   };

@@ -10,6 +10,7 @@
  * @module
  */
 
+import { whenAborted } from "../core/abort.ts";
 import type { Lease } from "../lease/types.ts";
 import type { Backend, Network } from "./types.ts";
 
@@ -39,12 +40,7 @@ export function allocBackend(options: AllocBackendOptions = {}): Backend {
           options.onPeers?.(peers);
           return Promise.resolve();
         },
-        run(signal) {
-          return new Promise<void>((resolve) => {
-            if (signal.aborted) return resolve();
-            signal.addEventListener("abort", () => resolve(), { once: true });
-          });
-        },
+        run: (signal) => whenAborted(signal),
       };
     },
   };

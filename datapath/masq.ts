@@ -24,6 +24,7 @@
  * @module
  */
 
+import { sleepQuietly } from "../core/abort.ts";
 import { type Clock, systemClock } from "../core/clock.ts";
 import { formatIPv4Net, formatIPv6Net, type IPv4Net, type IPv6Net } from "../core/ip.ts";
 import { type Logger, nullLogger } from "../core/log.ts";
@@ -406,12 +407,7 @@ export async function keepRulesInSync(
   const logger = options.logger ?? nullLogger;
   const { signal } = options;
   while (!signal.aborted) {
-    try {
-      await clock.sleep(seconds * 1000, signal);
-    } catch (e) {
-      if (signal.aborted) return;
-      throw e;
-    }
+    if (!(await sleepQuietly(clock, seconds * 1000, signal))) return;
     try {
       const r = await ensure();
       if (r.changed) {

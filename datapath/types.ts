@@ -1,17 +1,27 @@
 /**
- * The Datapath seam: the kernel state weft reads and writes (links,
- * addresses, routes, neighbours, VXLAN fdb entries) and the kernel's change
- * events. One implementation speaks rtnetlink ({@link openNetlinkDatapath} in
- * `netlink.ts`); `fake.ts` keeps the same state in memory for tests. Both pass
- * the contract suite in `testing/datapath_contract.ts`.
+ * The Datapath seam: backends say what kernel state they want, the datapath
+ * applies only the difference and reports *drift*, kernel changes that
+ * contradict what was asked.
+ *
+ * What a backend asks for:
+ * - **Devices** ({@link DeviceSpec}): a VXLAN device weft creates and owns
+ *   (VNI, port, underlay, MAC, MTU, up, exactly these addresses), or an
+ *   existing device such as the TUN weft opened (its addresses, MTU, up).
+ * - **Per-peer entries** ({@link PeerEntries}: routes, neighbours, fdb
+ *   entries) keyed by peer inside an owned {@link EntryScope}: a full set
+ *   ({@link EntryTable.sync}: read the kernel and diff) or the changes of a
+ *   few peers ({@link EntryTable.update}: only their difference, no read).
+ *   Nothing outside the scope is ever deleted.
+ *
+ * Devices are named, never indexed: entries say `device: "flannel.1"`, so a
+ * device that is deleted and recreated (new index) needs no new entries.
+ *
+ * One implementation speaks rtnetlink (`netlink/datapath.ts`, over the
+ * kernel client in `netlink/client.ts`); `testing/datapath_fake.ts` records
+ * what was asked. Both pass `testing/datapath_contract.ts`.
  *
  * IPv4 addresses are unsigned 32-bit integers, networks `{ ip, prefixLen }`,
  * MAC addresses lowercase `aa:bb:cc:dd:ee:ff` strings.
- *
- * Batched methods take arrays so that thousands of objects are one call (one
- * or a few netlink sends). Every request of a batch is attempted; failures
- * are thrown afterwards as a {@link NetlinkError} (one) or
- * `NetlinkBatchError` (several, listed in `errors`).
  *
  * @module
  */
@@ -20,26 +30,12 @@ import type { IPv4Net } from "../core/ip.ts";
 
 export { NetlinkBatchError, NetlinkError } from "./netlink/error.ts";
 
-/** `NUD_PERMANENT`: a static neighbour / fdb entry that never expires. */
-export const NUD_PERMANENT = 0x80;
-/** `NUD_NOARP`. */
-export const NUD_NOARP = 0x40;
-/** The main routing table. */
-export const RT_TABLE_MAIN = 254;
-/** Route protocol `boot` (what `ip route add` and flannel use). */
-export const RTPROT_BOOT = 3;
-/** Route protocol `kernel` (routes the kernel adds for addresses). */
-export const RTPROT_KERNEL = 2;
-/** Route scope universe (gatewayed routes). */
+/** Route scope universe (flannel's udp route `Network dev flannel0`). */
 export const RT_SCOPE_UNIVERSE = 0;
-/** Route scope link (directly connected). */
+/** Route scope link: a directly connected route (the default without a gateway). */
 export const RT_SCOPE_LINK = 253;
-/** Route scope host. */
-export const RT_SCOPE_HOST = 254;
-/** Route type unicast. */
-export const RTN_UNICAST = 1;
 
-/** VXLAN-specific attributes of a link. */
+/** VXLAN-specific attributes of a device. */
 export interface VxlanInfo {
   /** VXLAN network identifier. */
   readonly vni: number;
@@ -55,211 +51,214 @@ export interface VxlanInfo {
   readonly gbp: boolean;
 }
 
-/** A network device as the kernel reports it. */
-export interface Link {
+/** A device as the kernel has it, with its IPv4 addresses. */
+export interface DeviceInfo {
   readonly index: number;
   readonly name: string;
-  /** `IFLA_INFO_KIND`, e.g. `vxlan`, `bridge`, `veth`; null for physical devices and `lo`. */
+  /** `IFLA_INFO_KIND`, e.g. `vxlan`, `bridge`, `veth`, `tun`; null for physical devices and `lo`. */
   readonly kind: string | null;
   readonly mtu: number;
-  /** Hardware address, or null for devices without one. */
+  /** Hardware address, or null for devices without one (TUN). */
   readonly mac: string | null;
-  /** Administratively up (`IFF_UP`). */
+  /** Administratively up. */
   readonly up: boolean;
-  /** Raw `IFF_*` flags. */
-  readonly flags: number;
-  /** Index of the master (bridge) device, or null. */
-  readonly master: number | null;
+  /** IPv4 addresses (host address and prefix length, e.g. 192.0.2.11/24). */
+  readonly addresses: readonly IPv4Net[];
   /** VXLAN details when `kind` is `vxlan`, else null. */
   readonly vxlan: VxlanInfo | null;
 }
 
-/** What to create a VXLAN device with. */
-export interface VxlanSpec {
+/**
+ * A VXLAN device weft creates and owns. An existing device of that name
+ * whose VNI, port, local address, underlay, GBP or learning differ is
+ * deleted and recreated (with `mac`).
+ */
+export interface VxlanDeviceSpec {
+  readonly kind: "vxlan";
   readonly name: string;
   readonly vni: number;
   /** Destination UDP port (flannel: 8472). */
   readonly port: number;
   /** Source IPv4 address. */
-  readonly local?: number;
-  /** Underlay device index. */
-  readonly link?: number;
+  readonly local: number;
+  /** Underlay device name, e.g. `eth0`. */
+  readonly underlay?: string;
   /** Learn remote MACs (flannel: false = `nolearning`). */
-  readonly learning?: boolean;
+  readonly learning: boolean;
   /** Group Based Policy. */
-  readonly gbp?: boolean;
-  /** Hardware address; the kernel picks a random one when absent. */
-  readonly mac?: string;
-  readonly mtu?: number;
-  /** Set the device up right away. */
-  readonly up?: boolean;
-}
-
-/** What to create a bridge with. */
-export interface BridgeSpec {
-  readonly name: string;
-  readonly mtu?: number;
-  readonly mac?: string;
-  readonly up?: boolean;
-}
-
-/** Changes to apply to a link; absent fields stay as they are. */
-export interface LinkChanges {
-  readonly up?: boolean;
-  readonly mtu?: number;
-  readonly mac?: string;
-  /** Enslave to this bridge index (0 = release). */
-  readonly master?: number;
-}
-
-/** An IPv4 address on a link. */
-export interface Address {
-  /** Link index. */
-  readonly index: number;
-  readonly ip: number;
-  readonly prefixLen: number;
-}
-
-/**
- * An IPv4 route. When writing, only `dst` is required: the table defaults
- * to main, protocol to boot, scope to universe with a gateway and link
- * without, type to unicast. Lists fill in every field.
- */
-export interface Route {
-  readonly dst: IPv4Net;
-  /** Next hop, or null/absent for a directly connected route. */
-  readonly gateway?: number | null;
-  /** Output device index, or null/absent to let the kernel pick from the gateway. */
-  readonly index?: number | null;
-  /** `RTNH_F_ONLINK`: the gateway is on the link even without a matching address. */
-  readonly onlink?: boolean;
-  readonly table?: number;
-  readonly protocol?: number;
-  readonly scope?: number;
-  readonly type?: number;
-  /** `RTA_PRIORITY` (metric), 0 when absent. */
-  readonly metric?: number;
-}
-
-/** An IPv4 neighbour (ARP) entry. */
-export interface Neighbour {
-  /** Link index. */
-  readonly index: number;
-  readonly ip: number;
-  /** Link-layer address, or null for an unresolved entry (lists only). */
-  readonly mac: string | null;
-  /** `NUD_*` state; writes default to `NUD_PERMANENT`. */
-  readonly state?: number;
-}
-
-/**
- * A bridge forwarding-database entry on a VXLAN device (`bridge fdb … self`):
- * frames to `mac` are sent to the remote VTEP `dst`.
- */
-export interface FdbEntry {
-  /** Link index (the VXLAN device). */
-  readonly index: number;
+  readonly gbp: boolean;
+  /** Hardware address (the VtepMAC peers address this host by). */
   readonly mac: string;
-  /** Remote VTEP IPv4 address, or null for entries without one (lists only). */
-  readonly dst: number | null;
-  /** `NUD_*` state; writes default to `NUD_PERMANENT`. */
-  readonly state?: number;
-}
-
-/** Whether a change event reports a new/changed object or a removed one. */
-export type ChangeAction = "new" | "del";
-
-/** A kernel change notification. */
-export type DatapathEvent =
-  | { readonly kind: "link"; readonly action: ChangeAction; readonly link: Link }
-  | { readonly kind: "address"; readonly action: ChangeAction; readonly address: Address }
-  | { readonly kind: "route"; readonly action: ChangeAction; readonly route: Route }
-  | { readonly kind: "neighbour"; readonly action: ChangeAction; readonly neighbour: Neighbour }
-  | { readonly kind: "fdb"; readonly action: ChangeAction; readonly fdb: FdbEntry }
-  /** Notifications were lost (receive buffer overrun): re-read everything. */
-  | { readonly kind: "overrun" };
-
-/** Filter for route lists. */
-export interface RouteFilter {
-  /** Only this table (default: main). Use 0 for every table. */
-  readonly table?: number;
-  /** Only routes out of this device. */
-  readonly index?: number;
+  readonly mtu: number;
+  /** Exactly these addresses (host address and prefix length); others are removed. */
+  readonly addresses: readonly IPv4Net[];
 }
 
 /**
- * Kernel network state access. All methods act on the network namespace the
+ * A device someone else created (the TUN weft opened): weft owns its
+ * addresses, MTU and up state, never the device itself.
+ */
+export interface ExistingDeviceSpec {
+  readonly kind: "existing";
+  readonly name: string;
+  readonly mtu: number;
+  /** Exactly these addresses; others are removed. */
+  readonly addresses: readonly IPv4Net[];
+}
+
+/** A device to have, up, exactly as specified. */
+export type DeviceSpec = VxlanDeviceSpec | ExistingDeviceSpec;
+
+/** What {@link Datapath.ensureDevice} found and did. */
+export interface DeviceResult {
+  /** The device as it now is. */
+  readonly device: DeviceInfo;
+  /** What was changed, for logs (empty when it already matched), e.g. `set up`. */
+  readonly changes: readonly string[];
+}
+
+/** A route in the main table. */
+export interface RouteSpec {
+  readonly dst: IPv4Net;
+  /** Next hop, or absent for a directly connected route. */
+  readonly gateway?: number;
+  /** Output device name. */
+  readonly device: string;
+  /** The gateway is on the link even without a matching address (`onlink`). */
+  readonly onlink?: boolean;
+  /** Route scope; default universe with a gateway, link without. */
+  readonly scope?: number;
+}
+
+/** A permanent IPv4 neighbour (ARP) entry. */
+export interface NeighbourSpec {
+  readonly device: string;
+  readonly ip: number;
+  readonly mac: string;
+}
+
+/** A permanent VXLAN forwarding entry (`bridge fdb … self`): frames to `mac` go to `dst`. */
+export interface FdbSpec {
+  readonly device: string;
+  readonly mac: string;
+  /** Remote VTEP IPv4 address. */
+  readonly dst: number;
+}
+
+/** The kernel entries one peer needs. */
+export interface PeerEntries {
+  readonly routes?: readonly RouteSpec[];
+  readonly neighbours?: readonly NeighbourSpec[];
+  readonly fdb?: readonly FdbSpec[];
+}
+
+/**
+ * What an entry table owns, and so may delete: routes of the main table
+ * (not the kernel's own) whose destination lies inside `network` but is none
+ * of `except`, out of a device of `routeDevices` (any route) or of
+ * `gatewayDevices` (only routes with a gateway); permanent neighbours and
+ * fdb entries with a remote on a device of `neighbourDevices`. Everything
+ * asked must lie inside the scope.
+ */
+export interface EntryScope {
+  /** Names the table in drift reports and logs, e.g. `vxlan`. */
+  readonly name: string;
+  readonly network: IPv4Net;
+  readonly except?: readonly IPv4Net[];
+  readonly routeDevices?: readonly string[];
+  readonly gatewayDevices?: readonly string[];
+  readonly neighbourDevices?: readonly string[];
+}
+
+/** A write that failed, with the peer it was for (absent for a stale object no peer asked for). */
+export interface EntryFailure {
+  readonly key?: string;
+  readonly error: Error;
+}
+
+/** What applying entries did. */
+export interface ApplyResult {
+  /** Objects (routes, neighbours, fdb entries) written. */
+  readonly written: number;
+  /** Objects deleted. */
+  readonly deleted: number;
+  /** Writes that failed; everything else was applied. */
+  readonly failures: readonly EntryFailure[];
+}
+
+/**
+ * A kernel change that contradicts what was asked:
+ * - `device`: an ensured device was deleted, set down, or had its MAC, MTU
+ *   or addresses changed: ensure it again and sync what hangs on it;
+ * - `entries`: these peers' entries of table `table` were deleted or
+ *   changed: update them again;
+ * - `lost`: change notifications were lost (receive buffer overrun): sync
+ *   everything.
+ */
+export type Drift =
+  | { readonly kind: "device"; readonly device: string; readonly reason: string }
+  | {
+    readonly kind: "entries";
+    readonly table: string;
+    readonly keys: readonly string[];
+    readonly reason: string;
+  }
+  | { readonly kind: "lost"; readonly reason: string };
+
+/** The entries of one owned scope, by peer key. */
+export interface EntryTable {
+  readonly scope: EntryScope;
+  /**
+   * Make the scope hold exactly `entries`: read what the kernel holds in
+   * the scope and write only the difference (stale objects are deleted).
+   * For start, snapshots and repairs after lost events.
+   *
+   * @param entries Every peer's entries, by peer key.
+   * @returns Counts and the failed writes (the rest is applied).
+   * @throws {RangeError} When an entry lies outside the scope.
+   */
+  sync(entries: ReadonlyMap<string, PeerEntries>): Promise<ApplyResult>;
+  /**
+   * Change only these peers (null removes a peer's entries), against what
+   * the table knows is installed: no kernel read, cost independent of the
+   * number of peers. Before the first {@link sync} it syncs.
+   *
+   * @param changes Peer key → its new entries, or null.
+   * @returns Counts and the failed writes.
+   * @throws {RangeError} When an entry lies outside the scope.
+   */
+  update(changes: ReadonlyMap<string, PeerEntries | null>): Promise<ApplyResult>;
+}
+
+/**
+ * Kernel state, as asked. All methods act on the network namespace the
  * datapath was opened in.
  *
  * Guarantees:
- * - Replace/append/add methods are idempotent: writing what is already
- *   there succeeds and changes nothing.
- * - Delete methods succeed when the object is already gone.
- * - Batch methods attempt every element, then throw the failures
- *   ({@link NetlinkError}, or `NetlinkBatchError` for several).
- * - `events()` reports changes made by anyone, this process included.
- * - After `close()`, calls reject and event iterables end.
+ * - Asking for what is already there writes nothing.
+ * - Nothing outside an ensured device or an entry table's scope is deleted.
+ * - Drift is reported only for what was asked; the datapath's own writes
+ *   are never reported.
+ * - After `close()`, calls reject and drift iterables end.
  */
 export interface Datapath {
-  /** A link by name or index, or null when there is none. */
-  getLink(nameOrIndex: string | number): Promise<Link | null>;
-  /** Every link. */
-  listLinks(): Promise<Link[]>;
+  /** A device by name or index, with its addresses; null when there is none. */
+  link(nameOrIndex: string | number): Promise<DeviceInfo | null>;
   /**
-   * Create a VXLAN device.
-   * @throws {NetlinkError} `EEXIST` when a device of that name exists.
+   * Make a device exist (VXLAN) and match `spec`: MAC, MTU, up, exactly its
+   * addresses. Later changes to it are reported as drift.
+   *
+   * @returns The device and what was changed.
+   * @throws {Error} When an existing device is missing, or the kernel refuses.
    */
-  createVxlan(spec: VxlanSpec): Promise<Link>;
+  ensureDevice(spec: DeviceSpec): Promise<DeviceResult>;
+  /** The entry table of a scope (one per scope name; a new scope replaces an older one). */
+  entries(scope: EntryScope): EntryTable;
   /**
-   * Create a bridge.
-   * @throws {NetlinkError} `EEXIST` when a device of that name exists.
+   * Drift reports until `signal` aborts or the datapath closes. Each call
+   * subscribes anew; reports start with changes after the call.
    */
-  createBridge(spec: BridgeSpec): Promise<Link>;
-  /**
-   * Change a link's state, MTU, MAC or master.
-   * @throws {NetlinkError} `ENODEV` when there is no such link.
-   */
-  setLink(index: number, changes: LinkChanges): Promise<void>;
-  /** Delete a link (and with it its addresses, routes and neighbours). */
-  deleteLink(index: number): Promise<void>;
-
-  /** IPv4 addresses, of one link or all. */
-  listAddresses(index?: number): Promise<Address[]>;
-  /** Add addresses (replacing any identical one). */
-  addAddresses(addresses: readonly Address[]): Promise<void>;
-  /** Remove addresses. */
-  deleteAddresses(addresses: readonly Address[]): Promise<void>;
-
-  /** IPv4 routes (main table unless the filter says otherwise). */
-  listRoutes(filter?: RouteFilter): Promise<Route[]>;
-  /** Create or replace routes (keyed by table, dst, tos, metric). */
-  replaceRoutes(routes: readonly Route[]): Promise<void>;
-  /** Delete routes matching dst/table (and gateway/device when given). */
-  deleteRoutes(routes: readonly Route[]): Promise<void>;
-
-  /** IPv4 neighbour entries, of one link or all. */
-  listNeighbours(index?: number): Promise<Neighbour[]>;
-  /** Create or replace neighbour entries (permanent by default). */
-  replaceNeighbours(neighbours: readonly Neighbour[]): Promise<void>;
-  /** Delete neighbour entries. */
-  deleteNeighbours(neighbours: readonly Neighbour[]): Promise<void>;
-
-  /** Bridge fdb entries with a remote VTEP, of one link or all. */
-  listFdb(index?: number): Promise<FdbEntry[]>;
-  /** `bridge fdb append … self`: add remotes (idempotent). */
-  appendFdb(entries: readonly FdbEntry[]): Promise<void>;
-  /** `bridge fdb replace … self`: create, or point an existing MAC at a new remote. */
-  replaceFdb(entries: readonly FdbEntry[]): Promise<void>;
-  /** `bridge fdb del … self`. */
-  deleteFdb(entries: readonly FdbEntry[]): Promise<void>;
-
-  /**
-   * Kernel change notifications (links, IPv4 addresses, IPv4 routes,
-   * neighbours and fdb) until `signal` aborts or the datapath closes.
-   * Subscribed before the iterable is returned, so changes made after this
-   * call are seen. Each call opens its own subscription.
-   */
-  events(signal: AbortSignal): AsyncIterable<DatapathEvent>;
-  /** Release the socket(s). */
+  drift(signal: AbortSignal): AsyncIterable<Drift>;
+  /** Release the kernel sockets. */
   close(): void;
 }

@@ -31,7 +31,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { createLab, REPO_ROOT } from "./lab/lab.ts";
-import { waitFor } from "./lab/cluster.ts";
+import { waitFor } from "../testing/wait.ts";
 import { startEtcd } from "../testing/etcd_server.ts";
 import { built } from "../testing/build_cache.ts";
 import { VERSION } from "../cli/main.ts";

@@ -20,7 +20,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { createLab, type LabProcess } from "./lab/lab.ts";
 import { RUNTIME_BIN } from "./lab/agents.ts";
-import { waitFor } from "./lab/cluster.ts";
+import { waitFor } from "../testing/wait.ts";
 import { built } from "../testing/build_cache.ts";
 import type { ProbeReport } from "../testing/split_probe/main.ts";
 import { VERSION } from "../cli/main.ts";

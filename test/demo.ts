@@ -20,7 +20,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import process from "node:process";
-import { formatIPv4Net } from "../core/ip.ts";
+import { formatSubnetPair } from "../core/ip.ts";
 import { createFileLeaseStore } from "../lease/file_store.ts";
 import type { Lease } from "../lease/types.ts";
 import { agentCommand, type AgentRuntime, RUNTIME_BIN } from "./lab/agents.ts";
@@ -31,8 +31,8 @@ import {
   podPing,
   readPeerState,
   stateDiff,
-  waitFor,
 } from "./lab/cluster.ts";
+import { waitFor } from "../testing/wait.ts";
 import { createLab, type Lab, type LabHost, REPO_ROOT, sweepLabs } from "./lab/lab.ts";
 
 const PREFIX = "demo";
@@ -58,7 +58,8 @@ interface DemoAgent {
   readonly runtime: AgentRuntime;
   readonly logFile: string;
   readonly subnetFile: string;
-  readonly exited: Promise<number>;
+  /** Its exit code once it has ended, else null. */
+  exitCode(): number | null;
 }
 
 function readyLine(logFile: string): { subnet: string } | undefined {
@@ -119,31 +120,39 @@ function startDemoAgent(lab: Lab, host: LabHost, runtime: AgentRuntime): DemoAge
       env: { WEFT_LOG: logFile },
     },
   );
-  return { host, runtime, logFile, subnetFile, exited: proc.exited };
+  return { host, runtime, logFile, subnetFile, exitCode: proc.exitCode };
 }
 
 async function waitReady(agent: DemoAgent, timeoutMs = 60_000): Promise<string> {
-  let code: number | undefined;
-  agent.exited.then((c) => (code = c));
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const r = readyLine(agent.logFile);
-    if (r) return r.subnet;
-    if (code !== undefined || Date.now() > deadline) {
-      throw new Error(
-        `the agent on ${agent.host.ns} (${agent.runtime}) ${
-          code !== undefined ? `exited with ${code}` : `was not ready after ${timeoutMs} ms`
-        }; its log:\n${tail(agent.logFile)}`,
-      );
-    }
-    await new Promise((r) => setTimeout(r, 25));
-  }
+  let subnet = "";
+  await waitFor(
+    `the agent on ${agent.host.ns} (${agent.runtime}) is ready`,
+    () => {
+      const r = readyLine(agent.logFile);
+      if (r) {
+        subnet = r.subnet;
+        return null;
+      }
+      const code = agent.exitCode();
+      if (code !== null) {
+        throw new Error(
+          `the agent on ${agent.host.ns} (${agent.runtime}) exited with ${code}; its log:\n${
+            tail(agent.logFile)
+          }`,
+        );
+      }
+      return `no "ready" line yet; its log:\n${tail(agent.logFile)}`;
+    },
+    timeoutMs,
+    25,
+  );
+  return subnet;
 }
 
 function leaseRow(l: Lease): LeaseRow {
   const data = l.attrs.backendData as { VtepMAC?: string } | undefined;
   return {
-    subnet: formatIPv4Net(l.subnet),
+    subnet: formatSubnetPair(l),
     publicIP: l.attrs.publicIP,
     backendType: l.attrs.backendType,
     vtepMAC: data?.VtepMAC?.toLowerCase(),
@@ -192,6 +201,7 @@ async function run(keep: boolean): Promise<number> {
     say(`net-conf.json: ${JSON.stringify(NET_CONF)}`);
 
     const bun = fs.existsSync(RUNTIME_BIN.bun);
+    if (!bun) say(`${RUNTIME_BIN.bun} is missing (npm ci installs it): host 2 runs Deno too`);
     const agents = lab.hosts.map((h) =>
       startDemoAgent(lab, h, bun && h.index === 2 ? "bun" : "deno")
     );
@@ -253,7 +263,7 @@ async function run(keep: boolean): Promise<number> {
 
     say("\nleases (embedded file store, " + path.join(lab.dir, "leases.json") + "):");
     const byIP = new Map(lab.hosts.map((h) => [h.ip, h.ns]));
-    const sorted = [...leases].sort((a, b) => a.subnet.ip - b.subnet.ip);
+    const sorted = [...leases].sort((a, b) => a.subnet!.ip - b.subnet!.ip);
     say(table([
       ["SUBNET", "HOST", "PUBLIC IP", "BACKEND", "VTEP MAC", "EXPIRES"],
       ...sorted.map((l) => {

@@ -15,6 +15,7 @@ import type { PodAttachment } from "../cli/attach.ts";
 import { type LabKube, startLabKube } from "../testing/fake_kube_main.ts";
 import { type AgentProcess, type AgentRuntime, startAgent } from "./lab/agents.ts";
 import { createLab, type Lab, type LabHost } from "./lab/lab.ts";
+import { waitFor } from "../testing/wait.ts";
 
 const PREFIX = "wku";
 const A = "flannel.alpha.coreos.com/";
@@ -102,26 +103,28 @@ async function allNodes(kube: LabKube): Promise<Node[]> {
 }
 
 /**
- * Poll `probe` until it returns `true`; on timeout fail with its last detail.
+ * Poll `probe` until it returns `true` (else what is still wrong); an error
+ * it throws counts as "not yet" (a device or the API not up yet). On
+ * timeout fail with its last detail.
  */
 async function eventually(
   what: string,
   probe: () => Promise<true | string>,
   timeoutMs = 30_000,
 ): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  let last = "";
-  for (;;) {
-    try {
-      const r = await probe();
-      if (r === true) return;
-      last = r;
-    } catch (e) {
-      last = (e as Error).message;
-    }
-    if (Date.now() > deadline) throw new Error(`${what}: not reached in ${timeoutMs} ms: ${last}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
+  await waitFor(
+    what,
+    async () => {
+      try {
+        const r = await probe();
+        return r === true ? null : r;
+      } catch (e) {
+        return (e as Error).message;
+      }
+    },
+    timeoutMs,
+    200,
+  );
 }
 
 /** Wait until every listed host's flannel.1 matches the API's nodes exactly. */

@@ -11,7 +11,8 @@
  */
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
-import { type Cluster, NETWORK, podsOf, startCluster, waitFor } from "./lab/cluster.ts";
+import { type Cluster, NETWORK, podsOf, startCluster } from "./lab/cluster.ts";
+import { waitFor } from "../testing/wait.ts";
 
 /**
  * flannel's masquerade rules (pkg/trafficmngr/iptables masqRules, with

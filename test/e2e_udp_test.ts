@@ -25,8 +25,8 @@ import {
   pingFailures,
   podsOf,
   startCluster,
-  waitFor,
 } from "./lab/cluster.ts";
+import { hold, waitFor } from "../testing/wait.ts";
 import { evalCommand, REPO_ROOT } from "./lab/lab.ts";
 import { formatIPv4, parseIPv4, parseIPv4Net } from "../core/ip.ts";
 import { internetChecksum } from "../backends/udp/packet.ts";
@@ -42,7 +42,8 @@ const UDP: OverlayBackend = "udp";
 /** Where each agent serves /metrics, inside its own host namespace. */
 const HEALTHZ_PORT = 9180;
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** How long each killed agent stays down in the restart test: part of the scenario. */
+const AGENT_DOWN_MS = 300;
 
 function startUdpCluster(options: { hosts: number; podsPerHost: number; internet?: boolean }) {
   return startCluster({
@@ -66,13 +67,22 @@ async function waitAllPing(c: Cluster, timeoutMs = 15_000): Promise<number> {
   );
 }
 
+/** The agent's /metrics text. */
+function metricsText(c: Cluster, host: number): Promise<string> {
+  return c.lab.run(c.host(host).ns, ["curl", "-sf", `http://127.0.0.1:${HEALTHZ_PORT}/metrics`]);
+}
+
+/** The agent's `weft_udp_packets_total{direction="in"}`: packets it put into its TUN. */
+async function packetsIn(c: Cluster, host: number): Promise<number> {
+  const text = await metricsText(c, host);
+  const m = text.match(/^weft_udp_packets_total\{direction="in"\} (\S+)$/m);
+  assert.ok(m, `host ${host}'s /metrics has no weft_udp_packets_total{direction="in"}`);
+  return Number(m[1]);
+}
+
 /** The agent's `weft_udp_dropped_packets_total` by reason, read from its /metrics. */
 async function dropCounters(c: Cluster, host: number): Promise<Record<string, number>> {
-  const text = await c.lab.run(c.host(host).ns, [
-    "curl",
-    "-sf",
-    `http://127.0.0.1:${HEALTHZ_PORT}/metrics`,
-  ]);
+  const text = await metricsText(c, host);
   const out: Record<string, number> = {};
   for (const m of text.matchAll(/^weft_udp_dropped_packets_total\{reason="([^"]+)"\} (\S+)$/gm)) {
     out[m[1]] = Number(m[2]);
@@ -181,7 +191,7 @@ Deno.test("udp e2e: kill -9 and restart of an agent (Deno, Bun) loses pings only
         const r = await c.lab.exec(ns, "ip link show flannel0");
         return r.code === 0 ? "still there" : null;
       }, 3000);
-      await sleep(300); // the agent stays down a while
+      await hold(`no agent on host ${host}`, AGENT_DOWN_MS);
       const after = await c.startAgent(host, agent.runtime);
       assert.equal(after, subnet, `host ${host}'s agent (${agent.runtime}) kept its subnet`);
       const restarted = c.agents.get(host)!;
@@ -202,7 +212,14 @@ Deno.test("udp e2e: kill -9 and restart of an agent (Deno, Bun) loses pings only
         5000,
       );
     }
-    await sleep(500);
+    // keep watching after the last restart, so that a later gap would show
+    const lastSeq = (p: ReturnType<typeof c.lab.spawn>) =>
+      Math.max(0, ...replyTimes(p.stdout()).keys());
+    const upTo = new Map([...pings].map(([target, p]) => [target, lastSeq(p) + 10]));
+    await waitFor("10 more echo replies from every pod after the last restart", () => {
+      const behind = [...pings].filter(([target, p]) => lastSeq(p) < upTo.get(target)!);
+      return behind.length ? `behind: ${behind.map(([t]) => `host ${t}'s pod`).join(", ")}` : null;
+    }, 5000);
     for (const p of pings.values()) p.kill("SIGINT");
     for (const p of pings.values()) await p.exited;
 
@@ -381,7 +398,22 @@ Deno.test("udp e2e: spoofed and garbage datagrams from a non-peer reach no pod, 
       listeners.push(l);
       await l.waitForOutput(/listening on/, 10_000);
     }
-    await sleep(1100); // metrics are copied from the engine once a second
+    // /metrics gets the engine's counters once a second: a ping sent now must
+    // show up there first, so every drop before the attack is in `before`
+    for (const h of [1, 2]) {
+      const [pod] = podsOf(c, h);
+      const seen = await packetsIn(c, h);
+      assert.ok(await c.lab.ping(p3.ns, pod.ip), `${p3.ns} pings ${pod.ip}`);
+      await waitFor(
+        `host ${h}'s /metrics counts the ping just sent`,
+        async () => {
+          const now = await packetsIn(c, h);
+          return now > seen ? null : `weft_udp_packets_total{direction="in"} still ${now}`;
+        },
+        5000,
+        100,
+      );
+    }
     const before = new Map<number, Record<string, number>>();
     for (const h of [1, 2]) before.set(h, await dropCounters(c, h));
 
@@ -412,7 +444,8 @@ Deno.test("udp e2e: spoofed and garbage datagrams from a non-peer reach no pod, 
       await c.lab.run(p3.ns, ["bash", "-c", `echo legit >/dev/udp/${pod.ip}/7777`]);
       await listeners[c.pods.indexOf(pod)].waitForOutput(/length 6/, 5000);
     }
-    await sleep(200);
+    // Nothing else can arrive: the drop counters accounted for every forged
+    // datagram, and the legit packets, sent after them, have been seen.
     for (const l of listeners) l.kill("SIGINT");
     for (const l of listeners) await l.exited;
     for (const [i, l] of listeners.entries()) {
@@ -431,10 +464,7 @@ Deno.test("udp e2e: spoofed and garbage datagrams from a non-peer reach no pod, 
 
     // the agents are still up and carry traffic
     for (const [i, a] of c.agents) {
-      let code: number | undefined;
-      a.process.exited.then((x) => (code = x));
-      await sleep(0);
-      assert.equal(code, undefined, `host ${i}'s agent exited`);
+      assert.equal(a.process.exitCode(), null, `host ${i}'s agent exited`);
       await c.lab.run(c.host(i).ns, ["curl", "-sf", `http://127.0.0.1:${HEALTHZ_PORT}/healthz`]);
     }
     assert.deepEqual(await pingFailures(c.lab, c.pods), [], "all pod pairs still ping");

@@ -1,36 +1,81 @@
 #!/bin/sh
 # Install what weft's demo, tests and benchmarks need on a fresh Debian
 # machine (as root), then run a deno task: `sh test/setup.sh demo|test|bench`.
+# Idempotent: quiet when everything is present, installs only what is missing.
 set -eu
 cd "$(dirname "$0")/.."
 
+if [ "$(id -u)" != 0 ]; then
+  echo "setup: run as root: the demo, tests and benchmarks build network namespaces" >&2
+  exit 1
+fi
+
+have() { command -v "$1" >/dev/null 2>&1; }
+
+# Debian packages, by a command (or file) each provides
 need=""
-command -v etcd >/dev/null 2>&1 || need="$need etcd-server"
-command -v etcdctl >/dev/null 2>&1 || need="$need etcd-client"
-command -v ip >/dev/null 2>&1 || need="$need iproute2"
-command -v iptables >/dev/null 2>&1 || need="$need iptables"
-command -v nft >/dev/null 2>&1 || need="$need nftables"
-command -v ping >/dev/null 2>&1 || need="$need iputils-ping"
-command -v iperf3 >/dev/null 2>&1 || need="$need iperf3"
-command -v tcpdump >/dev/null 2>&1 || need="$need tcpdump"
-command -v openssl >/dev/null 2>&1 || need="$need openssl"
-command -v curl >/dev/null 2>&1 || need="$need curl"
-[ -x /usr/lib/cni/bridge ] || need="$need containernetworking-plugins"
+want() { have "$1" || case " $need " in *" $2 "*) ;; *) need="$need $2" ;; esac; }
+want etcd etcd-server
+want etcdctl etcd-client
+want ip iproute2          # ip, ss, bridge
+want iptables iptables    # iptables, ip6tables, iptables-restore/-save
+want nft nftables
+want ping iputils-ping
+want iperf3 iperf3
+want tcpdump tcpdump
+want openssl openssl
+want curl curl
+want sysctl procps
+want nsenter util-linux
+want taskset util-linux
+want bash bash
+want npm npm              # pulls in nodejs
+want node nodejs
+for plugin in bridge host-local; do
+  [ -x "/usr/lib/cni/$plugin" ] || case " $need " in
+    *" containernetworking-plugins "*) ;;
+    *) need="$need containernetworking-plugins" ;;
+  esac
+done
 # the bootstrap checks: cloud-init schema (with python3-yaml), systemd-analyze verify, setpriv/unshare
-command -v cloud-init >/dev/null 2>&1 || need="$need cloud-init"
-command -v systemd-analyze >/dev/null 2>&1 || need="$need systemd"
-command -v setpriv >/dev/null 2>&1 || need="$need util-linux"
-command -v python3 >/dev/null 2>&1 || need="$need python3"
+want cloud-init cloud-init
+want systemd-analyze systemd
+want setpriv util-linux
+want unshare util-linux
+want python3 python3
 if [ -n "$need" ]; then
   echo "setup: installing$need" >&2
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq >&2
+  # shellcheck disable=SC2086 # one word per package
   apt-get install -y -qq $need >&2
 fi
 
-if [ ! -x node_modules/.bin/deno ] || [ ! -x node_modules/.bin/bun ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  echo "setup: installing npm packages (deno, bun, hono, valibot, @kubernetes/client-node)" >&2
+# npm packages (deno, bun and the libraries), exactly as package-lock.json says
+if [ ! -x node_modules/.bin/deno ] || [ ! -x node_modules/.bin/bun ] ||
+  ! npm ls --depth=0 >/dev/null 2>&1; then
+  echo "setup: installing npm packages (npm ci: deno, bun and the libraries in package-lock.json)" >&2
   npm ci --no-audit --no-fund >&2
+fi
+
+# Python with boto3 and moto (the EC2 emulator the aws tests run against):
+# say what is missing, do not install
+moto=""
+if have python3; then
+  moto=$(python3 -c '
+import importlib
+for name in ("boto3", "moto"):
+    try:
+        importlib.import_module(name)
+    except Exception:
+        print(" " + name, end="")
+' 2>/dev/null) || moto=" boto3 moto"
+else
+  moto=" python3"
+fi
+have moto_server || moto="$moto moto_server"
+if [ -n "$moto" ]; then
+  echo "setup: missing for the EC2 emulator:$moto (Debian 12 has no moto package: pip install 'moto[server]' boto3, e.g. in a venv)" >&2
 fi
 
 task="${1:-test}"

@@ -1,96 +1,84 @@
 /**
- * An in-memory {@link Datapath} that behaves like the kernel in the ways
- * weft depends on (checked by the shared contract suite) and records every
- * write, for unit tests of backends without root or namespaces.
+ * An in-memory {@link Datapath} for unit tests of backends, without root or
+ * namespaces: it records what was asked (`calls`), keeps the resulting
+ * devices and entries by name, and lets a test play the outside world
+ * (delete a route, set a device down, lose events) to inject drift, or
+ * make writes fail.
  *
- * Kernel behaviour it models: names are unique (EEXIST); writes to a missing
- * link fail with ENODEV; routes need their device up (ENETDOWN) and a
- * gateway on a connected prefix unless `onlink` (ENETUNREACH); setting a
- * link down drops its routes (silently, as IPv4 does) and its neighbours;
- * deleting a link drops everything on it; fdb `append` leaves an existing
- * unicast MAC alone while `replace` repoints it; connected-prefix routes
- * appear for addresses on up links. Events are emitted as the kernel does:
- * no route events for routes dropped with their link.
+ * It plans with the same pure code as the netlink datapath (`plan.ts`,
+ * `devices.ts`) and models only the kernel rules backends meet: a route
+ * needs its device (ENODEV) up (ENETDOWN) and, without `onlink`, a gateway
+ * on a connected prefix (ENETUNREACH); fdb entries need a VXLAN device; a
+ * device set down loses its routes and neighbours, a deleted one all. It
+ * passes the contract suite (`datapath_contract.ts`).
  *
  * @module
  */
 
-import { formatIPv4, formatIPv4Net, type IPv4Net, maskIPv4 } from "../core/ip.ts";
-import { NetlinkError, throwBatchErrors } from "../datapath/netlink/error.ts";
+import { containsIPv4, formatIPv4, formatIPv4Net, type IPv4Net, maskIPv4 } from "../core/ip.ts";
+import { NetlinkError } from "../datapath/netlink/error.ts";
+import { addressChanges, describeAddress, vxlanIncompatibility } from "../datapath/devices.ts";
 import {
-  addAddressRequest,
-  addFdbRequest,
-  createBridgeRequest,
-  createVxlanRequest,
-  deleteAddressRequest,
-  deleteFdbRequest,
-  deleteNeighbourRequest,
-  deleteRouteRequest,
-  replaceNeighbourRequest,
-  replaceRouteRequest,
-  setLinkRequest,
-} from "../datapath/netlink/messages.ts";
-import {
-  type Address,
-  type BridgeSpec,
-  type Datapath,
-  type DatapathEvent,
-  type FdbEntry,
-  type Link,
-  type LinkChanges,
-  type Neighbour,
-  NUD_PERMANENT,
-  type Route,
-  type RouteFilter,
-  RT_SCOPE_LINK,
-  RT_SCOPE_UNIVERSE,
-  RT_TABLE_MAIN,
-  RTN_UNICAST,
-  RTPROT_BOOT,
-  RTPROT_KERNEL,
-  type VxlanSpec,
+  checkInScope,
+  describeRoute,
+  DesiredTable,
+  dstKey,
+  fdbInScope,
+  fdbKey,
+  type InstalledRoute,
+  neighbourInScope,
+  neighbourKey,
+  noneTouched,
+  type Plan,
+  planChanges,
+  routeInScope,
+  routeKey,
+  sameRoute,
+  type Touched,
+} from "../datapath/plan.ts";
+import type {
+  ApplyResult,
+  Datapath,
+  DeviceInfo,
+  DeviceResult,
+  DeviceSpec,
+  Drift,
+  EntryFailure,
+  EntryScope,
+  EntryTable,
+  FdbSpec,
+  NeighbourSpec,
+  RouteSpec,
+  VxlanInfo,
 } from "../datapath/types.ts";
+import type { KernelPoke, KernelSnapshot, PokeVxlan } from "./datapath_contract.ts";
 
-/** One recorded write: the Datapath method and its argument(s). */
-export interface FakeWrite {
-  readonly method: string;
-  readonly args: readonly unknown[];
+/** One call a backend made: what it asked for. */
+export interface FakeCall {
+  readonly method: "ensureDevice" | "sync" | "update";
+  /** The entry table's scope name (sync, update). */
+  readonly table?: string;
+  /** The spec, the full entry map, or the changes. */
+  readonly arg: unknown;
 }
 
-/** What to seed a plain (physical-like) link with. */
+/** What to seed a link with. */
 export interface FakeLinkSpec {
   readonly name: string;
-  readonly mtu?: number;
-  readonly mac?: string;
-  readonly up?: boolean;
   readonly kind?: string | null;
+  readonly mtu?: number;
+  readonly mac?: string | null;
+  readonly up?: boolean;
+  readonly addresses?: readonly IPv4Net[];
+  readonly vxlan?: VxlanInfo | null;
 }
 
-const ENODEV = 19, EEXIST = 17, ENETDOWN = 100, ENETUNREACH = 101, ESRCH = 3, ENOENT = 2;
-const EADDRNOTAVAIL = 99;
+type FakeLink = { -readonly [K in keyof DeviceInfo]: DeviceInfo[K] } & { addresses: IPv4Net[] };
+type Table = { scope: EntryScope; desired: DesiredTable; synced: boolean };
 
-function routeKey(r: Required<Route>): string {
-  return `${r.table}/${r.dst.ip}/${r.dst.prefixLen}/${r.metric}`;
-}
-
-function sameNet(a: IPv4Net, b: IPv4Net): boolean {
-  return a.ip === b.ip && a.prefixLen === b.prefixLen;
-}
-
-function normRoute(r: Route): Required<Route> {
-  const hasGw = r.gateway !== undefined && r.gateway !== null;
-  return {
-    dst: { ip: (r.dst.ip & maskIPv4(r.dst.prefixLen)) >>> 0, prefixLen: r.dst.prefixLen },
-    gateway: hasGw ? r.gateway! : null,
-    index: r.index ?? null,
-    onlink: r.onlink ?? false,
-    table: r.table ?? RT_TABLE_MAIN,
-    protocol: r.protocol ?? RTPROT_BOOT,
-    scope: r.scope ?? (hasGw ? RT_SCOPE_UNIVERSE : RT_SCOPE_LINK),
-    type: r.type ?? RTN_UNICAST,
-    metric: r.metric ?? 0,
-  };
-}
+const ENODEV = 19, ENETDOWN = 100, ENETUNREACH = 101, EOPNOTSUPP = 95;
+const neighText = (n: NeighbourSpec) => `${formatIPv4(n.ip)} lladdr ${n.mac} dev ${n.device}`;
+const fdbText = (f: FdbSpec) => `${f.mac} dev ${f.device} dst ${formatIPv4(f.dst)}`;
 
 /**
  * The recording in-memory datapath.
@@ -98,526 +86,531 @@ function normRoute(r: Route): Required<Route> {
  * @example
  * ```ts
  * const dp = new FakeDatapath();
- * const eth0 = dp.addLink({ name: "eth0", mtu: 1500, up: true });
- * await dp.addAddresses([{ index: eth0.index, ip: parseIPv4("192.0.2.1"), prefixLen: 24 }]);
- * dp.writes.length; // 1
+ * dp.addLink({ name: "eth0", up: true, addresses: [{ ip: parseIPv4("192.0.2.11"), prefixLen: 24 }] });
+ * await dp.entries(scope).sync(new Map([["10.5.2.0/24", { routes: [route] }]]));
+ * dp.routes(); // ["10.5.2.0/24 via 192.0.2.12 dev eth0"]
  * ```
  */
-export class FakeDatapath implements Datapath {
-  /** Every write call, in order (seeding with {@link addLink} is not recorded). */
-  readonly writes: FakeWrite[] = [];
-  #links = new Map<number, Link>();
+export class FakeDatapath implements Datapath, KernelPoke {
+  /** Every call asking for state, in order. */
+  readonly calls: FakeCall[] = [];
+  /** Kernel changes made for callers (device changes, objects written or deleted). */
+  writes = 0;
+  readonly #links = new Map<string, FakeLink>();
   #nextIndex = 1;
-  #addresses: Address[] = [];
-  #routes = new Map<string, Required<Route>>();
-  #neighbours = new Map<string, Neighbour>();
-  #fdb = new Map<string, FdbEntry>();
-  #subscribers = new Set<(e: DatapathEvent) => void>();
-  #stops = new Set<() => void>();
-  #closed = false;
-  #failures: { method: string; code: number }[] = [];
-  #random: () => number;
+  readonly #routes = new Map<string, InstalledRoute>();
+  readonly #neighbours = new Map<string, NeighbourSpec>();
+  readonly #fdb = new Map<string, FdbSpec>();
+  readonly #devices = new Map<string, DeviceSpec>();
+  readonly #tables = new Map<string, Table>();
+  readonly #failures: { method: string; errno: number }[] = [];
+  readonly #failingKeys = new Map<string, number>();
+  readonly #listeners = new Set<(d: Drift) => void>();
+  readonly #closed = new AbortController();
+  readonly #random: () => number;
 
   /**
-   * @param options `random` for generated MAC addresses (default Math.random);
-   *   `loopback` adds `lo` (index 1, up) like a fresh namespace (default true).
+   * @param options `random` for generated MAC addresses; `loopback` adds
+   *   `lo` (up) like a fresh namespace (default true).
    */
   constructor(options: { random?: () => number; loopback?: boolean } = {}) {
     this.#random = options.random ?? Math.random;
     if (options.loopback ?? true) {
-      const lo = this.addLink({ name: "lo", mtu: 65536, mac: "00:00:00:00:00:00", up: true });
-      this.#addresses.push({ index: lo.index, ip: 0x7f000001, prefixLen: 8 });
+      this.addLink({ name: "lo", mtu: 65536, mac: "00:00:00:00:00:00", up: true });
     }
   }
 
-  /** Number of recorded writes of one method (or all when omitted). */
-  writeCount(method?: string): number {
-    return method ? this.writes.filter((w) => w.method === method).length : this.writes.length;
-  }
+  // ---- seeding and injection --------------------------------------------
 
   /**
-   * Make the next call of `method` fail with `errno` (for error-path tests).
+   * Seed a link (the external interface, a device of an earlier run, an
+   * opened TUN). Reports drift when it is an asked device that differs.
    *
-   * @param method A Datapath method name, e.g. `replaceRoutes`.
-   * @param errno The errno to fail with.
-   */
-  failNext(method: string, errno: number): void {
-    this.#failures.push({ method, code: errno });
-  }
-
-  /**
-   * Seed a link (e.g. the external interface) without recording a write.
-   *
-   * @param spec Name, MTU, MAC, state, kind.
-   * @returns The link.
    * @throws {NetlinkError} EEXIST when the name is taken.
    */
-  addLink(spec: FakeLinkSpec): Link {
-    if (this.#byName(spec.name)) {
-      throw new NetlinkError(EEXIST, `add link ${spec.name}`);
-    }
-    const index = this.#nextIndex++;
-    const link: Link = {
-      index,
+  addLink(spec: FakeLinkSpec): DeviceInfo {
+    if (this.#links.has(spec.name)) throw new NetlinkError(17, `add link ${spec.name}`);
+    const b = Array.from({ length: 6 }, () => Math.floor(this.#random() * 256));
+    b[0] = (b[0] & 0xfe) | 0x02;
+    const link: FakeLink = {
+      index: this.#nextIndex++,
       name: spec.name,
       kind: spec.kind ?? null,
       mtu: spec.mtu ?? 1500,
-      mac: spec.mac ?? this.#randomMac(),
+      mac: spec.mac !== undefined
+        ? spec.mac
+        : b.map((x) => x.toString(16).padStart(2, "0")).join(":"),
       up: spec.up ?? false,
-      flags: spec.up ? 1 : 0,
-      master: null,
-      vxlan: null,
+      addresses: [...(spec.addresses ?? [])],
+      vxlan: spec.vxlan ?? null,
     };
-    this.#links.set(index, link);
-    this.#emit({ kind: "link", action: "new", link });
-    return link;
+    this.#links.set(spec.name, link);
+    this.#checkDevice(spec.name);
+    return { ...link };
   }
 
-  #randomMac(): string {
-    const b = Array.from({ length: 6 }, () => Math.floor(this.#random() * 256));
-    b[0] = (b[0] & 0xfe) | 0x02;
-    return b.map((x) => x.toString(16).padStart(2, "0")).join(":");
+  /** Make the next call of `method` (`ensureDevice`, `sync`, `update`, `link`) fail with `errno`. */
+  failNext(method: string, errno: number): void {
+    this.#failures.push({ method, errno });
   }
 
-  #byName(name: string): Link | undefined {
-    for (const l of this.#links.values()) if (l.name === name) return l;
-    return undefined;
+  /** Make every write for peer `key` fail with `errno`, until called with 0. */
+  failKey(key: string, errno: number): void {
+    if (errno === 0) this.#failingKeys.delete(key);
+    else this.#failingKeys.set(key, errno);
   }
 
-  #begin(method: string, args: unknown[]): void {
-    if (this.#closed) throw new Error(`Cannot call ${method}: the datapath is closed`);
-    this.writes.push({ method, args });
-    const i = this.#failures.findIndex((f) => f.method === method);
-    if (i >= 0) {
-      const f = this.#failures.splice(i, 1)[0];
-      throw new NetlinkError(f.code, `${method} (injected failure)`);
-    }
-  }
-
-  #read<T>(method: string, fn: () => T): Promise<T> {
-    return Promise.resolve().then(() => {
-      this.#checkOpen(method);
-      return fn();
+  /** Lose events, as an overrun of the kernel's receive buffer does. */
+  overrun(): void {
+    this.#emit({
+      kind: "lost",
+      reason: "kernel change notifications were lost (injected overrun)",
     });
   }
 
-  #checkOpen(method: string): void {
-    if (this.#closed) throw new Error(`Cannot call ${method}: the datapath is closed`);
+  /** The routes, as `ip route` prints them, sorted. */
+  routes(): string[] {
+    return [...this.#routes.values()].map((r) =>
+      `${describeRoute(r)}${r.metric ? ` metric ${r.metric}` : ""}`
+    ).sort();
   }
 
-  #emit(e: DatapathEvent): void {
-    for (const s of this.#subscribers) s(e);
-  }
+  // ---- KernelPoke: the outside world --------------------------------------
 
-  #link(index: number, what: string): Link {
-    const l = this.#links.get(index);
-    if (!l) throw new NetlinkError(ENODEV, what);
-    return l;
-  }
-
-  getLink(nameOrIndex: string | number): Promise<Link | null> {
-    return this.#read("getLink", () => {
-      const l = typeof nameOrIndex === "number"
-        ? this.#links.get(nameOrIndex)
-        : this.#byName(nameOrIndex);
-      return (l ?? null);
-    });
-  }
-
-  listLinks(): Promise<Link[]> {
-    return this.#read("listLinks", () => {
-      return [...this.#links.values()];
-    });
-  }
-
-  #create(link: Omit<Link, "index">, describe: string): Link {
-    if (this.#byName(link.name)) throw new NetlinkError(EEXIST, describe);
-    const created = { ...link, index: this.#nextIndex++ };
-    this.#links.set(created.index, created);
-    this.#emit({ kind: "link", action: "new", link: created });
-    return created;
-  }
-
-  createVxlan(spec: VxlanSpec): Promise<Link> {
-    return Promise.resolve().then(() => {
-      this.#begin("createVxlan", [spec]);
-      const req = createVxlanRequest(spec); // validates like the real one
-      if (spec.link !== undefined && spec.link > 0) this.#link(spec.link, req.describe());
-      return this.#create({
-        name: spec.name,
-        kind: "vxlan",
-        mtu: spec.mtu ?? 1500,
-        mac: spec.mac ?? this.#randomMac(),
-        up: spec.up ?? false,
-        flags: spec.up ? 1 : 0,
-        master: null,
-        vxlan: {
-          vni: spec.vni,
-          local: spec.local ?? null,
-          link: spec.link && spec.link > 0 ? spec.link : null,
-          port: spec.port,
-          learning: spec.learning ?? false,
-          gbp: spec.gbp ?? false,
+  snapshot(): Promise<KernelSnapshot> {
+    const devices: Record<string, KernelSnapshot["devices"][string]> = {};
+    const names = new Map([...this.#links.values()].map((l) => [l.index, l.name]));
+    for (const l of this.#links.values()) {
+      const x = l.vxlan;
+      devices[l.name] = {
+        kind: l.kind,
+        mtu: l.mtu,
+        mac: l.mac,
+        up: l.up,
+        addresses: l.addresses.map(describeAddress).sort(),
+        vxlan: x && {
+          vni: x.vni,
+          port: x.port,
+          local: x.local === null ? null : formatIPv4(x.local),
+          underlay: x.link === null ? null : names.get(x.link) ?? null,
+          learning: x.learning,
+          gbp: x.gbp,
         },
-      }, req.describe());
-    });
-  }
-
-  createBridge(spec: BridgeSpec): Promise<Link> {
-    return Promise.resolve().then(() => {
-      this.#begin("createBridge", [spec]);
-      const req = createBridgeRequest(spec);
-      return this.#create({
-        name: spec.name,
-        kind: "bridge",
-        mtu: spec.mtu ?? 1500,
-        mac: spec.mac ?? this.#randomMac(),
-        up: spec.up ?? false,
-        flags: spec.up ? 1 : 0,
-        master: null,
-        vxlan: null,
-      }, req.describe());
-    });
-  }
-
-  setLink(index: number, changes: LinkChanges): Promise<void> {
-    return Promise.resolve().then(() => {
-      this.#begin("setLink", [index, changes]);
-      const req = setLinkRequest(index, changes);
-      const l = this.#link(index, req.describe());
-      const up = changes.up ?? l.up;
-      const next: Link = {
-        ...l,
-        up,
-        flags: up ? l.flags | 1 : l.flags & ~1,
-        mtu: changes.mtu ?? l.mtu,
-        mac: changes.mac ?? l.mac,
-        master: changes.master === undefined ? l.master : changes.master || null,
       };
-      this.#links.set(index, next);
-      if (l.up && !up) this.#linkDown(index);
-      this.#emit({ kind: "link", action: "new", link: next });
-    });
-  }
-
-  #linkDown(index: number): void {
-    for (const [k, r] of this.#routes) if (r.index === index) this.#routes.delete(k);
-    for (const [k, n] of this.#neighbours) {
-      if (n.index !== index) continue;
-      this.#neighbours.delete(k);
-      this.#emit({ kind: "neighbour", action: "del", neighbour: n });
     }
+    return Promise.resolve({
+      devices,
+      routes: this.routes(),
+      neighbours: [...this.#neighbours.values()].map(neighText).sort(),
+      fdb: [...this.#fdb.values()].map(fdbText).sort(),
+    });
   }
 
-  deleteLink(index: number): Promise<void> {
-    return Promise.resolve().then(() => {
-      this.#begin("deleteLink", [index]);
-      const l = this.#links.get(index);
-      if (!l) return;
-      this.#linkDown(index);
-      for (const [k, e] of this.#fdb) {
-        if (e.index !== index) continue;
-        this.#fdb.delete(k);
-        this.#emit({ kind: "fdb", action: "del", fdb: e });
+  createVxlan(s: PokeVxlan): Promise<void> {
+    const link = s.underlay ? this.#links.get(s.underlay)?.index ?? null : null;
+    const vxlan = {
+      vni: s.vni,
+      port: s.port,
+      local: s.local ?? null,
+      link,
+      learning: false,
+      gbp: false,
+    };
+    this.addLink({ name: s.name, kind: "vxlan", mtu: s.mtu, mac: s.mac, up: s.up, vxlan });
+    return Promise.resolve();
+  }
+
+  addAddress(device: string, address: IPv4Net): Promise<void> {
+    this.#link(device).addresses.push(address);
+    return Promise.resolve();
+  }
+
+  deleteAddress(device: string, a: IPv4Net): Promise<void> {
+    const l = this.#link(device);
+    l.addresses = l.addresses.filter((x) => x.ip !== a.ip || x.prefixLen !== a.prefixLen);
+    this.#checkDevice(device);
+    return Promise.resolve();
+  }
+
+  deleteLink(name: string): Promise<void> {
+    this.#removeLink(name);
+    if (this.#devices.has(name)) {
+      this.#emit({ kind: "device", device: name, reason: `${name} was deleted` });
+    }
+    return Promise.resolve();
+  }
+
+  setLink(name: string, changes: { up?: boolean; mtu?: number; mac?: string }): Promise<void> {
+    const l = this.#link(name);
+    const wasUp = l.up;
+    Object.assign(l, changes);
+    if (wasUp && !l.up) this.#dropDevice(name, false);
+    this.#checkDevice(name);
+    if (!wasUp && l.up && !this.#devices.has(name)) {
+      // Routes through it vanished while it was down: report the missing ones.
+      for (const [table, t] of this.#tables) {
+        const keys = t.desired.keysOnDevice(name).filter((k) => !this.#holds(t.desired, k));
+        if (keys.length > 0) {
+          this.#emit({ kind: "entries", table, keys, reason: `${name} came up` });
+        }
       }
-      const [addrGone, addrKept] = partition(this.#addresses, (a) => a.index === index);
-      this.#addresses = addrKept;
-      for (const a of addrGone) this.#emit({ kind: "address", action: "del", address: a });
-      this.#links.delete(index);
-      for (const [i, other] of this.#links) {
-        if (other.master === index) this.#links.set(i, { ...other, master: null });
-      }
-      this.#emit({ kind: "link", action: "del", link: l });
-    });
+    }
+    return Promise.resolve();
   }
 
-  listAddresses(index?: number): Promise<Address[]> {
-    return this.#read("listAddresses", () => {
-      return (this.#addresses.filter((a) => index === undefined || a.index === index).map((a) => ({
-        ...a,
-      })));
-    });
-  }
-
-  addAddresses(addresses: readonly Address[]): Promise<void> {
-    return this.#batch("addAddresses", addresses, (a) => {
-      const req = addAddressRequest(a);
-      this.#link(a.index, req.describe());
-      const i = this.#addresses.findIndex((x) => x.index === a.index && x.ip === a.ip);
-      if (i >= 0) this.#addresses.splice(i, 1);
-      const copy = { index: a.index, ip: a.ip, prefixLen: a.prefixLen };
-      this.#addresses.push(copy);
-      this.#emit({ kind: "address", action: "new", address: copy });
-    });
-  }
-
-  deleteAddresses(addresses: readonly Address[]): Promise<void> {
-    return this.#batch("deleteAddresses", addresses, (a) => {
-      const req = deleteAddressRequest(a);
-      const i = this.#addresses.findIndex((x) =>
-        x.index === a.index && x.ip === a.ip && x.prefixLen === a.prefixLen
+  replaceRoute(r: RouteSpec & { metric?: number }): Promise<void> {
+    const route = { ...r, metric: r.metric ?? 0 };
+    this.#routes.set(routeKey(route), route);
+    if (route.metric === 0) {
+      this.#drift(
+        (t) => t.route(dstKey(r.dst)),
+        (w) => !sameRoute(w, route),
+        `route ${formatIPv4Net(r.dst)} was changed`,
       );
-      if (i < 0) throw new NetlinkError(EADDRNOTAVAIL, req.describe());
-      const [gone] = this.#addresses.splice(i, 1);
-      this.#emit({ kind: "address", action: "del", address: gone });
-    }, new Set([EADDRNOTAVAIL]));
-  }
-
-  #connectedRoutes(): Required<Route>[] {
-    const out: Required<Route>[] = [];
-    for (const a of this.#addresses) {
-      const l = this.#links.get(a.index);
-      if (!l?.up || a.prefixLen >= 32 || l.name === "lo") continue;
-      out.push({
-        dst: { ip: (a.ip & maskIPv4(a.prefixLen)) >>> 0, prefixLen: a.prefixLen },
-        gateway: null,
-        index: a.index,
-        onlink: false,
-        table: RT_TABLE_MAIN,
-        protocol: RTPROT_KERNEL,
-        scope: RT_SCOPE_LINK,
-        type: RTN_UNICAST,
-        metric: 0,
-      });
     }
-    return out;
+    return Promise.resolve();
   }
 
-  listRoutes(filter: RouteFilter = {}): Promise<Route[]> {
-    return this.#read("listRoutes", () => {
-      const table = filter.table ?? RT_TABLE_MAIN;
-      return ([...this.#routes.values(), ...this.#connectedRoutes()]
-        .filter((r) => (table === 0 || r.table === table))
-        .filter((r) => filter.index === undefined || r.index === filter.index)
-        .map((r) => ({ ...r, dst: { ...r.dst } })));
-    });
-  }
-
-  replaceRoutes(routes: readonly Route[]): Promise<void> {
-    return this.#batch("replaceRoutes", routes, (r0) => {
-      const req = replaceRouteRequest(r0);
-      const r = normRoute(r0);
-      let index = r.index;
-      if (r.gateway !== null) {
-        const connected = this.#connectedRoutes().find((c) =>
-          (r.gateway! & maskIPv4(c.dst.prefixLen)) >>> 0 === c.dst.ip &&
-          (index === null || c.index === index)
+  deleteRoute(r: { dst: IPv4Net; device?: string }): Promise<void> {
+    for (const [k, x] of this.#routes) {
+      if (dstKey(x.dst) !== dstKey(r.dst) || (r.device !== undefined && x.device !== r.device)) {
+        continue;
+      }
+      this.#routes.delete(k);
+      if (x.metric === 0) {
+        this.#drift(
+          (t) => t.route(dstKey(r.dst)),
+          (w) => sameRoute(w, x),
+          `route ${formatIPv4Net(r.dst)} was deleted`,
         );
-        if (r.onlink) {
-          if (index === null) throw new NetlinkError(ENODEV, req.describe());
-        } else if (!connected) {
-          throw new NetlinkError(ENETUNREACH, req.describe(), "Nexthop has invalid gateway");
-        } else {
-          index = connected.index;
-        }
-      } else if (index === null) {
-        throw new NetlinkError(ENODEV, req.describe());
       }
-      const l = this.#link(index!, req.describe());
-      if (!l.up) throw new NetlinkError(ENETDOWN, req.describe(), "Nexthop device is not up");
-      const stored = { ...r, index };
-      this.#routes.set(routeKey(r), stored);
-      this.#emit({ kind: "route", action: "new", route: stored });
-    });
-  }
-
-  deleteRoutes(routes: readonly Route[]): Promise<void> {
-    return this.#batch("deleteRoutes", routes, (r0) => {
-      const req = deleteRouteRequest(r0);
-      const r = normRoute(r0);
-      const matches = (x: Required<Route>) =>
-        x.table === r.table && sameNet(x.dst, r.dst) &&
-        (r.gateway === null || x.gateway === r.gateway) &&
-        (r.index === null || x.index === r.index) &&
-        (!r0.metric || x.metric === r0.metric);
-      let key: string | undefined = routeKey(r);
-      const direct = this.#routes.get(key);
-      if (!direct || !matches(direct)) {
-        key = [...this.#routes].find(([, x]) => matches(x))?.[0];
-      }
-      if (key === undefined) throw new NetlinkError(ESRCH, req.describe());
-      const gone = this.#routes.get(key)!;
-      this.#routes.delete(key);
-      this.#emit({ kind: "route", action: "del", route: gone });
-    }, new Set([ESRCH]));
-  }
-
-  listNeighbours(index?: number): Promise<Neighbour[]> {
-    return this.#read("listNeighbours", () => {
-      return [...this.#neighbours.values()]
-        .filter((n) => index === undefined || n.index === index)
-        .map((n) => ({ ...n }));
-    });
-  }
-
-  replaceNeighbours(neighbours: readonly Neighbour[]): Promise<void> {
-    return this.#batch("replaceNeighbours", neighbours, (n) => {
-      const req = replaceNeighbourRequest(n);
-      this.#link(n.index, req.describe());
-      const stored = { index: n.index, ip: n.ip, mac: n.mac, state: n.state ?? NUD_PERMANENT };
-      const key = `${n.index}/${n.ip}`;
-      const old = this.#neighbours.get(key);
-      if (old && old.mac === stored.mac && old.state === stored.state) return;
-      this.#neighbours.set(key, stored);
-      this.#emit({ kind: "neighbour", action: "new", neighbour: stored });
-    });
-  }
-
-  deleteNeighbours(neighbours: readonly Neighbour[]): Promise<void> {
-    return this.#batch("deleteNeighbours", neighbours, (n) => {
-      const req = deleteNeighbourRequest(n);
-      this.#link(n.index, req.describe());
-      const key = `${n.index}/${n.ip}`;
-      const gone = this.#neighbours.get(key);
-      if (!gone) throw new NetlinkError(ENOENT, req.describe());
-      this.#neighbours.delete(key);
-      this.#emit({ kind: "neighbour", action: "del", neighbour: gone });
-    }, new Set([ENOENT, ENODEV]));
-  }
-
-  listFdb(index?: number): Promise<FdbEntry[]> {
-    return this.#read("listFdb", () => {
-      return [...this.#fdb.values()]
-        .filter((e) => index === undefined || e.index === index)
-        .map((e) => ({ ...e }));
-    });
-  }
-
-  #addFdb(e: FdbEntry, mode: "append" | "replace"): void {
-    const req = addFdbRequest(e, mode);
-    const l = this.#link(e.index, req.describe());
-    if (l.kind !== "vxlan") throw new NetlinkError(95, req.describe());
-    const stored = { index: e.index, mac: e.mac, dst: e.dst, state: e.state ?? NUD_PERMANENT };
-    const key = `${e.index}/${e.mac}`;
-    const old = this.#fdb.get(key);
-    if (old && (mode === "append" || old.dst === e.dst)) return;
-    this.#fdb.set(key, stored);
-    this.#emit({ kind: "fdb", action: "new", fdb: stored });
-  }
-
-  appendFdb(entries: readonly FdbEntry[]): Promise<void> {
-    return this.#batch("appendFdb", entries, (e) => this.#addFdb(e, "append"));
-  }
-
-  replaceFdb(entries: readonly FdbEntry[]): Promise<void> {
-    return this.#batch("replaceFdb", entries, (e) => this.#addFdb(e, "replace"));
-  }
-
-  deleteFdb(entries: readonly FdbEntry[]): Promise<void> {
-    return this.#batch("deleteFdb", entries, (e) => {
-      const req = deleteFdbRequest(e);
-      this.#link(e.index, req.describe());
-      const key = `${e.index}/${e.mac}`;
-      const gone = this.#fdb.get(key);
-      if (!gone || (e.dst !== null && gone.dst !== e.dst)) {
-        throw new NetlinkError(ENOENT, req.describe());
-      }
-      this.#fdb.delete(key);
-      this.#emit({ kind: "fdb", action: "del", fdb: gone });
-    }, new Set([ENOENT, ENODEV]));
-  }
-
-  #batch<T>(
-    method: string,
-    items: readonly T[],
-    apply: (item: T) => void,
-    ignore?: ReadonlySet<number>,
-  ): Promise<void> {
-    return Promise.resolve().then(() => {
-      if (items.length === 0) return;
-      this.#begin(method, [items.map((x) => (typeof x === "object" ? { ...x } : x))]);
-      const errors: NetlinkError[] = [];
-      for (const item of items) {
-        try {
-          apply(item);
-        } catch (e) {
-          if (!(e instanceof NetlinkError)) throw e;
-          if (!ignore?.has(e.errno)) errors.push(e);
-        }
-      }
-      throwBatchErrors(errors, items.length);
-    });
-  }
-
-  events(signal: AbortSignal): AsyncIterable<DatapathEvent> {
-    this.#checkOpen("events");
-    const queue: DatapathEvent[] = [];
-    let wake: (() => void) | undefined;
-    const push = (e: DatapathEvent) => {
-      queue.push(e);
-      wake?.();
-    };
-    const subs = this.#subscribers;
-    let done = signal.aborted;
-    const stop = () => {
-      done = true;
-      subs.delete(push);
-      wake?.();
-    };
-    if (!done) {
-      subs.add(push);
-      this.#stops.add(stop);
-      signal.addEventListener("abort", stop, { once: true });
     }
-    const stops = this.#stops;
+    return Promise.resolve();
+  }
+
+  replaceNeighbour(n: NeighbourSpec): Promise<void> {
+    this.#neighbours.set(neighbourKey(n), n);
+    this.#drift(
+      (t) => t.neighbour(neighbourKey(n)),
+      (w) => w.mac !== n.mac,
+      `neighbour ${formatIPv4(n.ip)} was changed`,
+    );
+    return Promise.resolve();
+  }
+
+  deleteNeighbour(n: { device: string; ip: number }): Promise<void> {
+    if (this.#neighbours.delete(neighbourKey(n))) {
+      this.#drift(
+        (t) => t.neighbour(neighbourKey(n)),
+        () => true,
+        `neighbour ${formatIPv4(n.ip)} was deleted`,
+      );
+    }
+    return Promise.resolve();
+  }
+
+  replaceFdb(f: FdbSpec): Promise<void> {
+    this.#fdb.set(fdbKey(f), f);
+    this.#drift((t) => t.fdb(fdbKey(f)), (w) => w.dst !== f.dst, `fdb entry ${f.mac} was changed`);
+    return Promise.resolve();
+  }
+
+  deleteFdb(f: FdbSpec): Promise<void> {
+    if (this.#fdb.get(fdbKey(f))?.dst === f.dst) {
+      this.#fdb.delete(fdbKey(f));
+      this.#drift(
+        (t) => t.fdb(fdbKey(f)),
+        (w) => w.dst === f.dst,
+        `fdb entry ${f.mac} was deleted`,
+      );
+    }
+    return Promise.resolve();
+  }
+
+  // ---- the Datapath seam ----------------------------------------------------
+
+  link(nameOrIndex: string | number): Promise<DeviceInfo | null> {
+    return this.#call("link", () => {
+      const l = typeof nameOrIndex === "string"
+        ? this.#links.get(nameOrIndex)
+        : [...this.#links.values()].find((x) => x.index === nameOrIndex);
+      return l ? { ...l, addresses: [...l.addresses] } : null;
+    });
+  }
+
+  ensureDevice(spec: DeviceSpec): Promise<DeviceResult> {
+    return this.#call("ensureDevice", () => {
+      this.calls.push({ method: "ensureDevice", arg: spec });
+      const changes: string[] = [];
+      let l = this.#links.get(spec.name);
+      if (spec.kind === "vxlan") {
+        const underlay = spec.underlay === undefined ? undefined : this.#links.get(spec.underlay);
+        if (spec.underlay !== undefined && !underlay) {
+          throw new NetlinkError(
+            ENODEV,
+            `create vxlan ${spec.name}: its underlay device ${spec.underlay} does not exist`,
+          );
+        }
+        const why = l ? vxlanIncompatibility(l, spec, underlay?.index ?? null) : null;
+        if (l && why) {
+          changes.push(`recreated: the existing device has an incompatible configuration (${why})`);
+          this.#removeLink(spec.name);
+          l = undefined;
+        }
+        if (!l) {
+          changes.push("created");
+          const { vni, local, port, learning, gbp } = spec;
+          const vxlan = { vni, local, link: underlay?.index ?? null, port, learning, gbp };
+          this.addLink({ name: spec.name, kind: "vxlan", mtu: spec.mtu, mac: spec.mac, vxlan });
+          l = this.#links.get(spec.name)!;
+        }
+        if (l.mac !== spec.mac) changes.push(`MAC ${l.mac} → ${spec.mac}`);
+        l.mac = spec.mac;
+      } else if (!l) {
+        throw new NetlinkError(ENODEV, `configure ${spec.name}: the device does not exist`);
+      }
+      if (l.mtu !== spec.mtu) changes.push(`MTU ${l.mtu} → ${spec.mtu}`);
+      const { remove, add } = addressChanges(l.addresses, spec.addresses);
+      if (add.length > 0) changes.push(`added ${add.map(describeAddress).join(", ")}`);
+      if (remove.length > 0) changes.push(`removed ${remove.map(describeAddress).join(", ")}`);
+      if (!l.up) changes.push("set up");
+      Object.assign(l, { mtu: spec.mtu, addresses: [...spec.addresses], up: true });
+      this.writes += changes.length;
+      this.#devices.set(spec.name, spec);
+      return { device: { ...l, addresses: [...l.addresses] }, changes };
+    });
+  }
+
+  entries(scope: EntryScope): EntryTable {
+    if (this.#closed.signal.aborted) {
+      throw new Error("Cannot open an entry table: the datapath is closed");
+    }
+    let t = this.#tables.get(scope.name);
+    if (!t || JSON.stringify(t.scope) !== JSON.stringify(scope)) {
+      t = { scope, desired: new DesiredTable(), synced: false };
+      this.#tables.set(scope.name, t);
+    }
+    const table = t;
+    return {
+      scope,
+      sync: (entries) =>
+        this.#call("sync", () => {
+          this.calls.push({ method: "sync", table: scope.name, arg: new Map(entries) });
+          for (const [k, e] of entries) checkInScope(scope, k, e);
+          table.desired.replaceAll(entries);
+          table.synced = true;
+          return this.#apply(
+            table,
+            planChanges(table.desired.all(), this.#installed(scope), scope),
+          );
+        }),
+      update: (changes) =>
+        this.#call("update", () => {
+          this.calls.push({ method: "update", table: scope.name, arg: new Map(changes) });
+          for (const [k, e] of changes) if (e) checkInScope(scope, k, e);
+          const touched = noneTouched();
+          for (const [k, e] of changes) table.desired.set(k, e, touched);
+          const all = !table.synced; // before the first sync: a sync
+          table.synced = true;
+          const plan = all
+            ? planChanges(table.desired.all(), this.#installed(scope), scope)
+            : planChanges(table.desired.at(touched), this.#installed(scope, touched), scope);
+          return this.#apply(table, plan);
+        }),
+    };
+  }
+
+  drift(signal: AbortSignal): AsyncIterable<Drift> {
+    if (this.#closed.signal.aborted) {
+      throw new Error("Cannot watch for drift: the datapath is closed");
+    }
+    const queue: Drift[] = [];
+    let wake = () => {};
+    const listener = (d: Drift) => {
+      queue.push(d);
+      wake();
+    };
+    this.#listeners.add(listener);
+    const listeners = this.#listeners;
+    const ended = AbortSignal.any([signal, this.#closed.signal]);
+    ended.addEventListener("abort", () => wake(), { once: true });
     return (async function* () {
       try {
-        for (;;) {
-          while (queue.length > 0) yield queue.shift()!;
-          if (done) return;
-          await new Promise<void>((r) => (wake = r));
-          wake = undefined;
+        while (!ended.aborted) {
+          while (queue.length > 0 && !ended.aborted) yield queue.shift()!;
+          if (!ended.aborted) await new Promise<void>((r) => (wake = r));
         }
       } finally {
-        signal.removeEventListener("abort", stop);
-        stops.delete(stop);
-        stop();
+        listeners.delete(listener);
       }
     })();
   }
 
-  /** Simulate lost notifications: subscribers get an `overrun` event. */
-  overrun(): void {
-    this.#emit({ kind: "overrun" });
-  }
-
   close(): void {
-    this.#closed = true;
-    for (const stop of [...this.#stops]) stop();
-    this.#stops.clear();
-    this.#subscribers.clear();
+    this.#closed.abort();
   }
 
-  /** A compact text dump of the state (for test failure messages). */
-  describe(): string {
-    const lines: string[] = [];
-    for (const l of this.#links.values()) {
-      lines.push(
-        `link ${l.index} ${l.name} ${l.kind ?? "-"} mtu ${l.mtu} ${l.mac} ${l.up ? "up" : "down"}`,
-      );
-    }
-    for (const a of this.#addresses) {
-      lines.push(`addr ${formatIPv4(a.ip)}/${a.prefixLen} dev ${a.index}`);
-    }
-    for (const r of this.#routes.values()) {
-      lines.push(
-        `route ${formatIPv4Net(r.dst)}${
-          r.gateway !== null ? ` via ${formatIPv4(r.gateway)}` : ""
-        } dev ${r.index}${r.onlink ? " onlink" : ""}`,
-      );
-    }
-    for (const n of this.#neighbours.values()) {
-      lines.push(`neigh ${formatIPv4(n.ip)} ${n.mac} dev ${n.index}`);
-    }
-    for (const e of this.#fdb.values()) {
-      lines.push(`fdb ${e.mac} dev ${e.index} dst ${e.dst === null ? "-" : formatIPv4(e.dst)}`);
-    }
-    return lines.join("\n");
-  }
-}
+  // ---- internals ------------------------------------------------------------
 
-function partition<T>(xs: readonly T[], pred: (x: T) => boolean): [T[], T[]] {
-  const yes: T[] = [], no: T[] = [];
-  for (const x of xs) (pred(x) ? yes : no).push(x);
-  return [yes, no];
+  #call<T>(method: string, fn: () => T): Promise<T> {
+    return Promise.resolve().then(() => {
+      if (this.#closed.signal.aborted) {
+        throw new Error(`Cannot call ${method}: the datapath is closed`);
+      }
+      const i = this.#failures.findIndex((f) => f.method === method);
+      if (i >= 0) {
+        throw new NetlinkError(
+          this.#failures.splice(i, 1)[0].errno,
+          `${method} (injected failure)`,
+        );
+      }
+      return fn();
+    });
+  }
+
+  #emit(d: Drift): void {
+    for (const l of this.#listeners) l(d);
+  }
+
+  #link(name: string): FakeLink {
+    const l = this.#links.get(name);
+    if (!l) throw new NetlinkError(ENODEV, `link ${name}`);
+    return l;
+  }
+
+  #removeLink(name: string): void {
+    if (this.#links.delete(name)) this.#dropDevice(name, true);
+  }
+
+  #dropDevice(name: string, fdbToo: boolean): void {
+    for (const [k, r] of this.#routes) if (r.device === name) this.#routes.delete(k);
+    for (const [k, n] of this.#neighbours) if (n.device === name) this.#neighbours.delete(k);
+    if (fdbToo) { for (const [k, f] of this.#fdb) if (f.device === name) this.#fdb.delete(k); }
+  }
+
+  /** Report drift when an asked device no longer matches its spec. */
+  #checkDevice(name: string): void {
+    const spec = this.#devices.get(name);
+    const l = this.#links.get(name);
+    if (!spec || !l) return;
+    const { remove, add } = addressChanges(l.addresses, spec.addresses);
+    const why = !l.up
+      ? `${name} was set down`
+      : spec.kind === "vxlan" && l.mac !== spec.mac
+      ? `${name}'s MAC changed to ${l.mac}`
+      : l.mtu !== spec.mtu
+      ? `${name}'s MTU changed to ${l.mtu}`
+      : remove.length + add.length > 0
+      ? `${name}'s addresses changed`
+      : null;
+    if (why) this.#emit({ kind: "device", device: name, reason: why });
+  }
+
+  /** Report entry drift when an outside change contradicts what a table asked for. */
+  #drift<S>(
+    find: (d: DesiredTable) => { key: string; spec: S } | undefined,
+    contradicts: (want: S) => boolean,
+    reason: string,
+  ): void {
+    for (const [table, t] of this.#tables) {
+      const want = find(t.desired);
+      if (want && contradicts(want.spec)) {
+        this.#emit({ kind: "entries", table, keys: [want.key], reason });
+      }
+    }
+  }
+
+  #holds(desired: DesiredTable, key: string): boolean {
+    const e = desired.get(key);
+    return !e ||
+      ((e.routes ?? []).every((r) => {
+        const h = this.#routes.get(routeKey(r));
+        return h !== undefined && sameRoute(r, h);
+      }) &&
+        (e.neighbours ?? []).every((n) => this.#neighbours.get(neighbourKey(n))?.mac === n.mac) &&
+        (e.fdb ?? []).every((f) => this.#fdb.get(fdbKey(f))?.dst === f.dst));
+  }
+
+  /** The objects of a scope (at these keys only, when given). */
+  #installed(scope: EntryScope, at?: Touched) {
+    const routes = [...this.#routes.values()].filter((r) => !at || at.routes.has(dstKey(r.dst)));
+    const neighbours = [...this.#neighbours.entries()].filter(([k]) => !at || at.neighbours.has(k));
+    const fdb = [...this.#fdb.entries()].filter(([k]) => !at || at.fdb.has(k));
+    return {
+      routes: routes.filter((r) => routeInScope(scope, r)),
+      neighbours: neighbours.map(([, n]) => n).filter((n) => neighbourInScope(scope, n)),
+      fdb: fdb.map(([, f]) => f).filter((f) => fdbInScope(scope, f)),
+    };
+  }
+
+  /** Why the kernel would refuse to write this object, or null. */
+  #refuse(
+    s: RouteSpec | NeighbourSpec | FdbSpec,
+    kind: "route" | "neighbour" | "fdb",
+  ): number | null {
+    const l = this.#links.get(s.device);
+    if (!l) return ENODEV;
+    if (kind === "fdb") return l.kind === "vxlan" ? null : EOPNOTSUPP;
+    if (kind === "neighbour") return null;
+    const r = s as RouteSpec;
+    if (!l.up) return ENETDOWN;
+    const connected = (a: IPv4Net) =>
+      a.prefixLen < 32 &&
+      containsIPv4(
+        { ip: (a.ip & maskIPv4(a.prefixLen)) >>> 0, prefixLen: a.prefixLen },
+        r.gateway!,
+      );
+    return r.gateway === undefined || r.onlink || l.addresses.some(connected) ? null : ENETUNREACH;
+  }
+
+  #apply(t: Table, plan: Plan): ApplyResult {
+    const failures: EntryFailure[] = [];
+    let written = 0, deleted = 0;
+    const write = <S extends RouteSpec | NeighbourSpec | FdbSpec>(
+      items: readonly S[],
+      kind: "route" | "neighbour" | "fdb",
+      text: (s: S) => string,
+      apply: (s: S) => unknown,
+      isDelete = false,
+    ) => {
+      for (const s of items) {
+        const key = t.desired.ownerOf(kind, s);
+        const errno = isDelete
+          ? null
+          : (key && this.#failingKeys.get(key)) || this.#refuse(s, kind);
+        if (errno) {
+          failures.push({ key, error: new NetlinkError(errno, text(s)) });
+          continue;
+        }
+        apply(s);
+        this.writes++;
+        if (isDelete) deleted++;
+        else written++;
+      }
+    };
+    const route = (r: RouteSpec) => `route ${describeRoute(r)}`;
+    write(plan.deleteRoutes, "route", route, (r) => this.#routes.delete(routeKey(r)), true);
+    write(
+      plan.deleteNeighbours,
+      "neighbour",
+      neighText,
+      (n) => this.#neighbours.delete(neighbourKey(n)),
+      true,
+    );
+    write(plan.deleteFdb, "fdb", fdbText, (f) => this.#fdb.delete(fdbKey(f)), true);
+    write(
+      plan.replaceNeighbours,
+      "neighbour",
+      neighText,
+      (n) => this.#neighbours.set(neighbourKey(n), n),
+    );
+    write(plan.replaceFdb, "fdb", fdbText, (f) => this.#fdb.set(fdbKey(f), f));
+    write(
+      plan.replaceRoutes,
+      "route",
+      route,
+      (r) => this.#routes.set(routeKey(r), { ...r, metric: 0 }),
+    );
+    return { written, deleted, failures };
+  }
 }

@@ -1,16 +1,16 @@
 /**
- * Runs the Datapath contract against the rtnetlink datapath under Bun (or
+ * Runs the Datapath contract against the netlink datapath under Bun (or
  * whatever runtime runs this file), one fresh namespace per case; started
- * by `datapath/netlink/datapath_test.ts` as `bun testing/netlink_contract_bun.ts`. Prints one
- * JSON line `{ runtime, passed, failed: [{ name, error }] }`; exits 1 on a
- * failure.
+ * by `datapath/netlink/datapath_test.ts` as `bun testing/netlink_contract_bun.ts`.
+ * Prints one JSON line `{ runtime, passed, failed: [{ name, error }] }`;
+ * exits 1 on a failure.
  *
  * @module
  */
 
 import process from "node:process";
 import { datapathContract } from "./datapath_contract.ts";
-import { openNetlinkDatapath } from "../datapath/netlink/datapath.ts";
+import { withNetlinkHarness } from "./netlink_poke.ts";
 import { createNetns, deleteNetns } from "./netns.ts";
 import { runtimeName } from "../core/runtime.ts";
 
@@ -20,13 +20,8 @@ let passed = 0;
 for (const c of datapathContract) {
   const ns = createNetns(prefix, "b");
   try {
-    const dp = await openNetlinkDatapath({ netns: ns });
-    try {
-      await c.fn(dp);
-      passed++;
-    } finally {
-      dp.close();
-    }
+    await withNetlinkHarness(ns, c.fn);
+    passed++;
   } catch (e) {
     failed.push({ name: c.name, error: String((e as Error)?.stack ?? e) });
   } finally {

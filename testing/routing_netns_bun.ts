@@ -17,7 +17,7 @@ import { parseNetworkConfig } from "../lease/config.ts";
 import { parseIPv4Net } from "../core/ip.ts";
 import { openNetlinkDatapath } from "../datapath/netlink/datapath.ts";
 import { runtimeName } from "../core/runtime.ts";
-import { vxlanBackend } from "../backends/vxlan.ts";
+import { vxlanBackend } from "../backends/routed/vxlan.ts";
 
 const [ns1, ns2] = process.argv.slice(2);
 if (!ns1 || !ns2) {
@@ -28,7 +28,7 @@ const config = parseNetworkConfig('{"Network":"10.5.0.0/16","Backend":{"Type":"v
 const hosts = [];
 for (const [i, ns] of [ns1, ns2].entries()) {
   const dp = await openNetlinkDatapath({ netns: ns });
-  const eth0 = await dp.getLink("eth0");
+  const eth0 = await dp.link("eth0");
   if (!eth0) throw new Error(`${ns} has no eth0`);
   const ip = `192.0.2.${11 + i}`;
   const network = await vxlanBackend({ datapath: dp }).register({
@@ -47,8 +47,8 @@ await hosts[0].network.syncPeers([hosts[1].network.lease]);
 await hosts[1].network.syncPeers([hosts[0].network.lease]);
 
 const ac = new AbortController();
+// run() watches for drift from its first step: no wait needed before the deletion.
 const running = hosts[0].network.run(ac.signal);
-await new Promise((r) => setTimeout(r, 100));
 spawnSync("ip", ["-n", ns1, "route", "del", "10.5.2.0/24"]);
 const t0 = performance.now();
 let restoredMs = -1;

@@ -286,7 +286,7 @@ export class MemoryUdpIo implements UdpBackendIo {
   ) {}
 
   openTun(name: string): Promise<UdpTun> {
-    const link = this.datapath.addLink({ name, mtu: 1500 });
+    const link = this.datapath.addLink({ name, kind: "tun", mtu: 1500, mac: null });
     const dev = new MemoryPacketDevice(this.vnetHdr);
     this.tuns.set(link.index, dev);
     this.open.add(name);
@@ -300,7 +300,7 @@ export class MemoryUdpIo implements UdpBackendIo {
         open = false;
         this.open.delete(name);
         this.tuns.delete(link.index);
-        void this.datapath.deleteLink(link.index);
+        void this.datapath.deleteLink(name);
       },
     });
   }

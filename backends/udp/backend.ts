@@ -28,15 +28,23 @@
 
 import * as v from "valibot";
 import type { Counter, Registry } from "../../core/metrics.ts";
-import { formatIPv4, formatIPv4Net, type IPv4Net, isIPv4, parseIPv4 } from "../../core/ip.ts";
+import { formatIPv4, formatSubnetPair, type IPv4Net, isIPv4, parseIPv4 } from "../../core/ip.ts";
 import { type NetworkConfig, parseBackendOptions } from "../../lease/config.ts";
-import { type Lease } from "../../lease/types.ts";
+import { ipv4SubnetOf, type Lease } from "../../lease/types.ts";
 import { ConfigError } from "../../core/errors.ts";
 import { backoff } from "../../core/clock.ts";
-import type { Logger } from "../../core/log.ts";
-import { type Datapath, RT_SCOPE_UNIVERSE } from "../../datapath/types.ts";
+import { sleepQuietly } from "../../core/abort.ts";
+import {
+  type Datapath,
+  type EntryScope,
+  type EntryTable,
+  type PeerEntries,
+  RT_SCOPE_UNIVERSE,
+} from "../../datapath/types.ts";
 import { openTun } from "../../datapath/tun.ts";
 import type { Backend, BackendContext, Network } from "../types.ts";
+import { Repairs } from "../repair.ts";
+import { ensureDevices } from "../routed/target.ts";
 import { openUdpSocket, type SocketIoMode } from "./io.ts";
 import { type UdpCounters } from "./loop.ts";
 import { DROP_REASONS, type PeerRoute } from "./packet.ts";
@@ -104,6 +112,8 @@ export function udpRoutes(
     const type = lease.attrs.backendType;
     if (type !== undefined && type !== "" && type !== "udp") {
       skipped.push({ lease, reason: `backend type is ${type}, not udp` });
+    } else if (!lease.subnet) {
+      skipped.push({ lease, reason: "it has no IPv4 subnet (an IPv6-only lease)" });
     } else if (!isIPv4(lease.attrs.publicIP)) {
       skipped.push({
         lease,
@@ -280,12 +290,30 @@ async function registerUdp(options: UdpBackendOptions, ctx: BackendContext): Pro
   const bindAddress = parseIPv4(ctx.extIface.ifaceAddr);
 
   const lease = await ctx.acquire({ publicIP: ctx.extIface.extAddr }, ctx.signal);
-  const own: IPv4Net = lease.subnet;
+  const own: IPv4Net = ipv4SubnetOf(lease, "the udp backend");
 
+  // The TUN device's addresses, MTU and state, and the route of Network through
+  // it, are asked of the datapath, which restores them when someone changes them.
+  let table: EntryTable | undefined;
+  const configure = async (name: string): Promise<void> => {
+    await ensureDevices(dp, [{
+      kind: "existing",
+      name,
+      mtu,
+      addresses: [{ ip: own.ip, prefixLen: 32 }],
+    }], log);
+    const scope: EntryScope = { name: "udp", network, routeDevices: [name] };
+    if (table?.scope.routeDevices?.[0] !== name) table = dp.entries(scope);
+    const route: PeerEntries = {
+      routes: [{ dst: network, device: name, scope: RT_SCOPE_UNIVERSE }],
+    };
+    const r = await table.sync(new Map([["network", route]]));
+    if (r.failures.length > 0) throw r.failures[0].error;
+  };
   const openConfigured = async (): Promise<UdpTun> => {
     const t = await io.openTun(tunName);
     try {
-      await configureTun(dp, t.name, own, network, mtu);
+      await configure(t.name);
       return t;
     } catch (e) {
       t.close();
@@ -318,10 +346,10 @@ async function registerUdp(options: UdpBackendOptions, ctx: BackendContext): Pro
     const r = udpRoutes(peers, cfg.port);
     const keys = new Set<string>();
     for (const s of r.skipped) {
-      const key = `${formatIPv4Net(s.lease.subnet)} ${s.reason}`;
+      const key = `${formatSubnetPair(s.lease)} ${s.reason}`;
       keys.add(key);
       if (!skippedKeys.has(key)) {
-        log.warn("skipping peer", { subnet: formatIPv4Net(s.lease.subnet), reason: s.reason });
+        log.warn("skipping peer", { subnet: formatSubnetPair(s.lease), reason: s.reason });
       }
     }
     skippedKeys = keys;
@@ -344,7 +372,7 @@ async function registerUdp(options: UdpBackendOptions, ctx: BackendContext): Pro
       while (!ended && !signal.aborted) {
         await Promise.race([
           outcome,
-          ctx.clock.sleep(options.metricsIntervalMs ?? 1000, signal).catch(() => {}),
+          sleepQuietly(ctx.clock, options.metricsIntervalMs ?? 1000, signal),
         ]);
         record(w.counters());
       }
@@ -359,8 +387,27 @@ async function registerUdp(options: UdpBackendOptions, ctx: BackendContext): Pro
     }
   };
 
+  const repairs = new Repairs({
+    drift: (signal) => dp.drift(signal),
+    table: "udp",
+    repair: async () => {
+      // A deleted device makes the engine fail; the loop below recreates it.
+      const name = tun?.name;
+      if (name && await dp.link(name)) await configure(name);
+    },
+    clock: ctx.clock,
+    logger: log,
+    onRepaired: (reason) => {
+      if (reason === "periodic resync") return;
+      log.warn("restored the TUN device's address and route after an outside change", {
+        device: tun?.name ?? tunName,
+        reason,
+      });
+    },
+  });
+
   const run = async (signal: AbortSignal): Promise<void> => {
-    const repair = watchAndRepair(dp, () => tun?.name ?? tunName, own, network, mtu, log, signal);
+    const repairing = repairs.run(signal);
     let failures = 0;
     try {
       while (!signal.aborted) {
@@ -381,10 +428,10 @@ async function registerUdp(options: UdpBackendOptions, ctx: BackendContext): Pro
         });
         tun?.close();
         tun = undefined;
-        await ctx.clock.sleep(delay, signal).catch(() => {});
+        await sleepQuietly(ctx.clock, delay, signal);
       }
     } finally {
-      await repair;
+      await repairing;
       tun?.close();
       tun = undefined;
       sock.close();
@@ -398,71 +445,4 @@ async function registerUdp(options: UdpBackendOptions, ctx: BackendContext): Pro
     run,
     notReadyReason: () => (worker ? null : "udp packet engine is not running"),
   };
-}
-
-/** Address, MTU, up, route: idempotent. */
-async function configureTun(
-  dp: Datapath,
-  name: string,
-  own: IPv4Net,
-  network: IPv4Net,
-  mtu: number,
-): Promise<number> {
-  const link = await dp.getLink(name);
-  if (!link) {
-    throw new Error(
-      `TUN device ${name} was created but the datapath cannot see it: is the datapath opened in the same network namespace?`,
-    );
-  }
-  const stale = (await dp.listAddresses(link.index)).filter((a) =>
-    a.ip !== own.ip || a.prefixLen !== 32
-  );
-  if (stale.length > 0) await dp.deleteAddresses(stale);
-  await dp.addAddresses([{ index: link.index, ip: own.ip, prefixLen: 32 }]);
-  await dp.setLink(link.index, { mtu, up: true });
-  await dp.replaceRoutes([{ dst: network, index: link.index, scope: RT_SCOPE_UNIVERSE }]);
-  return link.index;
-}
-
-/**
- * Watch kernel events and put back the address, route or up state of the
- * TUN device when someone removes them. (A deleted device makes the engine
- * fail; `run` then recreates it.)
- */
-async function watchAndRepair(
-  dp: Datapath,
-  name: () => string,
-  own: IPv4Net,
-  network: IPv4Net,
-  mtu: number,
-  log: Logger,
-  signal: AbortSignal,
-): Promise<void> {
-  try {
-    for await (const e of dp.events(signal)) {
-      let broken = false;
-      if (e.kind === "overrun") broken = true;
-      else if (e.kind === "address" && e.action === "del" && e.address.ip === own.ip) broken = true;
-      else if (
-        e.kind === "route" && e.action === "del" && e.route.dst.ip === network.ip &&
-        e.route.dst.prefixLen === network.prefixLen
-      ) broken = true;
-      else if (e.kind === "link" && e.action === "new" && e.link.name === name() && !e.link.up) {
-        broken = true;
-      }
-      if (!broken) continue;
-      try {
-        if (await dp.getLink(name())) {
-          await configureTun(dp, name(), own, network, mtu);
-          log.warn("restored the TUN device's address and route after an outside change", {
-            device: name(),
-          });
-        }
-      } catch (err) {
-        log.error("cannot restore the TUN device's configuration", { error: err });
-      }
-    }
-  } catch (err) {
-    if (!signal.aborted) log.error("kernel event watch failed", { error: err });
-  }
 }

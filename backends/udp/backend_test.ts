@@ -82,17 +82,18 @@ Deno.test("register() sets up flannel0 with <subnet.ip>/32, MTU ext-28, up, and 
   const h = host(new MemoryNetwork(), "192.0.2.1", "10.5.1.0/24");
   const n = await udpBackend({ datapath: h.dp, io: h.io }).register(h.ctx);
   assert.equal(n.mtu, 1472);
-  const link = (await h.dp.getLink("flannel0"))!;
+  const link = (await h.dp.link("flannel0"))!;
   assert.equal(link.mtu, 1472);
   assert.equal(link.up, true);
-  assert.deepEqual(await h.dp.listAddresses(link.index), [
-    { index: link.index, ip: parseIPv4("10.5.1.0"), prefixLen: 32 },
-  ]);
-  const routes = (await h.dp.listRoutes({ index: link.index })).filter((r) => r.protocol === 3);
-  assert.deepEqual(routes.map((r) => [formatIPv4Net(r.dst), r.scope]), [[
-    "10.5.0.0/16",
-    RT_SCOPE_UNIVERSE,
-  ]]);
+  assert.deepEqual(link.addresses, [{ ip: parseIPv4("10.5.1.0"), prefixLen: 32 }]);
+  assert.deepEqual(h.dp.routes(), ["10.5.0.0/16 dev flannel0"]);
+  const sync = h.dp.calls.find((c) => c.method === "sync")!;
+  assert.deepEqual(
+    sync.arg,
+    new Map([["network", {
+      routes: [{ dst: parseIPv4Net("10.5.0.0/16"), device: "flannel0", scope: RT_SCOPE_UNIVERSE }],
+    }]]),
+  );
   assert.equal(n.notReadyReason?.(), "udp packet engine is not running");
 });
 
@@ -243,26 +244,30 @@ Deno.test("run() recreates flannel0 and restarts the engine after it fails", asy
   await h.clock.advance(1000);
   assert.equal(h.io.workers.length, 2);
   assert.equal(n.notReadyReason?.(), null);
-  const link = (await h.dp.getLink("flannel0"))!;
+  const link = (await h.dp.link("flannel0"))!;
   assert.equal(link.mtu, 1472);
-  assert.deepEqual((await h.dp.listAddresses(link.index)).map((a) => a.ip), [
-    parseIPv4("10.5.1.0"),
-  ]);
+  assert.deepEqual(link.addresses.map((a) => a.ip), [parseIPv4("10.5.1.0")]);
   stop.abort();
   await running;
 });
 
-Deno.test("run() puts back a route someone deleted", async () => {
+Deno.test("run() puts back a route, an address and the up state someone changed", async () => {
   const h = host(new MemoryNetwork(), "192.0.2.1", "10.5.1.0/24");
   const n = await udpBackend({ datapath: h.dp, io: h.io }).register(h.ctx);
   const stop = new AbortController();
   const running = n.run(stop.signal);
   await h.clock.advance(0);
-  const link = (await h.dp.getLink("flannel0"))!;
-  await h.dp.deleteRoutes([{ dst: parseIPv4Net("10.5.0.0/16"), index: link.index }]);
-  await h.clock.advance(0);
-  const routes = await h.dp.listRoutes({ index: link.index });
-  assert.ok(routes.some((r) => formatIPv4Net(r.dst) === "10.5.0.0/16"), "route restored");
+  await h.dp.deleteRoute({ dst: parseIPv4Net("10.5.0.0/16") });
+  assert.deepEqual(h.dp.routes(), []);
+  await h.clock.advance(50);
+  assert.deepEqual(h.dp.routes(), ["10.5.0.0/16 dev flannel0"], "route restored");
+  await h.dp.deleteAddress("flannel0", parseIPv4Net("10.5.1.0/32"));
+  await h.dp.setLink("flannel0", { up: false });
+  await h.clock.advance(50);
+  const link = (await h.dp.link("flannel0"))!;
+  assert.deepEqual([link.up, link.addresses.map((a) => a.ip)], [true, [parseIPv4("10.5.1.0")]]);
+  assert.deepEqual(h.dp.routes(), ["10.5.0.0/16 dev flannel0"], "route restored after down");
+  assert.ok(h.log.lines.some((l) => l.includes("restored the TUN device")));
   stop.abort();
   await running;
 });

@@ -1,16 +1,9 @@
 import assert from "node:assert/strict";
 import {
   align4,
-  be16Attr,
   decodeError,
-  encodeAttrs,
-  encodeBody,
   encodeMessage,
-  flagAttr,
-  ipv4Attr,
   listAttrs,
-  macAttr,
-  nestedAttr,
   NLM_F_ACK_TLVS,
   NLM_F_CAPPED,
   NLMSG_ERROR,
@@ -22,11 +15,20 @@ import {
   readMac,
   readString,
   readU32,
+} from "./codec.ts";
+import {
+  be16Attr,
+  encodeAttrs,
+  encodeBody,
+  flagAttr,
+  ipv4Attr,
+  macAttr,
+  nestedAttr,
   stringAttr,
   u16Attr,
   u32Attr,
   u8Attr,
-} from "./codec.ts";
+} from "../../testing/netlink_attrs.ts";
 import { errnoName, errnoNumber } from "../../core/errno.ts";
 
 const hex = (b: Uint8Array) => Array.from(b, (x) => x.toString(16).padStart(2, "0")).join(" ");

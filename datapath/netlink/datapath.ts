@@ -1,303 +1,538 @@
 /**
- * The rtnetlink {@link Datapath}: links, VXLAN devices, bridges, IPv4
- * addresses, routes, neighbours and VXLAN fdb entries through a
- * NETLINK_ROUTE socket over FFI, with batched writes and kernel change
- * events. Works the same on Deno and Bun.
+ * The netlink implementation of the {@link Datapath} seam, over the
+ * rtnetlink kernel client (`client.ts`).
+ *
+ * Incremental by design: it keeps a view of what each entry table has
+ * installed ({@link Tracker}), updated by its own writes and by kernel
+ * change events, so `update` computes and writes only the changed peers'
+ * difference, without a dump: a lease event costs the same at 5000 peers as
+ * at 10. A full dump-and-diff runs on `sync` (start, snapshots, periodic
+ * resyncs) and, on the next update, after lost events (ENOBUFS).
+ *
+ * Events are read without blocking: before and after every write (so the
+ * datapath's own changes are applied to the view in kernel order and never
+ * reported as drift), and every `pollMs` while someone listens for drift.
+ * Writes go in slices, each followed by a read, so a large sync does not
+ * overflow the event socket.
  *
  * @module
  */
 
-import { NetlinkError, throwBatchErrors } from "./error.ts";
-import { type Libc, loadLibc } from "../../core/libc.ts";
-import { NetlinkSocket } from "./socket.ts";
+import { sleepQuietly, whenAborted } from "../../core/abort.ts";
+import { formatIPv4 } from "../../core/ip.ts";
+import { type Clock, systemClock } from "../../core/clock.ts";
+import { addressChanges, describeAddress, vxlanIncompatibility } from "../devices.ts";
 import {
-  addAddressEncoder,
-  type BatchEncoder,
-  createBridgeRequest,
-  createVxlanRequest,
-  decodeAddress,
-  decodeEvent,
-  decodeLink,
-  decodeNeigh,
-  decodeRoute,
-  deleteAddressEncoder,
-  deleteLinkRequest,
-  deleteNeighbourEncoder,
-  deleteRouteEncoder,
-  dumpAddressesRequest,
-  dumpFdbRequest,
-  dumpLinksRequest,
-  dumpNeighboursRequest,
-  dumpRoutesRequest,
-  EVENT_GROUPS,
-  fdbEncoders,
-  getLinkRequest,
-  type NlRequest,
-  replaceNeighbourEncoder,
-  replaceRouteEncoder,
-  requestEncoder,
-  setLinkRequest,
-} from "./messages.ts";
-import {
-  type Address,
-  type BridgeSpec,
-  type Datapath,
-  type DatapathEvent,
-  type FdbEntry,
-  type Link,
-  type LinkChanges,
-  type Neighbour,
-  type Route,
-  type RouteFilter,
-  RT_TABLE_MAIN,
-  type VxlanSpec,
+  checkInScope,
+  describeRoute,
+  type InstalledRoute,
+  noneTouched,
+  type Plan,
+  planChanges,
+} from "../plan.ts";
+import type {
+  ApplyResult,
+  Datapath,
+  DeviceInfo,
+  DeviceResult,
+  DeviceSpec,
+  Drift,
+  EntryFailure,
+  EntryScope,
+  EntryTable,
+  FdbSpec,
+  NeighbourSpec,
+  PeerEntries,
+  RouteSpec,
 } from "../types.ts";
+import {
+  type BatchItems,
+  type NetlinkClient,
+  type NetlinkClientOptions,
+  openNetlinkClient,
+} from "./client.ts";
+import { NetlinkError } from "./error.ts";
+import { RT_TABLE_MAIN } from "./kernel.ts";
+import {
+  installedRoute,
+  namedFdb,
+  namedNeighbour,
+  type QuietOptions,
+  TableState,
+  Tracker,
+} from "./view.ts";
 
 /** Options for {@link openNetlinkDatapath}. */
-export interface NetlinkDatapathOptions {
-  /**
-   * Network namespace to work in: a name under `/var/run/netns` or an
-   * absolute path. Default: the namespace this process runs in. Used by
-   * tests to drive a namespace without touching the host's.
-   */
-  readonly netns?: string;
-  /** How long one request may wait for the kernel. Default 5000 ms. */
-  readonly timeoutMs?: number;
-  /** How often `events()` polls its socket when idle. Default 50 ms. */
-  readonly eventPollMs?: number;
-  /** Requests per send in batches. Default 1024. */
-  readonly chunkSize?: number;
+export interface NetlinkDatapathOptions extends NetlinkClientOptions {
+  /** How often drift listeners poll the kernel when idle. Default 50 ms. */
+  readonly pollMs?: number;
+  /** Objects per write slice (a kernel read follows each). Default 1000. */
+  readonly sliceSize?: number;
+  /** Clock for polling. Default the system clock. */
+  readonly clock?: Clock;
 }
 
-/** The rtnetlink datapath returned by {@link openNetlinkDatapath}. */
-export interface NetlinkDatapath extends Datapath {
+/** Kernel requests the datapath made, for tests and measurements. */
+export interface NetlinkDatapathStats {
+  /** Dumps of routes, neighbours, fdb entries or links. */
+  readonly dumps: number;
+  /** Objects written or deleted (routes, neighbours, fdb entries). */
+  readonly writes: number;
+}
+
+const ENODEV = 19;
+
+function sameScope(a: EntryScope, b: EntryScope): boolean {
+  return JSON.stringify(a) === JSON.stringify(b);
+}
+
+/** The netlink Datapath; open one with {@link openNetlinkDatapath}. */
+export class NetlinkDatapath implements Datapath {
   /** The namespace it was opened in, if one was given. */
   readonly netns?: string;
-}
+  readonly #client: NetlinkClient;
+  readonly #sub: ReturnType<NetlinkClient["subscribe"]>;
+  readonly #tracker = new Tracker();
+  readonly #listeners = new Set<(d: readonly Drift[]) => void>();
+  readonly #pollMs: number;
+  readonly #sliceSize: number;
+  readonly #clock: Clock;
+  readonly #stop = new AbortController();
+  #pumping = false;
+  #queue: Promise<unknown> = Promise.resolve();
+  #dumps = 0;
+  #writes = 0;
 
-// Errnos that mean "already gone" for delete requests.
-const GONE = new Set(["ENOENT", "ESRCH", "ENODEV", "EADDRNOTAVAIL"]);
-
-class NetlinkDatapathImpl implements NetlinkDatapath {
-  readonly netns?: string;
-  readonly #libc: Libc;
-  readonly #sock: NetlinkSocket;
-  readonly #options: NetlinkDatapathOptions;
-  readonly #eventSockets = new Set<NetlinkSocket>();
-
-  constructor(libc: Libc, options: NetlinkDatapathOptions) {
-    this.#libc = libc;
-    this.#options = options;
-    this.netns = options.netns;
-    this.#sock = NetlinkSocket.openWith(libc, options);
+  /**
+   * Subscribes to kernel changes; then call {@link NetlinkDatapath.start}.
+   * {@link openNetlinkDatapath} does both.
+   *
+   * @param client An open kernel client (closed with the datapath).
+   * @param options Polling, slices, clock.
+   */
+  constructor(client: NetlinkClient, options: NetlinkDatapathOptions = {}) {
+    this.#client = client;
+    this.netns = client.netns;
+    this.#sub = client.subscribe();
+    this.#pollMs = options.pollMs ?? 50;
+    this.#sliceSize = options.sliceSize ?? 1000;
+    this.#clock = options.clock ?? systemClock;
   }
 
-  #run(requests: readonly NlRequest[], ignore?: ReadonlySet<string>): Promise<void> {
-    return this.#batch(requestEncoder, requests, ignore);
+  /**
+   * Read the links (after subscribing, so a link made meanwhile is seen
+   * either way).
+   */
+  async start(): Promise<this> {
+    this.#tracker.links.reset(await this.#client.listLinks());
+    this.#tracker.links.resetAddresses(await this.#client.listAddresses());
+    return this;
   }
 
-  async #batch<T>(
-    encoder: BatchEncoder<T>,
-    items: readonly T[],
-    ignore?: ReadonlySet<string>,
-  ): Promise<void> {
-    if (items.length === 0) return;
-    const results = await this.#sock.executeBatch(encoder, items);
-    const errors = results.filter((e): e is NetlinkError => e !== null && !ignore?.has(e.code));
-    throwBatchErrors(errors, items.length);
+  /** Kernel requests made so far. */
+  stats(): NetlinkDatapathStats {
+    return { dumps: this.#dumps, writes: this.#writes };
   }
 
-  async getLink(nameOrIndex: string | number): Promise<Link | null> {
-    try {
-      return decodeLink((await this.#sock.get(getLinkRequest(nameOrIndex))).body);
-    } catch (e) {
-      if (e instanceof NetlinkError && e.code === "ENODEV") return null;
-      throw e;
+  #check(what: string): void {
+    if (this.#stop.signal.aborted) throw new Error(`Cannot ${what}: the datapath is closed`);
+  }
+
+  /** Run `fn` after every earlier datapath call (plans depend on the view). */
+  #exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.#queue.then(fn, fn);
+    this.#queue = run.catch(() => {});
+    return run;
+  }
+
+  /** Read queued kernel events into the view; hand the drift to listeners. */
+  #drain(quiet?: QuietOptions): void {
+    if (this.#sub.closed) return;
+    for (;;) {
+      const events = this.#sub.drain();
+      if (events.length === 0) return;
+      const drift = this.#tracker.apply(events, quiet);
+      if (drift.length > 0) { for (const l of this.#listeners) l(drift); }
     }
   }
 
-  async listLinks(): Promise<Link[]> {
-    return (await this.#sock.dump(dumpLinksRequest())).map((m) => decodeLink(m.body));
+  async link(nameOrIndex: string | number): Promise<DeviceInfo | null> {
+    this.#check("look up a link");
+    const link = await this.#client.getLink(nameOrIndex);
+    if (!link) return null;
+    const addresses = await this.#client.listAddresses(link.index);
+    return {
+      index: link.index,
+      name: link.name,
+      kind: link.kind,
+      mtu: link.mtu,
+      mac: link.mac,
+      up: link.up,
+      addresses: addresses.map((a) => ({ ip: a.ip, prefixLen: a.prefixLen })),
+      vxlan: link.vxlan,
+    };
   }
 
-  async #created(name: string): Promise<Link> {
-    const link = await this.getLink(name);
-    if (!link) {
+  async ensureDevice(spec: DeviceSpec): Promise<DeviceResult> {
+    this.#check(`ensure device ${spec.name}`);
+    return await this.#exclusive(async () => {
+      this.#drain();
+      this.#tracker.ensuring.add(spec.name);
+      const changes: string[] = [];
+      try {
+        await this.#ensure(spec, changes);
+        this.#tracker.devices.set(spec.name, spec);
+      } finally {
+        this.#drain(); // our own changes: applied, never reported
+        this.#tracker.ensuring.delete(spec.name);
+      }
+      const device = await this.link(spec.name);
+      const why = device ? this.#mismatch(spec, device) : `${spec.name} was deleted`;
+      if (why) {
+        // Someone changed it while we worked: report it as any later change.
+        for (const l of this.#listeners) l([{ kind: "device", device: spec.name, reason: why }]);
+      }
+      if (!device) throw new Error(`${spec.name} was deleted right after it was set up`);
+      return { device, changes };
+    });
+  }
+
+  #mismatch(spec: DeviceSpec, d: DeviceInfo): string | null {
+    if (!d.up) return `${spec.name} was set down`;
+    if (spec.kind === "vxlan" && d.mac !== spec.mac) {
+      return `${spec.name}'s MAC changed to ${d.mac}`;
+    }
+    if (d.mtu !== spec.mtu) return `${spec.name}'s MTU changed to ${d.mtu}`;
+    const { remove, add } = addressChanges(d.addresses, spec.addresses);
+    if (remove.length + add.length > 0) return `${spec.name}'s addresses changed`;
+    return null;
+  }
+
+  async #ensure(spec: DeviceSpec, changes: string[]): Promise<void> {
+    const c = this.#client;
+    let link = await c.getLink(spec.name);
+    if (spec.kind === "vxlan") {
+      const underlay = spec.underlay === undefined ? null : await c.getLink(spec.underlay);
+      if (spec.underlay !== undefined && !underlay) {
+        throw new NetlinkError(
+          ENODEV,
+          `create vxlan ${spec.name}: its underlay device ${spec.underlay} does not exist`,
+        );
+      }
+      const underlayIndex = underlay?.index ?? null;
+      for (let attempt = 0;; attempt++) {
+        if (link) {
+          const why = vxlanIncompatibility(link, spec, underlayIndex);
+          if (why === null) break;
+          changes.push(`recreated: the existing device has an incompatible configuration (${why})`);
+          await c.deleteLink(link.index);
+          link = null;
+        }
+        try {
+          link = await c.createVxlan({
+            name: spec.name,
+            vni: spec.vni,
+            port: spec.port,
+            local: spec.local,
+            link: underlayIndex ?? undefined,
+            learning: spec.learning,
+            gbp: spec.gbp,
+            mac: spec.mac,
+            mtu: spec.mtu,
+          });
+          changes.push("created");
+          break;
+        } catch (e) {
+          // Someone created it between our look and our create: look again.
+          if (!(e instanceof NetlinkError && e.code === "EEXIST" && attempt < 3)) throw e;
+          link = await c.getLink(spec.name);
+        }
+      }
+      if (link!.mac !== spec.mac) {
+        changes.push(`MAC ${link!.mac} → ${spec.mac}`);
+        await c.setLink(link!.index, { mac: spec.mac });
+      }
+    } else if (!link) {
       throw new NetlinkError(
-        19,
-        `RTM_GETLINK ${name}: the link vanished right after it was created`,
+        ENODEV,
+        `configure ${spec.name}: the device does not exist (is the datapath opened in the namespace it was created in?)`,
       );
     }
-    return link;
-  }
-
-  async createVxlan(spec: VxlanSpec): Promise<Link> {
-    await this.#run([createVxlanRequest(spec)]);
-    return this.#created(spec.name);
-  }
-
-  async createBridge(spec: BridgeSpec): Promise<Link> {
-    await this.#run([createBridgeRequest(spec)]);
-    return this.#created(spec.name);
-  }
-
-  setLink(index: number, changes: LinkChanges): Promise<void> {
-    return this.#run([setLinkRequest(index, changes)]);
-  }
-
-  deleteLink(index: number): Promise<void> {
-    return this.#run([deleteLinkRequest(index)], GONE);
-  }
-
-  async listAddresses(index?: number): Promise<Address[]> {
-    const out: Address[] = [];
-    for (const m of await this.#sock.dump(dumpAddressesRequest())) {
-      const a = decodeAddress(m.body);
-      if (a && (index === undefined || a.index === index)) out.push(a);
+    if (!link) throw new Error(`${spec.name} vanished while it was being created`);
+    this.#tracker.links.set(link);
+    if (link.mtu !== spec.mtu) {
+      changes.push(`MTU ${link.mtu} → ${spec.mtu}`);
+      await c.setLink(link.index, { mtu: spec.mtu });
     }
-    return out;
-  }
-
-  addAddresses(addresses: readonly Address[]): Promise<void> {
-    return this.#batch(addAddressEncoder, addresses);
-  }
-
-  deleteAddresses(addresses: readonly Address[]): Promise<void> {
-    return this.#batch(deleteAddressEncoder, addresses, GONE);
-  }
-
-  async listRoutes(filter: RouteFilter = {}): Promise<Route[]> {
-    const table = filter.table ?? RT_TABLE_MAIN;
-    const out: Route[] = [];
-    for (const m of await this.#sock.dump(dumpRoutesRequest())) {
-      const r = decodeRoute(m.body);
-      if (!r) continue;
-      if (table !== 0 && r.table !== table) continue;
-      if (filter.index !== undefined && r.index !== filter.index) continue;
-      out.push(r);
+    const have = await c.listAddresses(link.index);
+    const { remove, add } = addressChanges(have, spec.addresses);
+    const index = link.index;
+    // Add before removing: a device without IPv4 addresses loses its routes.
+    if (add.length > 0) {
+      changes.push(`added ${add.map(describeAddress).join(", ")}`);
+      await c.addAddresses(add.map((a) => ({ index, ...a })));
     }
-    return out;
+    if (remove.length > 0) {
+      changes.push(`removed ${remove.map(describeAddress).join(", ")}`);
+      await c.deleteAddresses(remove.map((a) => ({ index, ...a })));
+    }
+    if (!link.up) {
+      changes.push("set up");
+      await c.setLink(link.index, { up: true });
+    }
   }
 
-  replaceRoutes(routes: readonly Route[]): Promise<void> {
-    return this.#batch(replaceRouteEncoder, routes);
+  entries(scope: EntryScope): EntryTable {
+    this.#check(`open entry table ${scope.name}`);
+    let t = this.#tracker.tables.get(scope.name);
+    if (!t || !sameScope(t.scope, scope)) {
+      t = new TableState(scope);
+      this.#tracker.tables.set(scope.name, t);
+    }
+    const table = t;
+    return {
+      scope,
+      sync: async (entries) => {
+        this.#check(`sync table ${scope.name}`);
+        for (const [k, e] of entries) checkInScope(scope, k, e);
+        return await this.#exclusive(() => this.#sync(table, entries));
+      },
+      update: async (changes) => {
+        this.#check(`update table ${scope.name}`);
+        for (const [k, e] of changes) if (e) checkInScope(scope, k, e);
+        return await this.#exclusive(() => this.#update(table, changes));
+      },
+    };
   }
 
-  deleteRoutes(routes: readonly Route[]): Promise<void> {
-    return this.#batch(deleteRouteEncoder, routes, GONE);
+  async #sync(t: TableState, entries: ReadonlyMap<string, PeerEntries>): Promise<ApplyResult> {
+    this.#drain({ tables: new Set([t]) }); // the dump below supersedes what they said
+    t.desired.replaceAll(entries);
+    const withNeighbours = (t.scope.neighbourDevices?.length ?? 0) > 0;
+    const c = this.#client;
+    const [links, addresses, routes, neighbours, fdb] = await Promise.all([
+      c.listLinks(),
+      c.listAddresses(),
+      c.listRoutes(),
+      withNeighbours ? c.listNeighbours() : Promise.resolve([]),
+      withNeighbours ? c.listFdb() : Promise.resolve([]),
+    ]);
+    this.#dumps += withNeighbours ? 5 : 3;
+    const lt = this.#tracker.links;
+    lt.reset(links);
+    lt.resetAddresses(addresses);
+    const found = {
+      routes: routes.map((r) => installedRoute(r, lt)).filter((r) => r !== null),
+      neighbours: neighbours.map((n) => namedNeighbour(n, lt)).filter((n) => n?.permanent).map((
+        n,
+      ) => n!.spec),
+      fdb: fdb.map((e) => namedFdb(e, lt)).filter((e) => e !== null),
+    };
+    t.view.reset(found);
+    t.synced = true;
+    return await this.#write(t, planChanges(t.desired.all(), t.view.all(), t.scope));
   }
 
-  async listNeighbours(index?: number): Promise<Neighbour[]> {
-    const out: Neighbour[] = [];
-    for (const m of await this.#sock.dump(dumpNeighboursRequest())) {
-      const d = decodeNeigh(m.body);
-      if (d?.kind === "neighbour" && (index === undefined || d.neighbour.index === index)) {
-        out.push(d.neighbour);
+  #update(t: TableState, changes: ReadonlyMap<string, PeerEntries | null>): Promise<ApplyResult> {
+    this.#drain();
+    if (!t.synced) {
+      const all = new Map<string, PeerEntries>();
+      for (const k of t.desired.keys()) all.set(k, t.desired.get(k)!);
+      for (const [k, e] of changes) {
+        if (e) all.set(k, e);
+        else all.delete(k);
       }
+      return this.#sync(t, all);
     }
-    return out;
+    const touched = noneTouched();
+    for (const [k, e] of changes) t.desired.set(k, e, touched);
+    return this.#write(t, planChanges(t.desired.at(touched), t.view.at(touched), t.scope));
   }
 
-  replaceNeighbours(neighbours: readonly Neighbour[]): Promise<void> {
-    return this.#batch(replaceNeighbourEncoder, neighbours);
-  }
-
-  deleteNeighbours(neighbours: readonly Neighbour[]): Promise<void> {
-    return this.#batch(deleteNeighbourEncoder, neighbours, GONE);
-  }
-
-  async listFdb(index?: number): Promise<FdbEntry[]> {
-    const out: FdbEntry[] = [];
-    for (const m of await this.#sock.dump(dumpFdbRequest())) {
-      const d = decodeNeigh(m.body);
-      if (
-        d?.kind === "fdb" && d.fdb.dst !== null && (index === undefined || d.fdb.index === index)
-      ) {
-        out.push(d.fdb);
+  /**
+   * Write a plan: stale routes first (traffic stops using them), then stale
+   * neighbours and fdb entries, then new neighbours and fdb entries, and new
+   * routes last (so the kernel never resolves a fresh route's gateway before
+   * its neighbour exists). Every step runs even when an earlier one fails.
+   */
+  async #write(t: TableState, plan: Plan): Promise<ApplyResult> {
+    const failures: EntryFailure[] = [];
+    let written = 0, deleted = 0;
+    const lt = this.#tracker.links;
+    const step = async <K extends keyof BatchItems, S extends RouteSpec | NeighbourSpec | FdbSpec>(
+      kind: K,
+      items: readonly S[],
+      owner: "route" | "neighbour" | "fdb",
+      device: (s: S) => string,
+      toKernel: (s: S, index: number) => BatchItems[K],
+      describe: (s: S) => string,
+      done: (s: S) => void,
+    ) => {
+      for (let start = 0; start < items.length; start += this.#sliceSize) {
+        const slice = items.slice(start, start + this.#sliceSize);
+        const sendable: S[] = [];
+        const requests: BatchItems[K][] = [];
+        for (const s of slice) {
+          const index = lt.index(device(s));
+          if (index === undefined) {
+            const error = new NetlinkError(
+              ENODEV,
+              `${kind} ${describe(s)}: device ${device(s)} does not exist`,
+            );
+            failures.push({ key: t.desired.ownerOf(owner, s), error });
+            continue;
+          }
+          sendable.push(s);
+          requests.push(toKernel(s, index));
+        }
+        const results = await this.#client.settle(kind, requests);
+        this.#writes += requests.length;
+        results.forEach((error, i) => {
+          const s = sendable[i];
+          if (error) {
+            failures.push({ key: t.desired.ownerOf(owner, s), error });
+            return;
+          }
+          done(s);
+          if (kind.startsWith("delete")) deleted++;
+          else written++;
+        });
+        this.#drain();
       }
-    }
-    return out;
+    };
+    const v = t.view;
+    const route = (r: RouteSpec, index: number) => ({
+      dst: r.dst,
+      gateway: r.gateway ?? null,
+      index,
+      onlink: r.onlink,
+      scope: r.scope,
+    });
+    const neigh = (n: NeighbourSpec, index: number) => ({ index, ip: n.ip, mac: n.mac });
+    const fdb = (f: FdbSpec, index: number) => ({ index, mac: f.mac, dst: f.dst });
+    const dev = (x: { device: string }) => x.device;
+    await step(
+      "deleteRoutes",
+      plan.deleteRoutes,
+      "route",
+      dev,
+      (r: InstalledRoute, i) => ({ ...route(r, i), table: RT_TABLE_MAIN, metric: r.metric }),
+      describeRoute,
+      (r) => v.removeRoute(r),
+    );
+    await step(
+      "deleteNeighbours",
+      plan.deleteNeighbours,
+      "neighbour",
+      dev,
+      neigh,
+      describeNeighbour,
+      (n) => v.removeNeighbour(n),
+    );
+    await step("deleteFdb", plan.deleteFdb, "fdb", dev, fdb, describeFdb, (f) => v.removeFdb(f));
+    await step(
+      "replaceNeighbours",
+      plan.replaceNeighbours,
+      "neighbour",
+      dev,
+      neigh,
+      describeNeighbour,
+      (n) => v.putNeighbour(n),
+    );
+    await step("replaceFdb", plan.replaceFdb, "fdb", dev, fdb, describeFdb, (f) => v.putFdb(f));
+    await step(
+      "replaceRoutes",
+      plan.replaceRoutes,
+      "route",
+      dev,
+      route,
+      describeRoute,
+      (r) => v.putRoute({ ...r, metric: 0 }),
+    );
+    return { written, deleted, failures };
   }
 
-  appendFdb(entries: readonly FdbEntry[]): Promise<void> {
-    return this.#batch(fdbEncoders.append, entries);
-  }
-
-  replaceFdb(entries: readonly FdbEntry[]): Promise<void> {
-    return this.#batch(fdbEncoders.replace, entries);
-  }
-
-  deleteFdb(entries: readonly FdbEntry[]): Promise<void> {
-    return this.#batch(fdbEncoders.delete, entries, GONE);
-  }
-
-  events(signal: AbortSignal): AsyncIterable<DatapathEvent> {
-    if (this.#sock.closed) throw new Error("Cannot subscribe to events: the datapath is closed");
-    const sock = NetlinkSocket.openWith(this.#libc, { netns: this.netns, groups: EVENT_GROUPS });
-    this.#eventSockets.add(sock);
-    const pollMs = this.#options.eventPollMs ?? 50;
+  drift(signal: AbortSignal): AsyncIterable<Drift> {
+    this.#check("watch for drift");
+    const queue: Drift[] = [];
     let wake: (() => void) | undefined;
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const stop = () => {
-      sock.close();
-      this.#eventSockets.delete(sock);
-      clearTimeout(timer);
+    const listener = (d: readonly Drift[]) => {
+      queue.push(...d);
       wake?.();
     };
-    if (signal.aborted) stop();
-    else signal.addEventListener("abort", stop, { once: true });
+    this.#listeners.add(listener);
+    void this.#pump();
+    const listeners = this.#listeners;
+    const stopped = this.#stop.signal;
     return (async function* () {
       try {
-        while (!sock.closed) {
-          const { messages, overrun } = sock.drain();
-          if (overrun) yield { kind: "overrun" } as const;
-          for (const m of messages) {
-            let e: DatapathEvent | null = null;
-            try {
-              e = decodeEvent(m);
-            } catch {
-              // A malformed notification is skipped; the next resync covers it.
-            }
-            if (e) yield e;
-          }
-          if (messages.length === 0 && !overrun && !sock.closed) {
-            await new Promise<void>((resolve) => {
-              wake = resolve;
-              timer = setTimeout(resolve, pollMs);
-            });
-            wake = undefined;
-          }
+        while (!signal.aborted && !stopped.aborted) {
+          while (queue.length > 0) yield queue.shift()!;
+          await Promise.race([
+            new Promise<void>((r) => (wake = r)),
+            whenAborted(signal),
+            whenAborted(stopped),
+          ]);
+          wake = undefined;
         }
       } finally {
-        signal.removeEventListener("abort", stop);
-        stop();
+        listeners.delete(listener);
       }
     })();
   }
 
+  /** Poll the kernel while someone listens for drift. */
+  async #pump(): Promise<void> {
+    if (this.#pumping) return;
+    this.#pumping = true;
+    try {
+      while (this.#listeners.size > 0 && !this.#stop.signal.aborted) {
+        this.#drain();
+        await sleepQuietly(this.#clock, this.#pollMs, this.#stop.signal);
+      }
+    } finally {
+      this.#pumping = false;
+    }
+  }
+
   close(): void {
-    this.#sock.close();
-    for (const s of this.#eventSockets) s.close();
-    this.#eventSockets.clear();
+    if (this.#stop.signal.aborted) return;
+    this.#stop.abort();
+    this.#sub.close();
+    this.#client.close();
   }
 }
 
+function describeNeighbour(n: NeighbourSpec): string {
+  return `${formatIPv4(n.ip)} lladdr ${n.mac} dev ${n.device}`;
+}
+
+function describeFdb(f: FdbSpec): string {
+  return `${f.mac} dev ${f.device} dst ${formatIPv4(f.dst)}`;
+}
+
 /**
- * Open the rtnetlink datapath.
+ * Open the netlink datapath (and its kernel client and event subscription).
  *
- * @param options Namespace (for tests), timeouts, event poll interval.
+ * @param options Namespace (for tests), timeouts, polling.
  * @returns The datapath; call `close()` when done.
- * @throws {NetlinkError} When the socket cannot be opened (EPERM without CAP_NET_ADMIN).
+ * @throws {NetlinkError} When the sockets cannot be opened (EPERM without CAP_NET_ADMIN).
  * @throws {Error} When the namespace does not exist or the runtime has no FFI.
  * @example
  * ```ts
  * const dp = await openNetlinkDatapath({ netns: "wdp-a" });
- * console.log((await dp.listLinks()).map((l) => l.name));
+ * console.log((await dp.link("eth0"))?.addresses);
  * dp.close();
  * ```
  */
 export async function openNetlinkDatapath(
   options: NetlinkDatapathOptions = {},
 ): Promise<NetlinkDatapath> {
-  return new NetlinkDatapathImpl(await loadLibc(), options);
+  const client = await openNetlinkClient(options);
+  try {
+    return await new NetlinkDatapath(client, options).start();
+  } catch (e) {
+    client.close();
+    throw e;
+  }
 }

@@ -1,20 +1,16 @@
 import assert from "node:assert/strict";
 import { parseIPv4, parseIPv4Net } from "../../core/ip.ts";
+import { NLM_F_APPEND, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE } from "./codec.ts";
 import {
   be16Attr,
   encodeBody,
   ipv4Attr,
   macAttr,
   nestedAttr,
-  NLM_F_APPEND,
-  NLM_F_CREATE,
-  NLM_F_DUMP,
-  NLM_F_EXCL,
-  NLM_F_REPLACE,
   stringAttr,
   u32Attr,
   u8Attr,
-} from "./codec.ts";
+} from "../../testing/netlink_attrs.ts";
 import {
   addAddressRequest,
   addFdbRequest,

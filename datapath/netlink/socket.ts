@@ -19,6 +19,7 @@
  */
 
 import { type Libc, loadLibc } from "../../core/libc.ts";
+import { systemClock } from "../../core/clock.ts";
 import {
   decodeError,
   encodeMessage,
@@ -73,8 +74,6 @@ export interface NetlinkSocketOptions {
   /** Requests per `sendto` in a batch. Default 1024. */
   readonly chunkSize?: number;
 }
-
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 /** A NETLINK_ROUTE socket. Not safe for concurrent use without {@link NetlinkSocket.lock}. */
 export class NetlinkSocket {
@@ -232,7 +231,7 @@ export class NetlinkSocket {
         if (Date.now() > deadline) {
           throw new NetlinkError(ETIMEDOUT, `${what}: no answer within ${this.#timeoutMs} ms`);
         }
-        await sleep(1);
+        await systemClock.sleep(1); // yield to the event loop until the kernel answers
         continue;
       }
       for (const m of parseMessages(d)) if (handle(m)) return;

@@ -5,7 +5,7 @@
  * numbers to `.bench/latest.json`.
  *
  * `deno task bench [section …]` runs only the named sections:
- * store, reconcile, netlink, kube, udp, lab, udp-lab, dist.
+ * store, etcd-client, reconcile, netlink, kube, kube-config, checksum, udp, lab, udp-lab, dist.
  *
  * Needs root (network-namespace labs) like the tests; touches nothing
  * outside the namespaces it creates.
@@ -24,7 +24,7 @@ type Any = any;
 type Section = {
   name: string;
   run: () => Promise<Record<string, unknown>>;
-  report: (r: Any) => string[];
+  report: (r: Any) => string[] | Promise<string[]>;
 };
 
 const fmt = (x: number, digits = 1) => Number.isFinite(x) ? x.toFixed(digits) : String(x);
@@ -50,6 +50,15 @@ const sections: Section[] = [
         fmt(r.loadWatch.rssMB, 0)
       } MB (goal ≤ 100: ${goal(r.loadWatch.rssMB <= 100)})`,
     ],
+  },
+  {
+    // the hand-written etcd client against the etcd3 package (gRPC)
+    name: "etcd-client",
+    run: async () => {
+      const m = await import("./etcd_client_bench.ts");
+      return { clients: await m.benchEtcdClients({ runs: 3, puts: 200, watches: 100 }) };
+    },
+    report: async (r: Any) => (await import("./etcd_client_bench.ts")).reportEtcdClients(r.clients),
   },
   {
     name: "reconcile",
@@ -105,6 +114,33 @@ const sections: Section[] = [
         fmt(r.startToReady.bun.restartMs, 0)
       } ms`,
     ],
+  },
+  {
+    // the builtin kubeconfig loader against @kubernetes/client-node's
+    name: "kube-config",
+    run: async () => {
+      const m = await import("./kube_config_bench.ts");
+      return { loaders: await m.benchKubeConfigLoaders({ runs: 5 }) };
+    },
+    report: async (r: Any) =>
+      (await import("./kube_config_bench.ts")).reportKubeConfigLoaders(r.loaders),
+  },
+  {
+    name: "checksum",
+    run: async () => {
+      const m = await import("./checksum_bench.ts");
+      return await m.benchChecksum({ rounds: 40, processes: 2 });
+    },
+    report: (r: Any) =>
+      (["deno", "bun"] as const).map((rt) =>
+        `udp engine checksum (${rt}), WebAssembly vs TypeScript, ns/packet: ${
+          r[rt].sizes.map((s: Any) =>
+            `${s.bytes} B ${fmt(s.wasmNs)} vs ${fmt(s.tsNs)} → ${fmt(s.ratio, 2)}× (pairs p10–p90 ${
+              fmt(s.ratioP10, 2)
+            }–${fmt(s.ratioP90, 2)})`
+          ).join(", ")
+        }`
+      ),
   },
   {
     name: "udp",
@@ -237,7 +273,7 @@ for (const s of sections) {
   try {
     const r = await s.run();
     results[s.name] = r;
-    const out = s.report(r);
+    const out = await s.report(r);
     lines.push(...out);
     console.error(`bench: ${s.name} done in ${((performance.now() - t0) / 1000).toFixed(0)} s`);
     for (const l of out) console.error(`  ${l}`);

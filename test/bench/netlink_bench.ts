@@ -14,9 +14,9 @@ import { spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import process from "node:process";
 import { formatIPv4 } from "../../core/ip.ts";
-import { openNetlinkDatapath } from "../../datapath/netlink/datapath.ts";
+import { openNetlinkClient } from "../../datapath/netlink/client.ts";
 import { createNetns, deleteNetns, run, sweepNetns } from "../../testing/netns.ts";
-import type { Route } from "../../datapath/types.ts";
+import type { Route } from "../../datapath/netlink/kernel.ts";
 import { median } from "./stats.ts";
 
 /** Result of {@link benchNetlinkRoutes}; times are medians over the rounds. */
@@ -82,7 +82,7 @@ export async function benchNetlinkRoutes(
     try {
       underlay(a);
       underlay(b);
-      const dp = await openNetlinkDatapath({ netns: a });
+      const dp = await openNetlinkClient({ netns: a });
       try {
         const ext = (await dp.getLink("ext0"))!;
         const routes: Route[] = [];

@@ -14,6 +14,7 @@ import { spawn, spawnSync } from "node:child_process";
 import process from "node:process";
 import { createLab, nsRun, sweepNetns } from "../../testing/netns.ts";
 import type { SocketIoMode } from "../../backends/udp/io.ts";
+import { waitFor } from "../../testing/wait.ts";
 import { spawnUdpHost, type UdpHostProcess } from "./udp_host.ts";
 
 /** What to measure. */
@@ -74,30 +75,42 @@ export interface UdpBenchResult {
 
 const NETWORK = "10.66.0.0/16";
 
-function iperfServer(ns: string, bind: string): { stop(): void } {
-  const child = spawn("ip", ["netns", "exec", ns, "iperf3", "-s", "-1", "-B", bind], {
-    stdio: "ignore",
-  });
+/** A one-off iperf3 server in `ns`, once it listens. */
+async function iperfServer(ns: string, bind: string): Promise<{ stop(): void }> {
+  const child = spawn(
+    "ip",
+    ["netns", "exec", ns, "iperf3", "-s", "-1", "--forceflush", "-B", bind],
+    { stdio: ["ignore", "pipe", "pipe"] },
+  );
+  let out = "";
+  child.stdout.on("data", (d) => (out += d));
+  child.stderr.on("data", (d) => (out += d));
+  let code: number | null = null;
+  child.on("close", (c) => (code = c ?? 1));
+  await waitFor(`iperf3 server on ${bind} in ${ns} listens`, () => {
+    if (/Server listening/.test(out)) return null;
+    if (code !== null) throw new Error(`iperf3 server in ${ns} exited with ${code}: ${out}`);
+    return out || "no output yet";
+  }, 10_000);
   return { stop: () => void child.kill("SIGKILL") };
 }
 
 // deno-lint-ignore no-explicit-any
 type IperfJson = Record<string, any>;
 
+/** One iperf3 client run (its server already listens: see {@link iperfServer}). */
 function iperfClient(ns: string, args: string[], seconds: number): IperfJson {
-  for (let attempt = 0; attempt < 20; attempt++) {
-    const r = spawnSync("ip", ["netns", "exec", ns, "iperf3", "-J", ...args], {
-      encoding: "utf8",
-      timeout: (seconds + 20) * 1000,
-    });
-    const json = JSON.parse(r.stdout || "{}");
-    if (!json.error) return json;
-    if (!/refused|unable to connect/i.test(json.error)) {
-      throw new Error(`iperf3 ${args.join(" ")} in ${ns} failed: ${json.error}`);
-    }
-    spawnSync("sleep", ["0.1"]);
+  const r = spawnSync("ip", ["netns", "exec", ns, "iperf3", "-J", ...args], {
+    encoding: "utf8",
+    timeout: (seconds + 20) * 1000,
+  });
+  const json = JSON.parse(r.stdout || "{}");
+  if (json.error || r.status !== 0) {
+    throw new Error(
+      `iperf3 ${args.join(" ")} in ${ns} failed (exit ${r.status}): ${json.error ?? r.stderr}`,
+    );
   }
-  throw new Error(`iperf3 server did not come up for ${args.join(" ")}`);
+  return json;
 }
 
 async function measure<T>(
@@ -163,7 +176,7 @@ export async function benchUdp(options: UdpBenchOptions = {}): Promise<UdpBenchR
               offload,
             }),
           );
-          let server = iperfServer(b.ns, "10.66.2.0");
+          let server = await iperfServer(b.ns, "10.66.2.0");
           const small = await measure(hosts, () =>
             iperfClient(a.ns, [
               "-c",
@@ -177,7 +190,7 @@ export async function benchUdp(options: UdpBenchOptions = {}): Promise<UdpBenchR
               String(seconds),
             ], seconds));
           server.stop();
-          server = iperfServer(b.ns, "10.66.2.0");
+          server = await iperfServer(b.ns, "10.66.2.0");
           const tcp = await measure(
             hosts,
             () => iperfClient(a.ns, ["-c", "10.66.2.0", "-t", String(seconds)], seconds),
@@ -224,7 +237,7 @@ export async function benchUdp(options: UdpBenchOptions = {}): Promise<UdpBenchR
         nsRun(h.ns, "ip", "addr", "add", `${addr}/24`, "dev", "vx0");
         nsRun(h.ns, "ip", "link", "set", "vx0", "mtu", "1450", "up");
       }
-      const server = iperfServer(b.ns, "10.77.0.2");
+      const server = await iperfServer(b.ns, "10.77.0.2");
       const r = iperfClient(a.ns, ["-c", "10.77.0.2", "-t", String(seconds)], seconds);
       server.stop();
       vxlanMbps = Math.round(r.end.sum_received.bits_per_second / 1e6);

@@ -22,7 +22,8 @@ import { existsSync, readFileSync } from "node:fs";
 import { nullLogger } from "../../core/log.ts";
 import { Registry } from "../../core/metrics.ts";
 import { openNetlinkDatapath } from "../../datapath/netlink/datapath.ts";
-import { systemClock } from "../../core/clock.ts";
+import { type Clock, systemClock } from "../../core/clock.ts";
+import { waitFor } from "../../testing/wait.ts";
 import { parseNetworkConfig } from "../../lease/config.ts";
 import { parseIPv4Net } from "../../core/ip.ts";
 import type { Lease } from "../../lease/types.ts";
@@ -60,6 +61,28 @@ function cpuMs(): number {
   return (Number(fields[11]) + Number(fields[12])) * 10;
 }
 
+/** How often the backend copies the engine's counters into the metrics registry. */
+const METRICS_INTERVAL_MS = 100;
+
+/**
+ * The real clock, counting the backend's metrics sleeps: it copies the
+ * counters just before starting each, so once one has started after a
+ * moment, the registry holds every packet counted until that moment.
+ */
+function countingClock(): { clock: Clock; metricsSleeps: () => number } {
+  let n = 0;
+  return {
+    clock: {
+      now: systemClock.now,
+      sleep(ms, signal) {
+        if (ms === METRICS_INTERVAL_MS) n++;
+        return systemClock.sleep(ms, signal);
+      },
+    },
+    metricsSleeps: () => n,
+  };
+}
+
 async function main(arg: string): Promise<void> {
   const cfg = JSON.parse(arg) as UdpHostConfig;
   const backend: Record<string, unknown> = { Type: "udp" };
@@ -69,10 +92,11 @@ async function main(arg: string): Promise<void> {
   const datapath = await openNetlinkDatapath();
   const metrics = new Registry();
   const stop = new AbortController();
+  const { clock, metricsSleeps } = countingClock();
   const network = await udpBackend({
     datapath,
     io: kernelUdpIo({ mode: cfg.mode, offload: cfg.offload }),
-    metricsIntervalMs: 100,
+    metricsIntervalMs: METRICS_INTERVAL_MS,
   }).register({
     config,
     extIface: {
@@ -86,12 +110,12 @@ async function main(arg: string): Promise<void> {
       Promise.resolve({ subnet: parseIPv4Net(cfg.subnet), attrs, expiration: null }),
     logger: nullLogger,
     metrics,
-    clock: systemClock,
+    clock,
     signal: stop.signal,
   });
   await network.syncPeers(peerLeases(cfg.peers));
   const running = network.run(stop.signal);
-  while (network.notReadyReason?.() !== null) await new Promise((r) => setTimeout(r, 10));
+  await waitFor("the udp engine runs", () => network.notReadyReason?.() ?? null, 20_000, 10);
   const say = (o: unknown) => process.stdout.write(JSON.stringify(o) + "\n");
   say({ event: "ready", pid: process.pid });
 
@@ -103,7 +127,14 @@ async function main(arg: string): Promise<void> {
   for await (const line of rl) {
     const [cmd, ...rest] = line.trim().split(" ");
     if (cmd === "stats") {
-      await new Promise((r) => setTimeout(r, 150)); // one metrics interval
+      const copies = metricsSleeps();
+      await waitFor(
+        "the backend copies the engine's counters into the registry",
+        () =>
+          metricsSleeps() > copies ? null : `${METRICS_INTERVAL_MS} ms metrics sleeps: ${copies}`,
+        5000,
+        5,
+      );
       say({
         event: "stats",
         cpuMs: cpuMs(),

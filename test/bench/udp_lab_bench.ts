@@ -32,8 +32,8 @@ import {
   pingFailures,
   podsOf,
   startCluster,
-  waitFor,
 } from "../lab/cluster.ts";
+import { waitFor } from "../../testing/wait.ts";
 import type { Lab, LabProcess } from "../lab/lab.ts";
 import { median, roundTo } from "./stats.ts";
 
@@ -98,8 +98,6 @@ export interface UdpLabBenchResult {
 /** Pod MTU on every side: vxlan's default (1500 − 50); udp gets it through `Backend.MTU`. */
 const MTU = 1450;
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
 const round = (x: number, digits = 0) => roundTo(x, digits);
 
 /** Clock ticks per second in /proc/<pid>/stat (USER_HZ, 100 on Linux's ABIs). */
@@ -138,24 +136,45 @@ async function withCpu<T>(
 // deno-lint-ignore no-explicit-any
 type IperfJson = Record<string, any>;
 
-/** One iperf3 client run; retried briefly while the server is not listening yet. */
+/** The iperf3 server in the receiving pod; it serves one client at a time. */
+interface IperfServer {
+  readonly ip: string;
+  readonly process: LabProcess;
+  /** Client runs started so far. */
+  runs: number;
+}
+
+/**
+ * Wait until the server listens for the next run: it prints "Server
+ * listening" at start and again after each run it has finished.
+ */
+async function nextRun(server: IperfServer): Promise<void> {
+  await waitFor(`the iperf3 server on ${server.ip} listens for run ${server.runs + 1}`, () => {
+    const listening = server.process.stdout().match(/Server listening/g)?.length ?? 0;
+    if (listening > server.runs) return null;
+    const code = server.process.exitCode();
+    if (code !== null) {
+      throw new Error(
+        `the iperf3 server exited with ${code}: ${server.process.stdout().slice(-500)}`,
+      );
+    }
+    return `it said "Server listening" ${listening} times for ${server.runs} runs so far`;
+  }, 10_000);
+  server.runs++;
+}
+
+/** One iperf3 client run (after {@link nextRun}). */
 async function iperfJson(lab: Lab, ns: string, args: readonly string[]): Promise<IperfJson> {
-  for (let attempt = 0;; attempt++) {
-    const r = await lab.exec(ns, ["iperf3", "-J", ...args]);
-    let json: IperfJson = {};
-    try {
-      json = JSON.parse(r.stdout);
-    } catch {
-      // no JSON: reported below
-    }
-    if (r.code === 0 && !json.error) return json;
-    const why = json.error ?? r.stderr.trim() ?? `exit ${r.code}`;
-    if (attempt < 20 && /refused|unable to connect|busy/i.test(String(why))) {
-      await sleep(100);
-      continue;
-    }
-    throw new Error(`iperf3 ${args.join(" ")} in ${ns} failed: ${why}`);
+  const r = await lab.exec(ns, ["iperf3", "-J", ...args]);
+  let json: IperfJson = {};
+  try {
+    json = JSON.parse(r.stdout);
+  } catch {
+    // no JSON: reported below
   }
+  if (r.code === 0 && !json.error) return json;
+  const why = json.error ?? (r.stderr.trim() || `exit ${r.code}`);
+  throw new Error(`iperf3 ${args.join(" ")} in ${ns} failed: ${why}`);
 }
 
 /** Every pod pair pings, and the agents have listed their peers. */
@@ -210,12 +229,13 @@ interface Samples {
 /** One TCP run and one small-packet run, with both agents' CPU. */
 async function measureRound(
   c: Cluster,
-  server: { ns: string; ip: string },
+  server: IperfServer,
   clientNs: string,
   o: Required<UdpLabBenchOptions>,
   into: Samples,
 ): Promise<void> {
   const pids = [c.agents.get(1)!.process.pid, c.agents.get(2)!.process.pid];
+  await nextRun(server);
   const t = await withCpu(
     pids,
     () => iperfJson(c.lab, clientNs, ["-c", server.ip, "-t", String(o.seconds), "-O", "1"]),
@@ -225,6 +245,7 @@ async function measureRound(
     retr: t.result.end.sum_sent.retransmits ?? 0,
     cpu: t.cpu,
   });
+  await nextRun(server);
   const u = await withCpu(pids, () =>
     iperfJson(c.lab, clientNs, [
       "-c",
@@ -295,7 +316,7 @@ export async function benchUdpLab(options: UdpLabBenchOptions = {}): Promise<Udp
     runtimeOf: () => "deno",
     backendOptions: { MTU },
   });
-  let server: LabProcess | undefined;
+  let server: IperfServer | undefined;
   try {
     const [p1] = podsOf(c, 1);
     const [p2] = podsOf(c, 2);
@@ -303,8 +324,7 @@ export async function benchUdpLab(options: UdpLabBenchOptions = {}): Promise<Udp
       const mtu = (await c.lab.run(p.ns, "ip -o link show eth0")).match(/mtu (\d+)/)?.[1];
       if (Number(mtu) !== MTU) throw new Error(`pod ${p.ns} has MTU ${mtu}, expected ${MTU}`);
     }
-    server = c.lab.spawn(p2.ns, "iperf3", ["-s", "--forceflush"]);
-    await server.waitForOutput(/Server listening/, 10_000);
+    server = { ip: p2.ip, process: c.lab.spawn(p2.ns, "iperf3", ["-s", "--forceflush"]), runs: 0 };
 
     await waitCarrying(c);
     // rounds alternate the sides, so drift on a busy machine hits all of them alike
@@ -319,7 +339,7 @@ export async function benchUdpLab(options: UdpLabBenchOptions = {}): Promise<Udp
       for (const [k, side] of sides.entries()) {
         if (side !== current) await switchTo(c, current, side);
         current = side;
-        await measureRound(c, p2, p1.ns, o, samples[k]);
+        await measureRound(c, server, p1.ns, o, samples[k]);
       }
     }
     const [udpDeno, udpBun, vxlan] = sides.map((side, k) => summarize(side, samples[k]));
@@ -339,7 +359,7 @@ export async function benchUdpLab(options: UdpLabBenchOptions = {}): Promise<Udp
       loadAverage: round(loadAverage, 2),
     };
   } finally {
-    server?.kill("SIGKILL");
+    server?.process.kill("SIGKILL");
     await c.close();
   }
 }

@@ -9,6 +9,7 @@
 import * as path from "node:path";
 import type { Lab, LabHost, LabProcess } from "./lab.ts";
 import { REPO_ROOT } from "./lab.ts";
+import { waitFor } from "../../testing/wait.ts";
 
 /** Which runtime runs an agent. */
 export type AgentRuntime = "deno" | "bun";
@@ -112,21 +113,23 @@ export function startAgent(lab: Lab, host: LabHost, options: StartAgentOptions =
     timeoutMs = 20_000,
     since = 0,
   ): Promise<AgentLogRecord> => {
-    const deadline = Date.now() + timeoutMs;
-    let exited: number | undefined;
-    proc.exited.then((c) => (exited = c));
-    for (;;) {
-      const hit = logs().slice(since).find(pred);
-      if (hit) return hit;
-      if (exited !== undefined || Date.now() > deadline) {
-        throw new Error(
-          `agent on ${host.ns} (${runtime}) ${
-            exited !== undefined ? `exited with ${exited}` : `timed out after ${timeoutMs} ms`
-          }; output:\n${proc.stderr().slice(-4000)}\n${proc.stdout().slice(-1000)}`,
-        );
-      }
-      await new Promise((r) => setTimeout(r, 10));
-    }
+    const output = () => `output:\n${proc.stderr().slice(-4000)}\n${proc.stdout().slice(-1000)}`;
+    let hit: AgentLogRecord | undefined;
+    await waitFor(
+      `a log record matching ${pred} from the agent on ${host.ns} (${runtime})`,
+      () => {
+        hit = logs().slice(since).find(pred);
+        if (hit) return null;
+        const code = proc.exitCode();
+        if (code !== null) {
+          throw new Error(`agent on ${host.ns} (${runtime}) exited with ${code}; ${output()}`);
+        }
+        return `none yet; ${output()}`;
+      },
+      timeoutMs,
+      10,
+    );
+    return hit!;
   };
   return {
     host,

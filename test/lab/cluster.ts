@@ -23,8 +23,8 @@ import { startAgent as startLabAgent } from "./agents.ts";
 import { createLab, type Lab, type LabHost } from "./lab.ts";
 import { type EtcdServer, startEtcd } from "../../testing/etcd_server.ts";
 import { containsIPv4, formatIPv4, parseIPv4, parseIPv4Net } from "../../core/ip.ts";
+import { waitFor } from "../../testing/wait.ts";
 
-/** The kernel backends the e2e scenarios cover. */
 /** Backends a cluster can run; udp keeps no per-peer kernel state (its Worker routes). */
 export type OverlayBackend = "vxlan" | "host-gw" | "udp";
 
@@ -243,35 +243,6 @@ export async function readPeerState(
     neighbours: neigh.filter((n) => n.lladdr).map((n) => `${n.dst} lladdr ${n.lladdr}`),
     fdb: fdb.filter((f) => f.dst).map((f) => `${f.mac} dst ${f.dst}`),
   });
-}
-
-/**
- * Poll a condition until it holds.
- *
- * @param what Description for the timeout error.
- * @param check Returns null when satisfied, else what is still wrong.
- * @param timeoutMs Give up after this long.
- * @param intervalMs Pause between checks.
- * @returns Milliseconds from the call until the check passed.
- * @throws {Error} On timeout, with the last complaint.
- */
-export async function waitFor(
-  what: string,
-  check: () => Promise<string | null>,
-  timeoutMs = 10_000,
-  intervalMs = 20,
-): Promise<number> {
-  const start = performance.now();
-  let last: string | null = "";
-  for (;;) {
-    last = await check();
-    const elapsed = performance.now() - start;
-    if (last === null) return elapsed;
-    if (elapsed > timeoutMs) {
-      throw new Error(`${what}: not done after ${timeoutMs} ms: ${last}`);
-    }
-    await new Promise((r) => setTimeout(r, intervalMs));
-  }
 }
 
 /** The difference between two peer states, or null when equal. */

@@ -150,6 +150,8 @@ export interface LabProcess {
   stderr(): string;
   /** Resolves with the exit code (or 128+signal) when it ends. */
   readonly exited: Promise<number>;
+  /** The exit code (or 128+signal) once it has ended, else null (still running). */
+  exitCode(): number | null;
   /**
    * Wait until stdout or stderr matches.
    *
@@ -550,11 +552,13 @@ export async function createLab(options: LabOptions): Promise<Lab> {
       notify();
     });
     let done = false;
+    let exitCode: number | null = null;
     const exited = new Promise<number>((resolve) => {
       child.on("close", (code: number | null, sig: NodeJS.Signals | null) => {
         done = true;
+        exitCode = code ?? (sig === "SIGKILL" ? 137 : sig === "SIGTERM" ? 143 : 128);
         notify();
-        resolve(code ?? (sig === "SIGKILL" ? 137 : sig === "SIGTERM" ? 143 : 128));
+        resolve(exitCode);
       });
       child.on("error", (e: Error) => {
         err += `\nspawn failed: ${e.message}`;
@@ -576,6 +580,7 @@ export async function createLab(options: LabOptions): Promise<Lab> {
       stdout: () => out,
       stderr: () => err,
       exited,
+      exitCode: () => exitCode,
       kill,
       async stop(graceMs = 3000) {
         kill("SIGTERM");

@@ -3,6 +3,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import process from "node:process";
 import { systemExec } from "../../core/exec.ts";
+import { waitFor } from "../../testing/wait.ts";
 import { createLab, MARKER_DIR, sweepLabs } from "./lab.ts";
 
 const PREFIX = "wlb";
@@ -71,6 +72,7 @@ Deno.test("Lab.spawn() runs in the namespace; teardown kills the whole process g
     const m = await p.waitForOutput(/child (\d+)/);
     await p.waitForOutput(/192\.0\.2\.11/);
     pids = [p.pid, Number(m[1])];
+    assert.equal(p.exitCode(), null, "still running");
     for (const pid of pids) assert.ok(fs.existsSync(`/proc/${pid}`));
   } finally {
     await lab.teardown();
@@ -89,6 +91,7 @@ Deno.test("Lab.spawn() waitForOutput() fails with the output when the process ex
     const p = lab.spawn(lab.hosts[0].ns, "sh", ["-c", "echo oops >&2; exit 3"]);
     await assert.rejects(() => p.waitForOutput(/ready/), /exited before printing[\s\S]*oops/);
     assert.equal(await p.exited, 3);
+    assert.equal(p.exitCode(), 3);
   } finally {
     await lab.teardown();
   }
@@ -119,18 +122,26 @@ Deno.test("sweepLabs() removes a dead lab's namespaces and processes but not liv
       detached: true,
     });
     sleeper = child.pid;
-    await new Promise((r) => setTimeout(r, 200));
+    await waitFor(`the leftover process ${sleeper} runs inside ${deadNs}`, async () => {
+      const r = await systemExec("ip", ["netns", "pids", deadNs]);
+      return r.stdout.split(/\s+/).includes(String(sleeper))
+        ? null
+        : `ip netns pids ${deadNs}: ${r.stdout.trim() || "none"}`;
+    }, 5000);
     const removed = await sweepLabs(PREFIX);
     assert.deepEqual(removed, [deadNs]);
     const after = await netnsList();
     assert.ok(!after.includes(deadNs));
     assert.ok(live.namespaces().every((n) => after.includes(n)), "live lab untouched");
     assert.ok(!fs.existsSync(marker));
-    await new Promise((r) => setTimeout(r, 200));
-    assert.ok(
-      !fs.existsSync(`/proc/${sleeper}`) ||
-        /\) Z/.test(fs.readFileSync(`/proc/${sleeper}/stat`, "utf8")),
-    );
+    await waitFor(`the leftover process ${sleeper} killed by the sweep`, () => {
+      try {
+        const stat = fs.readFileSync(`/proc/${sleeper}/stat`, "utf8");
+        return /\) Z/.test(stat) ? null : `still running: ${stat.slice(0, 60)}`;
+      } catch {
+        return null; // gone
+      }
+    }, 5000);
   } finally {
     if (sleeper && fs.existsSync(`/proc/${sleeper}`)) {
       try {

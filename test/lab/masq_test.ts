@@ -24,6 +24,7 @@ import {
 } from "../../datapath/masq.ts";
 import { parseIPv4Net } from "../../core/ip.ts";
 import { renderSubnetEnv } from "../../lease/subnet_env.ts";
+import { waitFor } from "../../testing/wait.ts";
 import { createLab, type Lab } from "./lab.ts";
 
 const network = parseIPv4Net("10.5.0.0/16");
@@ -161,19 +162,36 @@ Deno.test("masquerade: re-applying changes nothing; a previous subnet's rules ar
     ]);
     const ac = new AbortController();
     let repairs = 0;
+    let checks = 0;
     const loop = keepRulesInSync(
-      () => ensureMasqRules(masqOptions(lab, 0, { signal: ac.signal })),
+      async () => {
+        const r = await ensureMasqRules(masqOptions(lab, 0, { signal: ac.signal }));
+        checks++;
+        return r;
+      },
       {
         intervalSeconds: 0.1,
         signal: ac.signal,
         onRepair: () => repairs++,
       },
     );
-    const deadline = Date.now() + 5000;
-    while ((await show()) !== EXPECTED_NAT_S && Date.now() < deadline) {
-      await new Promise((res) => setTimeout(res, 50));
-    }
-    await new Promise((res) => setTimeout(res, 300)); // more ticks: must not rewrite again
+    await waitFor(
+      "the resync loop restores the deleted rule and jump",
+      async () => {
+        const now = await show();
+        if (now !== EXPECTED_NAT_S) return now;
+        return repairs > 0 ? null : "rules back, but the loop has not reported its repair yet";
+      },
+      5000,
+      50,
+    );
+    const repaired = checks;
+    await waitFor(
+      "three more resync checks after the repair (they must not rewrite again)",
+      () => checks >= repaired + 3 ? null : `${checks - repaired} so far`,
+      5000,
+      10,
+    );
     ac.abort();
     await loop;
     assert.equal(await show(), EXPECTED_NAT_S);

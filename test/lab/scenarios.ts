@@ -26,13 +26,14 @@ import {
   podsOf,
   readPeerState,
   startCluster,
-  waitFor,
 } from "./cluster.ts";
+import { hold, waitFor } from "../../testing/wait.ts";
 
 /** The most a repair may take (the issue's "restored within 1 s"). */
 export const REPAIR_LIMIT_MS = 1000;
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** How long each killed agent stays down in {@link killAndRestart}: part of the scenario. */
+export const AGENT_DOWN_MS = 250;
 
 /**
  * Three hosts converge and every pod pair pings; a fourth joins and is
@@ -118,7 +119,7 @@ export async function killAndRestart(backend: OverlayBackend): Promise<void> {
       const agent = c.agents.get(host)!;
       const before = c.subnets.get(host);
       await agent.kill9();
-      await sleep(250); // no agent at all for a while
+      await hold(`no agent at all on host ${host}`, AGENT_DOWN_MS);
       const after = await c.startAgent(host, agent.runtime);
       assert.equal(after, before, `host ${host}'s agent (${agent.runtime}) kept its subnet`);
       await c.agents.get(host)!.waitLog((r) => r.msg === "peers listed");

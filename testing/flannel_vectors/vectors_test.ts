@@ -26,6 +26,7 @@ import { testContext } from "../routing.ts";
 import {
   containsIPv4,
   containsIPv6,
+  equalIPv4Net,
   formatIPv4,
   formatIPv4Net,
   formatIPv6,
@@ -72,9 +73,10 @@ import {
   parseVxlanConfig,
   parseVxlanLeaseData,
   vxlanBackend,
-  vxlanDesiredState,
-} from "../../backends/vxlan.ts";
-import { hostGwBackend, hostGwDesiredState } from "../../backends/host_gw.ts";
+  vxlanPeerEntries,
+} from "../../backends/routed/vxlan.ts";
+import { hostGwBackend, hostGwPeerEntries } from "../../backends/routed/host_gw.ts";
+import type { PeerEntries } from "../../datapath/types.ts";
 import { parseUdpConfig } from "../../backends/udp/backend.ts";
 import { type InterfaceSource, pickExternalInterface } from "../../datapath/iface.ts";
 import { parseFlags } from "../../cli/flags.ts";
@@ -161,8 +163,6 @@ const KNOWN_DIFFERENCES: Readonly<Record<string, string>> = {
   "subnet-keys/parse/ipv6-prefix-128":
     "weft parses a /128 IPv6 part; flannel stops at /127 (ParseUint bit size 7)",
   // network config
-  "config/network-0.0.0.0/0-refused":
-    "weft accepts Network 0.0.0.0/0; flannel refuses it (Network.Empty())",
   "config/subnetmin-after-subnetmax-accepted":
     "weft refuses SubnetMin > SubnetMax in the config; flannel accepts it and finds no subnet later",
   "config/subnetlen-as-float":
@@ -312,31 +312,23 @@ const peerLeases = (peers: readonly PeerInput[]): Lease[] =>
     expiration: null,
   }));
 
-const VXLAN_INDEX = 10, EXT_INDEX = 2;
+const VXLAN_DEVICE = "flannel.1", EXT_DEVICE = "eth0";
 
-function peerStateView(
-  d: { routes: readonly unknown[]; neighbours: readonly unknown[]; fdb: readonly unknown[] },
-) {
-  const dev = (i: unknown) => i === VXLAN_INDEX ? "vxlan" : i === EXT_INDEX ? "ext" : String(i);
-  type R = {
-    dst: { ip: number; prefixLen: number };
-    gateway?: number | null;
-    index?: unknown;
-    onlink?: boolean;
-  };
-  type N = { ip: number; mac: string; index: unknown };
-  type F = { mac: string; dst: number | null; index: unknown };
+function peerStateView(results: readonly ({ entries: PeerEntries } | { skip: string })[]) {
+  const dev = (d: string) => d === VXLAN_DEVICE ? "vxlan" : d === EXT_DEVICE ? "ext" : d;
+  const all = results.flatMap((r) => "entries" in r ? [r.entries] : []);
   return {
-    routes: (d.routes as R[]).map((r) =>
-      `${formatIPv4Net(r.dst)} via ${formatIPv4(r.gateway ?? 0)} dev ${dev(r.index)}${
+    routes: all.flatMap((e) => e.routes ?? []).map((r) =>
+      `${formatIPv4Net(r.dst)} via ${formatIPv4(r.gateway ?? 0)} dev ${dev(r.device)}${
         r.onlink ? " onlink" : ""
       }`
     ).sort(),
-    neighbours: (d.neighbours as N[]).map((n) =>
-      `${formatIPv4(n.ip)} lladdr ${n.mac} dev ${dev(n.index)}`
+    neighbours: all.flatMap((e) => e.neighbours ?? []).map((n) =>
+      `${formatIPv4(n.ip)} lladdr ${n.mac} dev ${dev(n.device)}`
     ).sort(),
-    fdb: (d.fdb as F[]).map((f) => `${f.mac} dst ${formatIPv4(f.dst ?? 0)} dev ${dev(f.index)}`)
-      .sort(),
+    fdb: all.flatMap((e) => e.fdb ?? []).map((f) =>
+      `${f.mac} dst ${formatIPv4(f.dst)} dev ${dev(f.device)}`
+    ).sort(),
   };
 }
 
@@ -391,21 +383,28 @@ async function vxlanDevice(input: {
   backend: Record<string, unknown> | null;
 }): Promise<Record<string, unknown>> {
   const dp = new FakeDatapath({ random: () => 0.5 });
-  const eth0 = dp.addLink({ name: "eth0", mtu: input.ext.mtu, up: true });
   const addrs = [...new Set([input.ext.ifaceAddr, input.ext.extAddr])];
-  await dp.addAddresses(addrs.map((a) => ({ index: eth0.index, ip: parseIPv4(a), prefixLen: 24 })));
+  const eth0 = dp.addLink({
+    name: EXT_DEVICE,
+    mtu: input.ext.mtu,
+    up: true,
+    addresses: addrs.map((a) => ({ ip: parseIPv4(a), prefixLen: 24 })),
+  });
   const seeded = input.existing
-    ? await dp.createVxlan({
+    ? dp.addLink({
       name: `flannel.${input.existing.vni}`,
-      vni: input.existing.vni,
-      port: input.existing.port,
-      local: parseIPv4(input.existing.local),
-      link: eth0.index,
-      learning: input.existing.learning,
-      gbp: input.existing.gbp,
-      mac: input.existing.mac,
+      kind: "vxlan",
       mtu: input.existing.mtu,
+      mac: input.existing.mac,
       up: true,
+      vxlan: {
+        vni: input.existing.vni,
+        port: input.existing.port,
+        local: parseIPv4(input.existing.local),
+        link: eth0.index,
+        learning: input.existing.learning,
+        gbp: input.existing.gbp,
+      },
     })
     : undefined;
   const ctx = testContext({
@@ -416,7 +415,7 @@ async function vxlanDevice(input: {
   // register, then the first peer sync the agent runs right after it
   const network = await vxlanBackend({ datapath: dp, random: () => 0.5 }).register(ctx);
   await network.syncPeers([], ctx.signal);
-  const link = await dp.getLink("flannel.1");
+  const link = await dp.link(VXLAN_DEVICE);
   if (!link?.vxlan) throw new Error("no flannel.1 after register");
   return {
     reused: seeded !== undefined && link.index === seeded.index,
@@ -430,8 +429,12 @@ async function vxlanDevice(input: {
 
 async function hostGwRegister(input: { ext: { ifaceAddr: string; extAddr: string; mtu: number } }) {
   const dp = new FakeDatapath();
-  const eth0 = dp.addLink({ name: "eth0", mtu: input.ext.mtu, up: true });
-  await dp.addAddresses([{ index: eth0.index, ip: parseIPv4(input.ext.ifaceAddr), prefixLen: 24 }]);
+  const eth0 = dp.addLink({
+    name: EXT_DEVICE,
+    mtu: input.ext.mtu,
+    up: true,
+    addresses: [{ ip: parseIPv4(input.ext.ifaceAddr), prefixLen: 24 }],
+  });
   const ctx = testContext({
     backend: { Type: "host-gw" },
     ext: { name: "eth0", index: eth0.index, ...input.ext },
@@ -456,7 +459,7 @@ async function weftAnswer(file: VectorFile, row: Row): Promise<Json> {
       const k = parseSubnetKey(input);
       if (!k) return null;
       return {
-        subnet: formatIPv4Net(k.subnet),
+        subnet: k.subnet ? formatIPv4Net(k.subnet) : null,
         ...(k.ipv6Subnet ? { ipv6Subnet: formatIPv6Net(k.ipv6Subnet) } : {}),
       };
     }
@@ -651,26 +654,26 @@ async function weftAnswer(file: VectorFile, row: Row): Promise<Json> {
       const d = parseVxlanLeaseData(input);
       return "error" in d ? { error: true } : d;
     }
-    case "backends:vxlanPeers":
+    case "backends:vxlanPeers": {
+      // the agent never hands a backend its own lease (the reducer filters it)
+      const own = v4net(input.own);
+      const options = {
+        device: VXLAN_DEVICE,
+        extDevice: EXT_DEVICE,
+        directNets: ((input.directNets ?? []) as string[]).map(v4net),
+      };
       return peerStateView(
-        vxlanDesiredState(
-          { subnet: v4net(input.own), attrs: { publicIP: "192.0.2.11" }, expiration: null },
-          peerLeases(input.peers),
-          {
-            linkIndex: VXLAN_INDEX,
-            extIndex: EXT_INDEX,
-            directNets: ((input.directNets ?? []) as string[]).map(v4net),
-          },
-        ),
+        peerLeases(input.peers).filter((l) => !l.subnet || !equalIPv4Net(l.subnet, own))
+          .map((l) => vxlanPeerEntries(l, options)),
       );
-    case "backends:hostGwPeers":
+    }
+    case "backends:hostGwPeers": {
+      const own = v4net(input.own);
       return peerStateView(
-        hostGwDesiredState(
-          { subnet: v4net(input.own), attrs: { publicIP: "192.0.2.11" }, expiration: null },
-          peerLeases(input.peers),
-          EXT_INDEX,
-        ),
+        peerLeases(input.peers).filter((l) => !l.subnet || !equalIPv4Net(l.subnet, own))
+          .map((l) => hostGwPeerEntries(l, EXT_DEVICE)),
       );
+    }
     case "backends:vxlanDevice":
       return pick(await vxlanDevice(input), row.expect);
     case "backends:hostGwRegister":

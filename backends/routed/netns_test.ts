@@ -7,21 +7,23 @@
 
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { memoryLogger } from "../testing/memory_logger.ts";
-import { Registry } from "../core/metrics.ts";
-import { systemClock } from "../core/clock.ts";
-import { parseNetworkConfig } from "../lease/config.ts";
-import { parseIPv4Net } from "../core/ip.ts";
-import type { Lease } from "../lease/types.ts";
-import { openNetlinkDatapath } from "../datapath/netlink/datapath.ts";
-import { createLab, nsOk, nsRun, sweepNetns } from "../testing/netns.ts";
-import type { Datapath, DatapathEvent } from "../datapath/types.ts";
-import type { BackendContext, Network } from "./types.ts";
+import { memoryLogger } from "../../testing/memory_logger.ts";
+import { Registry } from "../../core/metrics.ts";
+import { systemClock } from "../../core/clock.ts";
+import { parseNetworkConfig } from "../../lease/config.ts";
+import { parseIPv4Net } from "../../core/ip.ts";
+import type { Lease } from "../../lease/types.ts";
+import { openNetlinkDatapath } from "../../datapath/netlink/datapath.ts";
+import { createLab, nsOk, nsRun, sweepNetns } from "../../testing/netns.ts";
+import type { Datapath } from "../../datapath/types.ts";
+import { type KernelEvent } from "../../datapath/netlink/kernel.ts";
+import { type NetlinkClient, openNetlinkClient } from "../../datapath/netlink/client.ts";
+import type { BackendContext, Network } from "../types.ts";
 import { vxlanBackend, type VxlanNetwork } from "./vxlan.ts";
 import { hostGwBackend } from "./host_gw.ts";
 
 /** Bun as installed by `npm ci` (test/setup.sh); the test must not skip silently without it. */
-const BUN = new URL("../node_modules/.bin/bun", import.meta.url).pathname;
+const BUN = new URL("../../node_modules/.bin/bun", import.meta.url).pathname;
 
 const PREFIX = "wdp";
 sweepNetns(PREFIX);
@@ -44,7 +46,7 @@ async function context(
   subnet: string,
   backend: Record<string, unknown>,
 ): Promise<BackendContext> {
-  const eth0 = (await dp.getLink("eth0"))!;
+  const eth0 = (await dp.link("eth0"))!;
   return {
     config: parseNetworkConfig(JSON.stringify({ Network: "10.5.0.0/16", Backend: backend })),
     extIface: { name: "eth0", index: eth0.index, mtu: eth0.mtu, ifaceAddr: ip, extAddr: ip },
@@ -231,20 +233,15 @@ Deno.test({
   fn: async () => {
     const lab = createLab(PREFIX, 3);
     let hosts: Host[] = [];
-    let watcher: Datapath | undefined;
+    let watcher: NetlinkClient | undefined;
     try {
       hosts = await startHosts(lab, { Type: "vxlan" });
       const [h1, h2, h3] = hosts;
       const mac1 = (h1.network as VxlanNetwork).vtepMac;
       h1.dp.close();
 
-      watcher = await openNetlinkDatapath({ netns: h1.ns });
-      const ac = new AbortController();
-      const seen: DatapathEvent[] = [];
-      const collecting = (async () => {
-        for await (const e of watcher.events(ac.signal)) seen.push(e);
-      })();
-      await new Promise((r) => setTimeout(r, 100));
+      watcher = await openNetlinkClient({ netns: h1.ns });
+      const changes = watcher.subscribe();
 
       const dp = await openNetlinkDatapath({ netns: h1.ns });
       h1.dp = dp;
@@ -252,11 +249,23 @@ Deno.test({
       const network = await vxlanBackend({ datapath: dp }).register(ctx) as VxlanNetwork;
       h1.network = network;
       await network.syncPeers([h2.lease, h3.lease]);
-      await new Promise((r) => setTimeout(r, 300));
-      ac.abort();
-      await collecting;
+      // A marker from outside: every change before it came from the restart.
+      nsRun(h1.ns, "ip", "link", "add", "wmark0", "type", "bridge");
+      const seen: KernelEvent[] = [];
+      await timeUntil(
+        () => {
+          seen.push(...changes.drain());
+          return seen.some((e) => e.kind === "link" && e.link.name === "wmark0");
+        },
+        1000,
+        "the marker event",
+      );
+      const before = seen.slice(
+        0,
+        seen.findIndex((e) => e.kind === "link" && e.link.name === "wmark0"),
+      );
       assert.equal(network.vtepMac, mac1);
-      assert.deepEqual(seen, [], "the restart made kernel changes");
+      assert.deepEqual(before, [], "the restart made kernel changes");
 
       await network.syncPeers([h2.lease]);
       assert.equal(nsRun(h1.ns, "ip", "route", "show", "10.5.3.0/24"), "");
@@ -336,7 +345,7 @@ Deno.test({
   fn: () => {
     const lab = createLab(PREFIX, 2);
     try {
-      const script = new URL("../testing/routing_netns_bun.ts", import.meta.url).pathname;
+      const script = new URL("../../testing/routing_netns_bun.ts", import.meta.url).pathname;
       const r = spawnSync(BUN, [script, lab.hosts[0].ns, lab.hosts[1].ns], {
         encoding: "utf8",
         timeout: 30_000,

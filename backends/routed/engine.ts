@@ -1,0 +1,333 @@
+/**
+ * The routed-peer engine: one backend shape for every backend that gives
+ * each peer lease some entries in a target (vxlan and host-gw in the
+ * kernel; a cloud route table later).
+ *
+ * An instance supplies three things ({@link RoutedSetup}):
+ * - a setup step run at register: devices, the lease attributes to publish
+ *   (it acquires the lease), and the {@link RouteTarget};
+ * - a pure per-peer function: peer lease → its entries, or why it is
+ *   skipped (warned once per peer and reason);
+ * - the target, which applies a full set (`sync`: read what is there and
+ *   diff) or a few peers' changes (`update`: cost independent of the number
+ *   of peers) and reports drift.
+ *
+ * The engine keeps the peers and their entries, and turns `syncPeers` into
+ * a full sync, `updatePeers` into an update of the changed peers, and in
+ * `run` drift into repairs (entries drift: those peers; device drift and
+ * lost events: a full sync), plus a slow periodic full sync and retries
+ * with back-off of writes that failed.
+ *
+ * A cloud route table plugs in as a third target: its `sync` lists the
+ * table and writes only this host's route (`ownEntries`) and deletes routes
+ * of leases that are gone (the entries of peers are "keep" markers, so a
+ * peer's route is never deleted while its lease lives); its `update` writes
+ * or deletes from its cached listing; it has no `drift`, so the periodic
+ * sync finds what others changed. Its list/create/replace/delete calls go
+ * through the route provider of `backends/cloud/`.
+ *
+ * @module
+ */
+
+import { formatSubnetPair, type IPv4Net } from "../../core/ip.ts";
+import type { Logger } from "../../core/log.ts";
+import type { NetworkConfig } from "../../lease/config.ts";
+import type { Lease } from "../../lease/types.ts";
+import { NetlinkBatchError, NetlinkError } from "../../datapath/netlink/error.ts";
+import type { ApplyResult, Drift, EntryFailure } from "../../datapath/types.ts";
+import { Repairs, type RepairWork } from "../repair.ts";
+import type { BackendContext, Network, PeerChange } from "../types.ts";
+
+/** A peer's entries, or why the peer gets none. */
+export type PeerResult<E> = { readonly entries: E } | { readonly skip: string };
+
+/**
+ * Where a routed backend's entries go: the kernel (vxlan, host-gw) or a
+ * cloud route table. Entries are keyed by peer (its subnet, e.g.
+ * `10.5.2.0/24`).
+ */
+export interface RouteTarget<E> {
+  /** Names the target's table in drift reports (entry drift of other tables is ignored). */
+  readonly name: string;
+  /**
+   * Make everything right: the target's own infrastructure (devices) and
+   * exactly these entries, reading what is there and writing the difference.
+   *
+   * @returns Counts and the failed writes (the rest is applied).
+   */
+  sync(entries: ReadonlyMap<string, E>, signal: AbortSignal): Promise<ApplyResult>;
+  /**
+   * Apply these peers' entries (null: remove them) from what the target
+   * knows it holds, without reading everything.
+   *
+   * @returns Counts and the failed writes.
+   */
+  update(changes: ReadonlyMap<string, E | null>, signal: AbortSignal): Promise<ApplyResult>;
+  /** Changes made behind the target's back; absent when it cannot watch (the periodic sync covers it). */
+  drift?(signal: AbortSignal): AsyncIterable<Drift>;
+}
+
+/** What an instance's setup step hands the engine. */
+export interface RoutedSetup<E> {
+  /** This host's lease (the setup acquired it with its attributes). */
+  readonly lease: Lease;
+  /** Pod MTU. */
+  readonly mtu: number;
+  readonly target: RouteTarget<E>;
+  /** Pure: a peer lease's entries, or why it is skipped. */
+  readonly peerEntries: (peer: Lease) => PeerResult<E>;
+  /** This host's own entries (a cloud route to this host); none for kernel targets. */
+  readonly ownEntries?: E;
+  /** Re-read what `peerEntries` depends on (DirectRouting's prefixes) before each full sync. */
+  readonly refresh?: () => Promise<void>;
+}
+
+/** Counts of what one sync wrote, for logs and tests. */
+export interface SyncResult {
+  readonly added: number;
+  readonly removed: number;
+  readonly failed: number;
+}
+
+/** A routed Network, with a hook to resync on demand. */
+export interface RoutedNetwork extends Network {
+  /** Full sync now against the current peers; returns what was written. */
+  resync(): Promise<SyncResult>;
+}
+
+/** Timings and hooks of the engine. */
+export interface RoutedOptions {
+  /** Periodic full sync in `run` (default 60 s; 0 = only on drift). */
+  readonly resyncIntervalMs?: number;
+  /** Debounce of repairs after drift (default 20 ms). */
+  readonly repairDebounceMs?: number;
+  /** Called after each repair (for tests and metrics). */
+  readonly onRepaired?: (reason: string) => void;
+}
+
+/** The key of a peer: its subnets (`10.5.2.0/24`, `10.5.2.0/24 + fd00:5:2::/64`). */
+export function peerKey(lease: Lease): string {
+  return formatSubnetPair(lease);
+}
+
+/**
+ * Remember which skipped peers were warned about, so a resync does not
+ * repeat the warning.
+ */
+class SkipWarner {
+  readonly #warned = new Map<string, string>();
+
+  constructor(readonly logger: Logger) {}
+
+  skip(key: string, lease: Lease, reason: string): void {
+    if (this.#warned.get(key) === reason) return;
+    this.#warned.set(key, reason);
+    this.logger.warn("skipping peer lease", {
+      subnet: key,
+      publicIP: lease.attrs.publicIP,
+      reason,
+    });
+  }
+
+  forget(key: string): void {
+    this.#warned.delete(key);
+  }
+
+  retain(keys: ReadonlyMap<string, unknown>): void {
+    for (const k of this.#warned.keys()) if (!keys.has(k)) this.#warned.delete(k);
+  }
+}
+
+/** A mutex for async work: calls run one at a time in call order. */
+class Serial {
+  #tail: Promise<unknown> = Promise.resolve();
+
+  run<T>(fn: () => Promise<T>): Promise<T> {
+    const result = this.#tail.then(fn, fn);
+    this.#tail = result.catch(() => {});
+    return result;
+  }
+}
+
+/**
+ * Throw the failures of an apply: the error itself when there is one, a
+ * {@link NetlinkBatchError} (kernel) or `AggregateError` when several.
+ */
+function throwFailures(failures: readonly EntryFailure[], total: number): void {
+  const errors = failures.map((f) => f.error);
+  if (errors.length === 1) throw errors[0];
+  if (errors.length > 1) {
+    if (errors.every((e) => e instanceof NetlinkError)) {
+      throw new NetlinkBatchError(errors as NetlinkError[], total);
+    }
+    throw new AggregateError(
+      errors,
+      `${errors.length} peer writes failed; first: ${errors[0].message}`,
+    );
+  }
+}
+
+/**
+ * Run a routed backend's network over what its setup step made.
+ *
+ * @param type Backend type, for logs (`vxlan`).
+ * @param setup From the instance's setup step.
+ * @param ctx The register context (clock).
+ * @param log Where the engine logs.
+ * @param options Timings and hooks.
+ * @returns The network.
+ */
+export function routedNetwork<E>(
+  type: string,
+  setup: RoutedSetup<E>,
+  ctx: BackendContext,
+  log: Logger,
+  options: RoutedOptions = {},
+): RoutedNetwork {
+  const { lease, target } = setup;
+  const ownKey = peerKey(lease);
+  const peers = new Map<string, Lease>();
+  const desired = new Map<string, E>();
+  const warner = new SkipWarner(log);
+  const serial = new Serial();
+  const idle = new AbortController().signal;
+
+  /** A peer's entries (null: none), warning about a skipped peer once. */
+  const compute = (key: string, peer: Lease): E | null => {
+    const r = setup.peerEntries(peer);
+    if ("skip" in r) {
+      warner.skip(key, peer, r.skip);
+      return null;
+    }
+    warner.forget(key);
+    return r.entries;
+  };
+
+  const repairs = new Repairs({
+    drift: target.drift ? (signal) => target.drift!(signal) : undefined,
+    table: target.name,
+    repair: (work, signal) => serial.run(() => repair(work, signal)),
+    clock: ctx.clock,
+    logger: log,
+    debounceMs: options.repairDebounceMs,
+    resyncIntervalMs: options.resyncIntervalMs,
+    onRepaired: options.onRepaired,
+  });
+
+  /** Log, schedule retries of failed writes, and throw them. */
+  const finish = (r: ApplyResult, what: string, peersCount: number): SyncResult => {
+    if (r.written + r.deleted + r.failures.length > 0) {
+      log.info(`${type} peers ${what}`, {
+        peers: peersCount,
+        written: r.written,
+        deleted: r.deleted,
+        failed: r.failures.length,
+      });
+    }
+    for (const f of r.failures) {
+      log.warn("could not write peer state", { peer: f.key, error: f.error.message });
+    }
+    if (r.failures.length > 0) {
+      const keys = r.failures.map((f) => f.key);
+      repairs.request(
+        keys.every((k) => k !== undefined)
+          ? { keys: keys as string[], reason: "retrying writes that failed" }
+          : { full: true, reason: "retrying writes that failed" },
+      );
+    }
+    throwFailures(r.failures, r.written + r.deleted + r.failures.length);
+    return { added: r.written, removed: r.deleted, failed: 0 };
+  };
+
+  const full = async (signal: AbortSignal): Promise<SyncResult> => {
+    await setup.refresh?.();
+    desired.clear();
+    if (setup.ownEntries !== undefined) desired.set(ownKey, setup.ownEntries);
+    for (const [k, peer] of peers) {
+      const e = compute(k, peer);
+      if (e !== null) desired.set(k, e);
+    }
+    warner.retain(peers);
+    return finish(await target.sync(desired, signal), "synced", desired.size);
+  };
+
+  const incremental = async (keys: Iterable<string>, signal: AbortSignal): Promise<SyncResult> => {
+    const changes = new Map<string, E | null>();
+    for (const k of keys) changes.set(k, desired.get(k) ?? null);
+    if (changes.size === 0) return { added: 0, removed: 0, failed: 0 };
+    return finish(await target.update(changes, signal), "updated", desired.size);
+  };
+
+  const repair = async (work: RepairWork, signal: AbortSignal): Promise<void> => {
+    const periodic = work.reason === "periodic resync";
+    if (!periodic) log.warn(`repairing the ${type} datapath`, { reason: work.reason });
+    const r = work.full ? await full(signal) : await incremental(work.keys, signal);
+    if (!periodic || r.added + r.removed > 0) {
+      log.info(`${type} datapath repaired`, {
+        reason: work.reason,
+        added: r.added,
+        removed: r.removed,
+      });
+    }
+  };
+
+  return {
+    lease,
+    mtu: setup.mtu,
+    syncPeers: (list, signal) =>
+      serial.run(async () => {
+        peers.clear();
+        for (const p of list) {
+          const k = peerKey(p);
+          if (k !== ownKey) peers.set(k, p);
+        }
+        await full(signal ?? idle);
+      }),
+    updatePeers: (changes: readonly PeerChange[], signal?: AbortSignal) =>
+      serial.run(async () => {
+        const keys = new Set<string>();
+        for (const c of changes) {
+          const k = peerKey(c.lease);
+          if (k === ownKey) continue;
+          keys.add(k);
+          desired.delete(k);
+          if (c.type === "removed") {
+            peers.delete(k);
+            warner.forget(k);
+            continue;
+          }
+          peers.set(k, c.lease);
+          const e = compute(k, c.lease);
+          if (e !== null) desired.set(k, e);
+        }
+        await incremental(keys, signal ?? idle);
+      }),
+    resync: () => serial.run(() => full(idle)),
+    run: (signal) => repairs.run(signal),
+    notReadyReason: () => null,
+  };
+}
+
+/**
+ * The IPv4 cluster network a kernel backend programs, or a clear error when
+ * the config has none; warns once that IPv6 peers get no routes.
+ *
+ * @param config The network config.
+ * @param backend Backend name for messages.
+ * @param log Where the IPv6 warning goes.
+ * @returns The IPv4 network.
+ * @throws {Error} When IPv4 is disabled or Network is missing.
+ */
+export function ipv4NetworkOf(config: NetworkConfig, backend: string, log: Logger): IPv4Net {
+  if (!config.enableIPv4 || !config.network) {
+    throw new Error(
+      `the ${backend} backend of weft supports IPv4 only: set "Network" and leave "EnableIPv4" on in the network config`,
+    );
+  }
+  if (config.enableIPv6) {
+    log.warn(
+      `EnableIPv6 is set, but weft's ${backend} backend programs IPv4 only; IPv6 peers get no routes`,
+    );
+  }
+  return config.network;
+}

@@ -1,0 +1,88 @@
+/**
+ * The host rules the flags ask for: masquerade (`--ip-masq`) and forward
+ * accept rules (`--iptables-forward-rules`), in iptables or nftables as the
+ * config's `EnableNFTables` says, re-checked every `--iptables-resync`
+ * seconds. Rules of the mode not in use (flannel's, or ours from an earlier
+ * config) are removed once.
+ *
+ * @module
+ */
+
+import { systemClock } from "../core/clock.ts";
+import type { Logger } from "../core/log.ts";
+import type { NetworkConfig } from "../lease/config.ts";
+import type { Lease } from "../lease/types.ts";
+import type { HostRules } from "../agent/agent.ts";
+import type { Flags } from "./flags.ts";
+
+/**
+ * The host rules for these flags, or undefined when none are wanted.
+ *
+ * @param flags Parsed flags.
+ * @param logger Where rule changes are logged.
+ * @returns The rules the agent installs and keeps.
+ * @example
+ * ```ts
+ * const rules = hostRules(parseFlags(["--ip-masq"], {}), logger);
+ * ```
+ */
+export function hostRules(flags: Flags, logger: Logger): HostRules | undefined {
+  if (!flags.ipMasq && !flags.iptablesForwardRules) return undefined;
+  let cleaned: string | undefined;
+  const ensure = async (config: NetworkConfig, lease: Lease, signal?: AbortSignal) => {
+    const masq = await import("../datapath/masq.ts");
+    const mode = config.enableNFTables ? "nftables" : "iptables";
+    if (cleaned !== mode) {
+      // rules of the mode not in use are flannel's or ours from an earlier config
+      await masq.removeRules({
+        mode: mode === "nftables" ? "iptables" : "nftables",
+        logger,
+        signal,
+      });
+      cleaned = mode;
+    }
+    let changed = false;
+    const removed: string[] = [];
+    const applied: string[] = [];
+    if (flags.ipMasq) {
+      const r = await masq.ensureMasqRules({
+        network: config.network,
+        subnet: lease.subnet,
+        ipv6Network: config.enableIPv6 ? config.ipv6Network : undefined,
+        ipv6Subnet: config.enableIPv6 ? lease.ipv6Subnet : undefined,
+        mode,
+        randomFully: flags.ipMasqFullyRandomDisable ? false : undefined,
+        logger,
+        signal,
+      });
+      changed ||= r.changed;
+      removed.push(...r.removed);
+      applied.push(...r.applied);
+    }
+    if (flags.iptablesForwardRules) {
+      const r = await masq.ensureForwardRules({
+        network: config.network,
+        ipv6Network: config.enableIPv6 ? config.ipv6Network : undefined,
+        mode,
+        logger,
+        signal,
+      });
+      changed ||= r.changed;
+      removed.push(...r.removed);
+      applied.push(...r.applied);
+    }
+    return { changed, removed, applied };
+  };
+  return {
+    apply: async (config, lease) => void (await ensure(config, lease)),
+    run: async (config, lease, signal) => {
+      const { keepRulesInSync } = await import("../datapath/masq.ts");
+      await keepRulesInSync(() => ensure(config, lease, signal), {
+        intervalSeconds: flags.iptablesResync,
+        clock: systemClock,
+        signal,
+        logger,
+      });
+    },
+  };
+}

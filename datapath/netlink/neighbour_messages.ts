@@ -1,0 +1,219 @@
+/**
+ * rtnetlink neighbour messages: IPv4 neighbours (ARP entries) and VXLAN
+ * forwarding-database entries (`AF_BRIDGE`, `NTF_SELF`): replace, append,
+ * delete, dump, decode.
+ *
+ * @module
+ */
+
+import { formatIPv4 } from "../../core/ip.ts";
+import {
+  NLM_F_APPEND,
+  NLM_F_CREATE,
+  NLM_F_DUMP,
+  NLM_F_REPLACE,
+  NlWriter,
+  parseAttrs,
+  readIPv4,
+  readMac,
+} from "./codec.ts";
+import {
+  AF_BRIDGE,
+  AF_INET,
+  type BatchEncoder,
+  batchEncoder,
+  type Kind,
+  type NlRequest,
+  request,
+  scratch,
+} from "./request.ts";
+import { type FdbEntry, type Neighbour, NUD_PERMANENT, RTN_UNICAST } from "./kernel.ts";
+
+/** rtnetlink message type `RTM_NEWNEIGH`. */
+export const RTM_NEWNEIGH = 28;
+/** rtnetlink message type `RTM_DELNEIGH`. */
+export const RTM_DELNEIGH = 29;
+/** rtnetlink message type `RTM_GETNEIGH`. */
+export const RTM_GETNEIGH = 30;
+
+/** Neighbour attribute `NDA_DST`. */
+export const NDA_DST = 1;
+/** Neighbour attribute `NDA_LLADDR`. */
+export const NDA_LLADDR = 2;
+/** Neighbour flag `NTF_SELF`. */
+export const NTF_SELF = 0x2;
+
+function ndmsg(
+  w: NlWriter,
+  family: number,
+  index: number,
+  state: number,
+  flags: number,
+  type = 0,
+): void {
+  const at = w.header(12);
+  w.put8(at, family);
+  w.put32(at + 4, index);
+  w.put16(at + 8, state);
+  w.put8(at + 10, flags);
+  w.put8(at + 11, type);
+}
+
+const neighbourReplace: Kind<Neighbour> = {
+  type: RTM_NEWNEIGH,
+  flags: NLM_F_CREATE | NLM_F_REPLACE,
+  body: (w, n) => {
+    if (n.mac === null) {
+      throw new TypeError(
+        `Cannot replace neighbour ${
+          formatIPv4(n.ip)
+        } dev ${n.index}: mac is null; give a MAC address`,
+      );
+    }
+    ndmsg(w, AF_INET, n.index, n.state ?? NUD_PERMANENT, 0, RTN_UNICAST);
+    w.ipv4(NDA_DST, n.ip).mac(NDA_LLADDR, n.mac);
+  },
+  describe: (n) => `RTM_NEWNEIGH replace ${formatIPv4(n.ip)} lladdr ${n.mac} dev ${n.index}`,
+};
+
+const neighbourDelete: Kind<Neighbour> = {
+  type: RTM_DELNEIGH,
+  flags: 0,
+  body: (w, n) => {
+    ndmsg(w, AF_INET, n.index, 0, 0);
+    w.ipv4(NDA_DST, n.ip);
+  },
+  describe: (n) => `RTM_DELNEIGH ${formatIPv4(n.ip)} dev ${n.index}`,
+};
+
+/** Batch encoder for {@link replaceNeighbourRequest}. */
+export const replaceNeighbourEncoder: BatchEncoder<Neighbour> = batchEncoder(neighbourReplace);
+/** Batch encoder for {@link deleteNeighbourRequest}. */
+export const deleteNeighbourEncoder: BatchEncoder<Neighbour> = batchEncoder(neighbourDelete);
+
+/**
+ * `ip neigh replace <ip> lladdr <mac> dev <index> nud permanent`.
+ *
+ * @throws {TypeError} When `mac` is null.
+ */
+export function replaceNeighbourRequest(n: Neighbour): NlRequest {
+  return request(neighbourReplace, n);
+}
+
+/** `ip neigh del <ip> dev <index>`. */
+export function deleteNeighbourRequest(n: Neighbour): NlRequest {
+  return request(neighbourDelete, n);
+}
+
+/** Dump IPv4 neighbours. */
+export function dumpNeighboursRequest(): NlRequest {
+  ndmsg(scratch, AF_INET, 0, 0, 0);
+  return {
+    type: RTM_GETNEIGH,
+    flags: NLM_F_DUMP,
+    body: scratch.finish(),
+    describe: () => "RTM_GETNEIGH dump",
+  };
+}
+
+function describeFdb(e: FdbEntry): string {
+  return `${e.mac} dev ${e.index}${e.dst !== null ? ` dst ${formatIPv4(e.dst)}` : ""} self`;
+}
+
+function fdbBody(w: NlWriter, e: FdbEntry, state: number): void {
+  ndmsg(w, AF_BRIDGE, e.index, state, NTF_SELF);
+  w.mac(NDA_LLADDR, e.mac);
+  if (e.dst !== null) w.ipv4(NDA_DST, e.dst);
+}
+
+const fdbKinds: Record<"append" | "replace" | "delete", Kind<FdbEntry>> = {
+  append: {
+    type: RTM_NEWNEIGH,
+    flags: NLM_F_CREATE | NLM_F_APPEND,
+    body: (w, e) => fdbBody(w, e, e.state ?? NUD_PERMANENT),
+    describe: (e) => `RTM_NEWNEIGH fdb append ${describeFdb(e)}`,
+  },
+  replace: {
+    type: RTM_NEWNEIGH,
+    flags: NLM_F_CREATE | NLM_F_REPLACE,
+    body: (w, e) => fdbBody(w, e, e.state ?? NUD_PERMANENT),
+    describe: (e) => `RTM_NEWNEIGH fdb replace ${describeFdb(e)}`,
+  },
+  delete: {
+    type: RTM_DELNEIGH,
+    flags: 0,
+    body: (w, e) => fdbBody(w, e, 0),
+    describe: (e) => `RTM_DELNEIGH fdb ${describeFdb(e)}`,
+  },
+};
+
+/** Batch encoders for {@link addFdbRequest} (append, replace) and {@link deleteFdbRequest}. */
+export const fdbEncoders: Record<"append" | "replace" | "delete", BatchEncoder<FdbEntry>> = {
+  append: batchEncoder(fdbKinds.append),
+  replace: batchEncoder(fdbKinds.replace),
+  delete: batchEncoder(fdbKinds.delete),
+};
+
+/** `bridge fdb append|replace <mac> dev <index> dst <ip> self permanent`. */
+export function addFdbRequest(e: FdbEntry, mode: "append" | "replace"): NlRequest {
+  return request(fdbKinds[mode], e);
+}
+
+/** `bridge fdb del <mac> dev <index> dst <ip> self`. */
+export function deleteFdbRequest(e: FdbEntry): NlRequest {
+  return request(fdbKinds.delete, e);
+}
+
+/** Dump the bridge forwarding database (all devices). */
+export function dumpFdbRequest(): NlRequest {
+  ndmsg(scratch, AF_BRIDGE, 0, 0, 0);
+  return {
+    type: RTM_GETNEIGH,
+    flags: NLM_F_DUMP,
+    body: scratch.finish(),
+    describe: () => "RTM_GETNEIGH fdb dump",
+  };
+}
+
+/** A decoded neighbour message: an IPv4 neighbour, an fdb entry, or neither. */
+export type DecodedNeigh =
+  | { kind: "neighbour"; neighbour: Neighbour }
+  | { kind: "fdb"; fdb: FdbEntry }
+  | null;
+
+/**
+ * Decode an RTM_NEWNEIGH/RTM_DELNEIGH body into an IPv4 neighbour
+ * (AF_INET) or an fdb entry (AF_BRIDGE with NTF_SELF); null otherwise.
+ *
+ * @throws {SyntaxError} When the body is too short.
+ */
+export function decodeNeigh(body: Uint8Array): DecodedNeigh {
+  if (body.length < 12) throw new SyntaxError(`Cannot decode ndmsg: ${body.length} bytes`);
+  const v = new DataView(body.buffer, body.byteOffset, body.byteLength);
+  const family = body[0];
+  const index = v.getInt32(4, true);
+  const state = v.getUint16(8, true);
+  const flags = body[10];
+  const a = parseAttrs(body.subarray(12));
+  const dst = a.get(NDA_DST), ll = a.get(NDA_LLADDR);
+  if (family === AF_INET) {
+    if (!dst || dst.length !== 4) return null;
+    return {
+      kind: "neighbour",
+      neighbour: {
+        index,
+        ip: readIPv4(dst),
+        mac: ll && ll.length === 6 ? readMac(ll) : null,
+        state,
+      },
+    };
+  }
+  if (family === AF_BRIDGE && flags & NTF_SELF) {
+    if (!ll || ll.length !== 6) return null;
+    return {
+      kind: "fdb",
+      fdb: { index, mac: readMac(ll), dst: dst && dst.length === 4 ? readIPv4(dst) : null, state },
+    };
+  }
+  return null;
+}

@@ -1,0 +1,371 @@
+/**
+ * Planning entries, pure: which kernel objects an {@link EntryScope} owns,
+ * the writes that turn what is installed into what is desired
+ * ({@link planChanges}), and the book of what each peer asked for
+ * ({@link DesiredTable}) that tells which objects a change touches, so an
+ * incremental update plans exactly the part of a full plan it affects.
+ *
+ * Objects are keyed as the kernel keys them: routes by destination (and
+ * metric), neighbours by device and IP, fdb entries by device and MAC.
+ * Devices are referred to by name.
+ *
+ * @module
+ */
+
+import { containsIPv4Net, equalIPv4Net, formatIPv4, formatIPv4Net } from "../core/ip.ts";
+import type { EntryScope, FdbSpec, NeighbourSpec, PeerEntries, RouteSpec } from "./types.ts";
+
+/** A route as installed (main table): a {@link RouteSpec} with its metric. */
+export interface InstalledRoute extends RouteSpec {
+  readonly metric: number;
+}
+
+/** A set of objects: what is desired, or what is installed. */
+export interface ObjectSet<R extends RouteSpec = RouteSpec> {
+  readonly routes: readonly R[];
+  readonly neighbours: readonly NeighbourSpec[];
+  readonly fdb: readonly FdbSpec[];
+}
+
+/** The writes that turn the installed objects into the desired ones. */
+export interface Plan {
+  readonly deleteRoutes: InstalledRoute[];
+  readonly deleteNeighbours: NeighbourSpec[];
+  readonly deleteFdb: FdbSpec[];
+  readonly replaceNeighbours: NeighbourSpec[];
+  readonly replaceFdb: FdbSpec[];
+  readonly replaceRoutes: RouteSpec[];
+}
+
+/** Which object keys a change touches. */
+export interface Touched {
+  /** Route destinations ({@link dstKey}). */
+  readonly routes: Set<string>;
+  /** {@link neighbourKey}s. */
+  readonly neighbours: Set<string>;
+  /** {@link fdbKey}s. */
+  readonly fdb: Set<string>;
+}
+
+const ZERO_MAC = "00:00:00:00:00:00";
+
+/** Key of a route destination. */
+export function dstKey(dst: { readonly ip: number; readonly prefixLen: number }): string {
+  return `${dst.ip}/${dst.prefixLen}`;
+}
+
+/** Key of a route as `replace` matches it: destination and metric. */
+export function routeKey(r: RouteSpec & { readonly metric?: number }): string {
+  return `${r.dst.ip}/${r.dst.prefixLen}/${r.metric ?? 0}`;
+}
+
+/** Key of a neighbour: device and IP. */
+export function neighbourKey(n: { readonly device: string; readonly ip: number }): string {
+  return `${n.device}/${n.ip}`;
+}
+
+/** Key of an fdb entry: device and MAC. */
+export function fdbKey(e: { readonly device: string; readonly mac: string }): string {
+  return `${e.device}/${e.mac}`;
+}
+
+/** Whether a main-table route (not the kernel's own) belongs to the scope. */
+export function routeInScope(scope: EntryScope, r: RouteSpec): boolean {
+  if (!containsIPv4Net(scope.network, r.dst)) return false;
+  if (scope.except?.some((x) => equalIPv4Net(x, r.dst))) return false;
+  if (scope.routeDevices?.includes(r.device)) return true;
+  return r.gateway !== undefined && (scope.gatewayDevices?.includes(r.device) ?? false);
+}
+
+/** Whether a permanent neighbour belongs to the scope. */
+export function neighbourInScope(scope: EntryScope, n: NeighbourSpec): boolean {
+  return scope.neighbourDevices?.includes(n.device) ?? false;
+}
+
+/** Whether an fdb entry with a remote belongs to the scope. */
+export function fdbInScope(scope: EntryScope, e: FdbSpec): boolean {
+  return e.mac !== ZERO_MAC && (scope.neighbourDevices?.includes(e.device) ?? false);
+}
+
+/** Describe a route the way `ip route` prints it. */
+export function describeRoute(r: RouteSpec): string {
+  return `${formatIPv4Net(r.dst)}${
+    r.gateway !== undefined ? ` via ${formatIPv4(r.gateway)}` : ""
+  } dev ${r.device}${r.onlink ? " onlink" : ""}`;
+}
+
+/**
+ * Check that every entry lies inside the scope.
+ *
+ * @throws {RangeError} Naming the first entry outside it.
+ */
+export function checkInScope(scope: EntryScope, key: string, e: PeerEntries): void {
+  const outside = (what: string) => {
+    throw new RangeError(
+      `Cannot ask for ${what} of peer ${key}: it lies outside the scope of table ${
+        JSON.stringify(scope.name)
+      } (network ${formatIPv4Net(scope.network)}); widen the scope or fix the entry`,
+    );
+  };
+  for (const r of e.routes ?? []) if (!routeInScope(scope, r)) outside(`route ${describeRoute(r)}`);
+  for (const n of e.neighbours ?? []) {
+    if (!neighbourInScope(scope, n)) outside(`neighbour ${formatIPv4(n.ip)} dev ${n.device}`);
+  }
+  for (const f of e.fdb ?? []) if (!fdbInScope(scope, f)) outside(`fdb ${f.mac} dev ${f.device}`);
+}
+
+/** Whether an installed route is what is wanted (gateway, device, onlink). */
+export function sameRoute(want: RouteSpec, have: RouteSpec): boolean {
+  return want.gateway === have.gateway && want.device === have.device &&
+    (want.onlink ?? false) === (have.onlink ?? false);
+}
+
+/** An empty plan. */
+export function emptyPlan(): Plan {
+  return {
+    deleteRoutes: [],
+    deleteNeighbours: [],
+    deleteFdb: [],
+    replaceNeighbours: [],
+    replaceFdb: [],
+    replaceRoutes: [],
+  };
+}
+
+/** Number of writes in a plan. */
+export function planSize(p: Plan): number {
+  return p.replaceRoutes.length + p.deleteRoutes.length + p.replaceNeighbours.length +
+    p.deleteNeighbours.length + p.replaceFdb.length + p.deleteFdb.length;
+}
+
+function groupBy<T>(items: readonly T[], key: (x: T) => string): Map<string, T[]> {
+  const m = new Map<string, T[]>();
+  for (const x of items) {
+    const k = key(x);
+    const list = m.get(k);
+    if (list) list.push(x);
+    else m.set(k, [x]);
+  }
+  return m;
+}
+
+/**
+ * Compute the writes that make `installed` match `desired` (pure).
+ *
+ * Routes and neighbours are replaced when missing or different and deleted
+ * when in scope but not desired. A desired fdb MAC gets its other remotes
+ * deleted and, if missing, the desired one written; fdb entries of
+ * undesired MACs are deleted. Nothing outside `scope` is ever deleted.
+ * Planning a subset of object keys (both sides restricted to the same keys)
+ * gives exactly that subset of the full plan.
+ *
+ * @param desired What should be there (one object per key).
+ * @param installed What the kernel holds.
+ * @param scope Which installed objects may be deleted.
+ * @returns The plan (empty arrays when everything is right).
+ */
+export function planChanges(
+  desired: ObjectSet,
+  installed: ObjectSet<InstalledRoute>,
+  scope: EntryScope,
+): Plan {
+  const plan = emptyPlan();
+
+  const haveRoutes = groupBy(installed.routes, routeKey);
+  const wantRoutes = new Map<string, RouteSpec>();
+  for (const r of desired.routes) wantRoutes.set(routeKey(r), r);
+  for (const [k, want] of wantRoutes) {
+    const have = haveRoutes.get(k);
+    if (!have || !have.some((h) => sameRoute(want, h))) plan.replaceRoutes.push(want);
+  }
+  for (const [k, list] of haveRoutes) {
+    const want = wantRoutes.get(k);
+    for (const have of list) {
+      if (!routeInScope(scope, have)) continue;
+      if (!want || (list.length > 1 && !sameRoute(want, have))) plan.deleteRoutes.push(have);
+    }
+  }
+
+  const haveNeigh = new Map<string, NeighbourSpec>();
+  for (const n of installed.neighbours) haveNeigh.set(neighbourKey(n), n);
+  const wantNeigh = new Map<string, NeighbourSpec>();
+  for (const n of desired.neighbours) wantNeigh.set(neighbourKey(n), n);
+  for (const [k, want] of wantNeigh) {
+    if (haveNeigh.get(k)?.mac !== want.mac) plan.replaceNeighbours.push(want);
+  }
+  for (const [k, have] of haveNeigh) {
+    if (!wantNeigh.has(k) && neighbourInScope(scope, have)) plan.deleteNeighbours.push(have);
+  }
+
+  const wantFdb = new Map<string, FdbSpec>();
+  for (const e of desired.fdb) wantFdb.set(fdbKey(e), e);
+  const haveFdb = groupBy(installed.fdb, fdbKey);
+  for (const [k, want] of wantFdb) {
+    const have = haveFdb.get(k) ?? [];
+    for (const h of have) if (h.dst !== want.dst) plan.deleteFdb.push(h);
+    if (!have.some((h) => h.dst === want.dst)) plan.replaceFdb.push(want);
+  }
+  for (const [k, list] of haveFdb) {
+    if (wantFdb.has(k)) continue;
+    for (const h of list) if (fdbInScope(scope, h)) plan.deleteFdb.push(h);
+  }
+  return plan;
+}
+
+/** The object keys of one peer's entries. */
+function keysOf(e: PeerEntries | undefined, into: Touched): void {
+  for (const r of e?.routes ?? []) into.routes.add(dstKey(r.dst));
+  for (const n of e?.neighbours ?? []) into.neighbours.add(neighbourKey(n));
+  for (const f of e?.fdb ?? []) into.fdb.add(fdbKey(f));
+}
+
+/** No touched keys. */
+export function noneTouched(): Touched {
+  return { routes: new Set(), neighbours: new Set(), fdb: new Set() };
+}
+
+function last<V>(claims: Map<string, V> | undefined): [string, V] | undefined {
+  let out: [string, V] | undefined;
+  if (claims) { for (const c of claims) out = c; }
+  return out;
+}
+
+function claim<V>(index: Map<string, Map<string, V>>, objKey: string, peer: string, v: V): void {
+  let claims = index.get(objKey);
+  if (!claims) index.set(objKey, claims = new Map());
+  claims.delete(peer); // a new claim goes last: the latest asker wins
+  claims.set(peer, v);
+}
+
+function unclaim<V>(index: Map<string, Map<string, V>>, objKey: string, peer: string): void {
+  const claims = index.get(objKey);
+  if (!claims) return;
+  claims.delete(peer);
+  if (claims.size === 0) index.delete(objKey);
+}
+
+/**
+ * What each peer asked for, indexed by object key. When two peers ask for
+ * the same object (two leases with one VtepMAC), the latest asker wins;
+ * when it leaves, the other's object is desired again.
+ */
+export class DesiredTable {
+  readonly #entries = new Map<string, PeerEntries>();
+  readonly #routes = new Map<string, Map<string, RouteSpec>>();
+  readonly #neighbours = new Map<string, Map<string, NeighbourSpec>>();
+  readonly #fdb = new Map<string, Map<string, FdbSpec>>();
+
+  /** Number of peers. */
+  get size(): number {
+    return this.#entries.size;
+  }
+
+  /** Peer keys, in the order they were set. */
+  keys(): IterableIterator<string> {
+    return this.#entries.keys();
+  }
+
+  /** A peer's entries. */
+  get(key: string): PeerEntries | undefined {
+    return this.#entries.get(key);
+  }
+
+  /**
+   * Set (or with null remove) a peer's entries.
+   *
+   * @param key The peer.
+   * @param next Its entries, or null.
+   * @param touched Collects the object keys of the old and the new entries.
+   */
+  set(key: string, next: PeerEntries | null, touched: Touched = noneTouched()): Touched {
+    const old = this.#entries.get(key);
+    keysOf(old, touched);
+    keysOf(next ?? undefined, touched);
+    for (const r of old?.routes ?? []) unclaim(this.#routes, dstKey(r.dst), key);
+    for (const n of old?.neighbours ?? []) unclaim(this.#neighbours, neighbourKey(n), key);
+    for (const f of old?.fdb ?? []) unclaim(this.#fdb, fdbKey(f), key);
+    this.#entries.delete(key);
+    if (next) {
+      this.#entries.set(key, next);
+      for (const r of next.routes ?? []) claim(this.#routes, dstKey(r.dst), key, r);
+      for (const n of next.neighbours ?? []) claim(this.#neighbours, neighbourKey(n), key, n);
+      for (const f of next.fdb ?? []) claim(this.#fdb, fdbKey(f), key, f);
+    }
+    return touched;
+  }
+
+  /** Replace everything. */
+  replaceAll(entries: ReadonlyMap<string, PeerEntries>): void {
+    this.#entries.clear();
+    this.#routes.clear();
+    this.#neighbours.clear();
+    this.#fdb.clear();
+    for (const [k, e] of entries) this.set(k, e);
+  }
+
+  /** The desired route to a destination and who asked for it. */
+  route(dst: string): { key: string; spec: RouteSpec } | undefined {
+    const c = last(this.#routes.get(dst));
+    return c && { key: c[0], spec: c[1] };
+  }
+
+  /** The desired neighbour at a {@link neighbourKey} and who asked for it. */
+  neighbour(k: string): { key: string; spec: NeighbourSpec } | undefined {
+    const c = last(this.#neighbours.get(k));
+    return c && { key: c[0], spec: c[1] };
+  }
+
+  /** The desired fdb entry at an {@link fdbKey} and who asked for it. */
+  fdb(k: string): { key: string; spec: FdbSpec } | undefined {
+    const c = last(this.#fdb.get(k));
+    return c && { key: c[0], spec: c[1] };
+  }
+
+  /** Every desired object (one per key). */
+  all(): ObjectSet {
+    return {
+      routes: [...this.#routes.keys()].map((k) => this.route(k)!.spec),
+      neighbours: [...this.#neighbours.keys()].map((k) => this.neighbour(k)!.spec),
+      fdb: [...this.#fdb.keys()].map((k) => this.fdb(k)!.spec),
+    };
+  }
+
+  /** The desired objects at these keys. */
+  at(touched: Touched): ObjectSet {
+    const pick = <T>(keys: Set<string>, get: (k: string) => { spec: T } | undefined): T[] => {
+      const out: T[] = [];
+      for (const k of keys) {
+        const c = get(k);
+        if (c) out.push(c.spec);
+      }
+      return out;
+    };
+    return {
+      routes: pick(touched.routes, (k) => this.route(k)),
+      neighbours: pick(touched.neighbours, (k) => this.neighbour(k)),
+      fdb: pick(touched.fdb, (k) => this.fdb(k)),
+    };
+  }
+
+  /** Peers with an object on this device (routes out of it, neighbours and fdb on it). */
+  keysOnDevice(device: string): string[] {
+    const out = new Set<string>();
+    for (const [k, e] of this.#entries) {
+      if (
+        e.routes?.some((r) => r.device === device) ||
+        e.neighbours?.some((n) => n.device === device) || e.fdb?.some((f) => f.device === device)
+      ) out.add(k);
+    }
+    return [...out];
+  }
+
+  /** Which peer asked for the object a planned write is about (for failure reports). */
+  ownerOf(
+    kind: "route" | "neighbour" | "fdb",
+    obj: RouteSpec | NeighbourSpec | FdbSpec,
+  ): string | undefined {
+    if (kind === "route") return this.route(dstKey((obj as RouteSpec).dst))?.key;
+    if (kind === "neighbour") return this.neighbour(neighbourKey(obj as NeighbourSpec))?.key;
+    return this.fdb(fdbKey(obj as FdbSpec))?.key;
+  }
+}
