@@ -5,7 +5,7 @@
  * numbers to `.bench/latest.json`.
  *
  * `deno task bench [section …]` runs only the named sections:
- * store, etcd-client, reconcile, netlink, kube, kube-config, checksum, udp, lab, udp-lab, dist.
+ * store, etcd-client, reconcile, netlink, kube, kube-config, checksum, udp, lab, udp-lab, gce, dist.
  *
  * Needs root (network-namespace labs) like the tests; touches nothing
  * outside the namespaces it creates.
@@ -17,6 +17,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import process from "node:process";
 import { runtimeVersion } from "../../core/runtime.ts";
+import { benchGceCalls, benchGceLoad, reportGce } from "./gce_bench.ts";
 
 // deno-lint-ignore no-explicit-any
 type Any = any;
@@ -220,6 +221,11 @@ const sections: Section[] = [
         fmt(r.lab.udpDeno.tcpCpuSender, 0)
       }%, Bun ${fmt(r.lab.udpBun.tcpCpuSender, 0)}%; Bun/Deno TCP ${fmt(r.lab.bunOverDenoTcp, 2)}×`,
     ],
+  },
+  {
+    name: "gce",
+    run: async () => ({ load: await benchGceLoad(3), calls: await benchGceCalls() }),
+    report: (r: Any) => reportGce(r.load, r.calls),
   },
   {
     name: "dist",
