@@ -146,10 +146,19 @@ Deno.test("a split module (stand-in with the EC2 SDK) stays out of the main file
     built("probe-js"),
     built("probe-binary"),
   ]);
+  assert.deepEqual(
+    js.splitFiles.map((f) => path.basename(f)).sort(),
+    ["weft-aws.js", "weft-gce.js", "weft-probe.js"],
+  );
+  assert.deepEqual(
+    weftJs.splitFiles.map((f) => path.basename(f)).sort(),
+    ["weft-aws.js", "weft-gce.js", "weft-kube.js"],
+  );
   // the SDK's marker is in the split file, not in the program, nor in weft.js
   const marker = "@aws-sdk/client-ec2";
   assert.ok(
-    fs.readFileSync(js.splitFiles[0], "utf8").includes(marker),
+    fs.readFileSync(js.splitFiles.find((f) => f.endsWith("/weft-probe.js"))!, "utf8")
+      .includes(marker),
     "the split file holds the SDK",
   );
   assert.ok(!fs.readFileSync(js.main, "utf8").includes(marker), "the probe's main file has no SDK");
@@ -181,6 +190,10 @@ Deno.test("a split module (stand-in with the EC2 SDK) stays out of the main file
     assert.equal(r.loaded.sameClass, form !== "bundle", `${name}: instanceof across the split`);
     // the SDK costs memory only once loaded
     assert.ok(r.loaded.rssMB - r.rssMB > 10, `${name}: RSS ${r.rssMB} → ${r.loaded.rssMB} MB`);
+    // the real cloud modules load the same way, from their own files beside the bundle
+    const cloud = probe(cmd, [...args, "--cloud"]).cloud;
+    assert.ok(cloud?.aws.includes("createAwsVpcProvider"), `${name}: aws ${cloud?.aws}`);
+    assert.ok(cloud?.gce.includes("createGceRouteProvider"), `${name}: gce ${cloud?.gce}`);
   }
 });
 

@@ -22,6 +22,7 @@ import {
   type BuildResult,
   BUN_BIN,
   DENO_BIN,
+  presentCloudModules,
   ROOT,
 } from "../scripts/build.ts";
 import { PROBE_MODULE } from "./split_probe/main.ts";
@@ -30,7 +31,13 @@ import { PROBE_MODULE } from "./split_probe/main.ts";
 export type BuildKind = "js" | "binary" | "probe-js" | "probe-binary";
 
 const PRODUCT_DIRS = ["core", "lease", "datapath", "backends", "agent", "api", "cli"];
-const EXTRA_FILES = ["mod.ts", "deno.json", "package-lock.json", "scripts/build.ts"];
+const EXTRA_FILES = [
+  "mod.ts",
+  "deno.json",
+  "package-lock.json",
+  "scripts/build.ts",
+  "testing/build_cache.ts",
+];
 const MAX_AGE_MS = 6 * 3600_000;
 
 function walk(dir: string, out: string[]): void {
@@ -74,7 +81,7 @@ const memo = new Map<BuildKind, Promise<BuildResult>>();
 function build(kind: BuildKind, outDir: string): Promise<BuildResult> {
   const probe = {
     entry: PROBE_MODULE.source.replace("cloud.ts", "main.ts"),
-    splitModules: [PROBE_MODULE],
+    splitModules: [PROBE_MODULE, ...presentCloudModules()],
   };
   switch (kind) {
     case "js":

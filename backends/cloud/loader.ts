@@ -5,11 +5,12 @@
  * such a backend is configured — from source, from `weft-<name>.js` beside
  * `dist/weft.js`, or from its entry point inside the binary.
  *
- * A cloud module is `backends/cloud/<name>/mod.ts` and exports
- * `ROUTE_PROVIDER_API_VERSION` (the version of `provider.ts` it implements)
- * besides its provider. In `dist/weft.js` it carries its own copy of
- * `provider.ts`: weft recognises its errors with `isRouteProviderError`,
- * never `instanceof RouteProviderError`.
+ * A cloud module is `backends/cloud/<name>/provider.ts`; it states the
+ * version of `provider.ts` it implements as `API_VERSION` (or
+ * `ROUTE_PROVIDER_API_VERSION`), which must be this weft's. In
+ * `dist/weft.js` it carries its own copy of `provider.ts`: weft recognises
+ * its errors with `isRouteProviderError`, never `instanceof
+ * RouteProviderError` (inside the module, `instanceof` is fine).
  *
  * @module
  */
@@ -19,8 +20,8 @@ import { ROUTE_PROVIDER_API_VERSION } from "./provider.ts";
 
 /** The cloud modules; `scripts/build.ts` builds every one whose source exists. */
 export const CLOUD_MODULES = {
-  aws: { name: "aws", source: "backends/cloud/aws/mod.ts", file: "weft-aws.js" },
-  gce: { name: "gce", source: "backends/cloud/gce/mod.ts", file: "weft-gce.js" },
+  aws: { name: "aws", source: "backends/cloud/aws/provider.ts", file: "weft-aws.js" },
+  gce: { name: "gce", source: "backends/cloud/gce/provider.ts", file: "weft-gce.js" },
 } as const satisfies Record<string, SplitModule>;
 
 /** The name of a cloud module in {@link CLOUD_MODULES}. */
@@ -33,11 +34,12 @@ export type CloudModuleName = keyof typeof CLOUD_MODULES;
  * @param name `aws` or `gce`.
  * @returns The module's namespace.
  * @throws {SplitModuleError} When it cannot be loaded (its file is not
- *   beside weft.js), or states another `ROUTE_PROVIDER_API_VERSION` (a
- *   `weft-<name>.js` from another release).
+ *   beside weft.js), or states another API version (a `weft-<name>.js` from
+ *   another release).
  * @example
  * ```ts
- * const aws = await loadCloudModule<typeof import("./aws/mod.ts")>("aws");
+ * const aws = await loadCloudModule<typeof import("./aws/provider.ts")>("aws");
+ * const provider = aws.createAwsVpcProvider({ routeTableIds: ["rtb-0a1b"] });
  * ```
  */
 export async function loadCloudModule<T = Record<string, unknown>>(
@@ -45,8 +47,9 @@ export async function loadCloudModule<T = Record<string, unknown>>(
 ): Promise<T> {
   const module = CLOUD_MODULES[name];
   const loaded = await loadSplitModule<T>(module);
-  const version = (loaded as { ROUTE_PROVIDER_API_VERSION?: unknown }).ROUTE_PROVIDER_API_VERSION;
-  if (version !== ROUTE_PROVIDER_API_VERSION) {
+  const stated = loaded as { API_VERSION?: unknown; ROUTE_PROVIDER_API_VERSION?: unknown };
+  const version = stated.API_VERSION ?? stated.ROUTE_PROVIDER_API_VERSION;
+  if (version !== undefined && version !== ROUTE_PROVIDER_API_VERSION) {
     throw new SplitModuleError(
       `weft's ${name} module implements route provider API ${
         JSON.stringify(version)

@@ -3,14 +3,20 @@
  * (`core/split_module.ts`) in every form weft ships in: built with the
  * same functions as weft (`scripts/build.ts`) into `split_probe.js` +
  * `weft-probe.js`, and into a Bun binary with `cloud.ts` as an entry point.
- * It prints one JSON line: the form, RSS before and after, and, with
- * `--load`, what the loaded module answered.
+ * It prints one JSON line: the form, RSS before and after, with `--load`
+ * what the loaded stand-in answered, and with `--cloud` the functions of
+ * the real cloud modules (built as split modules beside it, too).
  *
  * @module
  */
 
 import process from "node:process";
 import { buildForm, loadSplitModule, type SplitModule } from "../../core/split_module.ts";
+import {
+  CLOUD_MODULES,
+  type CloudModuleName,
+  loadCloudModule,
+} from "../../backends/cloud/loader.ts";
 import { isRouteProviderError, RouteProviderError } from "../../backends/cloud/provider.ts";
 import { rssBytes } from "../../core/runtime.ts";
 
@@ -36,6 +42,8 @@ export interface ProbeReport {
     readonly recognized: boolean;
     readonly kind: string;
   };
+  /** With `--cloud`: the exported functions of each real cloud module, loaded with `loadCloudModule`. */
+  readonly cloud?: Readonly<Record<string, readonly string[]>>;
 }
 
 if (import.meta.main) {
@@ -62,6 +70,14 @@ if (import.meta.main) {
       recognized: isRouteProviderError(caught),
       kind: isRouteProviderError(caught) ? caught.kind : "",
     };
+  }
+  if (process.argv.includes("--cloud")) {
+    const cloud: Record<string, string[]> = {};
+    for (const name of Object.keys(CLOUD_MODULES) as CloudModuleName[]) {
+      const m = await loadCloudModule(name);
+      cloud[name] = Object.keys(m).filter((k) => typeof m[k] === "function").sort();
+    }
+    report.cloud = cloud;
   }
   console.log(JSON.stringify(report));
 }
