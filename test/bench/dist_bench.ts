@@ -27,6 +27,7 @@ import { createLab } from "../lab/lab.ts";
 import { RUNTIME_BIN } from "../lab/agents.ts";
 import { REPO_ROOT } from "../lab/lab.ts";
 import { built } from "../../testing/build_cache.ts";
+import { hold } from "../../testing/wait.ts";
 import { median, roundTo } from "./stats.ts";
 
 /** Figures of one form. */
@@ -147,7 +148,7 @@ export async function benchDist(
         ], { cwd: REPO_ROOT });
         try {
           await agent.waitForOutput(/"msg":"ready"/, 60_000);
-          await new Promise((r) => setTimeout(r, idleMs));
+          await hold("an idle agent, before its RSS is read", idleMs);
           rss.push(vmRssMB(agent.pid));
         } finally {
           await agent.stop();
