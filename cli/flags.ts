@@ -445,6 +445,8 @@ export function helpText(): string {
     "usage: weft [flags]            run the agent",
     "       weft attach <netns>     wire a network namespace into this host's subnet (bridge cni0)",
     "       weft detach <netns>     undo attach",
+    "       weft docker-opts [-d file] [-k key] [-c] [-m] [-i]",
+    "                               docker options from subnet.env (flannel's mk-docker-opts.sh)",
     "",
     "Every flag can also be set as FLANNELD_<FLAG> (e.g. FLANNELD_ETCD_ENDPOINTS) when not given.",
     "Store: --kube-subnet-mgr → Kubernetes; --etcd-endpoints given → etcd; else the embedded file store",

@@ -51,6 +51,20 @@ export async function main(
   options: { io?: CliIo; signal?: AbortSignal } = {},
 ): Promise<number> {
   const io = options.io ?? processIo;
+  if (argv[0] === "docker-opts") {
+    // mk-docker-opts.sh's own getopts-style flags, not weft's
+    const { dockerOptsCommand } = await import("./docker_opts.ts");
+    // it writes exact bytes (the script's output) to the process's streams unless told otherwise
+    return await dockerOptsCommand(argv.slice(1), {
+      env,
+      ...(options.io
+        ? {
+          stdout: (t: string) => io.stdout(t.replace(/\n$/, "")),
+          stderr: (t: string) => io.stderr(t.replace(/\n$/, "")),
+        }
+        : {}),
+    });
+  }
   let flags: Flags;
   try {
     flags = parseFlags(argv, env);
@@ -82,7 +96,7 @@ export async function main(
     io.stderr(
       `weft: unexpected argument ${
         JSON.stringify(command)
-      } (commands: attach, detach; run weft --help)`,
+      } (commands: attach, detach, docker-opts; run weft --help)`,
     );
     return 2;
   }

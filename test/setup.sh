@@ -38,6 +38,12 @@ for plugin in bridge host-local; do
     *) need="$need containernetworking-plugins" ;;
   esac
 done
+# the bootstrap checks: cloud-init schema (with python3-yaml), systemd-analyze verify, setpriv/unshare
+want cloud-init cloud-init
+want systemd-analyze systemd
+want setpriv util-linux
+want unshare util-linux
+want python3 python3
 if [ -n "$need" ]; then
   echo "setup: installing$need" >&2
   export DEBIAN_FRONTEND=noninteractive

@@ -15,7 +15,7 @@
 import { isAbortError } from "../../core/abort.ts";
 import type { Clock } from "../../core/clock.ts";
 import type { Registry } from "../../core/metrics.ts";
-import { type RouteProvider, RouteProviderError } from "./provider.ts";
+import { isRouteProviderError, type RouteProvider } from "./provider.ts";
 import type { ThrottleGate } from "./throttle.ts";
 
 /** The operations of a {@link RouteProvider}, as metric labels. */
@@ -71,8 +71,8 @@ export function guardProvider(provider: RouteProvider, options: GuardOptions): R
       return result;
     } catch (e) {
       if (signal?.aborted || isAbortError(e)) throw e;
-      const kind = e instanceof RouteProviderError ? e.kind : "error";
-      if (e instanceof RouteProviderError && e.kind === "throttled") gate.throttled(e.retryAfterMs);
+      const kind = isRouteProviderError(e) ? e.kind : "error";
+      if (isRouteProviderError(e) && e.kind === "throttled") gate.throttled(e.retryAfterMs);
       calls?.inc({ ...labels, operation, result: kind });
       lastError?.set(clock.now() / 1000, { ...labels, operation, kind });
       throw e;

@@ -1,14 +1,15 @@
 /**
  * The one place that loads a cloud's route provider, on first use: a host
  * that configures no cloud backend never loads the provider's module nor
- * its SDK. Each cloud's module is loaded with a single `await import(…)` of
- * one path, so the packaging of the single-file build can swap it for a
- * separate entry point.
+ * its SDK. Each cloud's module is a split module (`loader.ts`): from source,
+ * from `weft-<name>.js` beside `dist/weft.js`, or from its entry point in
+ * the binary.
  *
  * @module
  */
 
 import type { AwsVpcProviderOptions } from "./aws/provider.ts";
+import { loadCloudModule } from "./loader.ts";
 import type { RouteProvider } from "./provider.ts";
 
 /** The route clouds weft knows, by `Backend.Type` / `CloudRoutes.Type`. */
@@ -35,5 +36,5 @@ export interface AwsModule {
  * ```
  */
 export async function loadAws(): Promise<AwsModule> {
-  return await import("./aws/provider.ts");
+  return await loadCloudModule<AwsModule>("aws");
 }

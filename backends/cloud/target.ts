@@ -66,10 +66,10 @@ import type { Logger } from "../../core/log.ts";
 import type { Registry } from "../../core/metrics.ts";
 import type { ApplyResult, EntryFailure } from "../../datapath/types.ts";
 import {
+  isRouteProviderError,
   type ProviderRoute,
   type ProviderSelf,
   type RouteProvider,
-  RouteProviderError,
 } from "./provider.ts";
 
 /**
@@ -270,7 +270,7 @@ export function cloudRouteTarget(options: CloudTargetOptions): CloudRouteTarget 
   const failed = (e: unknown, key: string | undefined, signal: AbortSignal): EntryFailure => {
     if (signal.aborted) throw signal.reason;
     const error = e instanceof Error ? e : new Error(String(e));
-    const kind = e instanceof RouteProviderError ? e.kind : "unavailable";
+    const kind = isRouteProviderError(e) ? e.kind : "unavailable";
     let holdMs = 0;
     if (kind !== "throttled") {
       holdMs = backoff(attempt++, { base: 1000, max: 60_000, random });
@@ -305,7 +305,7 @@ export function cloudRouteTarget(options: CloudTargetOptions): CloudRouteTarget 
       if (exists) await provider.replace(table, destination, self.target, signal);
       else await provider.create(table, destination, self.target, signal);
     } catch (e) {
-      const kind = e instanceof RouteProviderError ? e.kind : undefined;
+      const kind = isRouteProviderError(e) ? e.kind : undefined;
       if (kind === "exists" && !exists) {
         await provider.replace(table, destination, self.target, signal);
       } else if (kind === "not-found" && exists) {

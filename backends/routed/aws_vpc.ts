@@ -41,7 +41,7 @@ import type { Lease } from "../../lease/types.ts";
 import type { AwsVpcProviderOptions } from "../cloud/aws/provider.ts";
 import { guardProvider } from "../cloud/calls.ts";
 import { loadAws } from "../cloud/load.ts";
-import { type ProviderSelf, type RouteProvider, RouteProviderError } from "../cloud/provider.ts";
+import { isRouteProviderError, type ProviderSelf, type RouteProvider } from "../cloud/provider.ts";
 import { type CloudEntry, cloudRouteTarget, leaseDestinations } from "../cloud/target.ts";
 import { processThrottleGate, type ThrottleGate } from "../cloud/throttle.ts";
 import type { Backend, BackendContext } from "../types.ts";
@@ -144,7 +144,7 @@ export async function openCloudRoutes(
   try {
     ids = aws.parseRouteTableIds(routeTableIds);
   } catch (e) {
-    if (!(e instanceof RouteProviderError)) throw e;
+    if (!(isRouteProviderError(e))) throw e;
     throw new ConfigError(
       `the network config: ${e.message.replace("Backend.RouteTableID", `${where}.RouteTableID`)}`,
       `${where}.RouteTableID`,

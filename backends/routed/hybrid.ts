@@ -46,7 +46,7 @@ import type { IPv4Net, IPv6Net } from "../../core/ip.ts";
 import { foldKeys, type NetworkConfig } from "../../lease/config.ts";
 import type { Lease } from "../../lease/types.ts";
 import type { ApplyResult, PeerEntries } from "../../datapath/types.ts";
-import { RouteProviderError } from "../cloud/provider.ts";
+import { isRouteProviderError } from "../cloud/provider.ts";
 import {
   type CloudEntry,
   type CloudRouteTarget,
@@ -209,7 +209,7 @@ export async function cloudRoutesExtension(
     try {
       opened = await openCloudRoutes(type, cloud.routeTableIds, where, ctx, options);
     } catch (e) {
-      if (!(e instanceof RouteProviderError) || e.kind !== "unavailable") throw e;
+      if (!(isRouteProviderError(e)) || e.kind !== "unavailable") throw e;
       if (attempt >= DISCOVERY_ATTEMPTS) {
         log.warn(
           `not in ${type}: this host joins as an on-prem host (vxlan to every peer); ` +

@@ -6,7 +6,7 @@
  *
  * `deno task bench [section …]` runs only the named sections:
  * store, etcd-client, reconcile, netlink, kube, kube-config, checksum, udp, lab, udp-lab, aws,
- * gce.
+ * gce, dist.
  *
  * Needs root (network-namespace labs) like the tests; touches nothing
  * outside the namespaces it creates.
@@ -227,6 +227,40 @@ const sections: Section[] = [
     name: "gce",
     run: async () => ({ load: await benchGceLoad(3), calls: await benchGceCalls() }),
     report: (r: Any) => reportGce(r.load, r.calls),
+  },
+  {
+    name: "dist",
+    run: async () => {
+      const m = await import("./dist_bench.ts");
+      return { dist: await m.benchDist({}) };
+    },
+    report: (r: Any) => {
+      const mib = (b: number) => fmt(b / 1048576, 1);
+      const binary = r.dist.forms.find((f: Any) => f.form === "binary");
+      const bunSource = r.dist.forms.find((f: Any) => f.form === "source, Bun");
+      return [
+        ...r.dist.forms.map((f: Any) =>
+          `${f.form}: ${
+            f.form === "binary"
+              ? `${mib(f.sizeBytes)} MiB (${fmt(f.sizeBytes / 1e6, 1)} MB) with its runtime`
+              : `${fmt(f.sizeBytes / 1e6, 2)} MB + the runtime`
+          }, --version ${
+            fmt(f.versionMs, 0)
+          } ms (median of ${r.dist.versionRuns}), idle vxlan agent RSS ${
+            fmt(f.idleRssMB, 0)
+          } MB (median of ${r.dist.rssRuns})`
+        ),
+        `runtimes: deno ${mib(r.dist.runtimeBytes.deno)} MiB, bun ${
+          mib(r.dist.runtimeBytes.bun)
+        } MiB; a Bun binary printing one line: ${mib(r.dist.bunFloor.sizeBytes)} MiB, ${
+          fmt(r.dist.bunFloor.runMs, 0)
+        } ms; binary goals: ≤ 110 MiB ${
+          goal(binary.sizeBytes <= 110 * 1048576)
+        }, --version ≤ 100 ms ${goal(binary.versionMs <= 100)}, idle RSS ≤ source on Bun (${
+          fmt(bunSource.idleRssMB, 0)
+        } MB) + 10% ${goal(binary.idleRssMB <= bunSource.idleRssMB * 1.1)}`,
+      ];
+    },
   },
 ];
 
