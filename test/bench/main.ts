@@ -5,7 +5,9 @@
  * numbers to `.bench/latest.json`.
  *
  * `deno task bench [section …]` runs only the named sections:
- * store, etcd-client, reconcile, netlink, kube, kube-config, checksum, udp, lab, udp-lab.
+ * store, etcd-client, reconcile, netlink, kube, kube-config, checksum, udp, lab, udp-lab;
+ * `churn` (10 minutes: the reliability churn for 5 minutes per backend) runs
+ * only when named.
  *
  * Needs root (network-namespace labs) like the tests; touches nothing
  * outside the namespaces it creates.
@@ -23,6 +25,8 @@ type Any = any;
 
 type Section = {
   name: string;
+  /** Runs only when named (it takes many minutes). */
+  optIn?: boolean;
   run: () => Promise<Record<string, unknown>>;
   report: (r: Any) => string[] | Promise<string[]>;
 };
@@ -221,6 +225,27 @@ const sections: Section[] = [
       }%, Bun ${fmt(r.lab.udpBun.tcpCpuSender, 0)}%; Bun/Deno TCP ${fmt(r.lab.bunOverDenoTcp, 2)}×`,
     ],
   },
+  {
+    // the issue's 5 minutes of churn per backend (CI runs 2: test/e2e_churn_test.ts)
+    name: "churn",
+    optIn: true,
+    run: async () => {
+      const { churn } = await import("../lab/churn.ts");
+      const durationMs = 300_000;
+      return {
+        vxlan: await churn({ backend: "vxlan", durationMs, rate: 100 }),
+        hostGw: await churn({ backend: "host-gw", durationMs, rate: 100 }),
+      };
+    },
+    report: (r: Any) =>
+      [r.vxlan, r.hostGw].map((f: Any) =>
+        `churn ${f.backend}: ${f.writer.ops} lease changes in ${
+          fmt(f.writer.elapsedMs / 1000, 0)
+        } s (${fmt(f.writer.rate)}/s, ${
+          f.writer.events.put + f.writer.events.delete
+        } etcd events) against 3 agents: every agent handled all of them ${f.handledMs} ms after the last, kernel equal to etcd ${f.convergedMs} ms after it, ${f.peersAtEnd} peer leases left, 0 pings lost`
+      ),
+  },
 ];
 
 const wanted = process.argv.slice(2);
@@ -233,7 +258,7 @@ const results: Record<string, unknown> = {
 const lines: string[] = [];
 let failures = 0;
 for (const s of sections) {
-  if (wanted.length && !wanted.includes(s.name)) continue;
+  if (wanted.length ? !wanted.includes(s.name) : s.optIn) continue;
   const t0 = performance.now();
   console.error(`bench: ${s.name} …`);
   try {
