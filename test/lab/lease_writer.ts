@@ -190,13 +190,24 @@ async function main(argv: string[]): Promise<void> {
 
   console.log(JSON.stringify({ msg: "writing", rate, durationMs, pool, startRevision }));
   const started = performance.now();
+  const total = Math.round((rate * durationMs) / 1000);
   let launched = 0;
   let done = 0;
   let failure: unknown;
   const inFlight = new Set<Promise<void>>();
-  let lastCompaction = started;
   let lastProgress = started;
-  const total = Math.round((rate * durationMs) / 1000);
+  // compactions run on their own clock, whether or not the writes keep up
+  const compacting = (async () => {
+    if (compactEveryMs <= 0) return;
+    let compacted = startRevision;
+    while (!stop.signal.aborted && launched < total && failure === undefined) {
+      await new Promise((r) => setTimeout(r, compactEveryMs)); // scenario: compaction every N ms
+      if (lastRevision <= compacted) continue;
+      compacted = lastRevision;
+      await client.compact(compacted);
+      compactions++;
+    }
+  })().catch((e) => void (failure ??= e));
   while (!stop.signal.aborted && failure === undefined && launched < total) {
     const now = performance.now();
     const elapsed = now - started;
@@ -213,12 +224,6 @@ async function main(argv: string[]): Promise<void> {
       await Promise.race(inFlight);
       continue;
     }
-    if (compactEveryMs > 0 && now - lastCompaction >= compactEveryMs) {
-      lastCompaction = now;
-      await client.compact(lastRevision);
-      compactions++;
-      continue;
-    }
     if (now - lastProgress >= 5000) {
       lastProgress = now;
       console.log(JSON.stringify({ msg: "progress", ops: done, elapsedMs: Math.round(elapsed) }));
@@ -228,6 +233,7 @@ async function main(argv: string[]): Promise<void> {
     await new Promise((r) => setTimeout(r, pause)); // scenario: operations paced at `rate`/s
   }
   await Promise.all(inFlight);
+  await compacting;
   if (failure !== undefined) throw failure;
   const elapsedMs = performance.now() - started;
 

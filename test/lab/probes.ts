@@ -9,7 +9,8 @@
  *   server that is down: each attempt is one SYN) and HTTP requests.
  * - {@link waitRouted}: a subnet routed in every given host (kernel read).
  * - {@link cutFrom}: drop rules inside a host namespace that cut it from
- *   some addresses (a partition), removed again by `heal()`.
+ *   some addresses (a partition), removed again by `heal()`;
+ *   {@link refuseFrom}: connections to a server refused and reset instead.
  * - {@link kernelSnapshot}: a host's vxlan device and peer entries, to show
  *   an outage left the datapath untouched.
  *
@@ -220,6 +221,37 @@ export async function cutFrom(lab: Lab, ns: string, addresses: readonly string[]
       if (healed) return;
       healed = true;
       for (const r of rules) await lab.run(ns, ["iptables", "-w", "-D", ...r]);
+    },
+  };
+}
+
+/**
+ * Refuse namespace `ns` every TCP connection to `address:port`, and reset
+ * the ones it has (`ss -K`): as if that server had crashed, seen from this
+ * host only. Other hosts keep their connections.
+ *
+ * @param lab The lab.
+ * @param ns The host namespace.
+ * @param address The server's address.
+ * @param port The server's port.
+ * @returns The cut; `heal()` it.
+ */
+export async function refuseFrom(
+  lab: Lab,
+  ns: string,
+  address: string,
+  port: number,
+): Promise<Cut> {
+  const rule = ["OUTPUT", "-d", address, "-p", "tcp", "--dport", String(port), "-j", "REJECT"]
+    .concat(["--reject-with", "tcp-reset", "-m", "comment", "--comment", "weft-refuse"]);
+  await lab.run(ns, ["iptables", "-w", "-I", ...rule]);
+  await lab.run(ns, ["ss", "-K", "dst", address, "dport", "=", `:${port}`]);
+  let healed = false;
+  return {
+    async heal() {
+      if (healed) return;
+      healed = true;
+      await lab.run(ns, ["iptables", "-w", "-D", ...rule]);
     },
   };
 }
