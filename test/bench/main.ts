@@ -5,7 +5,8 @@
  * numbers to `.bench/latest.json`.
  *
  * `deno task bench [section …]` runs only the named sections:
- * store, etcd-client, reconcile, netlink, kube, kube-config, checksum, udp, lab, udp-lab;
+ * store, etcd-client, reconcile, netlink, kube, kube-config, checksum, udp, lab, udp-lab,
+ * outage-load;
  * `churn` (10 minutes: the reliability churn for 5 minutes per backend) runs
  * only when named.
  *
@@ -223,6 +224,23 @@ const sections: Section[] = [
       } (vxlan ${fmt(r.lab.vxlan.pps, 0)}); agent CPU during TCP (sender): Deno ${
         fmt(r.lab.udpDeno.tcpCpuSender, 0)
       }%, Bun ${fmt(r.lab.udpBun.tcpCpuSender, 0)}%; Bun/Deno TCP ${fmt(r.lab.bunOverDenoTcp, 2)}×`,
+    ],
+  },
+  {
+    // what N agents cost an etcd that is down 20 s and comes back (README: Reliability)
+    name: "outage-load",
+    run: async () => {
+      const m = await import("./outage_bench.ts");
+      return { load: await m.benchOutageLoad({ watchers: 100, downMs: 20_000 }) };
+    },
+    report: (r: Any) => [
+      `etcd down ${fmt(r.load.downMs / 1000, 0)} s under ${r.load.watchers} agents' watches: ${
+        fmt(r.load.connectionsPerWatcherPerSecond, 2)
+      } refused connections/s per agent while down; on its return ${
+        fmt(r.load.requestsPerWatcherAtRecovery, 2)
+      } request per agent (the watch resuming), peak ${r.load.peakRequestsPerSecond} requests/s (${
+        r.load.requestsPer100ms.join(" ")
+      } per 100 ms)`,
     ],
   },
   {
