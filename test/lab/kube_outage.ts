@@ -61,7 +61,7 @@ export interface KubeOutageFigures {
   readonly pings: readonly PingPairResult[];
   /** Connection attempts per agent per second while the API server was down. */
   readonly connectionsPerAgentPerSecondDown: number;
-  /** Requests per agent in the first `recoveryWindowMs` after the API server came back. */
+  /** Requests per agent from its return to `recoveryWindowMs` after it. */
   readonly requestsPerAgentAtRecovery: number;
   readonly recoveryWindowMs: number;
   readonly traffic: Record<string, { down: ClientTraffic; recovery: ClientTraffic }>;
@@ -179,7 +179,6 @@ export async function kubeOutage(options: { downMs: number }): Promise<KubeOutag
     await a4.process.waitForOutput(/"msg":"starting"/, 30_000);
     await kube.call("up");
     const backAt = performance.now();
-    const atBack = await counter.read();
     await kube.control([node(h4), {
       op: "addNode",
       args: [PROBE_NODE.name, {
@@ -209,7 +208,7 @@ export async function kubeOutage(options: { downMs: number }): Promise<KubeOutag
       assert.deepEqual(p.missing, [], `echo replies lost from ${p.from} to ${p.to}`);
     }
     const down = trafficBetween(atUp, atDown);
-    const recovery = trafficBetween(atWindowEnd, atBack);
+    const recovery = trafficBetween(atWindowEnd, atUp);
     const traffic: KubeOutageFigures["traffic"] = {};
     for (const ip of clients) traffic[ip] = { down: down[ip], recovery: recovery[ip] };
     const figures: KubeOutageFigures = {
