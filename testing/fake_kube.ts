@@ -30,7 +30,8 @@
  * {@link FakeKube.setPodCIDR} (no validation, so tests can write what a
  * broken controller would), {@link FakeKube.deleteNode},
  * {@link FakeKube.breakWatches}, {@link FakeKube.compactHistory},
- * {@link FakeKube.restart} and failure injection.
+ * {@link FakeKube.restart}, {@link FakeKube.down}/{@link FakeKube.up} and
+ * failure injection.
  *
  * @module
  */
@@ -151,6 +152,13 @@ export interface FakeKube {
   setToken(token: string): void;
   /** Stop and start the server on the same port, keeping the data. */
   restart(): Promise<void>;
+  /**
+   * Stop serving, keeping the data (an API server that is down: connections
+   * are refused, open watches cut) until {@link FakeKube.up}.
+   */
+  down(): Promise<void>;
+  /** Serve again on the same port after {@link FakeKube.down}. */
+  up(): Promise<void>;
   /** Stop the server. */
   close(): Promise<void>;
 }
@@ -831,11 +839,23 @@ export async function createFakeKube(options: FakeKubeOptions = {}): Promise<Fak
 
   const serve = (port: number) => serveHttp({ hostname, port, fetch: app.fetch, tls: options.tls });
   let server: HttpServer = await serve(0);
+  let serving = true;
   const port = server.port;
   const scheme = options.tls ? "https" : "http";
 
   const endWatches = (abrupt: boolean) => {
     for (const w of [...watchers]) w.end(abrupt);
+  };
+  const down = async () => {
+    if (!serving) return;
+    serving = false;
+    endWatches(true);
+    await server.shutdown();
+  };
+  const up = async () => {
+    if (serving) return;
+    server = await serve(port);
+    serving = true;
   };
 
   return {
@@ -917,13 +937,15 @@ export async function createFakeKube(options: FakeKubeOptions = {}): Promise<Fak
       failures.push({ ...f, left: f.times ?? 1 });
     },
     async restart() {
-      endWatches(true);
-      await server.shutdown();
-      server = await serve(port);
+      await down();
+      await up();
     },
+    down,
+    up,
     async close() {
       endWatches(true);
-      await server.shutdown();
+      if (serving) await server.shutdown();
+      serving = false;
     },
   };
 }

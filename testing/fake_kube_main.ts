@@ -46,6 +46,8 @@ export const KUBE_CONTROL_OPS = [
   "resourceVersion",
   "watchCount",
   "requests",
+  "down",
+  "up",
 ] as const;
 
 /** One control command. */
@@ -118,7 +120,8 @@ async function serverMain(argv: string[]): Promise<void> {
         return new Response("POST a JSON array of commands\n", { status: 405 });
       }
       try {
-        const results = runKubeCommands(kube, await req.json());
+        // started in one turn; the answer waits for those that take time (down, up)
+        const results = await Promise.all(runKubeCommands(kube, await req.json()));
         return Response.json(results);
       } catch (e) {
         return Response.json({ error: (e as Error).message }, { status: 400 });

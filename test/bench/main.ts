@@ -6,7 +6,9 @@
  *
  * `deno task bench [section …]` runs only the named sections:
  * store, etcd-client, reconcile, netlink, kube, kube-config, checksum, udp, lab, udp-lab, aws,
- * gce, dist.
+ * gce, dist, outage-load;
+ * `churn` (10 minutes: the reliability churn for 5 minutes per backend) runs
+ * only when named.
  *
  * Needs root (network-namespace labs) like the tests; touches nothing
  * outside the namespaces it creates.
@@ -25,6 +27,8 @@ type Any = any;
 
 type Section = {
   name: string;
+  /** Runs only when named (it takes many minutes). */
+  optIn?: boolean;
   run: () => Promise<Record<string, unknown>>;
   report: (r: Any) => string[] | Promise<string[]>;
 };
@@ -262,6 +266,44 @@ const sections: Section[] = [
       ];
     },
   },
+  {
+    // what N agents cost an etcd that is down 20 s and comes back (README: Reliability)
+    name: "outage-load",
+    run: async () => {
+      const m = await import("./outage_bench.ts");
+      return { load: await m.benchOutageLoad({ watchers: 100, downMs: 20_000 }) };
+    },
+    report: (r: Any) => [
+      `etcd down ${fmt(r.load.downMs / 1000, 0)} s under ${r.load.watchers} agents' watches: ${
+        fmt(r.load.connectionsPerWatcherPerSecond, 2)
+      } refused connections/s per agent while down; on its return ${
+        fmt(r.load.requestsPerWatcherAtRecovery, 2)
+      } request per agent (the watch resuming), peak ${r.load.peakRequestsPerSecond} requests/s (${
+        r.load.requestsPer100ms.join(" ")
+      } per 100 ms)`,
+    ],
+  },
+  {
+    // the issue's 5 minutes of churn per backend (CI runs 2: test/e2e_churn_test.ts)
+    name: "churn",
+    optIn: true,
+    run: async () => {
+      const { churn } = await import("../lab/churn.ts");
+      const durationMs = 300_000;
+      return {
+        vxlan: await churn({ backend: "vxlan", durationMs, rate: 100 }),
+        hostGw: await churn({ backend: "host-gw", durationMs, rate: 100 }),
+      };
+    },
+    report: (r: Any) =>
+      [r.vxlan, r.hostGw].map((f: Any) =>
+        `churn ${f.backend}: ${f.writer.ops} lease changes in ${
+          fmt(f.writer.elapsedMs / 1000, 0)
+        } s (${fmt(f.writer.rate)}/s, ${
+          f.writer.events.put + f.writer.events.delete
+        } etcd events) against 3 agents: every agent handled all of them ${f.handledMs} ms after the last, kernel equal to etcd ${f.convergedMs} ms after it, ${f.peersAtEnd} peer leases left, 0 pings lost`
+      ),
+  },
 ];
 
 sections.push({
@@ -299,7 +341,7 @@ const results: Record<string, unknown> = {
 const lines: string[] = [];
 let failures = 0;
 for (const s of sections) {
-  if (wanted.length && !wanted.includes(s.name)) continue;
+  if (wanted.length ? !wanted.includes(s.name) : s.optIn) continue;
   const t0 = performance.now();
   console.error(`bench: ${s.name} …`);
   try {
