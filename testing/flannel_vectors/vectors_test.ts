@@ -201,10 +201,6 @@ const KNOWN_DIFFERENCES: Readonly<Record<string, string>> = {
   // backends
   "backends/vxlanLeaseData/dashed-mac":
     "weft reads only aa:bb:cc:dd:ee:ff VtepMACs; Go's net.ParseMAC also takes aa-bb-… and aabb.ccdd.eeff",
-  "backends/vxlanDevice/new-device-public-ip-differs":
-    "weft sets the vxlan local address to the interface address; flannel to the public IP (ExtAddr)",
-  "backends/vxlanDevice/flannel-device-public-ip-differs-kept":
-    "weft wants local = interface address, so it deletes and recreates flannel's device (new ifindex)",
   "backends/vxlanDevice/learning-device-kept":
     "weft recreates a device whose learning flag differs; flannel keeps it",
   "backends/vxlanDevice/other-port-device-kept-by-default":
