@@ -216,17 +216,10 @@ const KNOWN_DIFFERENCES: Readonly<Record<string, string>> = {
     "weft falls back to the default route's interface; flannel exits when no interface holds --public-ip",
   // flags
   "flags/default/healthz-ip": "weft listens on 127.0.0.1 by default; flannel on 0.0.0.0",
-  "flags/default/ip-blackhole-route": "weft has no --ip-blackhole-route",
-  "flags/parse/ip-blackhole-route": "weft has no --ip-blackhole-route",
-  "flags/parse/klog-v": "weft refuses klog's -v",
-  "flags/parse/klog-vmodule": "weft refuses klog's -vmodule",
-  "flags/parse/klog-log-backtrace-at": "weft refuses klog's -log_backtrace_at",
   "flags/parse/env-iface-with-comma-is-one-entry":
     "weft splits FLANNELD_IFACE/FLANNELD_IFACE_REGEX on commas; flannel takes the value as one entry",
-  "flags/parse/env-bad-value-logged-and-ignored":
-    "weft refuses to start on a bad FLANNELD_* value; flannel logs it and keeps the default",
-  "flags/parse/etcd-endpoint-without-scheme":
-    "weft requires http(s):// in --etcd-endpoints; etcd's Go client also takes host:port",
+  "flags/parse/env-bad-bool-zeroed":
+    "weft refuses to start on a bad FLANNELD_* value (exit 2, naming the variable); flannel logs it and runs with Go's zero value (here: no masquerade)",
   "flags/parse/iface-can-reach-ipv6": "weft's --iface-can-reach takes IPv4 only",
   "flags/parse/iptables-resync-0": "weft refuses --iptables-resync below 1 (flannel would spin)",
   "flags/parse/int-hex": "weft reads integer flags in decimal only; Go also takes 0x/0o/0b",
