@@ -34,6 +34,8 @@ export const RT_SCOPE_LINK = 253;
 export const RT_SCOPE_HOST = 254;
 /** Route type unicast. */
 export const RTN_UNICAST = 1;
+/** Route type blackhole: packets to it are dropped silently. */
+export const RTN_BLACKHOLE = 6;
 
 /** A network device as the kernel reports it. */
 export interface Link {
