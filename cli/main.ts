@@ -21,8 +21,16 @@ import {
   pickExternalInterface,
 } from "../datapath/iface.ts";
 import { backendTable } from "./backends.ts";
-import { type Flags, helpText, parseFlags, UsageError } from "./flags.ts";
+import {
+  effectiveLogLevel,
+  type Flags,
+  helpText,
+  klogNotes,
+  parseFlags,
+  UsageError,
+} from "./flags.ts";
 import { type CliIo, processIo } from "./io.ts";
+import { sdNotify } from "./notify.ts";
 import { podCommand } from "./pods.ts";
 import { hostRules } from "./rules.ts";
 import { stopOnSignals } from "./signals.ts";
@@ -33,12 +41,27 @@ export type { CliIo } from "./io.ts";
 /** weft's version. */
 export const VERSION = "0.1.0";
 
+/** Options of {@link main}. */
+export interface MainOptions {
+  /** Output sinks (default: the process's stdout and stderr). */
+  readonly io?: CliIo;
+  /** Stops the agent (default: SIGTERM/SIGINT). */
+  readonly signal?: AbortSignal;
+  /**
+   * Tells the service manager the agent's state, called with `READY=1` once
+   * the agent is first ready (default: systemd's `$NOTIFY_SOCKET`, as
+   * flanneld does). A failure is logged, never fatal.
+   */
+  readonly notify?: (state: string) => Promise<unknown>;
+}
+
 /**
  * Run weft with these arguments.
  *
  * @param argv Arguments after the program name.
- * @param env Environment (FLANNELD_*, NODE_NAME, …).
- * @param options Output sinks; an abort signal to stop the agent (else SIGTERM/SIGINT).
+ * @param env Environment (FLANNELD_*, NODE_NAME, NOTIFY_SOCKET, …).
+ * @param options Output sinks; an abort signal to stop the agent (else
+ *   SIGTERM/SIGINT); the readiness notification.
  * @returns The exit code.
  * @example
  * ```ts
@@ -48,7 +71,7 @@ export const VERSION = "0.1.0";
 export async function main(
   argv: readonly string[],
   env: Record<string, string | undefined> = process.env,
-  options: { io?: CliIo; signal?: AbortSignal } = {},
+  options: MainOptions = {},
 ): Promise<number> {
   const io = options.io ?? processIo;
   let flags: Flags;
@@ -71,8 +94,9 @@ export async function main(
   }
   const logger = createLogger({
     format: flags.logFormat as "text" | "json",
-    level: flags.logLevel as "info",
+    level: effectiveLogLevel(flags),
   });
+  for (const note of klogNotes(flags)) logger.info(note);
 
   const [command, ...rest] = flags.args;
   if (command === "attach" || command === "detach") {
@@ -86,33 +110,27 @@ export async function main(
     );
     return 2;
   }
-  return await runAgent(flags, env, logger, options.signal);
+  return await runAgent(
+    flags,
+    env,
+    logger,
+    options.signal,
+    options.notify ?? ((state) => sdNotify(state, env)),
+  );
 }
 
-/** Pick the interface, open the store, run the agent until stopped; close everything. */
+/**
+ * Open the store, pick the interface (the node's `node-public-ip`
+ * annotation counts as `--public-ip`, as in flanneld), run the agent until
+ * stopped; close everything.
+ */
 async function runAgent(
   flags: Flags,
   env: Record<string, string | undefined>,
   logger: Logger,
   parent: AbortSignal | undefined,
+  notify: (state: string) => Promise<unknown>,
 ): Promise<number> {
-  let extIface: ExternalInterface;
-  try {
-    extIface = pickExternalInterface({
-      iface: flags.iface,
-      ifaceRegex: flags.ifaceRegex,
-      ifaceCanReach: flags.ifaceCanReach || undefined,
-      publicIP: flags.publicIp || undefined,
-      publicIPv6: flags.publicIpv6 || undefined,
-    });
-  } catch (e) {
-    if (e instanceof InterfaceError) {
-      logger.error(e.message);
-      return 1;
-    }
-    throw e;
-  }
-
   const metrics = new Registry();
   const stop = stopOnSignals(logger, parent);
   const table = backendTable();
@@ -125,10 +143,35 @@ async function runAgent(
       logger.error((e as Error).message);
       return 1;
     }
-    if (opened.publicIP && opened.publicIP !== extIface.extAddr) {
-      logger.info("public IP set by the node's annotation", { publicIP: opened.publicIP });
-      extIface = { ...extIface, extAddr: opened.publicIP };
+    let extIface: ExternalInterface;
+    try {
+      extIface = pickExternalInterface({
+        iface: flags.iface,
+        ifaceRegex: flags.ifaceRegex,
+        ifaceCanReach: flags.ifaceCanReach || undefined,
+        publicIP: publicIPOf(flags, opened, logger),
+        publicIPv6: flags.publicIpv6 || undefined,
+      });
+    } catch (e) {
+      if (e instanceof InterfaceError) {
+        logger.error(e.message);
+        return 1;
+      }
+      throw e;
     }
+    let notified = false;
+    const storeReady = opened.onReady;
+    const onReady = async (s: AbortSignal) => {
+      if (!notified) {
+        notified = true;
+        await notify("READY=1").catch((e) =>
+          logger.warn("cannot tell the service manager that weft is ready", {
+            error: (e as Error).message,
+          })
+        );
+      }
+      await storeReady?.(s);
+    };
     const agent = createAgent({
       store: opened.store,
       backends: table.backends,
@@ -138,12 +181,11 @@ async function runAgent(
       renewMarginMs: flags.subnetLeaseRenewMargin * 60_000,
       rules: hostRules(flags, logger),
       prepare: async () => {
-        const { ensureForwarding } = await import("../datapath/sysctl.ts");
-        const changed = ensureForwarding({});
-        if (changed.length) logger.info("enabled forwarding", { sysctls: changed.join(",") });
+        const { prepareHost } = await import("./prepare.ts");
+        prepareHost({ rules: flags.ipMasq || flags.iptablesForwardRules, logger });
       },
       previousLease: opened.previousLease,
-      onReady: opened.onReady,
+      onReady,
       logger,
       metrics,
     });
@@ -178,4 +220,19 @@ async function runAgent(
     await opened?.store.close().catch(() => {});
     await table.close();
   }
+}
+
+/**
+ * The public IP the interface is picked for: the node's `node-public-ip`
+ * annotation (Kubernetes) wins over `--public-ip`, as in flanneld.
+ */
+function publicIPOf(flags: Flags, opened: OpenedStore, logger: Logger): string | undefined {
+  if (opened.publicIP) {
+    logger.info("public IP set by the node's annotation", {
+      publicIP: opened.publicIP,
+      ...(flags.publicIp && flags.publicIp !== opened.publicIP ? { instead: flags.publicIp } : {}),
+    });
+    return opened.publicIP;
+  }
+  return flags.publicIp || undefined;
 }
