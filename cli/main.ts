@@ -16,10 +16,15 @@ import { type HttpServer, runtimeVersion, serveHttp } from "../core/runtime.ts";
 import { createLogger, type Logger } from "../core/log.ts";
 import { Registry } from "../core/metrics.ts";
 import {
+  type AddressFacts,
   type ExternalInterface,
   InterfaceError,
+  type InterfaceSource,
   pickExternalInterface,
+  systemInterfaces,
+  withPreferredAddresses,
 } from "../datapath/iface.ts";
+import { formatIPv4 } from "../core/ip.ts";
 import { backendTable } from "./backends.ts";
 import {
   effectiveLogLevel,
@@ -151,7 +156,7 @@ async function runAgent(
         ifaceCanReach: flags.ifaceCanReach || undefined,
         publicIP: publicIPOf(flags, opened, logger),
         publicIPv6: flags.publicIpv6 || undefined,
-      });
+      }, await interfaceSource(logger));
     } catch (e) {
       if (e instanceof InterfaceError) {
         logger.error(e.message);
@@ -235,4 +240,33 @@ function publicIPOf(flags: Flags, opened: OpenedStore, logger: Logger): string |
     return opened.publicIP;
   }
   return flags.publicIp || undefined;
+}
+
+/**
+ * This namespace's interfaces, each one's IPv4 addresses in flannel's order
+ * of preference (static before DHCP, primary before secondary, deprecated
+ * dropped), read from an rtnetlink address dump; kernel order when the dump
+ * cannot be had.
+ */
+async function interfaceSource(logger: Logger): Promise<InterfaceSource> {
+  try {
+    const { openNetlinkClient } = await import("../datapath/netlink/client.ts");
+    const client = await openNetlinkClient();
+    try {
+      const facts = new Map<number, AddressFacts[]>();
+      for (const a of await client.listAddresses()) {
+        const list = facts.get(a.index) ?? [];
+        list.push({ ip: formatIPv4(a.ip), flags: a.flags ?? 0 });
+        facts.set(a.index, list);
+      }
+      return withPreferredAddresses(systemInterfaces, facts);
+    } finally {
+      client.close();
+    }
+  } catch (e) {
+    logger.debug("cannot read address flags; interface addresses in kernel order", {
+      error: (e as Error).message,
+    });
+    return systemInterfaces;
+  }
 }

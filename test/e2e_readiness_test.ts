@@ -4,6 +4,8 @@
  * work), and `/readyz` when the host's `/proc/sys` is read-only (an
  * unprivileged container): right values are fine, a wrong one is a clear
  * reason and no crash loop, and fixing it from outside makes the agent ready.
+ * Also which address it publishes when a DHCP address precedes a static one
+ * on the interface (flannel's preference: the static one).
  *
  * Each agent runs the alloc backend on the embedded file store, so only the
  * host preparation and the readiness path are exercised.
@@ -129,6 +131,36 @@ Deno.test("a read-only /proc/sys with ip_forward off: /readyz names it and the f
     await lab.run(h.ns, "sysctl -q -w net.ipv4.ip_forward=1");
     await agent.waitReady(30_000);
     assert.deepEqual(await readyz(lab, h.ns), [200, "ok"]);
+  } finally {
+    await lab.teardown();
+  }
+});
+
+Deno.test("a DHCP address before a static one on eth0: weft publishes the static one, as flannel", async () => {
+  const lab = await createLab({ prefix: PREFIX, hosts: 1 });
+  try {
+    const [h] = lab.hosts;
+    await lab.run(
+      h.ns,
+      ["ip", "-batch", "-"],
+      [
+        `addr del ${h.ip}/24 dev eth0`,
+        "addr add 192.0.2.50/24 dev eth0 valid_lft 600 preferred_lft 600",
+        `addr add ${h.ip}/24 dev eth0`,
+        "route replace default via 192.0.2.1 dev eth0 onlink",
+        "",
+      ].join("\n"),
+    );
+    const first = (await lab.run(h.ns, "ip -4 -o addr show dev eth0")).split("\n")[0];
+    assert.match(
+      first,
+      /inet 192\.0\.2\.50\/24 .*dynamic/,
+      "the kernel lists the DHCP address first",
+    );
+    const agent = startAgent(lab, h, { args: fileStoreArgs(lab, h) });
+    await agent.waitReady();
+    const start = agent.logs().find((r) => r.msg === "starting")!;
+    assert.deepEqual([start.iface, start.publicIP], ["eth0", h.ip]);
   } finally {
     await lab.teardown();
   }

@@ -100,6 +100,10 @@ export interface Address {
   readonly index: number;
   readonly ip: number;
   readonly prefixLen: number;
+  /** `IFA_F_*` flags (lists only), e.g. 0x80 permanent, 0x01 secondary, 0x20 deprecated. */
+  readonly flags?: number;
+  /** `RT_SCOPE_*` (lists only): 0 global, 253 link, 254 host. */
+  readonly scope?: number;
 }
 
 /**
