@@ -10,7 +10,7 @@
 
 import { backoff, type Clock } from "../core/clock.ts";
 import { type LinkedController, linkedController, sleepQuietly } from "../core/abort.ts";
-import { formatIPv4Net } from "../core/ip.ts";
+import { formatSubnetPair } from "../core/ip.ts";
 import type { Logger } from "../core/log.ts";
 import { leaseKey } from "../lease/kv_store.ts";
 import type { LeaseEvent, LeaseStore } from "../lease/types.ts";
@@ -41,7 +41,7 @@ export interface PeerFollowerOptions {
  * @example
  * ```ts
  * const follower = new PeerFollower({ store, clock, random, logger, metrics, maxBackoffMs,
- *   own: () => ({ subnet, publicIP }), onLost: (why) => lost.abort(why), sync });
+ *   own: () => ({ subnet, attrs: { publicIP } }), onLost: (why) => lost.abort(why), sync });
  * await follower.run(signal);
  * ```
  */
@@ -126,7 +126,7 @@ export class PeerFollower {
 
 function logChanges(logger: Logger, before: PeerSet, update: PeerUpdate): void {
   for (const change of update.changes) {
-    const subnet = formatIPv4Net(change.lease.subnet);
+    const subnet = formatSubnetPair(change.lease);
     if (change.type === "removed") {
       logger.info("peer removed", { subnet });
     } else {

@@ -11,7 +11,7 @@
 import { backoff, type Clock } from "../core/clock.ts";
 import { linkedController, sleepQuietly, whenAborted } from "../core/abort.ts";
 import { LeaseConflictError } from "../core/errors.ts";
-import { formatIPv4Net } from "../core/ip.ts";
+import { formatSubnetPair } from "../core/ip.ts";
 import type { Logger } from "../core/log.ts";
 import type { Lease, LeaseAttrs, LeaseStore } from "../lease/types.ts";
 import { type AgentMetrics, expirySeconds } from "./metrics.ts";
@@ -90,7 +90,7 @@ export async function keepLease(
       failures = 0;
       onRenewed(current);
       logger.info("lease renewed", {
-        subnet: formatIPv4Net(current.subnet),
+        subnet: formatSubnetPair(current),
         expires: current.expiration === null ? "never" : new Date(current.expiration).toISOString(),
       });
     } catch (e) {

@@ -154,8 +154,7 @@ async function runAgent(
         iface: flags.iface,
         ifaceRegex: flags.ifaceRegex,
         ifaceCanReach: flags.ifaceCanReach || undefined,
-        publicIP: publicIPOf(flags, opened, logger),
-        publicIPv6: flags.publicIpv6 || undefined,
+        ...publicIPsOf(flags, opened, logger),
       }, await interfaceSource(logger));
     } catch (e) {
       if (e instanceof InterfaceError) {
@@ -177,6 +176,7 @@ async function runAgent(
       }
       await storeReady?.(s);
     };
+    const externalName = extIface.name;
     const agent = createAgent({
       store: opened.store,
       backends: table.backends,
@@ -185,9 +185,15 @@ async function runAgent(
       ipMasq: flags.ipMasq,
       renewMarginMs: flags.subnetLeaseRenewMargin * 60_000,
       rules: hostRules(flags, logger),
-      prepare: async () => {
+      prepare: async (config) => {
         const { prepareHost } = await import("./prepare.ts");
-        prepareHost({ rules: flags.ipMasq || flags.iptablesForwardRules, logger });
+        prepareHost({
+          rules: flags.ipMasq || flags.iptablesForwardRules,
+          ipv4: config.enableIPv4,
+          ipv6: config.enableIPv6,
+          keepRouterAdvertisements: [externalName],
+          logger,
+        });
       },
       previousLease: opened.previousLease,
       onReady,
@@ -228,18 +234,28 @@ async function runAgent(
 }
 
 /**
- * The public IP the interface is picked for: the node's `node-public-ip`
- * annotation (Kubernetes) wins over `--public-ip`, as in flanneld.
+ * The public IPs the interface is picked for: the node's `node-public-ip`
+ * and `node-public-ipv6` annotations (Kubernetes) win over `--public-ip` and
+ * `--public-ipv6`, as flanneld's GetStoredPublicIP.
  */
-function publicIPOf(flags: Flags, opened: OpenedStore, logger: Logger): string | undefined {
+function publicIPsOf(
+  flags: Flags,
+  opened: OpenedStore,
+  logger: Logger,
+): { publicIP?: string; publicIPv6?: string } {
   if (opened.publicIP) {
     logger.info("public IP set by the node's annotation", {
       publicIP: opened.publicIP,
       ...(flags.publicIp && flags.publicIp !== opened.publicIP ? { instead: flags.publicIp } : {}),
     });
-    return opened.publicIP;
   }
-  return flags.publicIp || undefined;
+  if (opened.publicIPv6) {
+    logger.info("public IPv6 set by the node's annotation", { publicIPv6: opened.publicIPv6 });
+  }
+  return {
+    publicIP: opened.publicIP || flags.publicIp || undefined,
+    publicIPv6: opened.publicIPv6 || flags.publicIpv6 || undefined,
+  };
 }
 
 /**

@@ -14,21 +14,25 @@
  */
 
 import type { Logger } from "../core/log.ts";
-import { bridgeNetfilterMissing, ensureForwarding } from "../datapath/sysctl.ts";
+import {
+  bridgeNetfilterMissing,
+  ensureForwarding,
+  type ForwardingOptions,
+} from "../datapath/sysctl.ts";
 
 /** Options of {@link prepareHost}. */
-export interface PrepareOptions {
+export interface PrepareOptions
+  extends Pick<ForwardingOptions, "ipv4" | "ipv6" | "keepRouterAdvertisements" | "procRoot"> {
   /** Whether masquerade or forward rules are installed (`--ip-masq`, `--iptables-forward-rules`). */
   readonly rules: boolean;
   readonly logger: Logger;
-  /** Where sysctls live (default `/proc/sys`; tests point it at a directory). */
-  readonly procRoot?: string;
 }
 
 /**
  * Prepare this network namespace for routing pod traffic.
  *
- * @param options Whether rules are used, the logger, the proc root.
+ * @param options Whether rules are used, the families, interfaces whose
+ *   router advertisements stay accepted, the logger, the proc root.
  * @throws {Error} When a sysctl must change and cannot be written (the message names the fix).
  * @example
  * ```ts
@@ -36,9 +40,9 @@ export interface PrepareOptions {
  * ```
  */
 export function prepareHost(options: PrepareOptions): void {
-  const { logger, procRoot } = options;
+  const { logger, rules: _rules, ...forwarding } = options;
   if (options.rules) {
-    const missing = bridgeNetfilterMissing({ procRoot });
+    const missing = bridgeNetfilterMissing(forwarding);
     if (missing.length) {
       logger.warn(
         "br_netfilter is not loaded: traffic between pods on this host's bridge bypasses the masquerade and forward rules (flanneld refuses to start here); run `modprobe br_netfilter` and list it in /etc/modules-load.d/",
@@ -46,6 +50,6 @@ export function prepareHost(options: PrepareOptions): void {
       );
     }
   }
-  const changed = ensureForwarding({ procRoot });
+  const changed = ensureForwarding(forwarding);
   if (changed.length) logger.info("enabled forwarding", { sysctls: changed.join(",") });
 }

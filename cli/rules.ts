@@ -15,7 +15,7 @@ import { type Clock, systemClock } from "../core/clock.ts";
 import type { Logger } from "../core/log.ts";
 import type { NetworkConfig } from "../lease/config.ts";
 import type { Lease } from "../lease/types.ts";
-import { formatIPv4Net } from "../core/ip.ts";
+import { formatIPv4Net, type IPv4Net } from "../core/ip.ts";
 import type { HostRules } from "../agent/agent.ts";
 import type { Flags } from "./flags.ts";
 
@@ -84,8 +84,10 @@ export function hostRules(flags: Flags, logger: Logger): HostRules | undefined {
     },
     run: async (config, lease, signal) => {
       const tasks: Promise<void>[] = [];
-      if (flags.ipBlackholeRoute) {
-        tasks.push(keepBlackholeRoute(lease, flags.iptablesResync, systemClock, logger, signal));
+      if (flags.ipBlackholeRoute && lease.subnet) {
+        tasks.push(
+          keepBlackholeRoute(lease.subnet, flags.iptablesResync, systemClock, logger, signal),
+        );
       }
       if (rules) {
         const { keepRulesInSync } = await import("../datapath/masq.ts");
@@ -102,11 +104,11 @@ export function hostRules(flags: Flags, logger: Logger): HostRules | undefined {
 }
 
 /**
- * Keep `blackhole <lease subnet>` until `signal` aborts: at once, then every
+ * Keep `blackhole <own IPv4 subnet>` until `signal` aborts: at once, then every
  * `intervalSeconds`; each outcome is logged when it changes.
  */
 async function keepBlackholeRoute(
-  lease: Lease,
+  own: IPv4Net,
   intervalSeconds: number,
   clock: Clock,
   logger: Logger,
@@ -115,13 +117,13 @@ async function keepBlackholeRoute(
   const { openNetlinkClient } = await import("../datapath/netlink/client.ts");
   const { ensureBlackholeRoute } = await import("../datapath/blackhole.ts");
   const client = await openNetlinkClient();
-  const subnet = formatIPv4Net(lease.subnet);
+  const subnet = formatIPv4Net(own);
   let last = "";
   try {
     do {
       let outcome: string;
       try {
-        outcome = await ensureBlackholeRoute(client, lease.subnet);
+        outcome = await ensureBlackholeRoute(client, own);
       } catch (e) {
         outcome = `failed: ${(e as Error).message}`;
       }

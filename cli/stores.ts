@@ -61,6 +61,8 @@ export interface OpenedStore {
   readonly previousLease?: (signal: AbortSignal) => Promise<Lease | undefined>;
   /** The public IP the store says this host has (Kubernetes: `public-ip-overwrite`). */
   readonly publicIP?: string;
+  /** The public IPv6 address the store says this host has (Kubernetes: `public-ipv6-overwrite`). */
+  readonly publicIPv6?: string;
 }
 
 /**
@@ -151,8 +153,9 @@ export async function openStore(
     let hints: Awaited<ReturnType<typeof store.nodeHints>> | undefined;
     const getHints = async (s: AbortSignal) => (hints ??= await store.nodeHints(s));
     let publicIP: string | undefined;
+    let publicIPv6: string | undefined;
     try {
-      publicIP = (await getHints(signal)).publicIP;
+      ({ publicIP, publicIPv6 } = await getHints(signal));
     } catch (e) {
       if (!signal.aborted) {
         logger.warn("cannot read this node's annotations yet; will retry while registering", {
@@ -163,6 +166,7 @@ export async function openStore(
     return {
       store,
       publicIP,
+      publicIPv6,
       previousLease: async (s) => (await getHints(s)).previousLease,
       onReady: (s) => store.markNetworkAvailable(s),
     };

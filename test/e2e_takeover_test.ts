@@ -43,7 +43,7 @@ import { mapLimit } from "./lab/cluster.ts";
 import { replySeqs } from "./lab/scenarios.ts";
 import { type EtcdServer, startEtcd } from "../testing/etcd_server.ts";
 import { type LabKube, startLabKube } from "../testing/fake_kube_main.ts";
-import { hold, waitFor } from "../testing/wait.ts";
+import { waitFor } from "../testing/wait.ts";
 
 const PREFIX = "wto";
 const ETCD_PREFIX = "/coreos.com/network";
@@ -215,6 +215,7 @@ async function takeover(backend: Backend, store: Store): Promise<void> {
       fs.writeFileSync(netConf, netConfig);
       for (const n of nodes) {
         await createFlannelNode(
+          lab,
           kube,
           setup,
           n,
@@ -338,7 +339,6 @@ async function takeover(backend: Backend, store: Store): Promise<void> {
       async () =>
         (await lab.run(h1.ns, `ip route show ${nodes[2].subnet}`)).trim() ? null : "missing",
     );
-    await hold("let the repair settle before the agents stop", 100);
   } finally {
     await Promise.all(agents.map((a) => a.stop()));
     await etcd?.close();

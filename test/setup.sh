@@ -50,12 +50,12 @@ fi
 # npm packages (deno, bun and the libraries), exactly as package-lock.json says
 if [ ! -x node_modules/.bin/deno ] || [ ! -x node_modules/.bin/bun ] ||
   ! npm ls --depth=0 >/dev/null 2>&1; then
-  echo "setup: installing npm packages (npm ci: deno, bun, hono, valibot, @kubernetes/client-node, js-yaml)" >&2
+  echo "setup: installing npm packages (npm ci: deno, bun and the libraries in package-lock.json)" >&2
   npm ci --no-audit --no-fund >&2
 fi
 
-# Python with boto3 and moto (the EC2 emulator, moto_server): not used by
-# the tests yet; say what is missing, do not install
+# Python with boto3 and moto (the EC2 emulator the aws tests run against):
+# say what is missing, do not install
 moto=""
 if have python3; then
   moto=$(python3 -c '

@@ -87,6 +87,13 @@ export interface EtcdServer extends AsyncDisposable {
   revision(): Promise<number>;
   /** Compact history up to `revision` (physically), so older watches fail. */
   compact(revision: number): Promise<void>;
+  /**
+   * How many watchers the member serves now (its `etcd_debugging_mvcc_watcher_total`
+   * metric), e.g. to restart it under a running watch.
+   *
+   * @throws {Error} With `netns` (the metrics are not reachable from here).
+   */
+  watchers(): Promise<number>;
   /** Stop the process (SIGTERM, then SIGKILL after 5 s); keeps the data. */
   stop(): Promise<void>;
   /** Start again on the same ports and data dir and wait until healthy. */
@@ -424,6 +431,19 @@ async function startIn(dir: string, options: EtcdServerOptions): Promise<EtcdSer
     },
     async compact(revision) {
       await etcdctl(["compaction", "--physical", String(revision)]);
+    },
+    async watchers() {
+      if (options.netns) {
+        throw new Error(
+          `Cannot read the watchers of etcd in netns ${options.netns} from outside it`,
+        );
+      }
+      const text = await (await fetcher(`${endpoint()}/metrics`)).text();
+      const m = text.match(/^etcd_debugging_mvcc_watcher_total (\d+)/m);
+      if (!m) {
+        throw new Error(`etcd at ${endpoint()} has no etcd_debugging_mvcc_watcher_total metric`);
+      }
+      return Number(m[1]);
     },
     stop,
     async restart() {

@@ -41,6 +41,8 @@ import { execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { sleepQuietly } from "../core/abort.ts";
+import { type Clock, systemClock } from "../core/clock.ts";
 import { type HttpServer, serveHttp } from "../core/runtime.ts";
 
 // deno-lint-ignore no-explicit-any
@@ -71,6 +73,8 @@ export interface FakeKubeOptions {
   tls?: { cert: string; key: string };
   /** Send a BOOKMARK to bookmark-enabled watches this often; 0 (default) = only on demand. */
   bookmarkIntervalMs?: number;
+  /** The clock of the bookmark interval and of `timeoutSeconds` (default: the real one). */
+  clock?: Clock;
   /** Address to listen on (default 127.0.0.1). */
   hostname?: string;
 }
@@ -633,10 +637,10 @@ export async function createFakeKube(options: FakeKubeOptions = {}): Promise<Fak
     const timeoutSeconds = Number(c.req.query("timeoutSeconds") ?? 0);
     const enc = new TextEncoder();
     let watcher: Watcher | undefined;
-    const timers: ReturnType<typeof setTimeout>[] = [];
+    const timers = new AbortController();
     const stop = () => {
       if (watcher) watchers.delete(watcher);
-      for (const t of timers) clearInterval(t);
+      timers.abort();
     };
     const body = new ReadableStream<Uint8Array>({
       start(controller) {
@@ -681,10 +685,18 @@ export async function createFakeKube(options: FakeKubeOptions = {}): Promise<Fak
           }
         }
         watchers.add(watcher);
-        if (bookmarks && options.bookmarkIntervalMs) {
-          timers.push(setInterval(() => send(bookmarkEvent()), options.bookmarkIntervalMs));
+        const clock = options.clock ?? systemClock;
+        if (timeoutSeconds > 0) {
+          sleepQuietly(clock, timeoutSeconds * 1000, timers.signal).then((due) =>
+            due && end(false)
+          );
         }
-        if (timeoutSeconds > 0) timers.push(setTimeout(() => end(false), timeoutSeconds * 1000));
+        const every = options.bookmarkIntervalMs;
+        if (bookmarks && every) {
+          (async () => {
+            while (await sleepQuietly(clock, every, timers.signal)) send(bookmarkEvent());
+          })();
+        }
       },
       cancel() {
         stop();

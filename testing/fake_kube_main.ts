@@ -154,6 +154,8 @@ export interface LabKube {
   /** The kubeconfig written for agents (`<lab.dir>/kubeconfig`). */
   readonly kubeconfig: string;
   readonly token: string;
+  /** The CA certificate (PEM file) that signed the server's certificate. */
+  readonly caFile: string;
   /** The server process. */
   readonly process: LabProcess;
   /**
@@ -197,6 +199,8 @@ export async function startLabKube(lab: Lab, options: { token?: string } = {}): 
   const certs = makeTestCerts(lab.underlay.serviceIP);
   const certFile = join(lab.dir, "kube-cert.pem");
   const keyFile = join(lab.dir, "kube-key.pem");
+  const caFile = join(lab.dir, "kube-ca.pem");
+  writeFileSync(caFile, certs.ca);
   writeFileSync(certFile, certs.cert);
   writeFileSync(keyFile, certs.key, { mode: 0o600 });
   const args = [
@@ -254,6 +258,7 @@ export async function startLabKube(lab: Lab, options: { token?: string } = {}): 
     url: info.url,
     kubeconfig,
     token,
+    caFile,
     process: proc,
     control,
     call: async (op, ...args) => (await control([{ op, args }]))[0],

@@ -4,6 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createFetch } from "../core/runtime.ts";
 import { systemExec } from "../core/exec.ts";
+import { FakeClock } from "./fake_clock.ts";
 import {
   createFakeKube,
   type FakeKube,
@@ -284,16 +285,27 @@ Deno.test("fake sends bookmarks only to watches that allow them", async () => {
   });
 });
 
-Deno.test("fake bookmark timer and server-side timeout", async () => {
+Deno.test("fake bookmark timer and server-side timeout run on the injected clock", async () => {
+  const clock = new FakeClock(0);
   await withKube(async (kube) => {
     kube.addNode("a");
-    const res = await fetch(
-      `${kube.url}/api/v1/nodes?watch=true&resourceVersion=${kube.resourceVersion}&allowWatchBookmarks=true&timeoutSeconds=1`,
+    const res = await req(
+      kube,
+      `/api/v1/nodes?watch=true&resourceVersion=${kube.resourceVersion}&allowWatchBookmarks=true&timeoutSeconds=1`,
     );
-    const events = await readEvents(res, 100, 5000);
-    assert.ok(events.length >= 2, `bookmarks every 200 ms for 1 s: got ${events.length}`);
-    assert.ok(events.every((e) => e.type === "BOOKMARK"));
-  }, { bookmarkIntervalMs: 200 });
+    const reading = readEvents(res, 100, 5000);
+    await clock.advance(999);
+    assert.equal(kube.watchCount, 1, "still open before timeoutSeconds");
+    await clock.advance(1);
+    const events = await reading;
+    assert.deepEqual(
+      events.map((e) => `${e.type} ${e.object.metadata.resourceVersion}`),
+      Array(4).fill(`BOOKMARK ${kube.resourceVersion}`),
+      "a bookmark every 200 ms until the timeout at 1 s",
+    );
+    assert.equal(kube.watchCount, 0);
+    assert.equal(clock.pending, 0, "no timer left behind");
+  }, { bookmarkIntervalMs: 200, clock });
 });
 
 Deno.test("fake breakWatches() ends streams, abruptly mid-event when asked", async () => {

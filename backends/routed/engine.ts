@@ -29,7 +29,7 @@
  * @module
  */
 
-import { formatIPv4Net, type IPv4Net } from "../../core/ip.ts";
+import { formatSubnetPair, type IPv4Net } from "../../core/ip.ts";
 import type { Logger } from "../../core/log.ts";
 import type { NetworkConfig } from "../../lease/config.ts";
 import type { Lease } from "../../lease/types.ts";
@@ -105,9 +105,9 @@ export interface RoutedOptions {
   readonly onRepaired?: (reason: string) => void;
 }
 
-/** The key of a peer: its subnet. */
+/** The key of a peer: its subnets (`10.5.2.0/24`, `10.5.2.0/24 + fd00:5:2::/64`). */
 export function peerKey(lease: Lease): string {
-  return formatIPv4Net(lease.subnet);
+  return formatSubnetPair(lease);
 }
 
 /**

@@ -23,7 +23,7 @@ const peer = (n: number, type = "host-gw") => peerLease(`10.5.${n}.0/24`, `192.0
 const SCOPE: EntryScope = {
   name: "host-gw",
   network: net("10.5.0.0/16"),
-  except: [OWN.subnet],
+  except: [OWN.subnet!],
   gatewayDevices: ["eth0"],
 };
 
@@ -110,7 +110,7 @@ Deno.test("updatePeers hands the target only the changed peers, whatever the num
   ]);
   assert.deepEqual(h.callsSince(from), [[
     "update",
-    [formatIPv4Net(many[10].subnet), formatIPv4Net(many[11].subnet)],
+    [formatIPv4Net(many[10].subnet!), formatIPv4Net(many[11].subnet!)],
   ]]);
   assert.equal(h.dp.writes - writes, 2, "one route out, one replaced");
   assert.equal(h.dp.routes().length, 2999);
@@ -256,7 +256,7 @@ Deno.test("the engine drives a cloud-like route table: own route written, gone l
     subnet: "10.5.1.0/24",
     clock,
   });
-  const peerEntries = (p: Lease): PeerResult<CloudEntry> => ({ entries: { dst: p.subnet } });
+  const peerEntries = (p: Lease): PeerResult<CloudEntry> => ({ entries: { dst: p.subnet! } });
   const network = routedNetwork(
     "cloud",
     {
@@ -264,7 +264,7 @@ Deno.test("the engine drives a cloud-like route table: own route written, gone l
       mtu: 1500,
       target: cloudTarget(table, net("10.5.0.0/16")),
       peerEntries,
-      ownEntries: { dst: OWN.subnet, nextHop: "host-1" },
+      ownEntries: { dst: OWN.subnet!, nextHop: "host-1" },
     },
     ctx,
     ctx.logger,

@@ -49,7 +49,7 @@ import {
   maskIPv4,
   parseIPv4,
 } from "../../core/ip.ts";
-import type { Lease } from "../../lease/types.ts";
+import { ipv4SubnetOf, type Lease } from "../../lease/types.ts";
 import type { Datapath, EntryScope, PeerEntries, VxlanDeviceSpec } from "../../datapath/types.ts";
 import type { Backend, BackendContext, ExternalInterface } from "../types.ts";
 import {
@@ -164,13 +164,15 @@ export function vxlanPeerEntries(
       skip: `backend type is ${JSON.stringify(peer.attrs.backendType ?? "udp")}, not "vxlan"`,
     };
   }
+  const subnet = peer.subnet;
+  if (!subnet) return { skip: "it has no IPv4 subnet (an IPv6-only lease)" };
   if (!isIPv4(peer.attrs.publicIP)) {
     return { skip: `PublicIP ${JSON.stringify(peer.attrs.publicIP)} is not IPv4` };
   }
   const publicIP = parseIPv4(peer.attrs.publicIP);
   if (options.directNets.some((n) => containsIPv4(n, publicIP))) {
     return {
-      entries: { routes: [{ dst: peer.subnet, gateway: publicIP, device: options.extDevice }] },
+      entries: { routes: [{ dst: subnet, gateway: publicIP, device: options.extDevice }] },
     };
   }
   const data = parseVxlanLeaseData(peer.attrs.backendData);
@@ -178,9 +180,9 @@ export function vxlanPeerEntries(
   const device = options.device;
   return {
     entries: {
-      neighbours: [{ device, ip: peer.subnet.ip, mac: data.vtepMac }],
+      neighbours: [{ device, ip: subnet.ip, mac: data.vtepMac }],
       fdb: [{ device, mac: data.vtepMac, dst: publicIP }],
-      routes: [{ dst: peer.subnet, gateway: peer.subnet.ip, device, onlink: true }],
+      routes: [{ dst: subnet, gateway: subnet.ip, device, onlink: true }],
     },
   };
 }
@@ -323,6 +325,7 @@ async function registerVxlan(
     backendType: "vxlan",
     backendData: { VNI: cfg.vni, VtepMAC: vtepMac },
   }, ctx.signal);
+  const ownSubnet = ipv4SubnetOf(lease, "the vxlan backend");
 
   const device: VxlanDeviceSpec = {
     kind: "vxlan",
@@ -335,12 +338,12 @@ async function registerVxlan(
     gbp: cfg.gbp,
     mac: vtepMac,
     mtu,
-    addresses: [{ ip: lease.subnet.ip, prefixLen: 32 }],
+    addresses: [{ ip: ownSubnet.ip, prefixLen: 32 }],
   };
   const scope: EntryScope = {
     name: "vxlan",
     network,
-    except: [lease.subnet],
+    except: [ownSubnet],
     routeDevices: [name],
     gatewayDevices: [ext.name],
     neighbourDevices: [name],

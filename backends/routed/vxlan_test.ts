@@ -130,7 +130,7 @@ Deno.test("vxlanPeerEntries skips other backend types, bad BackendData and non-I
   ];
   for (const [lease, re] of table) {
     const r = vxlanPeerEntries(lease, OPTS);
-    assert.ok("skip" in r, formatIPv4Net(lease.subnet));
+    assert.ok("skip" in r, formatIPv4Net(lease.subnet!));
     assert.match(r.skip, re);
   }
 });

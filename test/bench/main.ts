@@ -5,7 +5,7 @@
  * numbers to `.bench/latest.json`.
  *
  * `deno task bench [section …]` runs only the named sections:
- * store, reconcile, netlink, kube, checksum, udp, lab, udp-lab.
+ * store, etcd-client, reconcile, netlink, kube, kube-config, checksum, udp, lab, udp-lab, gce.
  *
  * Needs root (network-namespace labs) like the tests; touches nothing
  * outside the namespaces it creates.
@@ -17,6 +17,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import process from "node:process";
 import { runtimeVersion } from "../../core/runtime.ts";
+import { benchGceCalls, benchGceLoad, reportGce } from "./gce_bench.ts";
 
 // deno-lint-ignore no-explicit-any
 type Any = any;
@@ -24,7 +25,7 @@ type Any = any;
 type Section = {
   name: string;
   run: () => Promise<Record<string, unknown>>;
-  report: (r: Any) => string[];
+  report: (r: Any) => string[] | Promise<string[]>;
 };
 
 const fmt = (x: number, digits = 1) => Number.isFinite(x) ? x.toFixed(digits) : String(x);
@@ -50,6 +51,15 @@ const sections: Section[] = [
         fmt(r.loadWatch.rssMB, 0)
       } MB (goal ≤ 100: ${goal(r.loadWatch.rssMB <= 100)})`,
     ],
+  },
+  {
+    // the hand-written etcd client against the etcd3 package (gRPC)
+    name: "etcd-client",
+    run: async () => {
+      const m = await import("./etcd_client_bench.ts");
+      return { clients: await m.benchEtcdClients({ runs: 3, puts: 200, watches: 100 }) };
+    },
+    report: async (r: Any) => (await import("./etcd_client_bench.ts")).reportEtcdClients(r.clients),
   },
   {
     name: "reconcile",
@@ -105,6 +115,16 @@ const sections: Section[] = [
         fmt(r.startToReady.bun.restartMs, 0)
       } ms`,
     ],
+  },
+  {
+    // the builtin kubeconfig loader against @kubernetes/client-node's
+    name: "kube-config",
+    run: async () => {
+      const m = await import("./kube_config_bench.ts");
+      return { loaders: await m.benchKubeConfigLoaders({ runs: 5 }) };
+    },
+    report: async (r: Any) =>
+      (await import("./kube_config_bench.ts")).reportKubeConfigLoaders(r.loaders),
   },
   {
     name: "checksum",
@@ -202,6 +222,11 @@ const sections: Section[] = [
       }%, Bun ${fmt(r.lab.udpBun.tcpCpuSender, 0)}%; Bun/Deno TCP ${fmt(r.lab.bunOverDenoTcp, 2)}×`,
     ],
   },
+  {
+    name: "gce",
+    run: async () => ({ load: await benchGceLoad(3), calls: await benchGceCalls() }),
+    report: (r: Any) => reportGce(r.load, r.calls),
+  },
 ];
 
 const wanted = process.argv.slice(2);
@@ -220,7 +245,7 @@ for (const s of sections) {
   try {
     const r = await s.run();
     results[s.name] = r;
-    const out = s.report(r);
+    const out = await s.report(r);
     lines.push(...out);
     console.error(`bench: ${s.name} done in ${((performance.now() - t0) / 1000).toFixed(0)} s`);
     for (const l of out) console.error(`  ${l}`);

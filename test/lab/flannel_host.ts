@@ -237,12 +237,14 @@ export async function putFlannelLease(
  * `node-public-ip`), and the `NetworkUnavailable=False` condition flanneld
  * sets through the status subresource.
  *
+ * @param lab The lab (the API server lives in its underlay namespace).
  * @param kube The lab's fake API server.
  * @param setup The backend.
  * @param node The host.
  * @param extra More annotations.
  */
 export async function createFlannelNode(
+  lab: Lab,
   kube: LabKube,
   setup: FlannelSetup,
   node: FlannelNode,
@@ -265,8 +267,15 @@ export async function createFlannelNode(
     lastTransitionTime: now,
     lastHeartbeatTime: now,
   };
-  await kube.kubectl([
-    ...["patch", "node", node.host.ns, "--subresource=status", "--type=strategic"],
-    ...["-p", JSON.stringify({ status: { conditions: [condition] } })],
-  ]);
+  // as flanneld does it: a strategic merge patch of the status subresource (kubectl < 1.24
+  // cannot address subresources, so plain HTTPS with the agents' token)
+  const r = await lab.exec(lab.underlay.ns, [
+    ...["curl", "-sS", "--fail-with-body", "--max-time", "10", "--cacert", kube.caFile],
+    ...["-X", "PATCH", "-H", `Authorization: Bearer ${kube.token}`],
+    ...["-H", "Content-Type: application/strategic-merge-patch+json", "--data-binary", "@-"],
+    `${kube.url}/api/v1/nodes/${node.host.ns}/status`,
+  ], JSON.stringify({ status: { conditions: [condition] } }));
+  if (r.code !== 0) {
+    throw new Error(`patching ${node.host.ns}'s status failed: ${r.stderr.trim()} ${r.stdout}`);
+  }
 }

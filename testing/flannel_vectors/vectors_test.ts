@@ -163,8 +163,6 @@ const KNOWN_DIFFERENCES: Readonly<Record<string, string>> = {
   "subnet-keys/parse/ipv6-prefix-128":
     "weft parses a /128 IPv6 part; flannel stops at /127 (ParseUint bit size 7)",
   // network config
-  "config/network-0.0.0.0/0-refused":
-    "weft accepts Network 0.0.0.0/0; flannel refuses it (Network.Empty())",
   "config/subnetmin-after-subnetmax-accepted":
     "weft refuses SubnetMin > SubnetMax in the config; flannel accepts it and finds no subnet later",
   "config/subnetlen-as-float":
@@ -450,7 +448,7 @@ async function weftAnswer(file: VectorFile, row: Row): Promise<Json> {
       const k = parseSubnetKey(input);
       if (!k) return null;
       return {
-        subnet: formatIPv4Net(k.subnet),
+        subnet: k.subnet ? formatIPv4Net(k.subnet) : null,
         ...(k.ipv6Subnet ? { ipv6Subnet: formatIPv6Net(k.ipv6Subnet) } : {}),
       };
     }
@@ -654,14 +652,14 @@ async function weftAnswer(file: VectorFile, row: Row): Promise<Json> {
         directNets: ((input.directNets ?? []) as string[]).map(v4net),
       };
       return peerStateView(
-        peerLeases(input.peers).filter((l) => !equalIPv4Net(l.subnet, own))
+        peerLeases(input.peers).filter((l) => !l.subnet || !equalIPv4Net(l.subnet, own))
           .map((l) => vxlanPeerEntries(l, options)),
       );
     }
     case "backends:hostGwPeers": {
       const own = v4net(input.own);
       return peerStateView(
-        peerLeases(input.peers).filter((l) => !equalIPv4Net(l.subnet, own))
+        peerLeases(input.peers).filter((l) => !l.subnet || !equalIPv4Net(l.subnet, own))
           .map((l) => hostGwPeerEntries(l, EXT_DEVICE)),
       );
     }
