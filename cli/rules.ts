@@ -105,7 +105,7 @@ export function hostRules(flags: Flags, logger: Logger): HostRules | undefined {
 
 /**
  * Keep `blackhole <own IPv4 subnet>` until `signal` aborts: at once, then every
- * `intervalSeconds`; each outcome is logged when it changes.
+ * `intervalSeconds`; each addition is logged, other outcomes when they change.
  */
 async function keepBlackholeRoute(
   own: IPv4Net,
@@ -127,17 +127,16 @@ async function keepBlackholeRoute(
       } catch (e) {
         outcome = `failed: ${(e as Error).message}`;
       }
-      if (outcome !== last) {
-        if (outcome === "added") logger.info("added the blackhole route", { subnet });
-        else if (outcome === "routed") {
-          logger.debug("no blackhole route: the subnet is routed already (the pod bridge)", {
-            subnet,
-          });
-        } else if (outcome !== "present") {
-          logger.error("cannot add the blackhole route, will retry", { subnet, error: outcome });
-        }
-        last = outcome;
+      // every addition is a change worth a line; the other outcomes only when they change
+      if (outcome === "added") logger.info("added the blackhole route", { subnet });
+      else if (outcome !== last && outcome === "routed") {
+        logger.debug("no blackhole route: the subnet is routed already (the pod bridge)", {
+          subnet,
+        });
+      } else if (outcome !== last && outcome !== "present") {
+        logger.error("cannot add the blackhole route, will retry", { subnet, error: outcome });
       }
+      last = outcome;
     } while (await sleepQuietly(clock, intervalSeconds * 1000, signal));
   } finally {
     client.close();

@@ -5,7 +5,8 @@
  * unprivileged container): right values are fine, a wrong one is a clear
  * reason and no crash loop, and fixing it from outside makes the agent ready.
  * Also which address it publishes when a DHCP address precedes a static one
- * on the interface (flannel's preference: the static one).
+ * on the interface (flannel's preference: the static one), and
+ * `--ip-blackhole-route` kept by the real process.
  *
  * Each agent runs the alloc backend on the embedded file store, so only the
  * host preparation and the readiness path are exercised.
@@ -161,6 +162,30 @@ Deno.test("a DHCP address before a static one on eth0: weft publishes the static
     await agent.waitReady();
     const start = agent.logs().find((r) => r.msg === "starting")!;
     assert.deepEqual([start.iface, start.publicIP], ["eth0", h.ip]);
+  } finally {
+    await lab.teardown();
+  }
+});
+
+Deno.test("--ip-blackhole-route: the agent adds `blackhole <subnet>` and puts it back when deleted", async () => {
+  const lab = await createLab({ prefix: PREFIX, hosts: 1 });
+  try {
+    const [h] = lab.hosts;
+    const agent = startAgent(lab, h, {
+      args: [...fileStoreArgs(lab, h), "--ip-blackhole-route", "--iptables-resync=1"],
+    });
+    const subnet = await agent.waitReady();
+    const blackhole = async () =>
+      (await lab.run(h.ns, "ip route show type blackhole")).trim() === `blackhole ${subnet}`
+        ? null
+        : "no blackhole route yet";
+    await waitFor(`blackhole ${subnet}`, blackhole, 10_000);
+    await lab.run(h.ns, `ip route del blackhole ${subnet}`);
+    await waitFor(`blackhole ${subnet} put back`, blackhole, 10_000);
+    await waitFor("the second 'added the blackhole route' record", () => {
+      const n = agent.logs().filter((r) => r.msg === "added the blackhole route").length;
+      return n === 2 ? null : `${n} so far`;
+    });
   } finally {
     await lab.teardown();
   }
