@@ -32,6 +32,8 @@ want bash bash
 want cloud-init cloud-init  # `cloud-init schema` checks examples/aws/cloud-init.yaml
 want npm npm              # pulls in nodejs
 want node nodejs
+want kubectl kubernetes-client   # a real client-go client for the fake API server
+want python3 python3      # sd_notify receiver in the readiness tests
 for plugin in bridge host-local; do
   [ -x "/usr/lib/cni/$plugin" ] || case " $need " in
     *" containernetworking-plugins "*) ;;

@@ -728,6 +728,27 @@ export async function createFakeKube(options: FakeKubeOptions = {}): Promise<Fak
     }
   };
 
+  // Discovery, as client-go (kubectl) reads it before any request: the
+  // legacy documents (no aggregated discovery, so clients fall back to them).
+  app.get("/version", (c) =>
+    c.json({
+      major: "1",
+      minor: "32",
+      gitVersion: "v1.32.0-weft-fake",
+      platform: "linux/amd64",
+    }));
+  app.get("/api", (c) =>
+    c.json({
+      kind: "APIVersions",
+      versions: ["v1"],
+      serverAddressByClientCIDRs: [{
+        clientCIDR: "0.0.0.0/0",
+        serverAddress: new URL(c.req.url).host,
+      }],
+    }));
+  app.get("/apis", (c) => c.json({ kind: "APIGroupList", apiVersion: "v1", groups: [] }));
+  app.get("/api/v1", (c) => c.json(API_RESOURCES));
+
   app.get("/api/v1/nodes", (c) => {
     const w = c.req.query("watch");
     return w === "true" || w === "1" ? watchNodes(c) : listNodes(c);
@@ -950,6 +971,37 @@ export async function createFakeKube(options: FakeKubeOptions = {}): Promise<Fak
   };
 }
 
+/** `GET /api/v1`: the resources this fake serves, as kube-apiserver lists them. */
+const API_RESOURCES = {
+  kind: "APIResourceList",
+  groupVersion: "v1",
+  resources: [
+    {
+      name: "nodes",
+      singularName: "node",
+      namespaced: false,
+      kind: "Node",
+      verbs: ["create", "delete", "get", "list", "patch", "update", "watch"],
+      shortNames: ["no"],
+    },
+    {
+      name: "nodes/status",
+      singularName: "",
+      namespaced: false,
+      kind: "Node",
+      verbs: ["get", "patch", "update"],
+    },
+    {
+      name: "pods",
+      singularName: "pod",
+      namespaced: true,
+      kind: "Pod",
+      verbs: ["get"],
+      shortNames: ["po"],
+    },
+  ],
+};
+
 /**
  * Write a kubeconfig file pointing at a fake (token and CA optional).
  *
@@ -993,14 +1045,15 @@ export function writeKubeconfig(
 }
 
 /**
- * Make a throwaway CA and a server certificate for 127.0.0.1 signed by it,
+ * Make a throwaway CA and a server certificate for an IP address signed by it,
  * with the openssl command (rustls, under Deno, refuses a self-signed
  * certificate that is its own CA).
  *
+ * @param ip The server's address, in the certificate's subjectAltName (default 127.0.0.1).
  * @returns PEM CA certificate, server certificate and server key.
  * @throws {Error} When openssl is missing or fails.
  */
-export function makeTestCerts(): { ca: string; cert: string; key: string } {
+export function makeTestCerts(ip = "127.0.0.1"): { ca: string; cert: string; key: string } {
   const dir = mkdtempSync(join(tmpdir(), "weft-kube-cert-"));
   const f = (name: string) => join(dir, name);
   const ossl = (...args: string[]) => execFileSync("openssl", args, { stdio: "pipe" });
@@ -1023,10 +1076,10 @@ export function makeTestCerts(): { ca: string; cert: string; key: string } {
       "-addext",
       "keyUsage=critical,keyCertSign,cRLSign",
     );
-    ossl("req", ...ec, "-subj", "/CN=127.0.0.1", "-keyout", f("key.pem"), "-out", f("csr.pem"));
+    ossl("req", ...ec, "-subj", `/CN=${ip}`, "-keyout", f("key.pem"), "-out", f("csr.pem"));
     writeFileSync(
       f("ext.cnf"),
-      "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+      `basicConstraints=CA:FALSE\nsubjectAltName=IP:${ip}\nextendedKeyUsage=serverAuth\n`,
     );
     ossl(
       "x509",

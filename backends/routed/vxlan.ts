@@ -3,7 +3,9 @@
  *
  * Kernel state it creates, and why:
  * - Device `flannel.<VNI>` (VNI default 1): type vxlan, `dstport` 8472 (or
- *   `Backend.Port`), `local` = the external interface's address, `dev` = the
+ *   `Backend.Port`), `local` = the public IP (flannel v0.28's ExtAddr) when
+ *   the external interface holds it, else the interface's address (see
+ *   {@link vxlanLocalAddress}), `dev` = the
  *   external interface, `nolearning` (remote MACs come from leases, never
  *   from flooding), MTU = (`Backend.MTU` or the external MTU) − 50. Its MAC
  *   (the VtepMAC peers address us by) is kept across restarts: the existing
@@ -53,7 +55,7 @@ import {
 } from "../../core/ip.ts";
 import { ipv4SubnetOf, type Lease } from "../../lease/types.ts";
 import type { Datapath, EntryScope, PeerEntries, VxlanDeviceSpec } from "../../datapath/types.ts";
-import type { Backend, BackendContext } from "../types.ts";
+import type { Backend, BackendContext, ExternalInterface } from "../types.ts";
 import {
   ipv4NetworkOf,
   type PeerResult,
@@ -197,6 +199,41 @@ export function vxlanPeerEntries(
   };
 }
 
+/**
+ * The VXLAN source (`local`) address (pure). flannel v0.28 sets it to the
+ * public IP (ExtAddr; flannel up to v0.27.3 used the interface address), so
+ * weft does the same whenever the external interface holds the public IP —
+ * the common cases: no `--public-ip`, `--public-ip` or `node-public-ip`
+ * naming one of the interface's addresses — and a device flannel made is
+ * kept. A public IP the interface does not hold (NAT) cannot be a source:
+ * the kernel drops what a VXLAN device sends from an address the host does
+ * not have, so weft then uses the interface address, which still reaches
+ * peers (they send to the published public IP, and a `nolearning` device
+ * ignores the source of what it receives).
+ *
+ * @param ext The external interface: its address and the public IP.
+ * @param extAddresses The IPv4 addresses the external interface holds now.
+ * @returns The address for `local`, and whether it is the public IP.
+ * @example
+ * ```ts
+ * vxlanLocalAddress({ ifaceAddr: "192.0.2.11", extAddr: "192.0.2.111" }, [
+ *   parseIPv4("192.0.2.11"), parseIPv4("192.0.2.111"),
+ * ]); // { local: parseIPv4("192.0.2.111"), publicIP: true }
+ * ```
+ */
+export function vxlanLocalAddress(
+  ext: Pick<ExternalInterface, "ifaceAddr" | "extAddr">,
+  extAddresses: readonly number[],
+): { local: number; publicIP: boolean } {
+  if (isIPv4(ext.extAddr)) {
+    const pub = parseIPv4(ext.extAddr);
+    if (ext.extAddr === ext.ifaceAddr || extAddresses.includes(pub)) {
+      return { local: pub, publicIP: true };
+    }
+  }
+  return { local: parseIPv4(ext.ifaceAddr), publicIP: false };
+}
+
 /** A random locally-administered unicast MAC. */
 export function randomMac(random: () => number = Math.random): string {
   const b = new Uint8Array(6);
@@ -287,6 +324,17 @@ async function registerVxlan(
   const extension = cfg.cloudRoutes === undefined
     ? undefined
     : await (await import("./hybrid.ts")).cloudRoutesExtension(ctx.config, ctx, log, options);
+  const extLink = await dp.link(ext.name);
+  const { local, publicIP: localIsPublic } = vxlanLocalAddress(
+    ext,
+    (extLink?.addresses ?? []).map((a) => a.ip),
+  );
+  if (!localIsPublic) {
+    log.warn(
+      "the public IP is not an address of the external interface (NAT?): VXLAN packets leave from the interface address",
+      { publicIP: ext.extAddr, iface: ext.name, local: ext.ifaceAddr },
+    );
+  }
 
   const lease = await ctx.acquire({
     publicIP: ext.extAddr,
@@ -300,7 +348,7 @@ async function registerVxlan(
     name,
     vni: cfg.vni,
     port: cfg.port,
-    local: parseIPv4(ext.ifaceAddr),
+    local,
     underlay: ext.name,
     learning: cfg.learning,
     gbp: cfg.gbp,
