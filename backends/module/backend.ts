@@ -39,7 +39,12 @@ import { processThrottleGate, type ThrottleGate } from "../cloud/throttle.ts";
 import { cloudNetworks, DEFAULT_ROUTE_RESYNC_SECONDS } from "../routed/aws_vpc.ts";
 import { routedNetwork, type RoutedOptions } from "../routed/engine.ts";
 import type { Backend, BackendContext, Network } from "../types.ts";
-import { DEFAULT_MODULE_CALL_TIMEOUT_MS, isolateNetwork, isolateProvider } from "./guard.ts";
+import {
+  DEFAULT_MODULE_CALL_TIMEOUT_MS,
+  type GuardLimits,
+  isolateNetwork,
+  isolateProvider,
+} from "./guard.ts";
 import { loadBackendModule, moduleOptionsOf, validateModuleOptions } from "./load.ts";
 import type { ModuleContext, WeftModule } from "./types.ts";
 
@@ -136,7 +141,7 @@ async function registerModule(
     clock: ctx.clock,
     signal: ctx.signal,
   };
-  const limits = { clock: ctx.clock, timeoutMs: settings.callTimeoutMs };
+  const limits = { clock: ctx.clock, timeoutMs: settings.callTimeoutMs, stopped: ctx.signal };
   if (module.kind === "backend") {
     const backend = await module.createBackend(moduleOptions, mctx);
     if (typeof backend?.register !== "function") {
@@ -164,7 +169,7 @@ async function registerRouteProvider(
   o: ModuleBackendOptions & {
     settings: ModuleSettings;
     log: Logger;
-    limits: { clock: BackendContext["clock"]; timeoutMs: number };
+    limits: GuardLimits;
   },
 ): Promise<Network> {
   const { networks, withIPv6 } = cloudNetworks(ctx.config, `module ${name}`);

@@ -214,7 +214,9 @@ test("isolateProvider: a throw becomes 'unavailable' naming the module, a hang e
 
 function registerWith(module: WeftModule, backend: Record<string, unknown> = {}) {
   const clock = new FakeClock();
+  const stop = new AbortController();
   const ctx = testContext({
+    signal: stop.signal,
     backend: { Type: "module", Module: "/unused.js", CallTimeoutSeconds: 5, ...backend },
     ext: { name: "eth0", index: 2, mtu: 1500, ifaceAddr: "192.0.2.10", extAddr: "192.0.2.10" },
     subnet: "10.5.1.0/24",
@@ -225,7 +227,7 @@ function registerWith(module: WeftModule, backend: Record<string, unknown> = {})
     gate: new ThrottleGate({ clock }),
     random: () => 0.5,
   });
-  return { ctx, clock, register: () => b.register(ctx) };
+  return { ctx, clock, stop, register: () => b.register(ctx) };
 }
 
 const providerModule = (provider: RouteProvider): WeftModule => ({
@@ -336,4 +338,15 @@ test("a backend module registers itself; weft checks what it returns and limits 
   assert.ok(e instanceof ModuleCallError);
   assert.match(e.message, /module full failed in syncPeers\(\): .*did not answer within 5000 ms/);
   assert.deepEqual(synced, [0, 0]);
+});
+
+test("no call reaches a module after the agent stopped", async () => {
+  const r = memoryRouter();
+  const h = registerWith(providerModule(r.provider), { Url: "u", RouteResyncSeconds: 10 });
+  const network = await h.register();
+  const before = r.calls.length;
+  h.stop.abort(new DOMException("agent stopping", "AbortError"));
+  await h.clock.advance(61_000);
+  await assert.rejects(network.syncPeers([], new AbortController().signal), /agent stopping/);
+  assert.equal(r.calls.length, before, `calls after stop: ${r.calls.slice(before)}`);
 });

@@ -24,6 +24,25 @@ import type { Network, PeerChange } from "../types.ts";
 /** Default time limit of one call into a module, ms (`Backend.CallTimeoutSeconds`). */
 export const DEFAULT_MODULE_CALL_TIMEOUT_MS = 30_000;
 
+/** How calls into a module are limited. */
+export interface GuardLimits {
+  readonly clock: Clock;
+  /** Time limit of one call, ms. */
+  readonly timeoutMs: number;
+  /**
+   * The agent's signal: once it aborts, no call reaches the module any
+   * more (each is refused with the abort reason).
+   */
+  readonly stopped?: AbortSignal;
+}
+
+/** Refuse a call after shutdown. */
+function refuseAfterStop(stopped: AbortSignal | undefined): void {
+  if (stopped?.aborted) {
+    throw stopped.reason ?? new DOMException("the agent stopped", "AbortError");
+  }
+}
+
 /** A module's call broke the contract or its time limit. */
 export class ModuleCallError extends Error {
   override name = "ModuleCallError";
@@ -161,7 +180,7 @@ function asProviderError(name: string, what: string, e: unknown): unknown {
 export function isolateProvider(
   name: string,
   provider: RouteProvider,
-  options: { clock: Clock; timeoutMs: number },
+  options: GuardLimits,
 ): RouteProvider {
   for (const op of ["discover", "list", "create", "replace", "remove"] as const) {
     if (typeof (provider as unknown as Record<string, unknown>)?.[op] !== "function") {
@@ -173,6 +192,7 @@ export function isolateProvider(
     signal: AbortSignal | undefined,
     fn: (s: AbortSignal) => Promise<T>,
   ): Promise<T> => {
+    refuseAfterStop(options.stopped);
     try {
       return await withTimeLimit(what, fn, { ...options, signal });
     } catch (e) {
@@ -227,7 +247,7 @@ export function isolateProvider(
 export function isolateNetwork(
   name: string,
   network: Network,
-  options: { clock: Clock; timeoutMs: number },
+  options: GuardLimits,
 ): Network {
   const n = network as unknown as Record<string, unknown>;
   const lease = n?.lease as Record<string, unknown> | undefined;
@@ -242,12 +262,13 @@ export function isolateNetwork(
       }; fix the module (it must return what ctx.acquire() gave it as lease)`,
     );
   }
-  const limit = <T>(
+  const limit = async <T>(
     what: string,
     signal: AbortSignal | undefined,
     fn: (s: AbortSignal) => Promise<T>,
-  ) =>
-    withTimeLimit(`${name} ${what}`, fn, { ...options, signal }).catch((e) => {
+  ) => {
+    refuseAfterStop(options.stopped);
+    return await withTimeLimit(`${name} ${what}`, fn, { ...options, signal }).catch((e) => {
       if (isAbortError(e) || e instanceof ModuleCallError) throw e;
       throw new ModuleCallError(
         `the backend module ${name} failed in ${what}: ${(e as Error)?.message ?? String(e)}; ` +
@@ -255,6 +276,7 @@ export function isolateNetwork(
         { cause: e },
       );
     });
+  };
   return {
     lease: network.lease,
     mtu: network.mtu,
