@@ -9,7 +9,11 @@
  */
 
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawnSync } from "node:child_process";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import process from "node:process";
 import { routeProviderContract } from "../../testing/mod.ts";
 import type { ProviderHarness } from "../../testing/mod.ts";
 import { createNetns, deleteNetns, sweepNetns } from "../../testing/netns.ts";
@@ -143,4 +147,65 @@ Deno.test({
       await h.close();
     }
   },
+});
+
+/** A third party's test file: an in-memory provider run through weft's suite by file URL. */
+const OUTSIDE_TEST = (testingUrl: string, sloppy: boolean) => `
+import { routeProviderContract } from "${testingUrl}";
+
+class ProviderError extends Error {
+  name = "RouteProviderError";
+  constructor(kind, message) { super(message); this.kind = kind; }
+}
+
+function memoryProvider() {
+  const routes = new Map([["0.0.0.0/0", null]]);
+  return {
+    name: "memory",
+    discover: async () => ({ target: "a", tables: ["t"], location: "here" }),
+    list: async (table) => [...routes].map(([destination, target]) =>
+      ({ table, destination, target: target ?? "gw", owned: target !== null })),
+    create: async (_t, d, target) => {
+      if (routes.has(d) && !${sloppy}) throw new ProviderError("exists", d + " exists");
+      routes.set(d, target);
+    },
+    replace: async (_t, d, target) => {
+      if (!routes.has(d)) throw new ProviderError("not-found", d + " missing");
+      routes.set(d, target);
+    },
+    remove: async (_t, d) => { routes.delete(d); },
+  };
+}
+
+routeProviderContract("memory", async () => ({
+  provider: memoryProvider(), table: "t", targets: ["a", "b"], foreignDestinations: ["0.0.0.0/0"],
+  faults: {}, close: async () => {},
+  missing: { limit: "none", throttle: "none", denyWrites: "none", removeTarget: "none" },
+}), { limit: "none", throttle: "none", denyWrites: "none", removeTarget: "none" });
+`;
+
+Deno.test("the contract suite runs from outside the repository, and fails a provider that breaks it", () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "weft-m1-contract-"));
+  try {
+    const testing = new URL("../../testing/mod.ts", import.meta.url).href;
+    const run = (sloppy: boolean) => {
+      const file = path.join(dir, `${sloppy ? "sloppy" : "good"}_test.js`);
+      fs.writeFileSync(file, OUTSIDE_TEST(testing, sloppy));
+      return spawnSync(process.execPath, ["test", "-A", "--no-config", "--no-check", file], {
+        cwd: dir,
+        encoding: "utf8",
+      });
+    };
+    const good = run(false);
+    assert.equal(good.status, 0, good.stdout + good.stderr);
+    assert.match(good.stdout, /6 passed \| 0 failed \| 4 ignored/);
+    const sloppy = run(true);
+    assert.notEqual(sloppy.status, 0, "a create that silently replaces must fail the suite");
+    assert.match(
+      sloppy.stdout,
+      /create\(\) over an existing destination fails with kind 'exists'.*FAILED/,
+    );
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });
