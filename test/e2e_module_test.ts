@@ -8,6 +8,8 @@
  * underlay with no tunnel. Once from source (Deno, Bun, Deno; the module as
  * TypeScript), once from the built forms (weft.js on Deno, weft.js on Bun,
  * the binary; the module bundled into one file outside the repository).
+ * From source the router API starts only after every agent has reported
+ * that it cannot reach it: the agents retry and become ready once it is up.
  *
  * @module
  */
@@ -54,6 +56,7 @@ async function withModuleLab(
   forms: readonly Form[],
   module: (lab: Lab) => string,
   routerRuntime: "deno" | "bun",
+  routerLate: boolean,
   fn: (
     l: { lab: Lab; etcd: EtcdServer; pods: PodAddress[]; subnets: Map<number, string> },
     agents: Map<number, LabProcess>,
@@ -66,23 +69,26 @@ async function withModuleLab(
     for (const k of ["all", "default", "br0", "br1"]) {
       await lab.run(lab.underlay.ns, `sysctl -q -w net.ipv4.conf.${k}.send_redirects=0`);
     }
-    const router = lab.spawn(
-      lab.underlay.ns,
-      RUNTIME_BIN[routerRuntime],
-      [
-        ...(routerRuntime === "deno" ? ["run", "-A"] : []),
-        ROUTER,
-        "--listen",
-        `${lab.underlay.serviceIP}:8087`,
-        "--token",
-        TOKEN,
-        "--name",
-        "lab-router",
-      ],
-      { cwd: REPO_ROOT },
-    );
-    agents.set(0, router);
-    await router.waitForOutput(/listening on/, 30_000);
+    const startRouter = async () => {
+      const router = lab.spawn(
+        lab.underlay.ns,
+        RUNTIME_BIN[routerRuntime],
+        [
+          ...(routerRuntime === "deno" ? ["run", "-A"] : []),
+          ROUTER,
+          "--listen",
+          `${lab.underlay.serviceIP}:8087`,
+          "--token",
+          TOKEN,
+          "--name",
+          "lab-router",
+        ],
+        { cwd: REPO_ROOT },
+      );
+      agents.set(0, router);
+      await router.waitForOutput(/listening on/, 30_000);
+    };
+    if (!routerLate) await startRouter();
     etcd = await startEtcd({ netns: lab.underlay.ns, host: lab.underlay.serviceIP });
     const backend = {
       Type: "module",
@@ -115,6 +121,16 @@ async function withModuleLab(
           "json",
         ], { cwd: REPO_ROOT }),
       );
+    }
+    if (routerLate) {
+      // the module cannot reach its router: every agent says so and keeps retrying
+      for (const host of lab.hosts) {
+        await agents.get(host.index)!.waitForOutput(
+          /cannot be reached[^\n]*check RouterURL/,
+          60_000,
+        );
+      }
+      await startRouter();
     }
     for (const host of lab.hosts) {
       const a = agents.get(host.index)!;
@@ -176,11 +192,11 @@ async function routesAndPings(
 
 Deno.test({
   name:
-    "module e2e (source): agents on Deno, Bun and Deno load the router module and pods on three hosts ping through the router; a removed lease's route goes",
+    "module e2e (source): agents on Deno, Bun and Deno load the router module, retry while the router is down, and pods on three hosts ping through it; a removed lease's route goes",
   sanitizeOps: false,
   sanitizeResources: false,
   async fn() {
-    await withModuleLab(SOURCE_FORMS, () => MODULE_SOURCE, "bun", async (l, agents) => {
+    await withModuleLab(SOURCE_FORMS, () => MODULE_SOURCE, "bun", true, async (l, agents) => {
       const { lab, etcd, pods, subnets } = l;
       await routesAndPings(lab, pods, subnets);
       const log = agents.get(2)!.stderr();
@@ -226,7 +242,7 @@ Deno.test({
       assert.ok(!out.startsWith(REPO_ROOT), `${out} is outside the repository`);
       return out;
     };
-    await withModuleLab(forms, bundle, "deno", async ({ lab, pods, subnets }) => {
+    await withModuleLab(forms, bundle, "deno", false, async ({ lab, pods, subnets }) => {
       await routesAndPings(lab, pods, subnets);
     });
   },
