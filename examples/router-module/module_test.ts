@@ -19,7 +19,9 @@ import type { ProviderHarness } from "../../testing/mod.ts";
 import { createNetns, deleteNetns, sweepNetns } from "../../testing/netns.ts";
 import routerModule, { createRouterProvider } from "./module.ts";
 import { startRouter } from "./router.ts";
-import { checkModule, validateModuleOptions } from "../../backends/module/load.ts";
+import { checkModule, moduleOptionsOf, validateModuleOptions } from "../../backends/module/load.ts";
+import { parseModuleSettings } from "../../backends/module/backend.ts";
+import { parseNetworkConfig } from "../../lease/config.ts";
 import { ConfigError } from "../../core/errors.ts";
 
 const PREFIX = "m1r";
@@ -208,4 +210,19 @@ Deno.test("the contract suite runs from outside the repository, and fails a prov
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
+});
+
+Deno.test("net-conf.json of the example parses, and its module options pass the module's schema", async () => {
+  const text = fs.readFileSync(new URL("./net-conf.json", import.meta.url), "utf8");
+  const config = parseNetworkConfig(text);
+  assert.equal(config.backendType, "module");
+  const settings = parseModuleSettings(config.backend);
+  assert.equal(settings.module, "/etc/weft/router-module.js");
+  assert.equal(settings.callTimeoutMs, 30_000);
+  const module = checkModule({ default: routerModule }, "file:///etc/weft/router-module.js");
+  assert.deepEqual(await validateModuleOptions(module, moduleOptionsOf(config.backend)), {
+    RouterURL: "http://192.0.2.1:8087",
+    Token: "s3cret",
+    Table: "main",
+  });
 });
