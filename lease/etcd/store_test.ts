@@ -327,10 +327,14 @@ Deno.test("etcd store: a reservation written with etcdctl never expires and is n
 
 Deno.test("etcd store: expiry of leases written by others is looked up (exactly for up to maxTtlLookups)", async () => {
   await withEtcd(async (etcd, open) => {
+    // when each etcd lease was granted (etcdctl is slow on a busy machine: seconds apart)
+    const grantedAt: number[] = [];
     for (let i = 0; i < 5; i++) {
+      const before = Date.now();
       const id = (await etcd.etcdctl(["lease", "grant", String(1000 + i * 100)])).match(
         /lease ([0-9a-f]+) granted/,
       )![1];
+      grantedAt.push((before + Date.now()) / 2);
       await etcd.etcdctl([
         "put",
         "--lease",
@@ -343,7 +347,8 @@ Deno.test("etcd store: expiry of leases written by others is looked up (exactly 
     const exact = await open({ maxTtlLookups: 64 }).list();
     const now = Date.now();
     for (const l of exact.leases) {
-      const want = now + (1000 + ((l.subnet.ip >>> 8) & 255) * 100 - 100) * 1000;
+      const i = ((l.subnet.ip >>> 8) & 255) - 1;
+      const want = grantedAt[i] + (1000 + i * 100) * 1000;
       assert.ok(Math.abs(l.expiration! - want) < 2000, `exact: ${l.expiration} vs ${want}`);
     }
     const bounded = await open({ maxTtlLookups: 2, ttlMs: 5_000_000 }).list();
