@@ -215,13 +215,19 @@ export function routedNetwork<E>(
   });
 
   /** Log, schedule retries of failed writes, and throw them. */
-  const finish = (r: ApplyResult, what: string, peersCount: number): SyncResult => {
+  const finish = (
+    r: ApplyResult,
+    what: string,
+    peersCount: number,
+    startedAt: number,
+  ): SyncResult => {
     if (r.written + r.deleted + r.failures.length > 0) {
       log.info(`${type} peers ${what}`, {
         peers: peersCount,
         written: r.written,
         deleted: r.deleted,
         failed: r.failures.length,
+        durationMs: ctx.clock.now() - startedAt,
       });
     }
     for (const f of r.failures) {
@@ -240,6 +246,7 @@ export function routedNetwork<E>(
   };
 
   const full = async (signal: AbortSignal): Promise<SyncResult> => {
+    const startedAt = ctx.clock.now();
     await setup.refresh?.();
     desired.clear();
     if (setup.ownEntries !== undefined) desired.set(ownKey, setup.ownEntries);
@@ -248,14 +255,15 @@ export function routedNetwork<E>(
       if (e !== null) desired.set(k, e);
     }
     warner.retain(peers);
-    return finish(await target.sync(desired, signal), "synced", desired.size);
+    return finish(await target.sync(desired, signal), "synced", desired.size, startedAt);
   };
 
   const incremental = async (keys: Iterable<string>, signal: AbortSignal): Promise<SyncResult> => {
     const changes = new Map<string, E | null>();
     for (const k of keys) changes.set(k, desired.get(k) ?? null);
     if (changes.size === 0) return { added: 0, removed: 0, failed: 0 };
-    return finish(await target.update(changes, signal), "updated", desired.size);
+    const startedAt = ctx.clock.now();
+    return finish(await target.update(changes, signal), "updated", desired.size, startedAt);
   };
 
   const repair = async (work: RepairWork, signal: AbortSignal): Promise<void> => {
