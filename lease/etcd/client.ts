@@ -25,6 +25,7 @@ import { nullLogger } from "../../core/log.ts";
 import { createFetch, type TlsClientOptions } from "../../core/runtime.ts";
 import { type Clock, systemClock } from "../../core/clock.ts";
 import { StoreUnavailableError } from "../../core/errors.ts";
+import { sleepQuietly } from "../../core/abort.ts";
 
 /** gRPC status codes etcd answers with that callers may act on. */
 export const GrpcCode = {
@@ -590,20 +591,28 @@ export class EtcdClient {
       const reader = response.body!.getReader();
       const onAbort = () => reader.cancel().catch(() => {});
       signal?.addEventListener("abort", onAbort, { once: true });
-      let idleTimer: AbortController | undefined;
+      // One watchdog for the stream's life, not a timer per message: each
+      // re-armed timer cost an AbortController and a DOMException per event.
+      const watchdog = new AbortController();
+      let lastData = this.#clock.now();
       let idled = false;
-      const armIdle = () => {
-        if (!options.idleTimeoutMs) return;
-        idleTimer?.abort();
-        const t = idleTimer = new AbortController();
-        this.#clock.sleep(options.idleTimeoutMs, t.signal).then(() => {
-          idled = true;
-          reader.cancel().catch(() => {});
-        }, () => {});
-      };
+      const idleMs = options.idleTimeoutMs ?? 0;
+      if (idleMs > 0) {
+        (async () => {
+          for (let wait = idleMs; await sleepQuietly(this.#clock, wait, watchdog.signal);) {
+            const quiet = this.#clock.now() - lastData;
+            if (quiet < idleMs) {
+              wait = idleMs - quiet;
+              continue;
+            }
+            idled = true;
+            await reader.cancel().catch(() => {});
+            return;
+          }
+        })().catch(() => {});
+      }
       let retryAuth = false;
       try {
-        armIdle();
         const decoder = new TextDecoder();
         let buf = "";
         for (;;) {
@@ -631,7 +640,7 @@ export class EtcdClient {
           if (chunk.done) {
             throw new EtcdError(`etcd watch stream from ${endpoint} ended`, endpoint);
           }
-          armIdle();
+          lastData = this.#clock.now();
           buf += decoder.decode(chunk.value, { stream: true });
           let nl: number;
           while ((nl = buf.indexOf("\n")) >= 0) {
@@ -687,7 +696,7 @@ export class EtcdClient {
           if (retryAuth) break;
         }
       } finally {
-        idleTimer?.abort();
+        watchdog.abort();
         signal?.removeEventListener("abort", onAbort);
         await reader.cancel().catch(() => {});
         abort();
