@@ -222,13 +222,16 @@ export function routedNetwork<E>(
     startedAt: number,
   ): SyncResult => {
     if (r.written + r.deleted + r.failures.length > 0) {
-      log.info(`${type} peers ${what}`, {
+      const fields = {
         peers: peersCount,
         written: r.written,
         deleted: r.deleted,
         failed: r.failures.length,
         durationMs: ctx.clock.now() - startedAt,
-      });
+      };
+      // a full sync is news; an update follows one lease event, which the agent logged already
+      if (what === "synced") log.info(`${type} peers synced`, fields);
+      else log.debug(`${type} peers ${what}`, fields);
     }
     for (const f of r.failures) {
       log.warn("could not write peer state", { peer: f.key, error: f.error.message });
