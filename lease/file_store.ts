@@ -32,6 +32,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import type { Logger } from "../core/log.ts";
 import type { Registry as Metrics } from "../core/metrics.ts";
+import { sleepQuietly } from "../core/abort.ts";
 import { type Clock, systemClock } from "../core/clock.ts";
 import { LockTimeoutError, withLockFile, writeFileAtomic } from "../core/files.ts";
 import {
@@ -305,13 +306,13 @@ export function createFileRegistry(options: FileRegistryOptions): LeaseRegistry 
             continue;
           }
           const nextExpiry = due.length ? Math.min(...due) - now + 5 : Infinity;
-          const ac = new AbortController();
+          const nap = new AbortController();
           const woken = new Promise<void>((r) => (wake = r));
           await Promise.race([
             woken,
-            clock.sleep(Math.min(pollMs, nextExpiry), ac.signal).catch(() => {}),
+            sleepQuietly(clock, Math.min(pollMs, nextExpiry), nap.signal),
           ]);
-          ac.abort();
+          nap.abort();
           wake = null;
         }
       } finally {

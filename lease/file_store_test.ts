@@ -3,6 +3,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { createFileLeaseStore, createFileRegistry } from "./file_store.ts";
+import { leaseKey } from "./kv_store.ts";
 import { encodeLeaseAttrs } from "./types.ts";
 import {
   CONTRACT_CONFIG,
@@ -20,15 +21,7 @@ function fileHarness(): Promise<ContractHarness> {
   fs.writeFileSync(configPath, CONTRACT_CONFIG);
   const registry = createFileRegistry({ path: leaseFile, configPath });
   return Promise.resolve({
-    capabilities: {
-      ttl: true,
-      minTtlMs: 1000,
-      reservations: true,
-      compaction: true,
-      restart: false, // nothing to restart: there is no server
-      allocation: true,
-      garbage: true,
-    },
+    minTtlMs: 1000,
     open: (_host, o) =>
       Promise.resolve(
         createFileLeaseStore({ path: leaseFile, configPath, ttlMs: o?.ttlMs, pollMs: 50 }),
@@ -37,12 +30,7 @@ function fileHarness(): Promise<ContractHarness> {
       registry.put(subnet.replace("/", "-"), encodeLeaseAttrs({ publicIP }), null).then(() => {}),
     writeGarbage: (subnet, value) =>
       registry.put(subnet.replace("/", "-"), value, null).then(() => {}),
-    removeExternally: (lease) =>
-      registry.delete(
-        `${lease.subnet.ip >>> 24}.${(lease.subnet.ip >>> 16) & 255}.${
-          (lease.subnet.ip >>> 8) & 255
-        }.${lease.subnet.ip & 255}-${lease.subnet.prefixLen}`,
-      ),
+    removeExternally: (lease) => registry.delete(leaseKey(lease)),
     compact: () => {
       const s = JSON.parse(fs.readFileSync(leaseFile, "utf8"));
       s.compacted = s.revision;
@@ -54,7 +42,14 @@ function fileHarness(): Promise<ContractHarness> {
   });
 }
 
-leaseStoreContract("file", fileHarness);
+leaseStoreContract("file", {
+  ttl: true,
+  reservations: true,
+  compaction: true,
+  restart: "the file store has no server to restart",
+  allocation: true,
+  garbage: true,
+}, fileHarness);
 
 Deno.test("file store: a missing config names the file and how to write it", async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "weft-file-"));

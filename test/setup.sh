@@ -29,14 +29,23 @@ want sysctl procps
 want nsenter util-linux
 want taskset util-linux
 want bash bash
+want cloud-init cloud-init  # `cloud-init schema` checks examples/aws/cloud-init.yaml
 want npm npm              # pulls in nodejs
 want node nodejs
+want kubectl kubernetes-client   # a real client-go client for the fake API server
+want python3 python3      # sd_notify receiver in the readiness tests
 for plugin in bridge host-local; do
   [ -x "/usr/lib/cni/$plugin" ] || case " $need " in
     *" containernetworking-plugins "*) ;;
     *) need="$need containernetworking-plugins" ;;
   esac
 done
+# the bootstrap checks: cloud-init schema (with python3-yaml), systemd-analyze verify, setpriv/unshare
+want cloud-init cloud-init
+want systemd-analyze systemd
+want setpriv util-linux
+want unshare util-linux
+want python3 python3
 if [ -n "$need" ]; then
   echo "setup: installing$need" >&2
   export DEBIAN_FRONTEND=noninteractive
@@ -48,12 +57,12 @@ fi
 # npm packages (deno, bun and the libraries), exactly as package-lock.json says
 if [ ! -x node_modules/.bin/deno ] || [ ! -x node_modules/.bin/bun ] ||
   ! npm ls --depth=0 >/dev/null 2>&1; then
-  echo "setup: installing npm packages (npm ci: deno, bun, hono, valibot, @kubernetes/client-node, js-yaml)" >&2
+  echo "setup: installing npm packages (npm ci: deno, bun and the libraries in package-lock.json)" >&2
   npm ci --no-audit --no-fund >&2
 fi
 
-# Python with boto3 and moto (the EC2 emulator, moto_server): not used by
-# the tests yet; say what is missing, do not install
+# Python with boto3 and moto (the EC2 emulator the aws tests run against):
+# say what is missing, do not install
 moto=""
 if have python3; then
   moto=$(python3 -c '

@@ -7,6 +7,7 @@
  * @module
  */
 
+import { linkedController, sleepQuietly } from "../core/abort.ts";
 import { type Clock, systemClock } from "../core/clock.ts";
 import type { LeaseRegistry, RawEvent, RawRecord } from "../lease/kv_store.ts";
 import { StoreUnavailableError } from "../core/errors.ts";
@@ -28,6 +29,10 @@ export interface MemoryRegistry extends LeaseRegistry {
   compact(): void;
   /** Drop expired records now (normally done on every call). */
   expire(): void;
+  /** Fail every open watch, as a server restart does (the data stays). */
+  restart(): void;
+  /** Watches open now. */
+  readonly watchers: number;
 }
 
 /**
@@ -43,6 +48,9 @@ export function createMemoryRegistry(
   const log: { revision: number; event: RawEvent }[] = [];
   let revision = 1;
   let compacted = 0;
+  /** Bumped by restart(): watches begun before it fail. */
+  let generation = 0;
+  let watchers = 0;
   const waiters = new Set<() => void>();
 
   const emit = (event: RawEvent) => {
@@ -76,6 +84,13 @@ export function createMemoryRegistry(
     compact() {
       compacted = revision;
       log.length = 0;
+    },
+    restart() {
+      generation++;
+      for (const w of [...waiters]) w();
+    },
+    get watchers() {
+      return watchers;
     },
     expire,
     getConfig() {
@@ -118,38 +133,52 @@ export function createMemoryRegistry(
     },
     async *watch(from, signal) {
       let rev = from;
-      while (!signal.aborted) {
-        if (reg.down) throw new StoreUnavailableError("memory store is down (test switch)");
-        expire();
-        if (rev < compacted) {
-          yield { events: [{ type: "compacted" }], revision };
-          return;
-        }
-        const events = log.filter((l) => l.revision > rev).map((l) => l.event);
-        if (revision > rev) {
-          rev = revision;
-          if (events.length) yield { events, revision: rev };
-          continue;
-        }
-        const due = [...records.values()].map((e) => e.expiration).filter((x): x is number =>
-          x !== null
-        );
-        const ac = new AbortController();
-        const onAbort = () => ac.abort();
-        signal.addEventListener("abort", onAbort, { once: true });
-        await new Promise<void>((resolve) => {
-          const done = () => {
-            waiters.delete(done);
-            resolve();
-          };
-          waiters.add(done);
-          ac.signal.addEventListener("abort", done, { once: true });
-          if (due.length) {
-            clock.sleep(Math.max(0, Math.min(...due) - clock.now()), ac.signal).then(done, done);
+      const born = generation;
+      watchers++;
+      try {
+        yield* follow();
+      } finally {
+        watchers--;
+      }
+      async function* follow(): AsyncGenerator<{ events: RawEvent[]; revision: number }> {
+        while (!signal.aborted) {
+          if (reg.down) throw new StoreUnavailableError("memory store is down (test switch)");
+          if (generation !== born) {
+            throw new StoreUnavailableError(
+              "memory store restarted under this watch (test switch)",
+            );
           }
-        });
-        ac.abort();
-        signal.removeEventListener("abort", onAbort);
+          expire();
+          if (rev < compacted) {
+            yield { events: [{ type: "compacted" }], revision };
+            return;
+          }
+          const events = log.filter((l) => l.revision > rev).map((l) => l.event);
+          if (revision > rev) {
+            rev = revision;
+            if (events.length) yield { events, revision: rev };
+            continue;
+          }
+          const due = [...records.values()].map((e) => e.expiration).filter((x): x is number =>
+            x !== null
+          );
+          // sleep until a change, the next expiry, or the end of the watch
+          const wake = linkedController({ parents: [signal] });
+          await new Promise<void>((resolve) => {
+            const done = () => {
+              waiters.delete(done);
+              resolve();
+            };
+            waiters.add(done);
+            wake.signal.addEventListener("abort", done, { once: true });
+            if (due.length) {
+              sleepQuietly(clock, Math.max(0, Math.min(...due) - clock.now()), wake.signal)
+                .then(done);
+            }
+          });
+          wake.abort();
+          wake.dispose();
+        }
       }
     },
     close: () => Promise.resolve(),

@@ -33,6 +33,65 @@ export async function waitFor(
   timeoutMs = 10_000,
   intervalMs = 20,
 ): Promise<number> {
+  const start = performance.now();
+  await poll(
+    what,
+    async () => {
+      const complaint = await check();
+      return complaint === null ? { done: true, value: undefined } : { done: false, complaint };
+    },
+    timeoutMs,
+    intervalMs,
+  );
+  return performance.now() - start;
+}
+
+/**
+ * Poll until `produce` returns something truthy, and return it; a check
+ * that throws counts as "not yet" (a server still starting, a lease not yet
+ * free), and its error is the complaint if time runs out.
+ *
+ * @param what What is awaited, for the timeout error ("the lease to expire").
+ * @param produce The check; its first truthy result is returned.
+ * @param options Deadline (default 10 s) and pause between checks (default 20 ms).
+ * @returns The first truthy result.
+ * @throws {Error} On timeout: `<what>: not done after <timeoutMs> ms: <last complaint>`.
+ * @example
+ * ```ts
+ * const lease = await waitForValue("a free subnet", () => store.acquire(config, request));
+ * ```
+ */
+export async function waitForValue<T>(
+  what: string,
+  produce: () => T | Promise<T>,
+  options: { timeoutMs?: number; intervalMs?: number } = {},
+): Promise<NonNullable<T>> {
+  return await poll(
+    what,
+    async () => {
+      try {
+        const value = await produce();
+        return value ? { done: true, value: value as NonNullable<T> } : {
+          done: false,
+          complaint: `got ${JSON.stringify(value)}`,
+        };
+      } catch (e) {
+        return { done: false, complaint: `the check failed: ${(e as Error)?.message ?? e}` };
+      }
+    },
+    options.timeoutMs ?? 10_000,
+    options.intervalMs ?? 20,
+  );
+}
+
+type Attempt<T> = { done: true; value: T } | { done: false; complaint: string };
+
+async function poll<T>(
+  what: string,
+  attempt: () => Promise<Attempt<T>>,
+  timeoutMs: number,
+  intervalMs: number,
+): Promise<T> {
   for (const [name, value] of [["timeoutMs", timeoutMs], ["intervalMs", intervalMs]] as const) {
     if (!(value >= 0)) {
       throw new RangeError(
@@ -42,11 +101,10 @@ export async function waitFor(
   }
   const start = performance.now();
   for (;;) {
-    const last = await check();
-    const elapsed = performance.now() - start;
-    if (last === null) return elapsed;
-    if (elapsed > timeoutMs) {
-      throw new Error(`${what}: not done after ${timeoutMs} ms: ${last}`);
+    const r = await attempt();
+    if (r.done) return r.value;
+    if (performance.now() - start > timeoutMs) {
+      throw new Error(`${what}: not done after ${timeoutMs} ms: ${r.complaint}`);
     }
     await new Promise((r) => setTimeout(r, intervalMs));
   }

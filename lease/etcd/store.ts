@@ -19,8 +19,10 @@
  *   cost etcd N requests. Only this host's own expiry drives renewals, and
  *   that one is always exact.
  * - watch: from `revision + 1` over the prefix with progress notifications;
- *   a compacted start revision yields `compacted` (the LeaseStore re-lists);
- *   a broken stream throws and the LeaseStore reconnects with backoff.
+ *   a broken or silent stream is resumed by the client from the revision
+ *   after the last one delivered (logged and counted here); a compacted start
+ *   revision yields `compacted` (the LeaseStore re-lists); a refusal throws
+ *   and the LeaseStore retries with backoff.
  *
  * TLS with user/password: when etcd has both `--client-cert-auth` and auth
  * enabled, its JSON gateway refuses client certificates that carry a Common
@@ -161,6 +163,11 @@ export function createEtcdRegistry(options: EtcdStoreOptions): EtcdLeaseRegistry
     logger: log,
     clock,
   });
+
+  const storeErrors = options.metrics?.counter(
+    "weft_store_errors_total",
+    "Failed requests to the lease store",
+  );
 
   /** The etcd lease each subnet key was last seen bound to. */
   const leaseOf = new Map<string, string>();
@@ -338,6 +345,15 @@ export function createEtcdRegistry(options: EtcdStoreOptions): EtcdLeaseRegistry
         startRevision: revision + 1,
         progressNotify: true,
         idleTimeoutMs: options.watchIdleTimeoutMs ?? 15 * 60_000,
+        random: options.random,
+        onResume: (error, resume) => {
+          storeErrors?.inc({ store: "etcd" });
+          log.warn("etcd watch stream failed, resuming", {
+            error: error as Error,
+            fromRevision: resume.fromRevision,
+            retryInMs: resume.delayMs,
+          });
+        },
       }, signal);
       for await (const res of stream) {
         if (res.compactRevision !== undefined) {

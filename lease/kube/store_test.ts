@@ -21,6 +21,7 @@ import {
   writeKubeconfig,
 } from "../../testing/fake_kube.ts";
 import { type Clock, systemClock } from "../../core/clock.ts";
+import { waitForValue } from "../../testing/wait.ts";
 import { formatIPv4Net } from "../../core/ip.ts";
 import { createKubeLeaseStore, type KubeLeaseStoreOptions } from "./store.ts";
 import { type LeaseAttrs, type LeaseEvent } from "../types.ts";
@@ -40,12 +41,7 @@ const fastClock: Clock = {
   sleep: (ms, signal) => systemClock.sleep(Math.min(ms, 20), signal),
 };
 
-async function until(cond: () => boolean, what: string, ms = 10_000): Promise<void> {
-  for (const start = Date.now(); !cond();) {
-    if (Date.now() - start > ms) throw new Error(`timed out after ${ms} ms waiting: ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
+const until = (cond: () => boolean, what: string) => waitForValue(what, cond, { intervalMs: 5 });
 
 interface Env {
   kube: FakeKube;
@@ -104,14 +100,19 @@ const managed = (ip: string, extra: Record<string, string> = {}) => ({
 });
 
 // ---------------------------------------------------------------------------
-// The shared contract.
-//
-// Capabilities the kube store lacks, and why:
-// - ttl, reservations: Kubernetes has no lease TTL; a node holds its podCIDR
-//   for its whole life, so there is nothing to expire or to reserve.
-// - allocation: podCIDRs are assigned by kube-controller-manager
-//   (--allocate-node-cidrs), never by the agent; the harness plays that
-//   controller and gives host n the podCIDR 10.5.(n+1).0/24.
+// The shared contract. The harness plays kube-controller-manager and gives
+// host n the podCIDR 10.5.(n+1).0/24.
+
+/** What the kube store supports, and why not where it does not. */
+const KUBE_CAPABILITIES = {
+  ttl: "Kubernetes has no lease TTL: a node holds its podCIDR for its whole life",
+  reservations: "Kubernetes has no reservations: podCIDRs belong to nodes, nothing expires",
+  compaction: true,
+  restart: true,
+  allocation:
+    "podCIDRs are assigned by kube-controller-manager (--allocate-node-cidrs), never by the agent",
+  garbage: true,
+} as const;
 
 async function kubeHarness(loader: Loader): Promise<ContractHarness> {
   const kube = await createFakeKube({ token: TOKEN });
@@ -120,14 +121,6 @@ async function kubeHarness(loader: Loader): Promise<ContractHarness> {
   writeFileSync(netConfigPath, CONTRACT_CONFIG);
   const kubeconfigFile = writeKubeconfig(dir, kube, { token: TOKEN });
   return {
-    capabilities: {
-      ttl: false,
-      reservations: false,
-      compaction: true,
-      restart: true,
-      allocation: false,
-      garbage: true,
-    },
     open(host) {
       const name = `host-${host}`;
       if (!kube.getNode(name)) {
@@ -164,7 +157,7 @@ async function kubeHarness(loader: Loader): Promise<ContractHarness> {
       return Promise.resolve();
     },
     removeExternally(lease) {
-      const cidr = formatIPv4Net(lease.subnet);
+      const cidr = formatIPv4Net(lease.subnet!);
       const name = kube.nodeNames().find((n) => kube.getNode(n)!.spec.podCIDRs?.[0] === cidr);
       if (!name) throw new Error(`no node has podCIDR ${cidr}`);
       kube.deleteNode(name);
@@ -175,6 +168,7 @@ async function kubeHarness(loader: Loader): Promise<ContractHarness> {
       return Promise.resolve();
     },
     restart: () => kube.restart(),
+    watchers: () => Promise.resolve(kube.watchCount),
     async cleanup() {
       await kube.close();
       rmSync(dir, { recursive: true, force: true });
@@ -193,7 +187,7 @@ function expected(kube: FakeKube): string[] {
 
 function final(initial: Parameters<typeof replay>[0], events: LeaseEvent[]): string[] {
   return [...replay(initial, events).values()]
-    .map((l) => `${formatIPv4Net(l.subnet)} ${l.attrs.publicIP}`)
+    .map((l) => `${formatIPv4Net(l.subnet!)} ${l.attrs.publicIP}`)
     .sort();
 }
 
@@ -260,7 +254,7 @@ Deno.test("the example DaemonSet grants exactly the API access the store uses", 
 // Every test below runs once per loader of the address and credentials:
 // the builtin one and @kubernetes/client-node.
 for (const loader of LOADERS) {
-  leaseStoreContract(`kube [${loader}]`, () => kubeHarness(loader));
+  leaseStoreContract(`kube [${loader}]`, KUBE_CAPABILITIES, () => kubeHarness(loader));
 
   // ---------------------------------------------------------------------------
   // Kubernetes-specific behaviour.
@@ -278,10 +272,9 @@ for (const loader of LOADERS) {
       assert.match(s.status()!, /--pod-network-cidr/);
       await until(() => kube.watchCount === 1, "it watches the node instead of polling");
       kube.annotate("n1", { unrelated: "change" }); // still no podCIDR: keep waiting quietly
-      await new Promise((r) => setTimeout(r, 50));
       kube.setPodCIDR("n1", ["10.5.7.0/24"]);
       const lease = await pending;
-      assert.equal(formatIPv4Net(lease.subnet), "10.5.7.0/24");
+      assert.equal(formatIPv4Net(lease.subnet!), "10.5.7.0/24");
       assert.equal(s.status(), null);
       assert.equal(log.lines.filter((l) => l.includes("no podCIDR yet")).length, 1, "said once");
       const lists = kube.requests.filter((r) => r.method === "GET" && !r.url.includes("watch="));
@@ -311,7 +304,7 @@ for (const loader of LOADERS) {
         "status() says the node is missing",
       );
       kube.addNode("n1", { podCIDRs: ["10.5.3.0/24"] });
-      assert.equal(formatIPv4Net((await pending).subnet), "10.5.3.0/24");
+      assert.equal(formatIPv4Net((await pending).subnet!), "10.5.3.0/24");
     });
   });
 
@@ -443,7 +436,7 @@ for (const loader of LOADERS) {
         env: { KUBERNETES_SERVICE_HOST: "127.0.0.1", KUBERNETES_SERVICE_PORT: String(kube.port) },
       });
       const lease = await s.acquire(await s.getNetworkConfig(), { attrs: VXLAN });
-      assert.equal(formatIPv4Net(lease.subnet), "10.5.1.0/24");
+      assert.equal(formatIPv4Net(lease.subnet!), "10.5.1.0/24");
       const { leases } = await s.list();
       assert.equal(leases.length, 1);
     }, { fake: { tls: { cert, key } } });
@@ -485,7 +478,7 @@ for (const loader of LOADERS) {
       );
       kube.injectFailure({ method: "PATCH", status: 503, times: 2 });
       const lease = await s.acquire(cfg, { attrs: VXLAN });
-      assert.equal(formatIPv4Net(lease.subnet), "10.5.1.0/24");
+      assert.equal(formatIPv4Net(lease.subnet!), "10.5.1.0/24");
       assert.deepEqual(
         kube.requests.filter((r) => r.method === "PATCH").map((r) => r.status),
         [403, 503, 503, 200],
@@ -527,7 +520,7 @@ for (const loader of LOADERS) {
       await s.getNetworkConfig();
       const snap = await s.list();
       await s.list();
-      assert.deepEqual(snap.leases.map((l) => formatIPv4Net(l.subnet)), ["10.5.2.0/24"]);
+      assert.deepEqual(snap.leases.map((l) => formatIPv4Net(l.subnet!)), ["10.5.2.0/24"]);
       const events = await watchUntil(
         s,
         snap.revision,
@@ -616,7 +609,7 @@ for (const loader of LOADERS) {
           await until(() => kube.watchCount === 1, "watching");
           kube.advanceResourceVersion(5); // other resources were written
           kube.sendBookmarks();
-          await new Promise((r) => setTimeout(r, 100));
+          // the stream delivers the bookmark before its end: the store reads both in order
           kube.compactHistory(); // history before the bookmark is gone
           kube.breakWatches();
           await until(() => kube.watchCount === 1, "reconnected");
@@ -664,7 +657,7 @@ for (const loader of LOADERS) {
       const s = store({ pageSize: 2 });
       await s.getNetworkConfig();
       const { leases } = await s.list();
-      assert.deepEqual(leases.map((l) => formatIPv4Net(l.subnet)).sort(), [
+      assert.deepEqual(leases.map((l) => formatIPv4Net(l.subnet!)).sort(), [
         "10.5.1.0/24",
         "10.5.2.0/24",
         "10.5.3.0/24",
@@ -689,7 +682,7 @@ for (const loader of LOADERS) {
       });
       assert.deepEqual(
         events.map((e) =>
-          e.type === "snapshot" ? e.type : `${e.type} ${formatIPv4Net(e.lease.subnet)}`
+          e.type === "snapshot" ? e.type : `${e.type} ${formatIPv4Net(e.lease.subnet!)}`
         ),
         [
           "removed 10.5.1.0/24",
@@ -829,7 +822,7 @@ Deno.test("kube store loads @kubernetes/client-node only for an exec plugin, whi
     const log = memoryLogger();
     const s = store({ kubeconfigFile: file, loader: "auto", logger: log });
     const lease = await s.acquire(await s.getNetworkConfig(), { attrs: VXLAN });
-    assert.equal(formatIPv4Net(lease.subnet), "10.5.1.0/24");
+    assert.equal(formatIPv4Net(lease.subnet!), "10.5.1.0/24");
     assert.ok(kube.requests.every((r) => r.status === 200));
     assert.ok(
       log.lines.some((l) => l.includes("loaded @kubernetes/client-node") && l.includes("exec")),
