@@ -58,7 +58,11 @@ export interface ScaleOptions {
   readonly smallPeers?: number;
   /** Leases added and removed one at a time per phase (default 100: 200 events). */
   readonly events?: number;
-  /** Writes per second in the sustained run (default 100). */
+  /**
+   * Writes per second in the sustained run (default 100; the file store 10:
+   * each write rewrites the whole file in the bench process, ~13 ms of CPU
+   * at 1000 leases, so 100/s is beyond the writer itself).
+   */
   readonly rate?: number;
   /** Length of the sustained run, s (default 20). */
   readonly seconds?: number;
@@ -81,6 +85,15 @@ export interface EventFigures {
   /** Store write sent → route, neighbour and fdb entry all gone, ms. */
   readonly removeP50Ms: number;
   readonly removeP99Ms: number;
+  /**
+   * The add latency split at the agent's "peer added" log line (ms
+   * resolution): store write → the agent has the event (store commit, watch
+   * delivery, decoding, reducer), and that line → route present (datapath).
+   */
+  readonly addStoreP50Ms: number;
+  readonly addStoreP99Ms: number;
+  readonly addDatapathP50Ms: number;
+  readonly addDatapathP99Ms: number;
   /** Agent CPU (all threads, schedstat ns) from one write to the next, median, ms. */
   readonly cpuPerEventMs: number;
   /** Agent CPU over all events from /proc/<pid>/stat, less its idle rate, per event, ms. */
@@ -121,6 +134,12 @@ export interface ScaleResult {
   readonly kernel: { routes: number; neighbours: number; fdb: number };
   /** Agent RSS right after the sync, MB. */
   readonly rssAfterSyncMB: number;
+  /**
+   * Agent CPU (all threads, /proc/<pid>/stat) from spawn to just after the
+   * sync: runtime start, lease, list and the sync, ms. Unlike the wall
+   * times it does not grow with the machine's load.
+   */
+  readonly cpuToSyncedMs: number;
   /** Agent CPU while idle at full size, % of one core. */
   readonly idleCpuPercent: number;
   readonly small: EventFigures;
@@ -345,7 +364,9 @@ async function churn(
   const t0s: number[] = [];
   for (const [i, step] of steps.entries()) {
     const wait = start + (i * 1000) / rate - (performance.timeOrigin + performance.now());
-    if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+    // a timer turn even when behind: the file store's writes are all but
+    // synchronous, and the RSS sampler must still run
+    await new Promise((r) => setTimeout(r, Math.max(0, wait)));
     t0s.push(await write(driver, step));
   }
   return { t0s, seconds: (performance.timeOrigin + performance.now() - start) / 1000 };
@@ -370,11 +391,12 @@ async function oneAtATime(
   store: StoreUnderTest,
   driver: Driver,
   monitor: KernelMonitor,
-  pid: number,
+  agent: { pid: number; logs(): AgentLogRecord[] },
   events: number,
   from: number,
   peers: number,
 ): Promise<EventFigures> {
+  const pid = agent.pid;
   const rssAfterSync = rssMB(pid);
   // idle rate first, so the per-event mean can leave it out
   const idle0 = processCpuMs(pid);
@@ -384,6 +406,8 @@ async function oneAtATime(
   const adds: number[] = [];
   const removes: number[] = [];
   const perWrite: number[] = [];
+  /** Per added subnet: store write started, route present. */
+  const addTimes = new Map<string, { sent: number; kernel: number }>();
   const cpu0 = processCpuMs(pid);
   const t0 = performance.now();
   let ns = threadsCpuNs(pid);
@@ -395,7 +419,9 @@ async function oneAtATime(
   for (let k = 0; k < events; k++) {
     const p = peer(from + k);
     const added = await write(driver, store.step(from + k, true));
-    adds.push(await monitor.when(`+route ${p.cidr}`) - added);
+    const routed = await monitor.when(`+route ${p.cidr}`);
+    adds.push(routed - added);
+    addTimes.set(p.cidr, { sent: added, kernel: routed });
     sample();
     const removed = await write(driver, store.step(from + k, false));
     const gone = await Promise.all([
@@ -408,6 +434,15 @@ async function oneAtATime(
   }
   const wall = performance.now() - t0;
   const cpu = processCpuMs(pid) - cpu0 - idleRate * wall;
+  const toAgent: number[] = [];
+  const toKernel: number[] = [];
+  for (const r of agent.logs()) {
+    const t = r.msg === "peer added" ? addTimes.get(String(r.subnet)) : undefined;
+    if (!t) continue;
+    toAgent.push(at(r) - t.sent);
+    toKernel.push(t.kernel - at(r));
+  }
+  const p = (xs: number[], q: number) => round(xs.length ? percentile(xs, q) : NaN);
   return {
     peers,
     rssAfterSyncMB: round(rssAfterSync, 1),
@@ -416,6 +451,10 @@ async function oneAtATime(
     addP99Ms: round(percentile(adds, 0.99)),
     removeP50Ms: round(percentile(removes, 0.5)),
     removeP99Ms: round(percentile(removes, 0.99)),
+    addStoreP50Ms: p(toAgent, 0.5),
+    addStoreP99Ms: p(toAgent, 0.99),
+    addDatapathP50Ms: p(toKernel, 0.5),
+    addDatapathP99Ms: p(toKernel, 0.99),
     cpuPerEventMs: round(median(perWrite), 3),
     cpuPerEventMeanMs: round(cpu / (2 * events), 3),
   };
@@ -452,6 +491,7 @@ async function sustained(
   } finally {
     clearInterval(sampler);
   }
+  rss.push(rssMB(pid));
   const cpu = processCpuMs(pid) - cpu0;
   const wall = performance.now() - w0;
   const last = peer(from + adds - 1);
@@ -486,7 +526,7 @@ export async function benchScale(options: ScaleOptions): Promise<ScaleResult> {
   const n = options.peers ?? 5000;
   const small = options.smallPeers ?? 10;
   const events = options.events ?? 100;
-  const rate = options.rate ?? 100;
+  const rate = options.rate ?? (options.store === "file" ? 10 : 100);
   const seconds = options.seconds ?? 20;
   const lab = await createLab({ prefix: "wsc", hosts: 2 });
   const driver = new Driver(lab.underlay.ns);
@@ -500,7 +540,10 @@ export async function benchScale(options: ScaleOptions): Promise<ScaleResult> {
     const s = store;
     const phase = async (
       host: LabHost,
-      measure: (pid: number, monitor: KernelMonitor) => Promise<void>,
+      measure: (
+        agent: { pid: number; logs(): AgentLogRecord[] },
+        monitor: KernelMonitor,
+      ) => Promise<void>,
     ) => {
       const { args, env } = s.agent(host);
       const spawned = Date.now();
@@ -513,7 +556,7 @@ export async function benchScale(options: ScaleOptions): Promise<ScaleResult> {
         const synced = await agent.waitLog((r) => r.msg === "vxlan peers synced", 120_000);
         const monitor = await KernelMonitor.open(host.ns);
         try {
-          await measure(agent.process.pid, monitor);
+          await measure({ pid: agent.process.pid, logs: () => agent.logs() }, monitor);
         } finally {
           monitor.close();
         }
@@ -526,8 +569,8 @@ export async function benchScale(options: ScaleOptions): Promise<ScaleResult> {
 
     await s.fill(0, small);
     let smallFigures: EventFigures | undefined;
-    await phase(lab.hosts[0], async (pid, monitor) => {
-      smallFigures = await oneAtATime(s, driver, monitor, pid, events, EVENT_BASE, small);
+    await phase(lab.hosts[0], async (agent, monitor) => {
+      smallFigures = await oneAtATime(s, driver, monitor, agent, events, EVENT_BASE, small);
     });
 
     await s.fill(small, n);
@@ -537,14 +580,17 @@ export async function benchScale(options: ScaleOptions): Promise<ScaleResult> {
     let rssAfterSync = 0;
     let idleCpu = 0;
     const host = lab.hosts[1];
-    const big = await phase(host, async (pid, monitor) => {
+    let cpuToSynced = 0;
+    const big = await phase(host, async (agent, monitor) => {
+      const pid = agent.pid;
+      cpuToSynced = processCpuMs(pid);
       rssAfterSync = rssMB(pid);
       kernel = await countKernel(lab, host.ns);
       const c0 = processCpuMs(pid);
       const w0 = performance.now();
       await new Promise((r) => setTimeout(r, 3000));
       idleCpu = ((processCpuMs(pid) - c0) / (performance.now() - w0)) * 100;
-      large = await oneAtATime(s, driver, monitor, pid, events, EVENT_BASE + events, n);
+      large = await oneAtATime(s, driver, monitor, agent, events, EVENT_BASE + events, n);
       steady = await sustained(s, driver, monitor, pid, rate, seconds, EVENT_BASE + 2 * events);
     });
     const listed = big.log("peers listed");
@@ -565,6 +611,7 @@ export async function benchScale(options: ScaleOptions): Promise<ScaleResult> {
       syncMs: Number(big.synced.durationMs),
       kernel,
       rssAfterSyncMB: round(rssAfterSync, 1),
+      cpuToSyncedMs: cpuToSynced,
       idleCpuPercent: round(idleCpu, 1),
       small: smallFigures!,
       large: large!,

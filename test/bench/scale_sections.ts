@@ -50,8 +50,8 @@ export function reportScale(r: ScaleResult, floor?: KernelFloorResult): string[]
       fmt(r.firstLogMs, 0)
     } ms, lease + subnet.env ('ready') at ${fmt(r.readyMs, 0)} ms, peers listed at ${
       fmt(r.listedMs, 0)
-    } ms, the sync itself ${
-      fmt(r.syncMs, 0)
+    } ms, the sync itself ${fmt(r.syncMs, 0)} ms; agent CPU spawn → synced ${
+      fmt(r.cpuToSyncedMs, 0)
     } ms; kernel ${r.kernel.routes} routes / ${r.kernel.neighbours} neighbours / ${r.kernel.fdb} fdb; RSS ${
       fmt(r.rssAfterSyncMB, 0)
     } MB, idle CPU ${fmt(r.idleCpuPercent)} %`,
@@ -73,7 +73,13 @@ export function reportScale(r: ScaleResult, floor?: KernelFloorResult): string[]
       fmt(L.removeP99Ms, 2)
     } ms (goal p99 ≤ 10: ${
       goal(Math.max(L.addP99Ms, L.removeP99Ms) <= 10)
-    }); at ${S.peers} peers add p99 ${fmt(S.addP99Ms, 2)}, remove p99 ${fmt(S.removeP99Ms, 2)} ms`,
+    }); the add split at the agent's log line: store → agent p50 ${fmt(L.addStoreP50Ms, 1)} / p99 ${
+      fmt(L.addStoreP99Ms, 1)
+    } ms, agent → kernel p50 ${fmt(L.addDatapathP50Ms, 1)} / p99 ${
+      fmt(L.addDatapathP99Ms, 1)
+    } ms; at ${S.peers} peers add p99 ${fmt(S.addP99Ms, 2)}, remove p99 ${
+      fmt(S.removeP99Ms, 2)
+    } ms`,
     `scale/${r.store}: agent CPU per event (all threads, median of write-to-write samples) ${
       fmt(L.cpuPerEventMs, 3)
     } ms at ${L.peers} peers vs ${fmt(S.cpuPerEventMs, 3)} ms at ${S.peers}: ${
