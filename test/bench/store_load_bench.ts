@@ -17,7 +17,7 @@
  * events it sent to watchers from `etcd_debugging_mvcc_events_total`, the
  * open watch streams from `etcd_debugging_mvcc_watch_stream_total`. The
  * fake API server counts the requests it answered and the events it wrote
- * to watch streams itself.
+ * to watch streams (bookmarks included) itself.
  *
  * Run alone: `deno run -A test/bench/store_load_bench.ts [agents]`.
  *
@@ -336,6 +336,7 @@ async function kubeLoad(o: Required<StoreLoadOptions>, dir: string): Promise<Sto
         const k = `${r.method} ${kind}`;
         m.set(k, (m.get(k) ?? 0) + 1);
       }
+      m.set("events", kube.watchEventsSent);
       return m;
     };
     const k0 = counts();
@@ -364,7 +365,7 @@ async function kubeLoad(o: Required<StoreLoadOptions>, dir: string): Promise<Sto
       await until("every agent's watch open", () => kube.watchCount >= o.agents, 30_000);
       const k1 = counts();
       let joined = 0;
-      for (const [k, v] of k1) joined += v - (k0.get(k) ?? 0);
+      for (const [k, v] of k1) if (k !== "events") joined += v - (k0.get(k) ?? 0);
       const t1 = performance.now();
       await sleep(o.idleSeconds * 1000);
       const k2 = counts();
@@ -399,16 +400,15 @@ async function kubeLoad(o: Required<StoreLoadOptions>, dir: string): Promise<Sto
         agents: o.agents,
         joinRequestsPerAgent: round(joined / o.agents, 1),
         watchStreams: kube.watchCount,
-        idle: { ...idle, watchEventsPerSecond: NaN },
+        idle,
         churn: {
           ...churnWindow,
-          watchEventsPerSecond: NaN,
           writesPerSecond: round(writes / churnSeconds, 1),
           agentRequestsPerWrite: round(
             Math.max(0, (churnWindow.totalPerSecond - idle.totalPerSecond) * churnSeconds / writes),
             3,
           ),
-          watchEventsPerWrite: kube.watchCount, // the fake sends each node change to every open watch
+          watchEventsPerWrite: round(churnWindow.watchEventsPerSecond * churnSeconds / writes, 1),
         },
       };
     } finally {
