@@ -36,6 +36,7 @@
 
 import { formatSubnetPair, type IPv4Net } from "../../core/ip.ts";
 import type { Logger } from "../../core/log.ts";
+import { cpuTimeMs } from "../../core/runtime.ts";
 import type { NetworkConfig } from "../../lease/config.ts";
 import type { Lease } from "../../lease/types.ts";
 import { NetlinkBatchError, NetlinkError } from "../../datapath/netlink/error.ts";
@@ -258,6 +259,7 @@ export function routedNetwork<E>(
     what: string,
     peersCount: number,
     startedAt: number,
+    cpuAt: number,
   ): SyncResult => {
     if (r.written + r.deleted + r.failures.length > 0) {
       const fields = {
@@ -266,6 +268,8 @@ export function routedNetwork<E>(
         deleted: r.deleted,
         failed: r.failures.length,
         durationMs: ctx.clock.now() - startedAt,
+        // the whole process's CPU meanwhile: unlike durationMs, not stretched by a busy machine
+        cpuMs: Math.round(cpuTimeMs() - cpuAt),
       };
       // a full sync is news; an update follows one lease event, which the agent logged already
       if (what === "synced") log.info(`${type} peers synced`, fields);
@@ -288,6 +292,7 @@ export function routedNetwork<E>(
 
   const full = async (signal: AbortSignal): Promise<SyncResult> => {
     const startedAt = ctx.clock.now();
+    const cpuAt = cpuTimeMs();
     await setup.refresh?.();
     desired.clear();
     if (setup.ownEntries !== undefined) desired.set(ownKey, setup.ownEntries);
@@ -296,7 +301,7 @@ export function routedNetwork<E>(
       if (e !== null) desired.set(k, e);
     }
     warner.retain(peers);
-    return finish(await target.sync(desired, signal), "synced", desired.size, startedAt);
+    return finish(await target.sync(desired, signal), "synced", desired.size, startedAt, cpuAt);
   };
 
   const incremental = async (keys: Iterable<string>, signal: AbortSignal): Promise<SyncResult> => {
@@ -304,7 +309,14 @@ export function routedNetwork<E>(
     for (const k of keys) changes.set(k, desired.get(k) ?? null);
     if (changes.size === 0) return { added: 0, removed: 0, failed: 0 };
     const startedAt = ctx.clock.now();
-    return finish(await target.update(changes, signal), "updated", desired.size, startedAt);
+    const cpuAt = cpuTimeMs();
+    return finish(
+      await target.update(changes, signal),
+      "updated",
+      desired.size,
+      startedAt,
+      cpuAt,
+    );
   };
 
   const repair = async (work: RepairWork, signal: AbortSignal): Promise<void> => {
