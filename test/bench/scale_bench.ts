@@ -130,6 +130,8 @@ export interface ScaleResult {
   readonly listedMs: number;
   /** The first full sync as the agent timed it (entries, dumps, plan, writes, events), ms. */
   readonly syncMs: number;
+  /** The agent's CPU (all threads) during that sync, as it logged it, ms. */
+  readonly syncCpuMs: number;
   /** Kernel entries found after the sync (each should equal the peers). */
   readonly kernel: { routes: number; neighbours: number; fdb: number };
   /** Agent RSS right after the sync, MB. */
@@ -609,6 +611,7 @@ export async function benchScale(options: ScaleOptions): Promise<ScaleResult> {
       readyMs: at(big.log("ready")!) - big.spawned,
       listedMs: listed ? at(listed) - big.spawned : NaN,
       syncMs: Number(big.synced.durationMs),
+      syncCpuMs: Number(big.synced.cpuMs),
       kernel,
       rssAfterSyncMB: round(rssAfterSync, 1),
       cpuToSyncedMs: cpuToSynced,
