@@ -101,22 +101,45 @@ export function reportScale(r: ScaleResult, floor?: KernelFloorResult): string[]
   return lines;
 }
 
-/** Requests per second a cluster of `nodes` puts on the store, from a measured per-agent rate. */
-function extrapolate(l: StoreLoad, nodes: number, ttl: number, margin: number): string {
-  const renewalsPerSecond = nodes / (ttl - margin);
+/**
+ * One store's measured load, and extrapolated to `nodes` agents with
+ * flannel's lease TTL and renewal margin (24 h and 1 h).
+ */
+function extrapolate(
+  l: StoreLoad,
+  nodes: number,
+  bench: { ttl: number; margin: number },
+  ttl = 24 * 3600,
+  margin = 3600,
+): string {
+  const renewals = l.agents / (bench.ttl - bench.margin);
+  const perRenewal = l.idle.totalPerSecond / renewals;
+  const idleAtN = perRenewal * nodes / (ttl - margin);
+  // renewals write too (etcd): only the events beyond the idle rate are the writer's
+  const perWrite = (l.churn.watchEventsPerSecond - l.idle.watchEventsPerSecond) /
+    l.churn.writesPerSecond;
+  const eventsPerChange = perWrite * nodes / l.agents;
   return `${l.store}: ${l.agents} agents joined with ${
     fmt(l.joinRequestsPerAgent, 1)
   } requests each, ${l.watchStreams} watch streams; idle ${fmt(l.idle.totalPerSecond, 2)} req/s (${
-    fmt(l.idle.perAgentPerSecond, 4)
-  } per agent: ${JSON.stringify(l.idle.requestsPerSecond)}); churn ${
+    JSON.stringify(l.idle.requestsPerSecond)
+  }${l.store === "etcd" ? `: ${fmt(perRenewal, 2)} requests per renewal` : ""}); churn ${
     fmt(l.churn.writesPerSecond, 1)
   } writes/s → agents ${fmt(l.churn.totalPerSecond, 2)} req/s (${
     fmt(l.churn.agentRequestsPerWrite, 2)
-  } per write), ${
-    fmt(l.churn.watchEventsPerWrite, 1)
-  } watch events per write; at ${nodes} nodes with flannel's TTL ${ttl} s − margin ${margin} s: ${
-    fmt(renewalsPerSecond, 3)
-  } renewals/s, ${nodes} watch streams, ${nodes} events per lease change`;
+  } beyond idle per write), ${
+    fmt(perWrite, 1)
+  } watch events per write beyond idle. At ${nodes} nodes (TTL ${ttl} s, margin ${margin} s): idle ${
+    fmt(idleAtN, 3)
+  } req/s (${
+    l.store === "etcd"
+      ? `${fmt(nodes / (ttl - margin), 3)} renewals/s`
+      : "weft renews nothing on the API server"
+  }), ${nodes} watch streams, ~${
+    fmt(eventsPerChange, 0)
+  } watch events per lease change, a cold start of all nodes ${
+    fmt(l.joinRequestsPerAgent * nodes, 0)
+  } requests (each agent lists all ${nodes} leases once)`;
 }
 
 /** The sections. */
@@ -151,8 +174,8 @@ export const scaleSections: BenchSection[] = [
     },
     report: (r: { load: StoreLoadResult }) => [
       `store-load (etcd agents ran with TTL ${r.load.ttlSeconds} s, margin ${r.load.marginSeconds} s)`,
-      extrapolate(r.load.etcd, 5000, 24 * 3600, 3600),
-      extrapolate(r.load.kube, 5000, 24 * 3600, 3600),
+      extrapolate(r.load.etcd, 5000, { ttl: r.load.ttlSeconds, margin: r.load.marginSeconds }),
+      extrapolate(r.load.kube, 5000, { ttl: r.load.ttlSeconds, margin: r.load.marginSeconds }),
     ],
   },
   {
