@@ -5,10 +5,10 @@
  * numbers to `.bench/latest.json`.
  *
  * `deno task bench [section …]` runs only the named sections:
- * store, etcd-client, reconcile, netlink, kube, kube-config, checksum, udp, lab, repair, udp-lab, aws,
- * gce, dist, outage-load;
- * `churn` (10 minutes: the reliability churn for 5 minutes per backend) runs
- * only when named.
+ * store, etcd-client, reconcile, netlink, kube, kube-config, checksum, udp, lab, repair, udp-lab,
+ * aws, gce, dist, outage-load, scale, store-load;
+ * `churn` (10 minutes: the reliability churn for 5 minutes per backend) and
+ * `event-cost` (one lease event's CPU per layer) run only when named.
  *
  * Needs root (network-namespace labs) like the tests; touches nothing
  * outside the namespaces it creates.
@@ -21,6 +21,7 @@ import * as os from "node:os";
 import process from "node:process";
 import { runtimeVersion } from "../../core/runtime.ts";
 import { benchGceCalls, benchGceLoad, reportGce } from "./gce_bench.ts";
+import { scaleSections } from "./scale_sections.ts";
 
 // deno-lint-ignore no-explicit-any
 type Any = any;
@@ -319,6 +320,8 @@ const sections: Section[] = [
       ),
   },
 ];
+
+sections.push(...scaleSections);
 
 sections.push({
   name: "aws",
