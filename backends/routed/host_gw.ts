@@ -22,7 +22,7 @@
  */
 
 import { type Logger, nullLogger } from "../../core/log.ts";
-import { formatIPv4, isIPv4, parseIPv4 } from "../../core/ip.ts";
+import { formatIPNet, isIPv4, parseIPv4 } from "../../core/ip.ts";
 import { ipv4SubnetOf, type Lease } from "../../lease/types.ts";
 import type { Datapath, EntryScope, PeerEntries } from "../../datapath/types.ts";
 import type { Backend, BackendContext } from "../types.ts";
@@ -108,7 +108,7 @@ async function registerHostGw(
   if (!link.addresses.some((a) => a.ip === publicIP)) {
     throw new Error(
       `host-gw cannot start: the public IP ${ext.extAddr} is not an address of ${link.name} (it has ${
-        link.addresses.map((a) => `${formatIPv4(a.ip)}/${a.prefixLen}`).join(", ") || "none"
+        link.addresses.map(formatIPNet).join(", ") || "none"
       }); peers would route to an address that does not lead here. Add the address, pick the right interface with --iface, or fix --public-ip`,
     );
   }

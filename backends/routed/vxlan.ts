@@ -306,7 +306,7 @@ async function registerVxlan(
     if (!cfg.directRouting) return;
     const link = await dp.link(ext.name);
     directNets = (link?.addresses ?? [])
-      .filter((a) => a.prefixLen < 32)
+      .filter((a): a is IPv4Net => typeof a.ip === "number" && a.prefixLen < 32)
       .map((a) => ({ ip: (a.ip & maskIPv4(a.prefixLen)) >>> 0, prefixLen: a.prefixLen }));
   };
 
