@@ -82,6 +82,12 @@ export function fdbKey(e: { readonly device: string; readonly mac: string }): st
   return `${e.device}/${e.mac}`;
 }
 
+/** Whether two scopes are the same (IPv6 addresses are bigints, which JSON cannot write). */
+export function sameScope(a: EntryScope, b: EntryScope): boolean {
+  const text = (s: EntryScope) => JSON.stringify(s, (_, v) => typeof v === "bigint" ? `${v}n` : v);
+  return text(a) === text(b);
+}
+
 /** The networks of a scope: `network`, and `ipv6Network` when set. */
 export function scopeNetworks(scope: EntryScope): IPNet[] {
   return scope.ipv6Network ? [scope.network, scope.ipv6Network] : [scope.network];

@@ -178,8 +178,14 @@ export const datapathContractIPv6: readonly ContractCase[] = [
         "02:00:00:00:06:02 dev flannel-v6.1 dst fd00::2",
         "02:00:00:00:06:03 dev flannel-v6.1 dst fd00::3",
       ]);
-      // IPv6 routes the kernel holds with its default metric are what was asked
+      // IPv6 routes the kernel holds with its default metric are what was asked; the same
+      // scope asked again (a restart of the backend) is the same table
       assert.deepEqual(await table.sync(all), { written: 0, deleted: 0, failures: [] });
+      assert.deepEqual(await dp.entries({ ...SCOPE6 }).sync(all), {
+        written: 0,
+        deleted: 0,
+        failures: [],
+      });
       all.set(key6(3), vxlanPeer(3)); // peer 3 drops IPv6
       all.delete("hg");
       assert.deepEqual(await table.sync(all), { written: 0, deleted: 4, failures: [] });

@@ -42,6 +42,7 @@ import {
   routeInScope,
   routeKey,
   sameRoute,
+  sameScope,
   type Touched,
 } from "../datapath/plan.ts";
 import type {
@@ -394,7 +395,7 @@ export class FakeDatapath implements Datapath, KernelPoke {
       throw new Error("Cannot open an entry table: the datapath is closed");
     }
     let t = this.#tables.get(scope.name);
-    if (!t || JSON.stringify(t.scope) !== JSON.stringify(scope)) {
+    if (!t || !sameScope(t.scope, scope)) {
       t = { scope, desired: new DesiredTable(), synced: false };
       this.#tables.set(scope.name, t);
     }

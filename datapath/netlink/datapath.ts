@@ -29,6 +29,7 @@ import {
   noneTouched,
   type Plan,
   planChanges,
+  sameScope,
 } from "../plan.ts";
 import type {
   ApplyResult,
@@ -81,10 +82,6 @@ export interface NetlinkDatapathStats {
 }
 
 const ENODEV = 19;
-
-function sameScope(a: EntryScope, b: EntryScope): boolean {
-  return JSON.stringify(a) === JSON.stringify(b);
-}
 
 /** The netlink Datapath; open one with {@link openNetlinkDatapath}. */
 export class NetlinkDatapath implements Datapath {
