@@ -15,11 +15,8 @@ import { createStatusApp } from "../api/app.ts";
 import { type HttpServer, runtimeVersion, serveHttp } from "../core/runtime.ts";
 import { createLogger, type Logger } from "../core/log.ts";
 import { Registry } from "../core/metrics.ts";
-import {
-  type ExternalInterface,
-  InterfaceError,
-  pickExternalInterface,
-} from "../datapath/iface.ts";
+import type { NetworkConfig } from "../lease/config.ts";
+import { type ExternalInterface, pickExternalInterface } from "../datapath/iface.ts";
 import { backendTable } from "./backends.ts";
 import { type Flags, helpText, parseFlags, UsageError } from "./flags.ts";
 import { type CliIo, processIo } from "./io.ts";
@@ -89,30 +86,48 @@ export async function main(
   return await runAgent(flags, env, logger, options.signal);
 }
 
-/** Pick the interface, open the store, run the agent until stopped; close everything. */
+/**
+ * The agent's interface picker: the flags' choice for the families the
+ * network config enables, with the store's stored public addresses (the
+ * Kubernetes node's annotations) standing in for `--public-ip(v6)`.
+ */
+function interfacePicker(
+  flags: Flags,
+  opened: OpenedStore,
+  logger: Logger,
+): (config: NetworkConfig) => ExternalInterface {
+  return (config) => {
+    let ext = pickExternalInterface({
+      iface: flags.iface,
+      ifaceRegex: flags.ifaceRegex,
+      ifaceCanReach: flags.ifaceCanReach || undefined,
+      publicIP: flags.publicIp || undefined,
+      publicIPv6: flags.publicIpv6 || undefined,
+      families: { ipv4: config.enableIPv4, ipv6: config.enableIPv6 },
+    });
+    if (config.enableIPv4 && opened.publicIP && opened.publicIP !== ext.extAddr) {
+      logger.info("public IP set by the node's annotation", { publicIP: opened.publicIP });
+      ext = { ...ext, extAddr: opened.publicIP };
+    }
+    if (config.enableIPv6 && opened.publicIPv6 && opened.publicIPv6 !== ext.extV6Addr) {
+      // flannel's GetStoredPublicIP: node-public-ipv6 stands in for --public-ipv6
+      logger.info("public IPv6 set by the node's annotation", { publicIPv6: opened.publicIPv6 });
+      ext = { ...ext, extV6Addr: opened.publicIPv6 };
+    }
+    return ext;
+  };
+}
+
+/**
+ * Open the store, run the agent until stopped (it reads the config, then
+ * picks the interface for the families it enables); close everything.
+ */
 async function runAgent(
   flags: Flags,
   env: Record<string, string | undefined>,
   logger: Logger,
   parent: AbortSignal | undefined,
 ): Promise<number> {
-  let extIface: ExternalInterface;
-  try {
-    extIface = pickExternalInterface({
-      iface: flags.iface,
-      ifaceRegex: flags.ifaceRegex,
-      ifaceCanReach: flags.ifaceCanReach || undefined,
-      publicIP: flags.publicIp || undefined,
-      publicIPv6: flags.publicIpv6 || undefined,
-    });
-  } catch (e) {
-    if (e instanceof InterfaceError) {
-      logger.error(e.message);
-      return 1;
-    }
-    throw e;
-  }
-
   const metrics = new Registry();
   const stop = stopOnSignals(logger, parent);
   const table = backendTable();
@@ -125,30 +140,20 @@ async function runAgent(
       logger.error((e as Error).message);
       return 1;
     }
-    if (opened.publicIP && opened.publicIP !== extIface.extAddr) {
-      logger.info("public IP set by the node's annotation", { publicIP: opened.publicIP });
-      extIface = { ...extIface, extAddr: opened.publicIP };
-    }
-    if (opened.publicIPv6 && opened.publicIPv6 !== extIface.extV6Addr) {
-      // flannel's GetStoredPublicIP: node-public-ipv6 stands in for --public-ipv6
-      logger.info("public IPv6 set by the node's annotation", { publicIPv6: opened.publicIPv6 });
-      extIface = { ...extIface, extV6Addr: opened.publicIPv6 };
-    }
-    const externalName = extIface.name;
     const agent = createAgent({
       store: opened.store,
       backends: table.backends,
-      extIface,
+      pickInterface: interfacePicker(flags, opened, logger),
       subnetFile: flags.subnetFile,
       ipMasq: flags.ipMasq,
       renewMarginMs: flags.subnetLeaseRenewMargin * 60_000,
       rules: hostRules(flags, logger),
-      prepare: async (config) => {
+      prepare: async (config, extIface) => {
         const { ensureForwarding } = await import("../datapath/sysctl.ts");
         const changed = ensureForwarding({
           ipv4: config.enableIPv4,
           ipv6: config.enableIPv6,
-          keepRouterAdvertisements: [externalName],
+          keepRouterAdvertisements: [extIface.name],
         });
         if (changed.length) logger.info("enabled forwarding", { sysctls: changed.join(",") });
       },
