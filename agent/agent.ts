@@ -30,7 +30,7 @@
  * @module
  */
 
-import { backoff, systemClock } from "../core/clock.ts";
+import { retryDelay, systemClock } from "../core/clock.ts";
 import { ConfigError } from "../core/errors.ts";
 import { formatIPv4Net, formatIPv6Net, formatSubnetPair } from "../core/ip.ts";
 import { leaseKey } from "../lease/kv_store.ts";
@@ -129,7 +129,7 @@ export function createAgent(deps: AgentDeps): Agent {
   /** Log a failed attempt (once while the same error repeats) and return the back-off. */
   const failed = (what: string, error: unknown, attempt: number): number => {
     const message = (error as Error).message;
-    const delay = backoff(attempt, { max: maxBackoffMs, random });
+    const delay = retryDelay(attempt, error, { max: maxBackoffMs, random });
     if (lastFailure.get(what) !== message) {
       logger.error(`${what} failed, will keep retrying`, { error: message, retryInMs: delay });
       lastFailure.set(what, message);

@@ -8,7 +8,7 @@
  * @module
  */
 
-import { backoff, type Clock } from "../core/clock.ts";
+import { type Clock, retryDelay } from "../core/clock.ts";
 import { type LinkedController, linkedController, sleepQuietly } from "../core/abort.ts";
 import { formatSubnetPair } from "../core/ip.ts";
 import type { Logger } from "../core/log.ts";
@@ -82,7 +82,7 @@ export class PeerFollower {
         await this.#listAndWatch(round.signal, () => (attempt = 0));
       } catch (e) {
         if (!round.signal.aborted) {
-          const delay = backoff(attempt++, { max: maxBackoffMs, random });
+          const delay = retryDelay(attempt++, e, { max: maxBackoffMs, random });
           logger.warn("lease watch interrupted, re-listing", {
             error: e as Error,
             retryInMs: delay,

@@ -16,10 +16,26 @@ import { type HttpServer, runtimeVersion, serveHttp } from "../core/runtime.ts";
 import { createLogger, type Logger } from "../core/log.ts";
 import { Registry } from "../core/metrics.ts";
 import type { NetworkConfig } from "../lease/config.ts";
-import { type ExternalInterface, pickExternalInterface } from "../datapath/iface.ts";
+import {
+  type AddressFacts,
+  type ExternalInterface,
+  type InterfaceSource,
+  pickExternalInterface,
+  systemInterfaces,
+  withPreferredAddresses,
+} from "../datapath/iface.ts";
+import { formatIPv4 } from "../core/ip.ts";
 import { backendTable } from "./backends.ts";
-import { type Flags, helpText, parseFlags, UsageError } from "./flags.ts";
+import {
+  effectiveLogLevel,
+  type Flags,
+  helpText,
+  klogNotes,
+  parseFlags,
+  UsageError,
+} from "./flags.ts";
 import { type CliIo, processIo } from "./io.ts";
+import { type NotifyState, sdNotify } from "../core/sd_notify.ts";
 import { podCommand } from "./pods.ts";
 import { hostRules } from "./rules.ts";
 import { stopOnSignals } from "./signals.ts";
@@ -30,12 +46,27 @@ export type { CliIo } from "./io.ts";
 /** weft's version. */
 export const VERSION = "0.1.0";
 
+/** Options of {@link main}. */
+export interface MainOptions {
+  /** Output sinks (default: the process's stdout and stderr). */
+  readonly io?: CliIo;
+  /** Stops the agent (default: SIGTERM/SIGINT). */
+  readonly signal?: AbortSignal;
+  /**
+   * Tells the service manager the agent's state, called with `READY=1` once
+   * the agent is first ready (default: systemd's `$NOTIFY_SOCKET`, as
+   * flanneld does). A failure is logged, never fatal.
+   */
+  readonly notify?: (state: NotifyState) => Promise<unknown>;
+}
+
 /**
  * Run weft with these arguments.
  *
  * @param argv Arguments after the program name.
- * @param env Environment (FLANNELD_*, NODE_NAME, …).
- * @param options Output sinks; an abort signal to stop the agent (else SIGTERM/SIGINT).
+ * @param env Environment (FLANNELD_*, NODE_NAME, NOTIFY_SOCKET, …).
+ * @param options Output sinks; an abort signal to stop the agent (else
+ *   SIGTERM/SIGINT); the readiness notification.
  * @returns The exit code.
  * @example
  * ```ts
@@ -45,9 +76,23 @@ export const VERSION = "0.1.0";
 export async function main(
   argv: readonly string[],
   env: Record<string, string | undefined> = process.env,
-  options: { io?: CliIo; signal?: AbortSignal } = {},
+  options: MainOptions = {},
 ): Promise<number> {
   const io = options.io ?? processIo;
+  if (argv[0] === "docker-opts") {
+    // mk-docker-opts.sh's own getopts-style flags, not weft's
+    const { dockerOptsCommand } = await import("./docker_opts.ts");
+    // it writes exact bytes (the script's output) to the process's streams unless told otherwise
+    return await dockerOptsCommand(argv.slice(1), {
+      env,
+      ...(options.io
+        ? {
+          stdout: (t: string) => io.stdout(t.replace(/\n$/, "")),
+          stderr: (t: string) => io.stderr(t.replace(/\n$/, "")),
+        }
+        : {}),
+    });
+  }
   let flags: Flags;
   try {
     flags = parseFlags(argv, env);
@@ -68,8 +113,9 @@ export async function main(
   }
   const logger = createLogger({
     format: flags.logFormat as "text" | "json",
-    level: flags.logLevel as "info",
+    level: effectiveLogLevel(flags),
   });
+  for (const note of klogNotes(flags)) logger.info(note);
 
   const [command, ...rest] = flags.args;
   if (command === "attach" || command === "detach") {
@@ -79,42 +125,42 @@ export async function main(
     io.stderr(
       `weft: unexpected argument ${
         JSON.stringify(command)
-      } (commands: attach, detach; run weft --help)`,
+      } (commands: attach, detach, docker-opts; run weft --help)`,
     );
     return 2;
   }
-  return await runAgent(flags, env, logger, options.signal);
+  return await runAgent(
+    flags,
+    env,
+    logger,
+    options.signal,
+    options.notify ?? ((state) => sdNotify(state, { env })),
+  );
 }
 
 /**
+/**
  * The agent's interface picker: the flags' choice for the families the
  * network config enables, with the store's stored public addresses (the
- * Kubernetes node's annotations) standing in for `--public-ip(v6)`.
+ * Kubernetes node's `node-public-ip(v6)` annotations) winning over
+ * `--public-ip(v6)`, as flanneld's GetStoredPublicIP; interface addresses
+ * in flannel's order of preference.
  */
 function interfacePicker(
   flags: Flags,
   opened: OpenedStore,
   logger: Logger,
-): (config: NetworkConfig) => ExternalInterface {
-  return (config) => {
-    let ext = pickExternalInterface({
+): (config: NetworkConfig) => Promise<ExternalInterface> {
+  return async (config) => {
+    const { publicIP, publicIPv6 } = publicIPsOf(flags, opened, logger, config);
+    return pickExternalInterface({
       iface: flags.iface,
       ifaceRegex: flags.ifaceRegex,
       ifaceCanReach: flags.ifaceCanReach || undefined,
-      publicIP: flags.publicIp || undefined,
-      publicIPv6: flags.publicIpv6 || undefined,
+      publicIP,
+      publicIPv6,
       families: { ipv4: config.enableIPv4, ipv6: config.enableIPv6 },
-    });
-    if (config.enableIPv4 && opened.publicIP && opened.publicIP !== ext.extAddr) {
-      logger.info("public IP set by the node's annotation", { publicIP: opened.publicIP });
-      ext = { ...ext, extAddr: opened.publicIP };
-    }
-    if (config.enableIPv6 && opened.publicIPv6 && opened.publicIPv6 !== ext.extV6Addr) {
-      // flannel's GetStoredPublicIP: node-public-ipv6 stands in for --public-ipv6
-      logger.info("public IPv6 set by the node's annotation", { publicIPv6: opened.publicIPv6 });
-      ext = { ...ext, extV6Addr: opened.publicIPv6 };
-    }
-    return ext;
+    }, await interfaceSource(logger));
   };
 }
 
@@ -127,6 +173,7 @@ async function runAgent(
   env: Record<string, string | undefined>,
   logger: Logger,
   parent: AbortSignal | undefined,
+  notify: (state: NotifyState) => Promise<unknown>,
 ): Promise<number> {
   const metrics = new Registry();
   const stop = stopOnSignals(logger, parent);
@@ -140,6 +187,19 @@ async function runAgent(
       logger.error((e as Error).message);
       return 1;
     }
+    let notified = false;
+    const storeReady = opened.onReady;
+    const onReady = async (s: AbortSignal) => {
+      if (!notified) {
+        notified = true;
+        await notify({ READY: 1 }).catch((e) =>
+          logger.warn("cannot tell the service manager that weft is ready", {
+            error: (e as Error).message,
+          })
+        );
+      }
+      await storeReady?.(s);
+    };
     const agent = createAgent({
       store: opened.store,
       backends: table.backends,
@@ -149,16 +209,17 @@ async function runAgent(
       renewMarginMs: flags.subnetLeaseRenewMargin * 60_000,
       rules: hostRules(flags, logger),
       prepare: async (config, extIface) => {
-        const { ensureForwarding } = await import("../datapath/sysctl.ts");
-        const changed = ensureForwarding({
+        const { prepareHost } = await import("./prepare.ts");
+        prepareHost({
+          rules: flags.ipMasq || flags.iptablesForwardRules,
           ipv4: config.enableIPv4,
           ipv6: config.enableIPv6,
           keepRouterAdvertisements: [extIface.name],
+          logger,
         });
-        if (changed.length) logger.info("enabled forwarding", { sysctls: changed.join(",") });
       },
       previousLease: opened.previousLease,
-      onReady: opened.onReady,
+      onReady,
       logger,
       metrics,
     });
@@ -192,5 +253,61 @@ async function runAgent(
     await server?.shutdown();
     await opened?.store.close().catch(() => {});
     await table.close();
+  }
+}
+
+/**
+ * The public IPs the interface is picked for: the node's `node-public-ip`
+ * and `node-public-ipv6` annotations (Kubernetes) win over `--public-ip` and
+ * `--public-ipv6`, as flanneld's GetStoredPublicIP.
+ */
+function publicIPsOf(
+  flags: Flags,
+  opened: OpenedStore,
+  logger: Logger,
+  config: NetworkConfig,
+): { publicIP?: string; publicIPv6?: string } {
+  if (config.enableIPv4 && opened.publicIP) {
+    logger.info("public IP set by the node's annotation", {
+      publicIP: opened.publicIP,
+      ...(flags.publicIp && flags.publicIp !== opened.publicIP ? { instead: flags.publicIp } : {}),
+    });
+  }
+  if (config.enableIPv6 && opened.publicIPv6) {
+    logger.info("public IPv6 set by the node's annotation", { publicIPv6: opened.publicIPv6 });
+  }
+  return {
+    publicIP: config.enableIPv4 ? opened.publicIP || flags.publicIp || undefined : undefined,
+    publicIPv6: config.enableIPv6 ? opened.publicIPv6 || flags.publicIpv6 || undefined : undefined,
+  };
+}
+
+/**
+ * This namespace's interfaces, each one's IPv4 addresses in flannel's order
+ * of preference (static before DHCP, primary before secondary, deprecated
+ * dropped), read from an rtnetlink address dump; kernel order when the dump
+ * cannot be had.
+ */
+async function interfaceSource(logger: Logger): Promise<InterfaceSource> {
+  try {
+    const { openNetlinkClient } = await import("../datapath/netlink/client.ts");
+    const client = await openNetlinkClient();
+    try {
+      const facts = new Map<number, AddressFacts[]>();
+      for (const a of await client.listAddresses()) {
+        if (typeof a.ip !== "number") continue; // IPv6 preference comes from /proc/net/if_inet6
+        const list = facts.get(a.index) ?? [];
+        list.push({ ip: formatIPv4(a.ip), flags: a.flags ?? 0 });
+        facts.set(a.index, list);
+      }
+      return withPreferredAddresses(systemInterfaces, facts);
+    } finally {
+      client.close();
+    }
+  } catch (e) {
+    logger.debug("cannot read address flags; interface addresses in kernel order", {
+      error: (e as Error).message,
+    });
+    return systemInterfaces;
   }
 }

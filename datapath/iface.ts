@@ -216,9 +216,11 @@ export function parseProcNetIfInet6(text: string): IfInet6Entry[] {
 
 const IFA_F_TEMPORARY = 0x01;
 const IFA_F_DADFAILED = 0x08;
-const IFA_F_DEPRECATED = 0x20;
+/** `IFA_F_DEPRECATED`. */
+export const IFA_F_DEPRECATED = 0x20;
 const IFA_F_TENTATIVE = 0x40;
-const IFA_F_PERMANENT = 0x80;
+/** `IFA_F_PERMANENT`: configured, not from DHCP or autoconfiguration. */
+export const IFA_F_PERMANENT = 0x80;
 const SCOPE_GLOBAL = 0x00;
 
 /**
@@ -482,4 +484,69 @@ export function pickExternalInterface(
         fam.ipv4 ? "" : "IPv6 "
       }default route; name it with --iface <name|ip> or --iface-can-reach <peer ip> (interfaces: ${known()})`,
   );
+}
+
+/** What flannel orders an interface's IPv4 addresses by (from an rtnetlink address dump). */
+export interface AddressFacts {
+  /** Dotted IPv4 address. */
+  readonly ip: string;
+  /** `IFA_F_*` flags. */
+  readonly flags: number;
+}
+
+/** `IFA_F_SECONDARY` (for IPv6 the same bit is `IFA_F_TEMPORARY`). */
+export const IFA_F_SECONDARY = 0x01;
+
+/**
+ * An interface's IPv4 addresses in flannel's order of preference (pure):
+ * global before link-local (169.254/16), permanent (static) before dynamic
+ * (DHCP), primary before secondary, kernel order otherwise; deprecated ones
+ * dropped (flannel's `compareAddrs` and `GetInterfaceIP4Addrs`).
+ *
+ * @param addresses The addresses in kernel order, with their flags.
+ * @returns The usable addresses, best first.
+ * @example
+ * ```ts
+ * preferredIPv4Order([
+ *   { ip: "192.0.2.50", flags: 0 },     // from DHCP
+ *   { ip: "192.0.2.60", flags: 0x81 },  // static, secondary
+ * ]); // ["192.0.2.60", "192.0.2.50"]
+ * ```
+ */
+export function preferredIPv4Order(addresses: readonly AddressFacts[]): string[] {
+  const rank = (a: AddressFacts) =>
+    (a.ip.startsWith("169.254.") ? 4 : 0) + (a.flags & IFA_F_PERMANENT ? 0 : 2) +
+    (a.flags & IFA_F_SECONDARY ? 1 : 0);
+  return addresses
+    .map((a, i) => ({ a, i, r: rank(a) }))
+    .filter(({ a }) => !(a.flags & IFA_F_DEPRECATED))
+    .sort((x, y) => x.r - y.r || x.i - y.i)
+    .map(({ a }) => a.ip);
+}
+
+/**
+ * An interface source whose IPv4 lists follow {@link preferredIPv4Order},
+ * for the interfaces `facts` knows (by index); others keep kernel order.
+ *
+ * @param source Where interfaces and routes come from.
+ * @param facts Address facts by interface index (an rtnetlink dump).
+ * @returns The reordered source.
+ */
+export function withPreferredAddresses(
+  source: InterfaceSource,
+  facts: ReadonlyMap<number, readonly AddressFacts[]>,
+): InterfaceSource {
+  return {
+    ...source,
+    interfaces: () =>
+      source.interfaces().map((i) => {
+        const known = facts.get(i.index);
+        if (!known) return i;
+        const ordered = preferredIPv4Order(known).filter((ip) => i.ipv4.includes(ip));
+        return {
+          ...i,
+          ipv4: [...ordered, ...i.ipv4.filter((ip) => !known.some((k) => k.ip === ip))],
+        };
+      }),
+  };
 }

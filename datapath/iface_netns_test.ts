@@ -1,10 +1,13 @@
 // Interface choice against a real kernel: a child process inside a throwaway namespace reads
-// /sys/class/net, getifaddrs, /proc/net/if_inet6 and the route files of that namespace.
+// /sys/class/net, getifaddrs, /proc/net/if_inet6 and the route files of that namespace; and the
+// IPv4 address flags rtnetlink reports, which order addresses as flannel does.
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { evalCommand, REPO_ROOT } from "../test/lab/lab.ts";
-import { createNetns, deleteNetns, run, sweepNetns } from "../testing/netns.ts";
-import type { ExternalInterface, InterfaceFlags } from "./iface.ts";
+import { createNetns, deleteNetns, nsRun, run, sweepNetns } from "../testing/netns.ts";
+import { formatIPv4 } from "../core/ip.ts";
+import { type ExternalInterface, type InterfaceFlags, preferredIPv4Order } from "./iface.ts";
+import { openNetlinkClient } from "./netlink/client.ts";
 
 const PREFIX = "wif";
 
@@ -81,4 +84,43 @@ Deno.test("pickExternalInterface() reads IPv6 addresses and routes of its own na
   } finally {
     deleteNetns(ns);
   }
+});
+
+Deno.test({
+  name: "the kernel's address flags (rtnetlink) order a DHCP address after a static one",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    sweepNetns("wia");
+    const ns = createNetns("wia");
+    const client = await openNetlinkClient({ netns: ns });
+    try {
+      nsRun(ns, "ip", "link", "add", "br0", "type", "bridge");
+      // as a DHCP client adds it: with lifetimes (dynamic), then a static secondary, a deprecated one
+      nsRun(
+        ns,
+        "ip",
+        "addr",
+        "add",
+        "192.0.2.50/24",
+        "dev",
+        "br0",
+        "valid_lft",
+        "600",
+        "preferred_lft",
+        "600",
+      );
+      nsRun(ns, "ip", "addr", "add", "192.0.2.60/24", "dev", "br0");
+      nsRun(ns, "ip", "addr", "add", "192.0.2.70/24", "dev", "br0", "preferred_lft", "0");
+      const br = (await client.getLink("br0"))!;
+      const facts = (await client.listAddresses(br.index)).flatMap((a) =>
+        typeof a.ip === "number" ? [{ ip: formatIPv4(a.ip), flags: a.flags ?? 0 }] : []
+      );
+      assert.deepEqual(facts.map((f) => f.ip), ["192.0.2.50", "192.0.2.60", "192.0.2.70"]);
+      assert.deepEqual(preferredIPv4Order(facts), ["192.0.2.60", "192.0.2.50"]);
+    } finally {
+      client.close();
+      deleteNetns(ns);
+    }
+  },
 });

@@ -2,8 +2,12 @@
 import assert from "node:assert/strict";
 import { formatIPv4, formatIPv6, parseIPv6 } from "../core/ip.ts";
 import {
+  type AddressFacts,
   type AddressFamilies,
   type ExternalInterface,
+  IFA_F_DEPRECATED,
+  IFA_F_PERMANENT,
+  IFA_F_SECONDARY,
   InterfaceError,
   type InterfaceFlags,
   type InterfaceInfo,
@@ -12,9 +16,11 @@ import {
   parseProcNetIPv6Route,
   parseProcNetRoute,
   pickExternalInterface,
+  preferredIPv4Order,
   type Route6Entry,
   type RouteEntry,
   usableIPv6,
+  withPreferredAddresses,
 } from "./iface.ts";
 
 const IFACES: InterfaceInfo[] = [
@@ -643,4 +649,48 @@ Deno.test("usableIPv6() orders addresses as flannel's compareAddrs and drops unu
     "2001:db8::2",
   ]);
   assert.deepEqual(usableIPv6(entries.filter((e) => e.iface === "lo")), []);
+});
+
+Deno.test("preferredIPv4Order() puts static before DHCP, primary before secondary, link-local last, and drops deprecated", () => {
+  const P = IFA_F_PERMANENT, S = IFA_F_SECONDARY, D = IFA_F_DEPRECATED;
+  const cases: [AddressFacts[], string[]][] = [
+    [[{ ip: "192.0.2.1", flags: P }, { ip: "192.0.2.2", flags: P | S }], [
+      "192.0.2.1",
+      "192.0.2.2",
+    ]],
+    // a DHCP address first, a static one after it (flannel publishes the static one)
+    [[{ ip: "192.0.2.50", flags: 0 }, { ip: "192.0.2.60", flags: P | S }], [
+      "192.0.2.60",
+      "192.0.2.50",
+    ]],
+    [[{ ip: "169.254.1.1", flags: P }, { ip: "192.0.2.9", flags: 0 }], [
+      "192.0.2.9",
+      "169.254.1.1",
+    ]],
+    [[{ ip: "192.0.2.7", flags: P | D }, { ip: "192.0.2.8", flags: 0 }], ["192.0.2.8"]],
+    [[{ ip: "10.0.0.2", flags: 0 }, { ip: "10.0.0.1", flags: 0 }], ["10.0.0.2", "10.0.0.1"]],
+    [[], []],
+  ];
+  for (const [input, want] of cases) assert.deepEqual(preferredIPv4Order(input), want);
+});
+
+Deno.test("withPreferredAddresses() reorders the interfaces it has facts for, by index", () => {
+  const source: InterfaceSource = {
+    interfaces: () => [
+      { name: "eth0", index: 2, mtu: 1500, up: true, ipv4: ["192.0.2.50", "192.0.2.60"], ipv6: [] },
+      { name: "eth1", index: 3, mtu: 1500, up: true, ipv4: ["198.51.100.5"], ipv6: [] },
+    ],
+    routes: () => [{ iface: "eth0", dst: 0, prefixLen: 0, metric: 0 }],
+  };
+  const facts = new Map([[2, [
+    { ip: "192.0.2.50", flags: 0 },
+    { ip: "192.0.2.60", flags: IFA_F_PERMANENT | IFA_F_SECONDARY },
+  ]]]);
+  const ordered = withPreferredAddresses(source, facts);
+  assert.deepEqual(ordered.interfaces().map((i) => i.ipv4), [
+    ["192.0.2.60", "192.0.2.50"],
+    ["198.51.100.5"],
+  ]);
+  const ext = pickExternalInterface({}, ordered);
+  assert.deepEqual([ext.name, ext.ifaceAddr, ext.extAddr], ["eth0", "192.0.2.60", "192.0.2.60"]);
 });

@@ -99,10 +99,12 @@ export function ensureSysctl(name: string, value: string, procRoot?: string): bo
   try {
     fs.writeFileSync(file, value + "\n");
   } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    const fix = code === "EROFS"
+      ? `${file} is read-only here (a container without a writable /proc/sys?): set it on the host beforehand (sysctl -w ${name}=${value}) or run privileged`
+      : "run as root or with CAP_NET_ADMIN, or set it beforehand";
     throw new Error(
-      `Cannot set ${name}=${value} (current value is ${current}): ${
-        (e as Error).message
-      }; run as root or with CAP_NET_ADMIN, or set it beforehand`,
+      `Cannot set ${name}=${value} (current value is ${current}): ${(e as Error).message}; ${fix}`,
       { cause: e },
     );
   }
@@ -164,4 +166,27 @@ export function ensureForwarding(options: ForwardingOptions = {}): string[] {
     }
   }
   return changed;
+}
+
+/**
+ * The bridge netfilter switches that do not exist because `br_netfilter`
+ * is not loaded: without them traffic between pods on one host's bridge
+ * bypasses the masquerade and forward rules (flanneld refuses to start then;
+ * weft warns, naming `modprobe br_netfilter`).
+ *
+ * @param options Which families (IPv4 by default), procRoot.
+ * @returns The missing sysctl names, empty when the module is loaded.
+ * @example
+ * ```ts
+ * bridgeNetfilterMissing({}); // ["net.bridge.bridge-nf-call-iptables"] without br_netfilter
+ * ```
+ */
+export function bridgeNetfilterMissing(
+  options: Pick<ForwardingOptions, "ipv4" | "ipv6" | "procRoot"> = {},
+): string[] {
+  const names = [
+    ...(options.ipv4 ?? true ? ["net.bridge.bridge-nf-call-iptables"] : []),
+    ...(options.ipv6 ? ["net.bridge.bridge-nf-call-ip6tables"] : []),
+  ];
+  return names.filter((n) => readSysctl(n, options.procRoot) === undefined);
 }

@@ -4,7 +4,13 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { createLab, evalCommand, REPO_ROOT } from "../test/lab/lab.ts";
-import { ensureForwarding, ensureSysctl, readSysctl, sysctlPath } from "./sysctl.ts";
+import {
+  bridgeNetfilterMissing,
+  ensureForwarding,
+  ensureSysctl,
+  readSysctl,
+  sysctlPath,
+} from "./sysctl.ts";
 import { createNetns, deleteNetns, run, sweepNetns } from "../testing/netns.ts";
 
 function fakeProc(values: Record<string, string>): string {
@@ -53,6 +59,27 @@ Deno.test("ensureForwarding() turns on bridge-nf-call-iptables when br_netfilter
     assert.deepEqual(ensureForwarding({ procRoot: root, bridgeNetfilter: false }), []);
   } finally {
     fs.rmSync(root, { recursive: true, force: true });
+  }
+});
+
+Deno.test("bridgeNetfilterMissing() names the switches br_netfilter would add", () => {
+  const without = fakeProc({ "net.ipv4.ip_forward": "1" });
+  const loaded = fakeProc({
+    "net.bridge.bridge-nf-call-iptables": "1",
+    "net.bridge.bridge-nf-call-ip6tables": "1",
+  });
+  try {
+    assert.deepEqual(bridgeNetfilterMissing({ procRoot: without }), [
+      "net.bridge.bridge-nf-call-iptables",
+    ]);
+    assert.deepEqual(bridgeNetfilterMissing({ procRoot: without, ipv6: true }), [
+      "net.bridge.bridge-nf-call-iptables",
+      "net.bridge.bridge-nf-call-ip6tables",
+    ]);
+    assert.deepEqual(bridgeNetfilterMissing({ procRoot: loaded, ipv6: true }), []);
+  } finally {
+    fs.rmSync(without, { recursive: true, force: true });
+    fs.rmSync(loaded, { recursive: true, force: true });
   }
 });
 

@@ -12,7 +12,7 @@ import type { Logger } from "../core/log.ts";
 import { nullLogger } from "../core/log.ts";
 import type { Registry as Metrics } from "../core/metrics.ts";
 import { isAbortError, sleepQuietly } from "../core/abort.ts";
-import { backoff, type Clock, systemClock } from "../core/clock.ts";
+import { type Clock, retryDelay, systemClock } from "../core/clock.ts";
 import {
   findLeaseByHost,
   findLeaseOverlapping,
@@ -429,7 +429,7 @@ export function createKvLeaseStore(
         } catch (e) {
           if (signal.aborted) return;
           storeErrors?.inc({ store: registry.name });
-          const delay = backoff(attempt++, { random });
+          const delay = retryDelay(attempt++, e, { random });
           log.warn("lease watch failed, reconnecting", {
             store: registry.name,
             error: e as Error,

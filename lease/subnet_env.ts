@@ -104,14 +104,31 @@ export function writeSubnetEnv(file: string, env: SubnetEnv): void {
 }
 
 /**
- * Parse subnet.env text; unknown lines are ignored, bad values are left out.
+ * The assignments of subnet.env text as written, unparsed (`FLANNEL_SUBNET`
+ * keeps its host address, `FLANNEL_IPMASQ` any value): for tools that pass
+ * them on byte for byte, like `weft docker-opts`.
+ *
+ * @param text The file's content.
+ * @returns Variable name → value (trimmed), later lines winning.
+ * @example
+ * ```ts
+ * parseSubnetEnvVars("FLANNEL_SUBNET=10.5.52.1/24\n").get("FLANNEL_SUBNET"); // "10.5.52.1/24"
+ * ```
  */
-export function parseSubnetEnv(text: string): Partial<SubnetEnv> {
+export function parseSubnetEnvVars(text: string): Map<string, string> {
   const vars = new Map<string, string>();
   for (const line of text.split("\n")) {
     const m = /^\s*([A-Z0-9_]+)=(.*)$/.exec(line);
     if (m) vars.set(m[1], m[2].trim());
   }
+  return vars;
+}
+
+/**
+ * Parse subnet.env text; unknown lines are ignored, bad values are left out.
+ */
+export function parseSubnetEnv(text: string): Partial<SubnetEnv> {
+  const vars = parseSubnetEnvVars(text);
   const v4 = (k: string) => {
     try {
       return vars.has(k) ? parseIPv4Net(vars.get(k)!) : undefined;

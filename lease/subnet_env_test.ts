@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { parseIPv4Net, parseIPv6Net } from "../core/ip.ts";
-import { parseSubnetEnv, renderSubnetEnv, subnetEnvFor } from "./subnet_env.ts";
+import { parseSubnetEnv, parseSubnetEnvVars, renderSubnetEnv, subnetEnvFor } from "./subnet_env.ts";
 import { parseNetworkConfig } from "./config.ts";
 import type { LeaseSubnets } from "./types.ts";
 
@@ -69,4 +69,16 @@ Deno.test("subnetEnvFor() and renderSubnetEnv() write what flannel's WriteSubnet
     assert.deepEqual(back.subnet, lease.subnet, why);
     assert.deepEqual(back.ipv6Subnet, lease.ipv6Subnet, why);
   }
+});
+
+Deno.test("parseSubnetEnvVars() keeps values as written: host address, odd IPMASQ, later lines win", () => {
+  const vars = parseSubnetEnvVars(
+    "FLANNEL_NETWORK=10.5.0.0/16\nFLANNEL_SUBNET=10.5.52.1/24\n# comment\nFLANNEL_IPMASQ=yes \nFLANNEL_MTU=1400\nFLANNEL_MTU=1450\n",
+  );
+  assert.deepEqual(Object.fromEntries(vars), {
+    FLANNEL_NETWORK: "10.5.0.0/16",
+    FLANNEL_SUBNET: "10.5.52.1/24",
+    FLANNEL_IPMASQ: "yes",
+    FLANNEL_MTU: "1450",
+  });
 });

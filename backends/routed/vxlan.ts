@@ -6,7 +6,9 @@
  * Kernel state it creates, and why:
  * - Device `flannel.<VNI>` (VNI default 1) when IPv4 is enabled: type
  *   vxlan, `dstport` 8472 (or `Backend.Port`), `local` = the external
- *   interface's IPv4 address, `dev` = the external interface, `nolearning`
+ *   public IP (flannel v0.28's ExtAddr) when the external interface holds
+ *   it, else the interface's IPv4 address (see {@link vxlanLocalAddress}),
+ *   `dev` = the external interface, `nolearning`
  *   (remote MACs come from leases, never from flooding), MTU =
  *   (`Backend.MTU` or the external MTU) − 50. Its MAC (the VtepMAC peers
  *   address us by) is kept across restarts: the existing device's, else the
@@ -14,7 +16,8 @@
  *   one. A device with a different VNI, port, local address, underlay, GBP
  *   or learning setting is deleted and recreated (with the same MAC).
  * - Device `flannel-v6.<VNI>` when IPv6 is enabled: the same over the IPv6
- *   underlay (`local` = the external interface's IPv6 address), with its
+ *   underlay (`local` = the public IPv6, ExtV6Addr, when the interface
+ *   holds it, else the interface's IPv6 address), with its
  *   own VtepMAC kept the same way (from `BackendV6Data`), MTU = underlay
  *   MTU − 70 (the outer header is IPv6's 40 bytes, not IPv4's 20; flannel
  *   asks for − 50 and the kernel silently clamps an IPv6 VXLAN device to
@@ -36,6 +39,10 @@
  * `BackendData` `{"VNI":1,"VtepMAC":"…"}` (that key order), with IPv6
  * `PublicIPv6` and `BackendV6Data` of the same form — exactly as flannel.
  * An IPv6-only lease has no `BackendData` and `PublicIP` "0.0.0.0".
+ *
+ * weft's `Backend.CloudRoutes` (hybrid clusters) adds cloud routes for
+ * peers in this host's VPC and a `CloudRoute` key to BackendData: see
+ * `hybrid.ts`, loaded only when the key is set.
  *
  * One instance of the routed-peer engine (`engine.ts`): the entries of a
  * peer are a pure function of (own lease, peer lease, options); the kernel
@@ -62,7 +69,7 @@ import {
   parseIPv4,
   parseIPv6,
 } from "../../core/ip.ts";
-import type { Lease, LeaseAttrs } from "../../lease/types.ts";
+import { ipv4SubnetOf, type Lease, type LeaseAttrs } from "../../lease/types.ts";
 import type {
   Datapath,
   EntryScope,
@@ -70,15 +77,17 @@ import type {
   PeerEntries,
   VxlanDeviceSpec,
 } from "../../datapath/types.ts";
-import type { Backend, BackendContext } from "../types.ts";
+import type { Backend, BackendContext, ExternalInterface } from "../types.ts";
 import {
   clusterNetworksOf,
   type PeerResult,
   type RoutedNetwork,
   routedNetwork,
   type RoutedOptions,
+  type RoutedSetup,
 } from "./engine.ts";
 import { ensureDevices, kernelTarget } from "./target.ts";
+import type { CloudBackendOptions } from "./aws_vpc.ts";
 
 /** flannel's default VXLAN UDP port (the Linux default too). */
 export const DEFAULT_VXLAN_PORT = 8472;
@@ -96,6 +105,7 @@ const VxlanOptionsSchema = v.object({
   GBP: v.optional(v.boolean()),
   Learning: v.optional(v.boolean()),
   DirectRouting: v.optional(v.boolean()),
+  CloudRoutes: v.optional(v.unknown()),
 });
 
 /** The vxlan keys of `Backend`, with flannel's defaults applied. */
@@ -107,6 +117,8 @@ export interface VxlanConfig {
   readonly gbp: boolean;
   readonly learning: boolean;
   readonly directRouting: boolean;
+  /** weft's `CloudRoutes` (hybrid clusters, see `hybrid.ts`), as written; undefined when unset. */
+  readonly cloudRoutes?: unknown;
 }
 
 /**
@@ -126,6 +138,9 @@ export function parseVxlanConfig(config: NetworkConfig): VxlanConfig {
     gbp: o.GBP ?? false,
     learning: o.Learning ?? false,
     directRouting: o.DirectRouting ?? false,
+    ...(o.CloudRoutes !== undefined && o.CloudRoutes !== null
+      ? { cloudRoutes: o.CloudRoutes }
+      : {}),
   };
 }
 
@@ -263,6 +278,69 @@ export function vxlanPeerEntries(
   return skips.length ? { entries, partial: skips.join("; ") } : { entries };
 }
 
+/**
+ * The VXLAN source (`local`) address (pure). flannel v0.28 sets it to the
+ * public IP (ExtAddr; flannel up to v0.27.3 used the interface address), so
+ * weft does the same whenever the external interface holds the public IP —
+ * the common cases: no `--public-ip`, `--public-ip` or `node-public-ip`
+ * naming one of the interface's addresses — and a device flannel made is
+ * kept. A public IP the interface does not hold (NAT) cannot be a source:
+ * the kernel drops what a VXLAN device sends from an address the host does
+ * not have, so weft then uses the interface address, which still reaches
+ * peers (they send to the published public IP, and a `nolearning` device
+ * ignores the source of what it receives).
+ *
+ * @param ext The external interface: its address and the public IP.
+ * @param extAddresses The IPv4 addresses the external interface holds now.
+ * @returns The address for `local`, and whether it is the public IP.
+ * @example
+ * ```ts
+ * vxlanLocalAddress({ ifaceAddr: "192.0.2.11", extAddr: "192.0.2.111" }, [
+ *   parseIPv4("192.0.2.11"), parseIPv4("192.0.2.111"),
+ * ]); // { local: parseIPv4("192.0.2.111"), publicIP: true }
+ * ```
+ */
+export function vxlanLocalAddress(
+  ext: Pick<ExternalInterface, "ifaceAddr" | "extAddr">,
+  extAddresses: readonly IPAddr[],
+): { local: number; publicIP: boolean } {
+  if (isIPv4(ext.extAddr)) {
+    const pub = parseIPv4(ext.extAddr);
+    if (ext.extAddr === ext.ifaceAddr || extAddresses.includes(pub)) {
+      return { local: pub, publicIP: true };
+    }
+  }
+  return { local: parseIPv4(ext.ifaceAddr), publicIP: false };
+}
+
+/**
+ * The IPv6 VXLAN source (`local`) address (pure), chosen as
+ * {@link vxlanLocalAddress} chooses the IPv4 one: the public IPv6
+ * (ExtV6Addr) when the external interface holds it, else the interface's
+ * IPv6 address.
+ *
+ * @param ext The external interface: its IPv6 address and the public IPv6.
+ * @param extAddresses The addresses the external interface holds now (either family).
+ * @returns The address for `local`, and whether it is the public IPv6.
+ * @example
+ * ```ts
+ * vxlanLocal6Address({ ifaceV6Addr: "fd00::11", extV6Addr: "fd00::11" }, []);
+ * // { local: parseIPv6("fd00::11"), publicIP: true }
+ * ```
+ */
+export function vxlanLocal6Address(
+  ext: Pick<ExternalInterface, "ifaceV6Addr" | "extV6Addr">,
+  extAddresses: readonly IPAddr[],
+): { local: bigint; publicIP: boolean } {
+  if (ext.extV6Addr && isIPv6(ext.extV6Addr)) {
+    const pub = parseIPv6(ext.extV6Addr);
+    if (ext.extV6Addr === ext.ifaceV6Addr || extAddresses.includes(pub)) {
+      return { local: pub, publicIP: true };
+    }
+  }
+  return { local: parseIPv6(ext.ifaceV6Addr!), publicIP: false };
+}
+
 /** A random locally-administered unicast MAC. */
 export function randomMac(random: () => number = Math.random): string {
   const b = new Uint8Array(6);
@@ -272,7 +350,7 @@ export function randomMac(random: () => number = Math.random): string {
 }
 
 /** Options for {@link vxlanBackend}. */
-export interface VxlanBackendOptions extends RoutedOptions {
+export interface VxlanBackendOptions extends RoutedOptions, CloudBackendOptions {
   readonly datapath: Datapath;
   /** Defaults to the context's logger. */
   readonly logger?: Logger;
@@ -387,18 +465,38 @@ async function registerVxlan(
     ? await vtepMacOf(dp, v6Name, previous?.backendV6Data, options.random)
     : undefined;
 
+  // hybrid clusters: find this host in the cloud first (its lease says where it is)
+  const extension = cfg.cloudRoutes === undefined
+    ? undefined
+    : await (await import("./hybrid.ts")).cloudRoutesExtension(ctx.config, ctx, log, options);
+  const extAddresses = (await dp.link(ext.name))?.addresses.map((a) => a.ip) ?? [];
+  const local4 = networks.ipv4 ? vxlanLocalAddress(ext, extAddresses) : undefined;
+  if (local4 && !local4.publicIP) {
+    log.warn(
+      "the public IP is not an address of the external interface (NAT?): VXLAN packets leave from the interface address",
+      { publicIP: ext.extAddr, iface: ext.name, local: ext.ifaceAddr },
+    );
+  }
+  const local6 = networks.ipv6 ? vxlanLocal6Address(ext, extAddresses) : undefined;
+  if (local6 && !local6.publicIP) {
+    log.warn(
+      "the public IPv6 is not an address of the external interface (NAT?): VXLAN packets leave from the interface address",
+      { publicIPv6: ext.extV6Addr, iface: ext.name, local: ext.ifaceV6Addr },
+    );
+  }
+
   // flannel's newSubnetAttrs: each family's address and data only when it is enabled
   const attrs: LeaseAttrs = {
     publicIP: networks.ipv4 ? ext.extAddr : "",
     ...(networks.ipv6 ? { publicIPv6: ext.extV6Addr } : {}),
     backendType: "vxlan",
-    ...(vtepMac ? { backendData: { VNI: cfg.vni, VtepMAC: vtepMac } } : {}),
+    ...(vtepMac
+      ? { backendData: { VNI: cfg.vni, VtepMAC: vtepMac, ...extension?.backendData } }
+      : {}),
     ...(v6VtepMac ? { backendV6Data: { VNI: cfg.vni, VtepMAC: v6VtepMac } } : {}),
   };
   const lease = await ctx.acquire(attrs, ctx.signal);
-  if (networks.ipv4 && !lease.subnet) {
-    throw new Error(`the lease of ${name} has no IPv4 subnet, but IPv4 is enabled`);
-  }
+  if (networks.ipv4) ipv4SubnetOf(lease, "the vxlan backend");
   if (networks.ipv6 && !lease.ipv6Subnet) {
     throw new Error(`the lease of ${v6Name} has no IPv6 subnet, but IPv6 is enabled`);
   }
@@ -416,7 +514,7 @@ async function registerVxlan(
     devices.push({
       ...common,
       name,
-      local: parseIPv4(ext.ifaceAddr),
+      local: local4!.local,
       mac: vtepMac!,
       mtu: mtu!,
       addresses: [{ ip: lease.subnet!.ip, prefixLen: 32 }],
@@ -426,7 +524,7 @@ async function registerVxlan(
     devices.push({
       ...common,
       name: v6Name,
-      local: parseIPv6(ext.ifaceV6Addr!),
+      local: local6!.local,
       mac: v6VtepMac!,
       mtu: v6Mtu!,
       addresses: [{ ip: lease.ipv6Subnet!.ip, prefixLen: 128 }],
@@ -462,19 +560,16 @@ async function registerVxlan(
     directNets,
   });
 
-  const net = routedNetwork(
-    "vxlan",
-    {
-      lease,
-      mtu: podMtu,
-      target: kernelTarget({ datapath: dp, devices, scope, logger: log }),
-      peerEntries: (peer) => vxlanPeerEntries(peer, entryOptions()),
-      refresh,
-    },
-    ctx,
-    log,
-    options,
-  );
+  const setup: RoutedSetup<PeerEntries> = {
+    lease,
+    mtu: podMtu,
+    target: kernelTarget({ datapath: dp, devices, scope, logger: log }),
+    peerEntries: (peer) => vxlanPeerEntries(peer, entryOptions()),
+    refresh,
+  };
+  const net = extension
+    ? routedNetwork("vxlan", await extension.extend(setup), ctx, log, options)
+    : routedNetwork("vxlan", setup, ctx, log, options);
   return {
     ...net,
     deviceName: networks.ipv4 ? name : v6Name,

@@ -6,7 +6,15 @@
  */
 
 import { formatIP } from "../../core/ip.ts";
-import { NLM_F_CREATE, NLM_F_DUMP, NLM_F_REPLACE, NlWriter, parseAttrs, readIP } from "./codec.ts";
+import {
+  NLM_F_CREATE,
+  NLM_F_DUMP,
+  NLM_F_REPLACE,
+  NlWriter,
+  parseAttrs,
+  readIP,
+  readU32,
+} from "./codec.ts";
 import {
   AF_INET,
   AF_INET6,
@@ -31,7 +39,7 @@ export const RTM_GETADDR = 22;
 export const IFA_ADDRESS = 1;
 /** Address attribute `IFA_LOCAL`. */
 export const IFA_LOCAL = 2;
-/** Address attribute `IFA_FLAGS` (32-bit flags). */
+/** Address attribute `IFA_FLAGS`: the 32-bit flags (the header's byte holds only the low 8). */
 export const IFA_FLAGS = 8;
 /** Address flag `IFA_F_NODAD`: no duplicate address detection (usable at once). */
 export const IFA_F_NODAD = 0x02;
@@ -119,5 +127,12 @@ export function decodeAddress(body: Uint8Array): Address | null {
   const a = parseAttrs(body.subarray(8));
   const raw = a.get(IFA_LOCAL) ?? a.get(IFA_ADDRESS);
   if (!raw || raw.length !== (family === AF_INET6 ? 16 : 4)) return null;
-  return { index: v.getUint32(4, true), ip: readIP(raw)!, prefixLen: body[1] };
+  const flags = a.get(IFA_FLAGS);
+  return {
+    index: v.getUint32(4, true),
+    ip: readIP(raw)!,
+    prefixLen: body[1],
+    flags: flags && flags.length >= 4 ? readU32(flags) : body[2],
+    scope: body[3],
+  };
 }

@@ -40,6 +40,8 @@ export const RTN_UNICAST = 1;
  * (`IP6_RT_PRIO_USER`): IPv6 routes cannot have metric 0.
  */
 export const IPV6_DEFAULT_METRIC = 1024;
+/** Route type blackhole: packets to it are dropped silently. */
+export const RTN_BLACKHOLE = 6;
 
 /** A network device as the kernel reports it. */
 export interface Link {
@@ -104,8 +106,14 @@ export interface Address {
   readonly index: number;
   readonly ip: IPAddr;
   readonly prefixLen: number;
-  /** `IFA_F_*` flags to write an IPv6 address with (default `IFA_F_NODAD`); not reported. */
+  /**
+   * `IFA_F_*` flags: in lists, as the kernel reports them (e.g. 0x80
+   * permanent, 0x01 secondary, 0x20 deprecated); when writing an IPv6
+   * address, the flags to write it with (default `IFA_F_NODAD`).
+   */
   readonly flags?: number;
+  /** `RT_SCOPE_*` (lists only): 0 global, 253 link, 254 host. */
+  readonly scope?: number;
 }
 
 /**

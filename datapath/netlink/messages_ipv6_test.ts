@@ -172,9 +172,22 @@ Deno.test("IPv6 addresses: IFA_ADDRESS only, added with IFA_F_NODAD; decoded fro
     deleteAddressRequest({ index: 5, ip: ip6("fd00:5:1::"), prefixLen: 128 }).body[0],
     10,
   );
-  assert.deepEqual(decodeAddress(a.body), { index: 5, ip: ip6("fd00:5:1::"), prefixLen: 128 });
+  assert.deepEqual(decodeAddress(a.body), {
+    index: 5,
+    ip: ip6("fd00:5:1::"),
+    prefixLen: 128,
+    flags: 0x02,
+    scope: 0,
+  });
+  // flags and scope as reported (here: the header's byte, permanent; link scope)
   const linkLocal = encodeBody(bytes("0a 40 80 fd 05 00 00 00"), [ipv6Attr(1, ip6("fe80::1"))]);
-  assert.deepEqual(decodeAddress(linkLocal), { index: 5, ip: ip6("fe80::1"), prefixLen: 64 });
+  assert.deepEqual(decodeAddress(linkLocal), {
+    index: 5,
+    ip: ip6("fe80::1"),
+    prefixLen: 64,
+    flags: 0x80,
+    scope: 0xfd,
+  });
 });
 
 Deno.test("an IPv6 VXLAN device is created with IFLA_VXLAN_LOCAL6 and decoded with its IPv6 local", () => {

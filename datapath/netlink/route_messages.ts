@@ -9,6 +9,7 @@ import { formatIP, formatIPNet } from "../../core/ip.ts";
 import {
   NLM_F_CREATE,
   NLM_F_DUMP,
+  NLM_F_EXCL,
   NLM_F_REPLACE,
   NlWriter,
   parseAttrs,
@@ -32,6 +33,7 @@ import {
   RT_SCOPE_LINK,
   RT_SCOPE_UNIVERSE,
   RT_TABLE_MAIN,
+  RTN_BLACKHOLE,
   RTN_UNICAST,
   RTPROT_BOOT,
 } from "./kernel.ts";
@@ -82,7 +84,7 @@ function rtmsg(
 
 /** Describe a route the way `ip route` prints it. */
 export function describeRoute(r: Route): string {
-  let s = formatIPNet(r.dst);
+  let s = (r.type === RTN_BLACKHOLE ? "blackhole " : "") + formatIPNet(r.dst);
   if (r.gateway !== undefined && r.gateway !== null) s += ` via ${formatIP(r.gateway)}`;
   if (r.index !== undefined && r.index !== null) s += ` dev ${r.index}`;
   if (r.onlink) s += " onlink";
@@ -120,6 +122,12 @@ const routeReplace: Kind<Route> = {
   describe: (r) => `RTM_NEWROUTE replace ${describeRoute(r)}`,
 };
 
+const routeAdd: Kind<Route> = {
+  ...routeReplace,
+  flags: NLM_F_CREATE | NLM_F_EXCL,
+  describe: (r) => `RTM_NEWROUTE add ${describeRoute(r)}`,
+};
+
 const routeDelete: Kind<Route> = {
   type: RTM_DELROUTE,
   flags: 0,
@@ -133,6 +141,8 @@ const routeDelete: Kind<Route> = {
 
 /** Batch encoder for {@link replaceRouteRequest}. */
 export const replaceRouteEncoder: BatchEncoder<Route> = batchEncoder(routeReplace);
+/** Batch encoder for `ip route add`: fails with EEXIST where a route with the same key is. */
+export const addRouteEncoder: BatchEncoder<Route> = batchEncoder(routeAdd);
 /** Batch encoder for {@link deleteRouteRequest}. */
 export const deleteRouteEncoder: BatchEncoder<Route> = batchEncoder(routeDelete);
 
