@@ -79,6 +79,8 @@ export async function startStackCluster(options: {
   readonly stack: Stack;
   readonly hosts?: number;
   readonly prefix?: string;
+  /** Extra agent flags. */
+  readonly agentArgs?: readonly string[];
 }): Promise<StackCluster> {
   const n = options.hosts ?? 3;
   const lab = await createLab({
@@ -116,7 +118,7 @@ export async function startStackCluster(options: {
         const host: LabHost = lab.hosts[index - 1];
         const a = startAgent(lab, host, {
           runtime,
-          args: ["--etcd-endpoints", endpoint, "--iface", "eth0"],
+          args: ["--etcd-endpoints", endpoint, "--iface", "eth0", ...(options.agentArgs ?? [])],
         });
         agents.set(index, a);
         await a.waitReady(60_000);
