@@ -230,3 +230,24 @@ Deno.test("IPv6 e2e, host-gw IPv6-only: every pod pair pings over IPv6", async (
     await c.close();
   }
 });
+
+Deno.test("IPv6 e2e, a host without any IPv4 address: its agent picks eth0 for the IPv6-only config, starts (etcd over IPv6) and its pods reach the others", async () => {
+  const c = await startStackCluster({ backend: "vxlan", stack: "ipv6", ipv4lessHosts: [3] });
+  try {
+    const h3 = c.lab.hosts[2].ns;
+    assert.equal(
+      (await c.lab.run(h3, "ip -4 -o addr show dev eth0")).trim(),
+      "",
+      "no IPv4 on eth0",
+    );
+    const picked = c.agents.get(3)!.logs().find((r) => r.msg === "external interface")!;
+    assert.deepEqual([picked.iface, picked.publicIPv6, picked.publicIP], [
+      "eth0",
+      "fd00::13",
+      undefined,
+    ]);
+    await waitAllPing(c, [6]);
+  } finally {
+    await c.close();
+  }
+});

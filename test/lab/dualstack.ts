@@ -81,6 +81,11 @@ export async function startStackCluster(options: {
   readonly prefix?: string;
   /** Extra agent flags. */
   readonly agentArgs?: readonly string[];
+  /**
+   * Hosts whose eth0 loses its IPv4 address before their agent starts (an
+   * IPv6-only host; with any, etcd listens on the underlay's fd00::2 only).
+   */
+  readonly ipv4lessHosts?: readonly number[];
 }): Promise<StackCluster> {
   const n = options.hosts ?? 3;
   const lab = await createLab({
@@ -100,13 +105,18 @@ export async function startStackCluster(options: {
     }
   };
   try {
-    etcd = await startEtcd({ netns: lab.underlay.ns, host: lab.underlay.serviceIP });
+    const v6Only = (options.ipv4lessHosts ?? []).length > 0;
+    for (const i of options.ipv4lessHosts ?? []) {
+      await lab.run(lab.hosts[i - 1].ns, "ip -4 addr flush dev eth0");
+    }
+    const etcdHost = v6Only ? "fd00::2" : lab.underlay.serviceIP;
+    etcd = await startEtcd({ netns: lab.underlay.ns, host: etcdHost });
     await etcd.etcdctl([
       "put",
       `${ETCD_PREFIX}/config`,
       stackConfigJson(options.backend, options.stack),
     ]);
-    const endpoint = `http://${lab.underlay.serviceIP}:2379`;
+    const endpoint = v6Only ? "http://[fd00::2]:2379" : `http://${lab.underlay.serviceIP}:2379`;
     const pods: StackPod[] = [];
     const cluster: StackCluster = {
       lab,
