@@ -220,7 +220,6 @@ const KNOWN_DIFFERENCES: Readonly<Record<string, string>> = {
     "weft splits FLANNELD_IFACE/FLANNELD_IFACE_REGEX on commas; flannel takes the value as one entry",
   "flags/parse/env-bad-bool-zeroed":
     "weft refuses to start on a bad FLANNELD_* value (exit 2, naming the variable); flannel logs it and runs with Go's zero value (here: no masquerade)",
-  "flags/parse/iface-can-reach-ipv6": "weft's --iface-can-reach takes IPv4 only",
   "flags/parse/iptables-resync-0": "weft refuses --iptables-resync below 1 (flannel would spin)",
   "flags/parse/int-hex": "weft reads integer flags in decimal only; Go also takes 0x/0o/0b",
 };
