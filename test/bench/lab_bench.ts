@@ -133,7 +133,12 @@ export async function iperfServer(lab: Lab, ns: string): Promise<LabProcess> {
  * @returns Gbit/s received.
  * @throws {Error} When iperf3 fails.
  */
-export async function iperf(lab: Lab, fromNs: string, ip: string, seconds: number): Promise<number> {
+export async function iperf(
+  lab: Lab,
+  fromNs: string,
+  ip: string,
+  seconds: number,
+): Promise<number> {
   const r = await lab.exec(fromNs, [
     "taskset",
     "-c",
