@@ -4,6 +4,10 @@
  *
  * 1. reading-config: read the network config, retrying while the store is
  *    unreachable or the config is missing or invalid, saying why.
+ * 1b. picking-interface: pick the external interface with the families the
+ *    config enables (`pickInterface`), after each read of the config; when
+ *    none fits, read the config again after a back-off (fixing either the
+ *    host or the config fixes the agent).
  * 2. preparing (once): host preparation such as enabling ip_forward.
  * 3. registering: register the backend named by `Backend.Type`; it sets up
  *    its devices and acquires the lease (this host's lease, else the subnet
@@ -34,7 +38,7 @@ import { linkedController, sleepQuietly } from "../core/abort.ts";
 import type { NetworkConfig } from "../lease/config.ts";
 import type { Lease, LeaseSubnets } from "../lease/types.ts";
 import { subnetEnvFor, writeSubnetEnv } from "../lease/subnet_env.ts";
-import type { Network } from "../backends/types.ts";
+import type { ExternalInterface, Network } from "../backends/types.ts";
 import { PeerFollower } from "./follow_peers.ts";
 import { keepLease, type KeepLeaseOptions } from "./keep_lease.ts";
 import { agentMetrics, expirySeconds } from "./metrics.ts";
@@ -61,6 +65,11 @@ export const BACKEND_READY_POLL_MS = 500;
  * ```
  */
 export function createAgent(deps: AgentDeps): Agent {
+  if (!deps.extIface && !deps.pickInterface) {
+    throw new TypeError(
+      "Cannot create an agent: give 'extIface' (a fixed external interface) or 'pickInterface'",
+    );
+  }
   const logger = deps.logger;
   const clock = deps.clock ?? systemClock;
   const random = deps.random ?? Math.random;
@@ -80,6 +89,8 @@ export function createAgent(deps: AgentDeps): Agent {
   /** The config as last read; `stale` after a ConfigError (re-read before the next try). */
   let config: NetworkConfig | undefined;
   let configStale = true;
+  /** The external interface for the config as last read (fixed when given). */
+  let extIface: ExternalInterface | undefined = deps.extIface;
   let prepared = false;
   /** The live registration (during re-acquiring: the old one, still running). */
   let registration: Registration | undefined;
@@ -107,9 +118,9 @@ export function createAgent(deps: AgentDeps): Agent {
     metrics,
     maxBackoffMs,
     own: () =>
-      registration && {
+      registration && extIface && {
         ...registration.lease,
-        attrs: { publicIP: deps.extIface.extAddr, publicIPv6: deps.extIface.extV6Addr },
+        attrs: { publicIP: extIface.extAddr, publicIPv6: extIface.extV6Addr },
       },
     onLost: (why) => registration?.markLost(why),
     sync,
@@ -171,8 +182,40 @@ export function createAgent(deps: AgentDeps): Agent {
   };
 
   /**
-   * reading-config → (preparing) → registering, until a network is
-   * registered; a ConfigError re-reads the config before the next try.
+   * picking-interface: the interface for this config, or undefined after a
+   * failure (logged, back-off slept, config marked stale).
+   */
+  const pickInterface = async (
+    current: NetworkConfig,
+    attempt: number,
+    signal: AbortSignal,
+  ): Promise<ExternalInterface | undefined> => {
+    const what = "picking the external interface";
+    enter({ name: "picking-interface" });
+    try {
+      const picked = await deps.pickInterface!(current);
+      lastFailure.delete(what);
+      logger.info("external interface", {
+        iface: picked.name,
+        ...(picked.extAddr ? { publicIP: picked.extAddr } : {}),
+        ...(picked.extV6Addr ? { publicIPv6: picked.extV6Addr } : {}),
+        mtu: picked.mtu,
+      });
+      return picked;
+    } catch (e) {
+      if (signal.aborted) throw signal.reason;
+      const delay = failed(what, e, attempt);
+      enter({ name: "picking-interface", error: (e as Error).message });
+      configStale = true;
+      await clock.sleep(delay, signal);
+      return undefined;
+    }
+  };
+
+  /**
+   * reading-config → (picking-interface) → (preparing) → registering, until
+   * a network is registered; a ConfigError re-reads the config before the
+   * next try.
    */
   const registerNetwork = async (
     signal: AbortSignal,
@@ -183,12 +226,19 @@ export function createAgent(deps: AgentDeps): Agent {
       if (configStale || !config) {
         config = await readConfig(signal);
         configStale = false;
+        if (deps.pickInterface) extIface = undefined;
       }
       const current = config;
+      if (!extIface) {
+        const picked = await pickInterface(current, attempt, signal);
+        if (!picked) continue; // config stale: read it again
+        extIface = picked;
+      }
+      const iface = extIface;
       if (!prepared && deps.prepare) {
         enter({ name: "preparing" });
         const prepare = deps.prepare;
-        await retry("preparing the host", () => prepare(current), (error) => ({
+        await retry("preparing the host", () => prepare(current, iface), (error) => ({
           name: "preparing",
           error,
         }), signal);
@@ -205,6 +255,7 @@ export function createAgent(deps: AgentDeps): Agent {
       try {
         const registered = await registerBackend(deps, current, {
           previous: reacquire?.previous,
+          extIface: iface,
           onAcquiring: () => enter(registering({ acquiring: true })),
           clock,
           signal,
@@ -283,7 +334,7 @@ export function createAgent(deps: AgentDeps): Agent {
         lease: registration?.lease,
         peers: [...follower.peers.values()],
         backendType: config?.backendType,
-        extIface: deps.extIface,
+        extIface,
         storeName: deps.store.name,
       };
     },
@@ -297,8 +348,7 @@ export function createAgent(deps: AgentDeps): Agent {
         signal.throwIfAborted();
         logger.info("starting", {
           store: deps.store.name,
-          iface: deps.extIface.name,
-          publicIP: deps.extIface.extAddr,
+          ...(extIface ? { iface: extIface.name, publicIP: extIface.extAddr } : {}),
         });
         let registered = await registerNetwork(signal);
         for (let first = true;; first = false) {

@@ -161,3 +161,75 @@ Deno.test("agent in a dual-stack network: both subnets, both pairs in subnet.env
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+Deno.test("the agent picks the interface once the config is read: families from it, a failure retried after re-reading", async () => {
+  const clock = new FakeClock();
+  const reg = createMemoryRegistry({ config: V6ONLY, clock });
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "weft-agent6-"));
+  const asked: { ipv4: boolean; ipv6: boolean }[] = [];
+  let hasIPv6 = false;
+  const prepared: string[] = [];
+  const agent = createAgent({
+    store: createKvLeaseStore(reg, { ttlMs: 3600_000, clock, logger: memoryLogger() }),
+    backends: { six: () => sixBackend([]) },
+    pickInterface: (config) => {
+      asked.push({ ipv4: config.enableIPv4, ipv6: config.enableIPv6 });
+      if (!hasIPv6) throw new Error("eth0 has no global IPv6 address");
+      return v6host(7);
+    },
+    subnetFile: path.join(dir, "subnet.env"),
+    ipMasq: false,
+    prepare: (_config, ext) => {
+      prepared.push(ext.name);
+      return Promise.resolve();
+    },
+    logger: memoryLogger(),
+    metrics: new Registry(),
+    clock,
+    random: () => 0.5,
+  });
+  const ac = new AbortController();
+  const running = agent.run(ac.signal);
+  try {
+    await until(
+      () => agent.status().state === "picking-interface" && asked.length > 0,
+      clock,
+      "a pick",
+    );
+    const early = agent.status();
+    assert.equal(early.ready, false);
+    assert.equal(early.extIface, undefined);
+    await until(() => /no global IPv6/.test(agent.status().reason ?? ""), clock, "the reason");
+    assert.equal(
+      agent.status().reason,
+      "picking the external interface: eth0 has no global IPv6 address",
+    );
+    hasIPv6 = true; // the address appears (or the config is fixed)
+    await until(() => agent.status().ready, clock, "ready");
+    assert.ok(asked.length >= 2 && asked.every((f) => !f.ipv4 && f.ipv6), JSON.stringify(asked));
+    assert.equal(agent.status().extIface?.extV6Addr, "2001:db8::7");
+    assert.equal(agent.status().lease?.attrs.publicIPv6, "2001:db8::7");
+    assert.deepEqual(prepared, ["eth0"]);
+  } finally {
+    ac.abort();
+    await running;
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+Deno.test("createAgent needs an interface or a way to pick one", () => {
+  assert.throws(
+    () =>
+      createAgent({
+        store: createKvLeaseStore(createMemoryRegistry({ config: V6ONLY }), {
+          logger: memoryLogger(),
+        }),
+        backends: {},
+        subnetFile: "/nonexistent/subnet.env",
+        ipMasq: false,
+        logger: memoryLogger(),
+        metrics: new Registry(),
+      }),
+    /give 'extIface' \(a fixed external interface\) or 'pickInterface'/,
+  );
+});

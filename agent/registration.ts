@@ -17,7 +17,7 @@ import type { Logger } from "../core/log.ts";
 import type { NetworkConfig } from "../lease/config.ts";
 import { readSubnetEnv } from "../lease/subnet_env.ts";
 import { type Lease, type LeaseAttrs, type LeaseSubnets, sameHost } from "../lease/types.ts";
-import type { Network } from "../backends/types.ts";
+import type { ExternalInterface, Network } from "../backends/types.ts";
 import type { AgentDeps } from "./types.ts";
 
 /** A registered network and the attributes its lease was acquired with. */
@@ -33,6 +33,8 @@ export interface RegisterOptions {
   readonly previous?: LeaseSubnets;
   /** Called when the backend asks for the lease. */
   readonly onAcquiring?: () => void;
+  /** The external interface picked for this config. */
+  readonly extIface: ExternalInterface;
   /** The agent's clock, handed to the backend. */
   readonly clock: Clock;
   readonly signal: AbortSignal;
@@ -43,12 +45,12 @@ export interface RegisterOptions {
  *
  * @param deps The agent's dependencies (store, backends, interface, subnet file…).
  * @param config The network config.
- * @param options Previous subnet, acquiring callback, clock, signal.
+ * @param options Previous subnet, the external interface, acquiring callback, clock, signal.
  * @returns The network and its lease attributes.
  * @throws {ConfigError} When `Backend.Type` names no known backend, or the backend rejects its options.
  * @example
  * ```ts
- * const { network, attrs } = await registerBackend(deps, config, { clock, signal });
+ * const { network, attrs } = await registerBackend(deps, config, { extIface, clock, signal });
  * ```
  */
 export async function registerBackend(
@@ -72,7 +74,10 @@ export async function registerBackend(
     previousLease = deps.previousLease
       ? await deps.previousLease(signal)
       : (await deps.store.list(signal, { exactExpiry: false })).leases.find((l) =>
-        sameHost(l.attrs, { publicIP: deps.extIface.extAddr, publicIPv6: deps.extIface.extV6Addr })
+        sameHost(l.attrs, {
+          publicIP: options.extIface.extAddr,
+          publicIPv6: options.extIface.extV6Addr,
+        })
       );
   } catch {
     // only a hint (e.g. to keep a VTEP MAC); acquire will surface store errors
@@ -89,7 +94,7 @@ export async function registerBackend(
   let attrs: LeaseAttrs | undefined;
   const network = await backend.register({
     config,
-    extIface: deps.extIface,
+    extIface: options.extIface,
     previousLease,
     logger: deps.logger.with({ backend: backend.type }),
     metrics: deps.metrics,

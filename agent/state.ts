@@ -5,7 +5,10 @@
  * ```
  * state           next                                   on
  * starting        reading-config                         run()
- * reading-config  preparing | registering | re-acquiring config read (and valid)
+ * reading-config  picking-interface                      config read, interface to pick
+ *                 preparing | registering | re-acquiring config read (and valid)
+ * picking-interface preparing | registering | re-acquiring interface picked for the config
+ *                 reading-config                         no interface fits (after back-off)
  * preparing       registering                            host prepared (once per run)
  * registering     installing                             backend registered, lease acquired
  *                 reading-config                         ConfigError (after back-off)
@@ -27,6 +30,8 @@ export type AgentState =
   | { readonly name: "starting" }
   /** Reading (or re-reading, after a ConfigError) the network config from the store. */
   | { readonly name: "reading-config"; readonly store: string; readonly error?: string }
+  /** Picking the external interface with the families the config enables. */
+  | { readonly name: "picking-interface"; readonly error?: string }
   /** One-time host preparation (e.g. enabling ip_forward). */
   | { readonly name: "preparing"; readonly error?: string }
   /** Registering the backend; `acquiring` while it waits for the lease. */
@@ -56,7 +61,8 @@ export type AgentStateName = AgentState["name"];
 /** Which states may follow each state (besides itself). */
 export const TRANSITIONS: Readonly<Record<AgentStateName, readonly AgentStateName[]>> = {
   "starting": ["reading-config", "stopped"],
-  "reading-config": ["preparing", "registering", "re-acquiring", "stopped"],
+  "reading-config": ["picking-interface", "preparing", "registering", "re-acquiring", "stopped"],
+  "picking-interface": ["reading-config", "preparing", "registering", "re-acquiring", "stopped"],
   "preparing": ["registering", "stopped"],
   "registering": ["installing", "reading-config", "stopped"],
   "installing": ["ready", "stopped"],
@@ -107,6 +113,8 @@ export function reasonOf(state: AgentState): string | null {
       return "starting";
     case "reading-config":
       return failed(`reading the network config from the ${state.store} store`, state.error);
+    case "picking-interface":
+      return failed("picking the external interface", state.error);
     case "preparing":
       return failed("preparing the host", state.error);
     case "registering":

@@ -27,7 +27,20 @@ export interface AgentDeps {
   readonly store: LeaseStore;
   /** Backends by type name; the config's `Backend.Type` picks one. */
   readonly backends: Readonly<Record<string, () => Backend | Promise<Backend>>>;
-  readonly extIface: ExternalInterface;
+  /**
+   * The external interface, when it is known before the config (tests, a
+   * fixed setup). Give this or {@link AgentDeps.pickInterface}.
+   */
+  readonly extIface?: ExternalInterface;
+  /**
+   * Pick the external interface once the network config is known, so the
+   * families it enables decide which addresses are needed (an IPv6-only
+   * host has no IPv4 address). Called after each (re-)read of the config;
+   * a failure is retried with back-off after reading the config again.
+   */
+  readonly pickInterface?: (
+    config: NetworkConfig,
+  ) => ExternalInterface | Promise<ExternalInterface>;
   /** Where subnet.env goes (flannel: /run/flannel/subnet.env). */
   readonly subnetFile: string;
   /** `--ip-masq`: written to subnet.env as FLANNEL_IPMASQ. */
@@ -38,9 +51,10 @@ export interface AgentDeps {
   readonly rules?: HostRules;
   /**
    * One-time host preparation before registering (e.g. enable ip_forward,
-   * and IPv6 forwarding when the config enables IPv6).
+   * and IPv6 forwarding when the config enables IPv6), once the external
+   * interface is picked.
    */
-  readonly prepare?: (config: NetworkConfig) => Promise<void>;
+  readonly prepare?: (config: NetworkConfig, extIface: ExternalInterface) => Promise<void>;
   /**
    * This host's lease as the store knows it, when the store has a better
    * answer than "the lease with my public IP" (Kubernetes: the node's
@@ -72,7 +86,8 @@ export interface AgentStatus {
   readonly lease?: Lease;
   readonly peers: readonly Lease[];
   readonly backendType?: string;
-  readonly extIface: ExternalInterface;
+  /** The external interface, once picked. */
+  readonly extIface?: ExternalInterface;
   readonly storeName: string;
 }
 

@@ -1,6 +1,8 @@
 /**
  * The status API (hono): `/healthz`, `/readyz`, `/metrics`, `/v1/lease`,
- * `/v1/leases` and a small status page at `/`. Served only when
+ * `/v1/leases`, `/v1/status` (both families: `network` and `ipv6Network`,
+ * `publicIP` and `publicIPv6`, the lease's `subnet` and `ipv6Subnet`) and a
+ * small status page at `/`. Served only when
  * `--healthz-port` is set, on `--healthz-ip` (127.0.0.1 by default).
  *
  * @module
@@ -20,6 +22,8 @@ export interface LeaseView {
   publicIPv6: string | null;
   backendType: string | null;
   backendData: unknown;
+  /** The IPv6 side's backend data (vxlan: the IPv6 VtepMAC), when the lease has it. */
+  backendV6Data?: unknown;
   /** ISO time, or null for a lease that never expires. */
   expiration: string | null;
 }
@@ -33,6 +37,7 @@ export function leaseView(lease: Lease): LeaseView {
     publicIPv6: lease.attrs.publicIPv6 ?? null,
     backendType: lease.attrs.backendType ?? null,
     backendData: lease.attrs.backendData ?? null,
+    ...(lease.attrs.backendV6Data != null ? { backendV6Data: lease.attrs.backendV6Data } : {}),
     expiration: lease.expiration === null ? null : new Date(lease.expiration).toISOString(),
   };
 }
@@ -101,9 +106,13 @@ export function createStatusApp(source: {
       version: source.version ?? null,
       store: s.storeName,
       backend: s.backendType ?? null,
-      iface: s.extIface.name,
-      publicIP: s.extIface.extAddr,
-      network: s.config?.network ? formatIPv4Net(s.config.network) : null,
+      iface: s.extIface?.name ?? null,
+      publicIP: s.extIface?.extAddr || null,
+      publicIPv6: s.extIface?.extV6Addr || null,
+      network: s.config?.enableIPv4 && s.config.network ? formatIPv4Net(s.config.network) : null,
+      ipv6Network: s.config?.enableIPv6 && s.config.ipv6Network
+        ? formatIPv6Net(s.config.ipv6Network)
+        : null,
       lease: s.lease ? leaseView(s.lease) : null,
       peers: s.peers.length,
     });
@@ -129,8 +138,13 @@ export function createStatusApp(source: {
         `<h1>weft ${escape(source.version ?? "")}</h1>` +
         `<p>${s.ready ? "ready" : `not ready: ${escape(s.reason ?? "")}`} · store ${
           escape(s.storeName)
-        } · backend ${escape(s.backendType ?? "?")} · ${escape(s.extIface.name)} ${
-          escape(s.extIface.extAddr)
+        } · backend ${escape(s.backendType ?? "?")} · ${
+          escape(
+            s.extIface
+              ? [s.extIface.name, s.extIface.extAddr, s.extIface.extV6Addr ?? ""].filter((x) => x)
+                .join(" ")
+              : "no interface yet",
+          )
         }</p>` +
         `<table><tr><th>subnet</th><th>public IP</th><th>backend</th><th>expires</th></tr>${rows}</table>` +
         `<p><a href="/metrics">metrics</a> · <a href="/v1/leases">/v1/leases</a></p>`,

@@ -181,10 +181,76 @@ Deno.test("GET /v1/status summarises the agent", async () => {
     backend: "vxlan",
     iface: "eth0",
     publicIP: "192.0.2.1",
+    publicIPv6: null,
     network: "10.5.0.0/16",
+    ipv6Network: null,
     lease: "10.5.3.0/24",
     peers: 1,
   });
+});
+
+Deno.test("GET /v1/status shows the IPv6 network, subnet and public IPv6 of a dual-stack and an IPv6-only agent", async () => {
+  const h = harness();
+  const dual: Lease = {
+    subnet: parseIPv4Net("10.5.3.0/24"),
+    ipv6Subnet: parseIPv6Net("fd00:5:0:3::/64"),
+    attrs: {
+      publicIP: "192.0.2.1",
+      publicIPv6: "fd00::1",
+      backendType: "vxlan",
+      backendData: { VNI: 1, VtepMAC: "c6:d2:32:6f:8f:44" },
+      backendV6Data: { VNI: 1, VtepMAC: "c6:d2:32:6f:8f:66" },
+    },
+    expiration: null,
+  };
+  h.set({
+    ready: true,
+    state: "ready",
+    reason: null,
+    config: parseNetworkConfig(
+      `{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:5::/56","Backend":{"Type":"vxlan"}}`,
+    ),
+    extIface: { ...extIface, ifaceV6Addr: "fd00::1", extV6Addr: "fd00::1" },
+    lease: dual,
+  });
+  const body = await (await h.app.request("/v1/status")).json();
+  assert.deepEqual(
+    [body.network, body.ipv6Network, body.publicIP, body.publicIPv6],
+    ["10.5.0.0/16", "fd00:5::/56", "192.0.2.1", "fd00::1"],
+  );
+  assert.deepEqual(
+    [body.lease.subnet, body.lease.ipv6Subnet, body.lease.publicIPv6, body.lease.backendV6Data],
+    ["10.5.3.0/24", "fd00:5:0:3::/64", "fd00::1", { VNI: 1, VtepMAC: "c6:d2:32:6f:8f:66" }],
+  );
+  h.set({
+    config: parseNetworkConfig(
+      `{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00:5::/56","Backend":{"Type":"host-gw"}}`,
+    ),
+    extIface: {
+      ...extIface,
+      ifaceAddr: "",
+      extAddr: "",
+      ifaceV6Addr: "fd00::1",
+      extV6Addr: "fd00::1",
+    },
+  });
+  const v6only = await (await h.app.request("/v1/status")).json();
+  assert.deepEqual(
+    [v6only.network, v6only.ipv6Network, v6only.publicIP, v6only.publicIPv6],
+    [null, "fd00:5::/56", null, "fd00::1"],
+  );
+  const page = await (await h.app.request("/")).text();
+  assert.ok(page.includes("eth0 fd00::1"), page);
+  // before the interface is picked
+  h.set({
+    ready: false,
+    state: "picking-interface",
+    reason: "picking the external interface",
+    extIface: undefined,
+  });
+  const early = await (await h.app.request("/v1/status")).json();
+  assert.deepEqual([early.iface, early.publicIP, early.publicIPv6], [null, null, null]);
+  assert.equal((await h.app.request("/readyz")).status, 503);
 });
 
 Deno.test("GET / renders an HTML page with self first, peers in order and text escaped", async () => {

@@ -40,6 +40,18 @@ const ipv6 = (x: string) => {
     return "an IPv6 address";
   }
 };
+const ipAny = (x: string) =>
+  ipv4(x) === null || ipv6(x) === null
+    ? null
+    : "an IPv4 or IPv6 address such as 192.0.2.10 or fd00::10";
+const regex = (x: string) => {
+  try {
+    new RegExp(x);
+    return null;
+  } catch (e) {
+    return `a valid regular expression (${(e as Error).message})`;
+  }
+};
 /** An etcd endpoint: a URL, or `host:port` as etcd's Go client also takes. */
 const ENDPOINT_RE = /^(?:https?:\/\/[^/\s]+|[^/\s:\[\]]+:\d+|\[[0-9a-fA-F:.]+\]:\d+)\/?$/;
 
@@ -87,13 +99,14 @@ export const FLAGS = {
     help:
       "regular expression matched against interface names and IPs; repeatable, tried after --iface",
     form: "regex",
+    check: regex,
   },
   "iface-can-reach": {
     kind: "string",
     def: "",
-    help: "use the interface the route to this IP goes through",
+    help: "use the interface the route to this IP (IPv4 or IPv6) goes through",
     form: "ip",
-    check: ipv4,
+    check: ipAny,
   },
   "public-ip": {
     kind: "string",
@@ -375,7 +388,7 @@ export function parseFlags(
     if (spec.kind === "list") {
       const list = (values[camel(name)] as string[] | undefined) ?? [];
       if (!explicit.has(name)) values[camel(name)] = list;
-      list.push(raw);
+      list.push(convert(name, raw, envName) as string);
     } else {
       values[camel(name)] = convert(name, raw, envName);
     }

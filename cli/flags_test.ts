@@ -240,7 +240,7 @@ Deno.test("parseFlags() usage errors name the flag, the expected form and the va
     [
       ["--iface-can-reach=example.com"],
       {},
-      `flag --iface-can-reach: expected an IPv4 address such as 192.0.2.10, got "example.com"`,
+      `flag --iface-can-reach: expected an IPv4 or IPv6 address such as 192.0.2.10 or fd00::10, got "example.com"`,
     ],
     [
       ["--healthz-ip=localhost"],
@@ -372,6 +372,19 @@ Deno.test("helpText() lists every flag with its form and default", () => {
   assert.match(text, /\(default http:\/\/127\.0\.0\.1:4001,http:\/\/127\.0\.0\.1:2379\)/);
   assert.match(text, /^ {2}--ip-masq$/m);
   assert.match(text, /FLANNELD_<FLAG>/);
+});
+
+Deno.test("parseFlags() takes --iface-can-reach of either family and refuses a malformed --iface-regex", () => {
+  assert.equal(parseFlags(["--iface-can-reach", "fd00::12"], {}).ifaceCanReach, "fd00::12");
+  assert.equal(parseFlags(["--iface-can-reach=192.0.2.12"], {}).ifaceCanReach, "192.0.2.12");
+  assert.throws(
+    () => parseFlags(["--iface-regex", "^eth[0-9+$"], {}),
+    (e: Error) =>
+      e instanceof UsageError &&
+      /^flag --iface-regex: expected a valid regular expression \(.*\), got "\^eth\[0-9\+\$"$/.test(
+        e.message,
+      ),
+  );
 });
 
 Deno.test("parseFlags() takes flannel's three klog flags, also from FLANNELD_V and friends", () => {

@@ -15,10 +15,10 @@ import { createStatusApp } from "../api/app.ts";
 import { type HttpServer, runtimeVersion, serveHttp } from "../core/runtime.ts";
 import { createLogger, type Logger } from "../core/log.ts";
 import { Registry } from "../core/metrics.ts";
+import type { NetworkConfig } from "../lease/config.ts";
 import {
   type AddressFacts,
   type ExternalInterface,
-  InterfaceError,
   type InterfaceSource,
   pickExternalInterface,
   systemInterfaces,
@@ -139,9 +139,34 @@ export async function main(
 }
 
 /**
- * Open the store, pick the interface (the node's `node-public-ip`
- * annotation counts as `--public-ip`, as in flanneld), run the agent until
- * stopped; close everything.
+/**
+ * The agent's interface picker: the flags' choice for the families the
+ * network config enables, with the store's stored public addresses (the
+ * Kubernetes node's `node-public-ip(v6)` annotations) winning over
+ * `--public-ip(v6)`, as flanneld's GetStoredPublicIP; interface addresses
+ * in flannel's order of preference.
+ */
+function interfacePicker(
+  flags: Flags,
+  opened: OpenedStore,
+  logger: Logger,
+): (config: NetworkConfig) => Promise<ExternalInterface> {
+  return async (config) => {
+    const { publicIP, publicIPv6 } = publicIPsOf(flags, opened, logger, config);
+    return pickExternalInterface({
+      iface: flags.iface,
+      ifaceRegex: flags.ifaceRegex,
+      ifaceCanReach: flags.ifaceCanReach || undefined,
+      publicIP,
+      publicIPv6,
+      families: { ipv4: config.enableIPv4, ipv6: config.enableIPv6 },
+    }, await interfaceSource(logger));
+  };
+}
+
+/**
+ * Open the store, run the agent until stopped (it reads the config, then
+ * picks the interface for the families it enables); close everything.
  */
 async function runAgent(
   flags: Flags,
@@ -162,21 +187,6 @@ async function runAgent(
       logger.error((e as Error).message);
       return 1;
     }
-    let extIface: ExternalInterface;
-    try {
-      extIface = pickExternalInterface({
-        iface: flags.iface,
-        ifaceRegex: flags.ifaceRegex,
-        ifaceCanReach: flags.ifaceCanReach || undefined,
-        ...publicIPsOf(flags, opened, logger),
-      }, await interfaceSource(logger));
-    } catch (e) {
-      if (e instanceof InterfaceError) {
-        logger.error(e.message);
-        return 1;
-      }
-      throw e;
-    }
     let notified = false;
     const storeReady = opened.onReady;
     const onReady = async (s: AbortSignal) => {
@@ -190,22 +200,21 @@ async function runAgent(
       }
       await storeReady?.(s);
     };
-    const externalName = extIface.name;
     const agent = createAgent({
       store: opened.store,
       backends: table.backends,
-      extIface,
+      pickInterface: interfacePicker(flags, opened, logger),
       subnetFile: flags.subnetFile,
       ipMasq: flags.ipMasq,
       renewMarginMs: flags.subnetLeaseRenewMargin * 60_000,
       rules: hostRules(flags, logger),
-      prepare: async (config) => {
+      prepare: async (config, extIface) => {
         const { prepareHost } = await import("./prepare.ts");
         prepareHost({
           rules: flags.ipMasq || flags.iptablesForwardRules,
           ipv4: config.enableIPv4,
           ipv6: config.enableIPv6,
-          keepRouterAdvertisements: [externalName],
+          keepRouterAdvertisements: [extIface.name],
           logger,
         });
       },
@@ -256,19 +265,20 @@ function publicIPsOf(
   flags: Flags,
   opened: OpenedStore,
   logger: Logger,
+  config: NetworkConfig,
 ): { publicIP?: string; publicIPv6?: string } {
-  if (opened.publicIP) {
+  if (config.enableIPv4 && opened.publicIP) {
     logger.info("public IP set by the node's annotation", {
       publicIP: opened.publicIP,
       ...(flags.publicIp && flags.publicIp !== opened.publicIP ? { instead: flags.publicIp } : {}),
     });
   }
-  if (opened.publicIPv6) {
+  if (config.enableIPv6 && opened.publicIPv6) {
     logger.info("public IPv6 set by the node's annotation", { publicIPv6: opened.publicIPv6 });
   }
   return {
-    publicIP: opened.publicIP || flags.publicIp || undefined,
-    publicIPv6: opened.publicIPv6 || flags.publicIpv6 || undefined,
+    publicIP: config.enableIPv4 ? opened.publicIP || flags.publicIp || undefined : undefined,
+    publicIPv6: config.enableIPv6 ? opened.publicIPv6 || flags.publicIpv6 || undefined : undefined,
   };
 }
 
@@ -285,6 +295,7 @@ async function interfaceSource(logger: Logger): Promise<InterfaceSource> {
     try {
       const facts = new Map<number, AddressFacts[]>();
       for (const a of await client.listAddresses()) {
+        if (typeof a.ip !== "number") continue; // IPv6 preference comes from /proc/net/if_inet6
         const list = facts.get(a.index) ?? [];
         list.push({ ip: formatIPv4(a.ip), flags: a.flags ?? 0 });
         facts.set(a.index, list);

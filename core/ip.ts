@@ -445,3 +445,131 @@ export function parseMac(text: string): Uint8Array {
 export function formatMac(bytes: Uint8Array): string {
   return Array.from(bytes.subarray(0, 6), (b) => b.toString(16).padStart(2, "0")).join(":");
 }
+
+// ---------------------------------------------------------------------------
+// Either family: IPv4 addresses are numbers, IPv6 addresses bigints
+
+/** An IPv4 (unsigned 32-bit number) or IPv6 (128-bit bigint) address. */
+export type IPAddr = number | bigint;
+
+/** An IPv4 or an IPv6 network; the type of `ip` tells which. */
+export type IPNet = IPv4Net | IPv6Net;
+
+/**
+ * Whether a network is IPv6 (its `ip` is a bigint).
+ *
+ * @param net A network of either family.
+ * @returns True for IPv6.
+ */
+export function isIPv6Net(net: IPNet): net is IPv6Net {
+  return typeof net.ip === "bigint";
+}
+
+/**
+ * Format an address of either family (IPv6 as Go's `net.IP.String`).
+ *
+ * @param ip A number (IPv4) or bigint (IPv6).
+ * @returns `10.5.0.1` or `fd00::1`.
+ */
+export function formatIP(ip: IPAddr): string {
+  return typeof ip === "bigint" ? formatIPv6(ip) : formatIPv4(ip);
+}
+
+/**
+ * Format a network of either family as CIDR text.
+ *
+ * @param net The network (or an address with its prefix length).
+ * @returns `10.5.0.0/16` or `fd00:5::/48`.
+ */
+export function formatIPNet(net: IPNet): string {
+  return `${formatIP(net.ip)}/${net.prefixLen}`;
+}
+
+/**
+ * Parse an address of either family.
+ *
+ * @param text `10.5.0.1` or `fd00::1`.
+ * @returns A number (IPv4) or a bigint (IPv6).
+ * @throws {SyntaxError} When the text is neither.
+ * @example
+ * ```ts
+ * parseIP("fd00::1"); // 0xfd000000000000000000000000000001n
+ * ```
+ */
+export function parseIP(text: string): IPAddr {
+  if (isIPv4(text)) return parseIPv4(text);
+  if (text.includes(":")) return parseIPv6(text);
+  throw new SyntaxError(`Cannot parse IP address: current value is ${JSON.stringify(text)}`);
+}
+
+/**
+ * Parse CIDR text of either family; host bits are cleared.
+ *
+ * @param text `10.5.0.0/16` or `fd00:5::/48`.
+ * @returns The network.
+ * @throws {SyntaxError} When malformed.
+ */
+export function parseIPNet(text: string): IPNet {
+  return text.includes(":") ? parseIPv6Net(text) : parseIPv4Net(text);
+}
+
+/**
+ * Whether `ip` lies inside `net`; false when the families differ.
+ *
+ * @param net A network of either family.
+ * @param ip An address of either family.
+ * @returns True when inside.
+ */
+export function containsIP(net: IPNet, ip: IPAddr): boolean {
+  if (typeof net.ip === "bigint") {
+    return typeof ip === "bigint" && containsIPv6(net as IPv6Net, ip);
+  }
+  return typeof ip === "number" && containsIPv4(net as IPv4Net, ip);
+}
+
+/**
+ * Whether network `inner` lies entirely inside `outer`; false when the
+ * families differ.
+ *
+ * @param outer The larger network.
+ * @param inner The smaller one.
+ * @returns True when inside.
+ */
+export function containsIPNet(outer: IPNet, inner: IPNet): boolean {
+  return inner.prefixLen >= outer.prefixLen && containsIP(outer, inner.ip);
+}
+
+/**
+ * Whether two networks (or two addresses with prefix lengths) are the same,
+ * family included.
+ *
+ * @param a One.
+ * @param b The other.
+ * @returns True when equal.
+ */
+export function equalIPNet(a: IPNet, b: IPNet): boolean {
+  return a.ip === b.ip && a.prefixLen === b.prefixLen;
+}
+
+/**
+ * The network an interface address lies in (`192.0.2.11/24` →
+ * `192.0.2.0/24`, `fd00::11/64` → `fd00::/64`).
+ *
+ * @param a An address with its prefix length.
+ * @returns The network, host bits cleared.
+ */
+export function networkOf(a: IPNet): IPNet {
+  if (typeof a.ip === "bigint") return { ip: a.ip & maskIPv6(a.prefixLen), prefixLen: a.prefixLen };
+  return { ip: (a.ip & maskIPv4(a.prefixLen)) >>> 0, prefixLen: a.prefixLen };
+}
+
+/**
+ * Whether an IPv6 address is link-local (`fe80::/10`): the kernel's own,
+ * on every IPv6-enabled device, never reachable from another link.
+ *
+ * @param ip An address of either family.
+ * @returns True for an IPv6 link-local address.
+ */
+export function isLinkLocalIPv6(ip: IPAddr): boolean {
+  return typeof ip === "bigint" && ip >> 118n === 0x3fan;
+}

@@ -42,7 +42,12 @@ export async function ensureBlackholeRoute(
   subnet: IPv4Net,
 ): Promise<BlackholeResult> {
   const routes = await client.listRoutes({ table: RT_TABLE_MAIN });
-  if (routes.some((r) => r.type === RTN_BLACKHOLE && equalIPv4Net(r.dst, subnet))) {
+  if (
+    routes.some((r) =>
+      r.type === RTN_BLACKHOLE && typeof r.dst.ip === "number" &&
+      equalIPv4Net(r.dst as IPv4Net, subnet)
+    )
+  ) {
     return "present";
   }
   try {

@@ -7,7 +7,7 @@
  * @module
  */
 
-import { formatIPv4, type IPv4Net } from "../core/ip.ts";
+import { formatIP, formatIPNet, type IPNet, isLinkLocalIPv6 } from "../core/ip.ts";
 import type { DeviceInfo, VxlanDeviceSpec } from "./types.ts";
 
 /**
@@ -34,7 +34,7 @@ export function vxlanIncompatibility(
     return `underlay device index ${x.link}, want ${underlayIndex}`;
   }
   if (x.local !== null && x.local !== want.local) {
-    return `local address ${formatIPv4(x.local)}, want ${formatIPv4(want.local)}`;
+    return `local address ${formatIP(x.local)}, want ${formatIP(want.local)}`;
   }
   if (x.port !== want.port) return `port ${x.port}, want ${want.port}`;
   if (x.gbp !== want.gbp) return `gbp ${x.gbp}, want ${want.gbp}`;
@@ -43,24 +43,26 @@ export function vxlanIncompatibility(
 }
 
 /**
- * The addresses to remove and to add so a device holds exactly `want`.
+ * The addresses to remove and to add so a device holds exactly `want`, of
+ * either family. IPv6 link-local addresses are the kernel's: never removed.
  *
  * @param have The device's addresses.
  * @param want The asked ones.
  * @returns Both lists (empty when it already matches).
  */
-export function addressChanges(
-  have: readonly IPv4Net[],
-  want: readonly IPv4Net[],
-): { remove: IPv4Net[]; add: IPv4Net[] } {
-  const same = (a: IPv4Net, b: IPv4Net) => a.ip === b.ip && a.prefixLen === b.prefixLen;
+export function addressChanges<A extends { readonly ip: number | bigint; prefixLen: number }>(
+  have: readonly A[],
+  want: readonly IPNet[],
+): { remove: A[]; add: IPNet[] } {
+  const same = (a: A | IPNet, b: IPNet) => a.ip === b.ip && a.prefixLen === b.prefixLen;
+  const managed = have.filter((a) => !isLinkLocalIPv6(a.ip));
   return {
-    remove: have.filter((a) => !want.some((w) => same(a, w))),
-    add: want.filter((w) => !have.some((a) => same(a, w))),
+    remove: managed.filter((a) => !want.some((w) => same(a, w))),
+    add: want.filter((w) => !managed.some((a) => same(a, w))),
   };
 }
 
-/** `10.5.1.0/32`: an address with its prefix length (host bits kept). */
-export function describeAddress(a: IPv4Net): string {
-  return `${formatIPv4(a.ip)}/${a.prefixLen}`;
+/** `10.5.1.0/32`, `fd00:5:1::/128`: an address with its prefix length (host bits kept). */
+export function describeAddress(a: { readonly ip: number | bigint; prefixLen: number }): string {
+  return formatIPNet(a as IPNet);
 }

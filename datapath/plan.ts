@@ -7,12 +7,20 @@
  *
  * Objects are keyed as the kernel keys them: routes by destination (and
  * metric), neighbours by device and IP, fdb entries by device and MAC.
- * Devices are referred to by name.
+ * Devices are referred to by name. IPv4 and IPv6 objects live side by
+ * side: the keys of IPv6 ones start with `6:`.
  *
  * @module
  */
 
-import { containsIPv4Net, equalIPv4Net, formatIPv4, formatIPv4Net } from "../core/ip.ts";
+import {
+  containsIPNet,
+  equalIPNet,
+  formatIP,
+  formatIPNet,
+  type IPAddr,
+  type IPNet,
+} from "../core/ip.ts";
 import type { EntryScope, FdbSpec, NeighbourSpec, PeerEntries, RouteSpec } from "./types.ts";
 
 /** A route as installed (main table): a {@link RouteSpec} with its metric. */
@@ -49,19 +57,24 @@ export interface Touched {
 
 const ZERO_MAC = "00:00:00:00:00:00";
 
+/** An address as a key part: IPv4 as its number, IPv6 as `6:` and its number. */
+function ipKey(ip: IPAddr): string {
+  return typeof ip === "bigint" ? `6:${ip}` : `${ip}`;
+}
+
 /** Key of a route destination. */
-export function dstKey(dst: { readonly ip: number; readonly prefixLen: number }): string {
-  return `${dst.ip}/${dst.prefixLen}`;
+export function dstKey(dst: IPNet): string {
+  return `${ipKey(dst.ip)}/${dst.prefixLen}`;
 }
 
 /** Key of a route as `replace` matches it: destination and metric. */
 export function routeKey(r: RouteSpec & { readonly metric?: number }): string {
-  return `${r.dst.ip}/${r.dst.prefixLen}/${r.metric ?? 0}`;
+  return `${ipKey(r.dst.ip)}/${r.dst.prefixLen}/${r.metric ?? 0}`;
 }
 
 /** Key of a neighbour: device and IP. */
-export function neighbourKey(n: { readonly device: string; readonly ip: number }): string {
-  return `${n.device}/${n.ip}`;
+export function neighbourKey(n: { readonly device: string; readonly ip: IPAddr }): string {
+  return `${n.device}/${ipKey(n.ip)}`;
 }
 
 /** Key of an fdb entry: device and MAC. */
@@ -69,10 +82,24 @@ export function fdbKey(e: { readonly device: string; readonly mac: string }): st
   return `${e.device}/${e.mac}`;
 }
 
+/** Whether two scopes are the same (IPv6 addresses are bigints, which JSON cannot write). */
+export function sameScope(a: EntryScope, b: EntryScope): boolean {
+  const text = (s: EntryScope) => JSON.stringify(s, (_, v) => typeof v === "bigint" ? `${v}n` : v);
+  return text(a) === text(b);
+}
+
+/** The networks of a scope: `network`, and `ipv6Network` when set. */
+export function scopeNetworks(scope: EntryScope): IPNet[] {
+  return scope.ipv6Network ? [scope.network, scope.ipv6Network] : [scope.network];
+}
+
 /** Whether a main-table route (not the kernel's own) belongs to the scope. */
 export function routeInScope(scope: EntryScope, r: RouteSpec): boolean {
-  if (!containsIPv4Net(scope.network, r.dst)) return false;
-  if (scope.except?.some((x) => equalIPv4Net(x, r.dst))) return false;
+  if (
+    !containsIPNet(scope.network, r.dst) &&
+    !(scope.ipv6Network && containsIPNet(scope.ipv6Network, r.dst))
+  ) return false;
+  if (scope.except?.some((x) => equalIPNet(x, r.dst))) return false;
   if (scope.routeDevices?.includes(r.device)) return true;
   return r.gateway !== undefined && (scope.gatewayDevices?.includes(r.device) ?? false);
 }
@@ -89,8 +116,8 @@ export function fdbInScope(scope: EntryScope, e: FdbSpec): boolean {
 
 /** Describe a route the way `ip route` prints it. */
 export function describeRoute(r: RouteSpec): string {
-  return `${formatIPv4Net(r.dst)}${
-    r.gateway !== undefined ? ` via ${formatIPv4(r.gateway)}` : ""
+  return `${formatIPNet(r.dst)}${
+    r.gateway !== undefined ? ` via ${formatIP(r.gateway)}` : ""
   } dev ${r.device}${r.onlink ? " onlink" : ""}`;
 }
 
@@ -104,12 +131,14 @@ export function checkInScope(scope: EntryScope, key: string, e: PeerEntries): vo
     throw new RangeError(
       `Cannot ask for ${what} of peer ${key}: it lies outside the scope of table ${
         JSON.stringify(scope.name)
-      } (network ${formatIPv4Net(scope.network)}); widen the scope or fix the entry`,
+      } (network ${
+        scopeNetworks(scope).map(formatIPNet).join(" + ")
+      }); widen the scope or fix the entry`,
     );
   };
   for (const r of e.routes ?? []) if (!routeInScope(scope, r)) outside(`route ${describeRoute(r)}`);
   for (const n of e.neighbours ?? []) {
-    if (!neighbourInScope(scope, n)) outside(`neighbour ${formatIPv4(n.ip)} dev ${n.device}`);
+    if (!neighbourInScope(scope, n)) outside(`neighbour ${formatIP(n.ip)} dev ${n.device}`);
   }
   for (const f of e.fdb ?? []) if (!fdbInScope(scope, f)) outside(`fdb ${f.mac} dev ${f.device}`);
 }
@@ -153,7 +182,9 @@ function groupBy<T>(items: readonly T[], key: (x: T) => string): Map<string, T[]
  * Compute the writes that make `installed` match `desired` (pure).
  *
  * Routes and neighbours are replaced when missing or different and deleted
- * when in scope but not desired. A desired fdb MAC gets its other remotes
+ * when in scope but not desired; a different IPv6 route of the same
+ * destination and metric is deleted first (the kernel will not replace it
+ * by an onlink route through another device). A desired fdb MAC gets its other remotes
  * deleted and, if missing, the desired one written; fdb entries of
  * undesired MACs are deleted. Nothing outside `scope` is ever deleted.
  * Planning a subset of object keys (both sides restricted to the same keys)
@@ -180,9 +211,15 @@ export function planChanges(
   }
   for (const [k, list] of haveRoutes) {
     const want = wantRoutes.get(k);
+    // IPv6: the kernel refuses to replace a route by an onlink one whose gateway the old
+    // route covers ("device mismatch"), so a differing IPv6 route goes before the new one
+    const v6 = want !== undefined && typeof want.dst.ip === "bigint" &&
+      !list.some((h) => sameRoute(want, h));
     for (const have of list) {
       if (!routeInScope(scope, have)) continue;
-      if (!want || (list.length > 1 && !sameRoute(want, have))) plan.deleteRoutes.push(have);
+      if (!want || ((list.length > 1 || v6) && !sameRoute(want, have))) {
+        plan.deleteRoutes.push(have);
+      }
     }
   }
 

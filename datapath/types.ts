@@ -20,13 +20,18 @@
  * kernel client in `netlink/client.ts`); `testing/datapath_fake.ts` records
  * what was asked. Both pass `testing/datapath_contract.ts`.
  *
- * IPv4 addresses are unsigned 32-bit integers, networks `{ ip, prefixLen }`,
- * MAC addresses lowercase `aa:bb:cc:dd:ee:ff` strings.
+ * Both families: IPv4 addresses are unsigned 32-bit integers, IPv6
+ * addresses bigints (the type tells the family), networks `{ ip, prefixLen }`,
+ * MAC addresses lowercase `aa:bb:cc:dd:ee:ff` strings. A route's gateway
+ * is of its destination's family; an IPv6 VXLAN device (local address
+ * IPv6) takes IPv6 fdb remotes. IPv6 link-local addresses (`fe80::/10`)
+ * are the kernel's own: never reported in {@link DeviceInfo.addresses},
+ * never added or removed.
  *
  * @module
  */
 
-import type { IPv4Net } from "../core/ip.ts";
+import type { IPAddr, IPNet, IPv6Net } from "../core/ip.ts";
 
 export { NetlinkBatchError, NetlinkError } from "./netlink/error.ts";
 
@@ -39,8 +44,8 @@ export const RT_SCOPE_LINK = 253;
 export interface VxlanInfo {
   /** VXLAN network identifier. */
   readonly vni: number;
-  /** Local (source) IPv4 address, or null when unset. */
-  readonly local: number | null;
+  /** Local (source) address, IPv4 or IPv6, or null when unset. */
+  readonly local: IPAddr | null;
   /** Index of the underlay device, or null when unset. */
   readonly link: number | null;
   /** Destination UDP port. */
@@ -51,7 +56,7 @@ export interface VxlanInfo {
   readonly gbp: boolean;
 }
 
-/** A device as the kernel has it, with its IPv4 addresses. */
+/** A device as the kernel has it, with its addresses. */
 export interface DeviceInfo {
   readonly index: number;
   readonly name: string;
@@ -62,8 +67,11 @@ export interface DeviceInfo {
   readonly mac: string | null;
   /** Administratively up. */
   readonly up: boolean;
-  /** IPv4 addresses (host address and prefix length, e.g. 192.0.2.11/24). */
-  readonly addresses: readonly IPv4Net[];
+  /**
+   * IPv4 and IPv6 addresses (host address and prefix length, e.g.
+   * 192.0.2.11/24, fd00::11/64), IPv6 link-local ones left out.
+   */
+  readonly addresses: readonly IPNet[];
   /** VXLAN details when `kind` is `vxlan`, else null. */
   readonly vxlan: VxlanInfo | null;
 }
@@ -79,8 +87,8 @@ export interface VxlanDeviceSpec {
   readonly vni: number;
   /** Destination UDP port (flannel: 8472). */
   readonly port: number;
-  /** Source IPv4 address. */
-  readonly local: number;
+  /** Source address: IPv4, or IPv6 for a VXLAN device over an IPv6 underlay. */
+  readonly local: IPAddr;
   /** Underlay device name, e.g. `eth0`. */
   readonly underlay?: string;
   /** Learn remote MACs (flannel: false = `nolearning`). */
@@ -90,8 +98,11 @@ export interface VxlanDeviceSpec {
   /** Hardware address (the VtepMAC peers address this host by). */
   readonly mac: string;
   readonly mtu: number;
-  /** Exactly these addresses (host address and prefix length); others are removed. */
-  readonly addresses: readonly IPv4Net[];
+  /**
+   * Exactly these addresses (host address and prefix length), of either
+   * family; others are removed (IPv6 link-local ones excepted).
+   */
+  readonly addresses: readonly IPNet[];
 }
 
 /**
@@ -102,8 +113,8 @@ export interface ExistingDeviceSpec {
   readonly kind: "existing";
   readonly name: string;
   readonly mtu: number;
-  /** Exactly these addresses; others are removed. */
-  readonly addresses: readonly IPv4Net[];
+  /** Exactly these addresses; others are removed (IPv6 link-local ones excepted). */
+  readonly addresses: readonly IPNet[];
 }
 
 /** A device to have, up, exactly as specified. */
@@ -117,11 +128,11 @@ export interface DeviceResult {
   readonly changes: readonly string[];
 }
 
-/** A route in the main table. */
+/** A route in the main table (IPv4 or IPv6, by its destination). */
 export interface RouteSpec {
-  readonly dst: IPv4Net;
-  /** Next hop, or absent for a directly connected route. */
-  readonly gateway?: number;
+  readonly dst: IPNet;
+  /** Next hop, of the destination's family, or absent for a directly connected route. */
+  readonly gateway?: IPAddr;
   /** Output device name. */
   readonly device: string;
   /** The gateway is on the link even without a matching address (`onlink`). */
@@ -130,10 +141,10 @@ export interface RouteSpec {
   readonly scope?: number;
 }
 
-/** A permanent IPv4 neighbour (ARP) entry. */
+/** A permanent neighbour entry: IPv4 (ARP) or IPv6 (NDP). */
 export interface NeighbourSpec {
   readonly device: string;
-  readonly ip: number;
+  readonly ip: IPAddr;
   readonly mac: string;
 }
 
@@ -141,8 +152,8 @@ export interface NeighbourSpec {
 export interface FdbSpec {
   readonly device: string;
   readonly mac: string;
-  /** Remote VTEP IPv4 address. */
-  readonly dst: number;
+  /** Remote VTEP address: IPv4, or IPv6 on an IPv6 VXLAN device. */
+  readonly dst: IPAddr;
 }
 
 /** The kernel entries one peer needs. */
@@ -154,8 +165,8 @@ export interface PeerEntries {
 
 /**
  * What an entry table owns, and so may delete: routes of the main table
- * (not the kernel's own) whose destination lies inside `network` but is none
- * of `except`, out of a device of `routeDevices` (any route) or of
+ * (not the kernel's own) whose destination lies inside `network` (or
+ * `ipv6Network`) but is none of `except`, out of a device of `routeDevices` (any route) or of
  * `gatewayDevices` (only routes with a gateway); permanent neighbours and
  * fdb entries with a remote on a device of `neighbourDevices`. Everything
  * asked must lie inside the scope.
@@ -163,8 +174,12 @@ export interface PeerEntries {
 export interface EntryScope {
   /** Names the table in drift reports and logs, e.g. `vxlan`. */
   readonly name: string;
-  readonly network: IPv4Net;
-  readonly except?: readonly IPv4Net[];
+  /** The cluster network: IPv4, or IPv6 for an IPv6-only table. */
+  readonly network: IPNet;
+  /** A dual-stack table's IPv6 network (besides an IPv4 `network`). */
+  readonly ipv6Network?: IPv6Net;
+  /** Destinations never owned (this host's own subnets), of either family. */
+  readonly except?: readonly IPNet[];
   readonly routeDevices?: readonly string[];
   readonly gatewayDevices?: readonly string[];
   readonly neighbourDevices?: readonly string[];

@@ -12,6 +12,11 @@
  * 5. Tears everything down — unless `--keep`, which leaves it running and
  *    says how to look around; `deno task demo --down` removes it later.
  *
+ * `--ipv6`: a dual-stack underlay (192.0.2.0/24 + fd00::/64) and a
+ * dual-stack network (IPv6Network fd00:10:5::/48): both vxlan devices, pods
+ * wired by the CNI bridge + host-local plugins with both ranges from
+ * subnet.env, and one reachability matrix per family.
+ *
  * Exits 1 when any pod pair cannot ping, 2 on a usage error.
  *
  * @module
@@ -20,7 +25,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import process from "node:process";
-import { formatSubnetPair } from "../core/ip.ts";
+import { formatIPv4Net, formatSubnetPair } from "../core/ip.ts";
 import { createFileLeaseStore } from "../lease/file_store.ts";
 import type { Lease } from "../lease/types.ts";
 import { agentCommand, type AgentRuntime, RUNTIME_BIN } from "./lab/agents.ts";
@@ -33,17 +38,28 @@ import {
   stateDiff,
 } from "./lab/cluster.ts";
 import { waitFor } from "../testing/wait.ts";
+import { cniAdd } from "./lab/cni.ts";
+import { ping as stackPing } from "./lab/dualstack.ts";
 import { createLab, type Lab, type LabHost, REPO_ROOT, sweepLabs } from "./lab/lab.ts";
 
 const PREFIX = "demo";
 const HEALTHZ_PORT = 9101;
 const NET_CONF = { Network: "10.5.0.0/16", Backend: { Type: "vxlan" } };
+const NET_CONF_DUAL = {
+  Network: "10.5.0.0/16",
+  EnableIPv6: true,
+  IPv6Network: "fd00:10:5::/48",
+  IPv6SubnetLen: 64,
+  Backend: { Type: "vxlan" },
+};
 
-const HELP = `usage: deno task demo [--keep | --down]
+const HELP = `usage: deno task demo [--ipv6] [--keep | --down]
 
   (no flag)  build a 3-host lab with 2 pods per host, run one weft agent per host
              (vxlan, embedded file store), print the pod-to-pod reachability
              matrix and the lease table, then tear everything down
+  --ipv6     dual-stack: IPv4 and IPv6 underlay and network (flannel.1 and
+             flannel-v6.1), pods wired by CNI bridge + host-local, a matrix per family
   --keep     leave the lab and the agents running, and print how to look around
   --down     remove a lab left by --keep
 
@@ -149,10 +165,11 @@ async function waitReady(agent: DemoAgent, timeoutMs = 60_000): Promise<string> 
   return subnet;
 }
 
+/** A lease as the IPv4 peer-state check sees it (subnet: the IPv4 one when there is one). */
 function leaseRow(l: Lease): LeaseRow {
   const data = l.attrs.backendData as { VtepMAC?: string } | undefined;
   return {
-    subnet: formatSubnetPair(l),
+    subnet: l.subnet ? formatIPv4Net(l.subnet) : formatSubnetPair(l),
     publicIP: l.attrs.publicIP,
     backendType: l.attrs.backendType,
     vtepMAC: data?.VtepMAC?.toLowerCase(),
@@ -180,10 +197,11 @@ function expiresIn(ms: number | null): string {
   }m)`;
 }
 
-async function run(keep: boolean): Promise<number> {
+async function run(keep: boolean, ipv6: boolean): Promise<number> {
   const old = await sweepLabs(PREFIX);
   if (old.length) say(`removed a previous demo lab (${old.length} namespaces)`);
-  const lab = await createLab({ prefix: PREFIX, hosts: 3, podsPerHost: 2, sweep: false });
+  const lab = await createLab({ prefix: PREFIX, hosts: 3, podsPerHost: 2, sweep: false, ipv6 });
+  const netConfig = ipv6 ? NET_CONF_DUAL : NET_CONF;
   let keepIt = false;
   const onSignal = () => {
     say("\ninterrupted: tearing down");
@@ -193,12 +211,12 @@ async function run(keep: boolean): Promise<number> {
   try {
     say(
       `lab ${lab.id}: 3 hosts (${
-        lab.hosts.map((h) => `${h.ns} ${h.ip}`).join(", ")
+        lab.hosts.map((h) => `${h.ns} ${h.ip}${h.ipv6 ? ` ${h.ipv6}` : ""}`).join(", ")
       }) (${elapsed()})`,
     );
     const netConf = path.join(lab.dir, "net-conf.json");
-    fs.writeFileSync(netConf, JSON.stringify(NET_CONF, null, 2) + "\n");
-    say(`net-conf.json: ${JSON.stringify(NET_CONF)}`);
+    fs.writeFileSync(netConf, JSON.stringify(netConfig, null, 2) + "\n");
+    say(`net-conf.json: ${JSON.stringify(netConfig)}`);
 
     const bun = fs.existsSync(RUNTIME_BIN.bun);
     if (!bun) say(`${RUNTIME_BIN.bun} is missing (npm ci installs it): host 2 runs Deno too`);
@@ -212,14 +230,37 @@ async function run(keep: boolean): Promise<number> {
       } (${elapsed()})`,
     );
 
-    const pods: { ns: string; ip: string; label: string }[] = [];
+    const pods: { ns: string; ip: string; ipv6?: string; label: string }[] = [];
     for (const a of agents) {
+      if (ipv6) {
+        for (const [j, pod] of a.host.pods.entries()) {
+          const r = await cniAdd({
+            hostNs: a.host.ns,
+            podNs: pod.ns,
+            subnetFile: a.subnetFile,
+            dataDir: path.join(lab.dir, "cni", a.host.ns),
+          });
+          const of = (six: boolean) =>
+            r.ips.find((x) => x.address.includes(":") === six)?.address.split("/")[0] ?? "";
+          pods.push({
+            ns: pod.ns,
+            ip: of(false),
+            ipv6: of(true),
+            label: `h${a.host.index}p${j + 1}`,
+          });
+        }
+        continue;
+      }
       const wired = await lab.attachPods(a.host, a.subnetFile);
       wired.forEach((w, j) =>
         pods.push({ ns: a.host.pods[j].ns, ip: w.ip, label: `h${a.host.index}p${j + 1}` })
       );
     }
-    say(`pods wired: ${pods.map((p) => `${p.label} ${p.ip}`).join(", ")} (${elapsed()})`);
+    say(
+      `pods wired${ipv6 ? " (CNI bridge + host-local)" : ""}: ${
+        pods.map((p) => `${p.label} ${p.ip}${p.ipv6 ? ` ${p.ipv6}` : ""}`).join(", ")
+      } (${elapsed()})`,
+    );
 
     const store = createFileLeaseStore({
       path: path.join(lab.dir, "leases.json"),
@@ -232,7 +273,10 @@ async function run(keep: boolean): Promise<number> {
         const rows = leases.map(leaseRow);
         const problems: string[] = [];
         for (const [i, a] of agents.entries()) {
-          const want = expectedPeerState("vxlan", rows.filter((r) => r.subnet !== subnets[i]));
+          const want = expectedPeerState(
+            "vxlan",
+            rows.filter((r) => r.subnet !== subnets[i].split(" + ")[0]),
+          );
           const diff = stateDiff(want, await readPeerState(lab, a.host.ns, "vxlan"));
           if (diff) problems.push(`${a.host.ns}: ${diff}`);
         }
@@ -245,33 +289,56 @@ async function run(keep: boolean): Promise<number> {
     }
 
     const pairs = pods.flatMap((a) => pods.map((b) => [a, b] as const));
-    const ok = await mapLimit(
-      pairs,
-      8,
-      ([a, b]) => a === b ? Promise.resolve(true) : podPing(lab, a.ns, b.ip),
-    );
-    const failed = pairs.filter(([a, b], i) => a !== b && !ok[i]);
-    say(`\npod-to-pod reachability (ping from row to column; ✓ reply, ✗ none) (${elapsed()}):`);
-    const header = ["from \\ to", ...pods.map((p) => p.label)];
-    const rows = pods.map((a, i) => [
-      `${a.label} ${a.ip}`,
-      ...pods.map((b, j) => (a === b ? "·" : ok[i * pods.length + j] ? "✓" : "✗")),
-    ]);
-    say(table([header, ...rows]));
-    const total = pairs.length - pods.length;
-    say(`  ${total - failed.length}/${total} pairs reachable`);
+    const failed: (readonly [typeof pods[number], typeof pods[number]])[] = [];
+    for (const family of ipv6 ? [4, 6] : [4]) {
+      const ipOf = (p: typeof pods[number]) => family === 6 ? p.ipv6! : p.ip;
+      const ok = await mapLimit(
+        pairs,
+        8,
+        ([a, b]) =>
+          a === b
+            ? Promise.resolve(true)
+            : family === 6
+            ? stackPing(lab, a.ns, ipOf(b))
+            : podPing(lab, a.ns, ipOf(b)),
+      );
+      const bad = pairs.filter(([a, b], i) => a !== b && !ok[i]);
+      failed.push(...bad);
+      say(
+        `\npod-to-pod reachability${
+          ipv6 ? ` over IPv${family}` : ""
+        } (ping from row to column; ✓ reply, ✗ none) (${elapsed()}):`,
+      );
+      const header = ["from \\ to", ...pods.map((p) => p.label)];
+      const rows = pods.map((a, i) => [
+        `${a.label} ${ipOf(a)}`,
+        ...pods.map((b, j) => (a === b ? "·" : ok[i * pods.length + j] ? "✓" : "✗")),
+      ]);
+      say(table([header, ...rows]));
+      const total = pairs.length - pods.length;
+      say(`  ${total - bad.length}/${total} pairs reachable`);
+    }
 
     say("\nleases (embedded file store, " + path.join(lab.dir, "leases.json") + "):");
     const byIP = new Map(lab.hosts.map((h) => [h.ip, h.ns]));
     const sorted = [...leases].sort((a, b) => a.subnet!.ip - b.subnet!.ip);
     say(table([
-      ["SUBNET", "HOST", "PUBLIC IP", "BACKEND", "VTEP MAC", "EXPIRES"],
+      [
+        "SUBNET",
+        "HOST",
+        "PUBLIC IP",
+        ...(ipv6 ? ["PUBLIC IPv6"] : []),
+        "BACKEND",
+        "VTEP MAC",
+        "EXPIRES",
+      ],
       ...sorted.map((l) => {
         const r = leaseRow(l);
         return [
-          r.subnet,
+          formatSubnetPair(l),
           byIP.get(r.publicIP) ?? "?",
           r.publicIP,
+          ...(ipv6 ? [l.attrs.publicIPv6 ?? ""] : []),
           r.backendType ?? "",
           r.vtepMAC ?? "",
           expiresIn(l.expiration),
@@ -319,7 +386,7 @@ async function run(keep: boolean): Promise<number> {
 
 async function main(argv: string[]): Promise<number> {
   const flags = new Set(argv);
-  const known = new Set(["--keep", "--down", "--help", "-h"]);
+  const known = new Set(["--keep", "--down", "--ipv6", "--help", "-h"]);
   const unknown = argv.filter((a) => !known.has(a));
   if (unknown.length || (flags.has("--keep") && flags.has("--down"))) {
     console.error(`demo: unexpected ${unknown.join(" ") || "--keep with --down"}\n\n${HELP}`);
@@ -342,7 +409,7 @@ async function main(argv: string[]): Promise<number> {
     );
     return 0;
   }
-  return await run(flags.has("--keep"));
+  return await run(flags.has("--keep"), flags.has("--ipv6"));
 }
 
 process.exitCode = await main(process.argv.slice(2));

@@ -160,8 +160,8 @@ Deno.test("a DHCP address before a static one on eth0: weft publishes the static
     );
     const agent = startAgent(lab, h, { args: fileStoreArgs(lab, h) });
     await agent.waitReady();
-    const start = agent.logs().find((r) => r.msg === "starting")!;
-    assert.deepEqual([start.iface, start.publicIP], ["eth0", h.ip]);
+    const picked = agent.logs().find((r) => r.msg === "external interface")!;
+    assert.deepEqual([picked.iface, picked.publicIP], ["eth0", h.ip]);
   } finally {
     await lab.teardown();
   }

@@ -7,13 +7,14 @@
  * Each case gets a {@link ContractHarness}: the datapath, and a
  * {@link KernelPoke} that plays the outside world (an admin with `ip`) and
  * reads the kernel back as text. The namespace starts with `lo` and `ext0`
- * (up, MTU 1500, 192.0.2.1/24).
+ * (up, MTU 1500, 192.0.2.1/24 and fd00::1/64). The IPv6 cases are in
+ * `datapath_contract_ipv6.ts`; every runner runs both lists.
  *
  * @module
  */
 
 import assert from "node:assert/strict";
-import { type IPv4Net, parseIPv4, parseIPv4Net } from "../core/ip.ts";
+import { formatIPNet, type IPAddr, type IPNet, parseIPv4, parseIPv4Net } from "../core/ip.ts";
 import type {
   Datapath,
   Drift,
@@ -30,7 +31,7 @@ export interface PokeVxlan {
   readonly name: string;
   readonly vni: number;
   readonly port: number;
-  readonly local?: number;
+  readonly local?: IPAddr;
   readonly underlay?: string;
   readonly mac: string;
   readonly mtu?: number;
@@ -44,7 +45,7 @@ export interface KernelSnapshot {
     readonly mtu: number;
     readonly mac: string | null;
     readonly up: boolean;
-    /** `10.5.1.0/32`, sorted. */
+    /** `10.5.1.0/32`, `fd00:5:1::/128`, sorted; IPv6 link-local ones left out. */
     readonly addresses: readonly string[];
     readonly vxlan: {
       readonly vni: number;
@@ -55,7 +56,10 @@ export interface KernelSnapshot {
       readonly gbp: boolean;
     } | null;
   }>;
-  /** Main-table routes other than the kernel's own, as `ip route` prints them, sorted. */
+  /**
+   * Main-table routes other than the kernel's own, as `ip route` prints them
+   * (IPv6 ones without their default metric), sorted.
+   */
   readonly routes: readonly string[];
   /** Permanent neighbours: `10.5.2.0 lladdr 02:… dev flannel.1`, sorted. */
   readonly neighbours: readonly string[];
@@ -67,14 +71,14 @@ export interface KernelSnapshot {
 export interface KernelPoke {
   snapshot(): Promise<KernelSnapshot>;
   createVxlan(spec: PokeVxlan): Promise<void>;
-  addAddress(device: string, address: IPv4Net): Promise<void>;
-  deleteAddress(device: string, address: IPv4Net): Promise<void>;
+  addAddress(device: string, address: IPNet): Promise<void>;
+  deleteAddress(device: string, address: IPNet): Promise<void>;
   deleteLink(name: string): Promise<void>;
   setLink(name: string, changes: { up?: boolean; mtu?: number; mac?: string }): Promise<void>;
   replaceRoute(route: RouteSpec & { metric?: number }): Promise<void>;
-  deleteRoute(route: { dst: IPv4Net; device?: string }): Promise<void>;
+  deleteRoute(route: { dst: IPNet; device?: string }): Promise<void>;
   replaceNeighbour(n: NeighbourSpec): Promise<void>;
-  deleteNeighbour(n: { device: string; ip: number }): Promise<void>;
+  deleteNeighbour(n: { device: string; ip: IPAddr }): Promise<void>;
   replaceFdb(f: FdbSpec): Promise<void>;
   deleteFdb(f: FdbSpec): Promise<void>;
 }
@@ -143,6 +147,12 @@ export function hostGwPeer(n: number, publicIP = `192.0.2.${n}`): PeerEntries {
 /** Peer key of peer n. */
 export const key = (n: number): string => `10.5.${n}.0/24`;
 
+/** The external interface's addresses every harness starts with. */
+export const EXT_ADDRESSES: readonly IPNet[] = [
+  { ip: 0xc0000201, prefixLen: 24 }, // 192.0.2.1/24
+  { ip: 0xfd000000000000000000000000000001n, prefixLen: 64 }, // fd00::1/64
+];
+
 /**
  * Wait for a drift report matching `pred` (at most `ms` of wall time).
  *
@@ -176,12 +186,19 @@ export async function waitForDrift(
 }
 
 /** Drift of peer `k`'s entries. */
-const entriesOf = (k: string) => (d: Drift) => d.kind === "entries" && d.keys.includes(k);
+export const entriesOf = (k: string) => (d: Drift): boolean =>
+  d.kind === "entries" && d.keys.includes(k);
 /** Drift of a device. */
-const deviceDrift = (name: string, re: RegExp) => (d: Drift) =>
+export const deviceDrift = (name: string, re: RegExp) => (d: Drift): boolean =>
   d.kind === "device" && d.device === name && re.test(d.reason);
 
-async function withDrift(
+/**
+ * Run `fn` with a drift iterator of `dp`, ended afterwards.
+ *
+ * @param dp The datapath.
+ * @param fn What to do while listening.
+ */
+export async function withDrift(
   dp: Datapath,
   fn: (it: AsyncIterator<Drift>) => Promise<void>,
 ): Promise<void> {
@@ -207,7 +224,7 @@ export const datapathContract: readonly ContractCase[] = [
       assert.ok(ext);
       assert.equal(ext.up, true);
       assert.equal(ext.mtu, 1500);
-      assert.deepEqual(ext.addresses, [{ ip: ip("192.0.2.1"), prefixLen: 24 }]);
+      assert.deepEqual(ext.addresses.map(formatIPNet).sort(), ["192.0.2.1/24", "fd00::1/64"]);
       assert.equal((await dp.link(ext.index))?.name, "ext0");
       assert.equal(await dp.link("nope0"), null);
     },

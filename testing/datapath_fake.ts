@@ -8,14 +8,22 @@
  * It plans with the same pure code as the netlink datapath (`plan.ts`,
  * `devices.ts`) and models only the kernel rules backends meet: a route
  * needs its device (ENODEV) up (ENETDOWN) and, without `onlink`, a gateway
- * on a connected prefix (ENETUNREACH); fdb entries need a VXLAN device; a
+ * on a connected prefix (IPv4: ENETUNREACH, IPv6: EHOSTUNREACH, as the
+ * kernel answers); fdb entries need a VXLAN device; a
  * device set down loses its routes and neighbours, a deleted one all. It
  * passes the contract suite (`datapath_contract.ts`).
  *
  * @module
  */
 
-import { containsIPv4, formatIPv4, formatIPv4Net, type IPv4Net, maskIPv4 } from "../core/ip.ts";
+import {
+  containsIP,
+  formatIP,
+  formatIPNet,
+  type IPAddr,
+  type IPNet,
+  networkOf,
+} from "../core/ip.ts";
 import { NetlinkError } from "../datapath/netlink/error.ts";
 import { addressChanges, describeAddress, vxlanIncompatibility } from "../datapath/devices.ts";
 import {
@@ -34,6 +42,7 @@ import {
   routeInScope,
   routeKey,
   sameRoute,
+  sameScope,
   type Touched,
 } from "../datapath/plan.ts";
 import type {
@@ -69,16 +78,16 @@ export interface FakeLinkSpec {
   readonly mtu?: number;
   readonly mac?: string | null;
   readonly up?: boolean;
-  readonly addresses?: readonly IPv4Net[];
+  readonly addresses?: readonly IPNet[];
   readonly vxlan?: VxlanInfo | null;
 }
 
-type FakeLink = { -readonly [K in keyof DeviceInfo]: DeviceInfo[K] } & { addresses: IPv4Net[] };
+type FakeLink = { -readonly [K in keyof DeviceInfo]: DeviceInfo[K] } & { addresses: IPNet[] };
 type Table = { scope: EntryScope; desired: DesiredTable; synced: boolean };
 
-const ENODEV = 19, ENETDOWN = 100, ENETUNREACH = 101, EOPNOTSUPP = 95;
-const neighText = (n: NeighbourSpec) => `${formatIPv4(n.ip)} lladdr ${n.mac} dev ${n.device}`;
-const fdbText = (f: FdbSpec) => `${f.mac} dev ${f.device} dst ${formatIPv4(f.dst)}`;
+const ENODEV = 19, ENETDOWN = 100, ENETUNREACH = 101, EHOSTUNREACH = 113, EOPNOTSUPP = 95;
+const neighText = (n: NeighbourSpec) => `${formatIP(n.ip)} lladdr ${n.mac} dev ${n.device}`;
+const fdbText = (f: FdbSpec) => `${f.mac} dev ${f.device} dst ${formatIP(f.dst)}`;
 
 /**
  * The recording in-memory datapath.
@@ -191,7 +200,7 @@ export class FakeDatapath implements Datapath, KernelPoke {
         vxlan: x && {
           vni: x.vni,
           port: x.port,
-          local: x.local === null ? null : formatIPv4(x.local),
+          local: x.local === null ? null : formatIP(x.local),
           underlay: x.link === null ? null : names.get(x.link) ?? null,
           learning: x.learning,
           gbp: x.gbp,
@@ -220,12 +229,12 @@ export class FakeDatapath implements Datapath, KernelPoke {
     return Promise.resolve();
   }
 
-  addAddress(device: string, address: IPv4Net): Promise<void> {
+  addAddress(device: string, address: IPNet): Promise<void> {
     this.#link(device).addresses.push(address);
     return Promise.resolve();
   }
 
-  deleteAddress(device: string, a: IPv4Net): Promise<void> {
+  deleteAddress(device: string, a: IPNet): Promise<void> {
     const l = this.#link(device);
     l.addresses = l.addresses.filter((x) => x.ip !== a.ip || x.prefixLen !== a.prefixLen);
     this.#checkDevice(device);
@@ -265,13 +274,13 @@ export class FakeDatapath implements Datapath, KernelPoke {
       this.#drift(
         (t) => t.route(dstKey(r.dst)),
         (w) => !sameRoute(w, route),
-        `route ${formatIPv4Net(r.dst)} was changed`,
+        `route ${formatIPNet(r.dst)} was changed`,
       );
     }
     return Promise.resolve();
   }
 
-  deleteRoute(r: { dst: IPv4Net; device?: string }): Promise<void> {
+  deleteRoute(r: { dst: IPNet; device?: string }): Promise<void> {
     for (const [k, x] of this.#routes) {
       if (dstKey(x.dst) !== dstKey(r.dst) || (r.device !== undefined && x.device !== r.device)) {
         continue;
@@ -281,7 +290,7 @@ export class FakeDatapath implements Datapath, KernelPoke {
         this.#drift(
           (t) => t.route(dstKey(r.dst)),
           (w) => sameRoute(w, x),
-          `route ${formatIPv4Net(r.dst)} was deleted`,
+          `route ${formatIPNet(r.dst)} was deleted`,
         );
       }
     }
@@ -293,17 +302,17 @@ export class FakeDatapath implements Datapath, KernelPoke {
     this.#drift(
       (t) => t.neighbour(neighbourKey(n)),
       (w) => w.mac !== n.mac,
-      `neighbour ${formatIPv4(n.ip)} was changed`,
+      `neighbour ${formatIP(n.ip)} was changed`,
     );
     return Promise.resolve();
   }
 
-  deleteNeighbour(n: { device: string; ip: number }): Promise<void> {
+  deleteNeighbour(n: { device: string; ip: IPAddr }): Promise<void> {
     if (this.#neighbours.delete(neighbourKey(n))) {
       this.#drift(
         (t) => t.neighbour(neighbourKey(n)),
         () => true,
-        `neighbour ${formatIPv4(n.ip)} was deleted`,
+        `neighbour ${formatIP(n.ip)} was deleted`,
       );
     }
     return Promise.resolve();
@@ -386,7 +395,7 @@ export class FakeDatapath implements Datapath, KernelPoke {
       throw new Error("Cannot open an entry table: the datapath is closed");
     }
     let t = this.#tables.get(scope.name);
-    if (!t || JSON.stringify(t.scope) !== JSON.stringify(scope)) {
+    if (!t || !sameScope(t.scope, scope)) {
       t = { scope, desired: new DesiredTable(), synced: false };
       this.#tables.set(scope.name, t);
     }
@@ -554,13 +563,10 @@ export class FakeDatapath implements Datapath, KernelPoke {
     if (kind === "neighbour") return null;
     const r = s as RouteSpec;
     if (!l.up) return ENETDOWN;
-    const connected = (a: IPv4Net) =>
-      a.prefixLen < 32 &&
-      containsIPv4(
-        { ip: (a.ip & maskIPv4(a.prefixLen)) >>> 0, prefixLen: a.prefixLen },
-        r.gateway!,
-      );
-    return r.gateway === undefined || r.onlink || l.addresses.some(connected) ? null : ENETUNREACH;
+    const host = typeof r.dst.ip === "bigint" ? 128 : 32;
+    const connected = (a: IPNet) => a.prefixLen < host && containsIP(networkOf(a), r.gateway!);
+    if (r.gateway === undefined || r.onlink || l.addresses.some(connected)) return null;
+    return typeof r.dst.ip === "bigint" ? EHOSTUNREACH : ENETUNREACH;
   }
 
   #apply(t: Table, plan: Plan): ApplyResult {

@@ -2,12 +2,14 @@ import assert from "node:assert/strict";
 import { parseIPv4Net } from "../core/ip.ts";
 import {
   datapathContract,
+  EXT_ADDRESSES,
   hostGwPeer,
   key,
   SCOPE,
   VXLAN,
   waitForDrift,
 } from "./datapath_contract.ts";
+import { datapathContractIPv6 } from "./datapath_contract_ipv6.ts";
 import { FakeDatapath } from "./datapath_fake.ts";
 import { NetlinkError } from "../datapath/netlink/error.ts";
 
@@ -19,12 +21,12 @@ function fake(): FakeDatapath {
     kind: "bridge",
     mtu: 1500,
     up: true,
-    addresses: [{ ip: 0xc0000201, prefixLen: 24 }],
+    addresses: EXT_ADDRESSES,
   });
   return dp;
 }
 
-for (const c of datapathContract) {
+for (const c of [...datapathContract, ...datapathContractIPv6]) {
   Deno.test(`FakeDatapath contract: ${c.name}`, async () => {
     const dp = fake();
     try {

@@ -289,7 +289,8 @@ async function startIn(dir: string, options: EtcdServerOptions): Promise<EtcdSer
   let authOn = false;
   let closed = false;
   const logFile = join(dir, "etcd.log");
-  const host = options.host ?? "127.0.0.1";
+  // an IPv6 host goes in brackets in URLs
+  const host = (options.host ?? "127.0.0.1").replace(/^([0-9a-fA-F]*:[0-9a-fA-F:.]*)$/, "[$1]");
   const endpoint = () => `${scheme}://${host}:${clientPort}`;
   const inNs = (cmd: string, cmdArgs: string[]): [string, string[]] =>
     options.netns ? ["ip", ["netns", "exec", options.netns, cmd, ...cmdArgs]] : [cmd, cmdArgs];

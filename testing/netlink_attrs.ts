@@ -51,6 +51,13 @@ export function ipv4Attr(type: number, ip: number): Attr {
   return { type, value: b };
 }
 
+/** An attribute holding an IPv6 address (128-bit bigint) in network order. */
+export function ipv6Attr(type: number, ip: bigint): Attr {
+  const b = new Uint8Array(16);
+  for (let i = 0; i < 16; i++) b[i] = Number((ip >> BigInt(120 - i * 8)) & 0xffn);
+  return { type, value: b };
+}
+
 /** An attribute holding a NUL-terminated string. */
 export function stringAttr(type: number, value: string): Attr {
   const s = new TextEncoder().encode(value);

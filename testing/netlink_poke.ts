@@ -7,17 +7,23 @@
  * @module
  */
 
-import { formatIPv4, type IPv4Net } from "../core/ip.ts";
+import { formatIP, formatIPNet, type IPAddr, type IPNet, isLinkLocalIPv6 } from "../core/ip.ts";
 import { type NetlinkClient, openNetlinkClient } from "../datapath/netlink/client.ts";
-import { NUD_PERMANENT, RT_TABLE_MAIN, RTPROT_KERNEL } from "../datapath/netlink/kernel.ts";
+import {
+  IPV6_DEFAULT_METRIC,
+  NUD_PERMANENT,
+  RT_TABLE_MAIN,
+  RTPROT_KERNEL,
+} from "../datapath/netlink/kernel.ts";
 import { type NetlinkDatapathOptions, openNetlinkDatapath } from "../datapath/netlink/datapath.ts";
 import { describeRoute } from "../datapath/plan.ts";
 import type { FdbSpec, NeighbourSpec, RouteSpec } from "../datapath/types.ts";
-import type {
-  ContractHarness,
-  KernelPoke,
-  KernelSnapshot,
-  PokeVxlan,
+import {
+  type ContractHarness,
+  EXT_ADDRESSES,
+  type KernelPoke,
+  type KernelSnapshot,
+  type PokeVxlan,
 } from "./datapath_contract.ts";
 
 async function index(c: NetlinkClient, name: string): Promise<number> {
@@ -45,19 +51,22 @@ export function netlinkPoke(c: NetlinkClient): KernelPoke {
           mtu: l.mtu,
           mac: l.mac,
           up: l.up,
-          addresses: addresses.filter((a) => a.index === l.index).map((a) =>
-            `${formatIPv4(a.ip)}/${a.prefixLen}`
-          ).sort(),
+          addresses: addresses.filter((a) => a.index === l.index && !isLinkLocalIPv6(a.ip)).map((
+            a,
+          ) => formatIPNet(a as IPNet)).sort(),
           vxlan: l.vxlan && {
             vni: l.vxlan.vni,
             port: l.vxlan.port,
-            local: l.vxlan.local === null ? null : formatIPv4(l.vxlan.local),
+            local: l.vxlan.local === null ? null : formatIP(l.vxlan.local),
             underlay: l.vxlan.link === null ? null : names.get(l.vxlan.link) ?? null,
             learning: l.vxlan.learning,
             gbp: l.vxlan.gbp,
           },
         };
       }
+      // IPv6's default metric (what a route without one gets) is shown as none
+      const metric = (r: { dst: IPNet; metric?: number }) =>
+        typeof r.dst.ip === "bigint" && r.metric === IPV6_DEFAULT_METRIC ? 0 : r.metric ?? 0;
       const routes = (await c.listRoutes()).filter((r) =>
         r.table === RT_TABLE_MAIN && r.protocol !== RTPROT_KERNEL
       ).map((r) =>
@@ -68,13 +77,13 @@ export function netlinkPoke(c: NetlinkClient): KernelPoke {
             device: names.get(r.index ?? -1) ?? `#${r.index}`,
             onlink: r.onlink,
           })
-        }${r.metric ? ` metric ${r.metric}` : ""}`
+        }${metric(r) ? ` metric ${metric(r)}` : ""}`
       ).sort();
       const neighbours = (await c.listNeighbours()).filter((n) =>
         ((n.state ?? 0) & NUD_PERMANENT) !== 0
-      ).map((n) => `${formatIPv4(n.ip)} lladdr ${n.mac} dev ${names.get(n.index)}`).sort();
+      ).map((n) => `${formatIP(n.ip)} lladdr ${n.mac} dev ${names.get(n.index)}`).sort();
       const fdb = (await c.listFdb()).filter((f) => f.dst !== null).map((f) =>
-        `${f.mac} dev ${names.get(f.index)} dst ${formatIPv4(f.dst!)}`
+        `${f.mac} dev ${names.get(f.index)} dst ${formatIP(f.dst!)}`
       ).sort();
       return { devices, routes, neighbours, fdb };
     },
@@ -90,10 +99,10 @@ export function netlinkPoke(c: NetlinkClient): KernelPoke {
         up: spec.up,
       });
     },
-    async addAddress(device: string, a: IPv4Net) {
+    async addAddress(device: string, a: IPNet) {
       await c.addAddresses([{ index: await index(c, device), ...a }]);
     },
-    async deleteAddress(device: string, a: IPv4Net) {
+    async deleteAddress(device: string, a: IPNet) {
       await c.deleteAddresses([{ index: await index(c, device), ...a }]);
     },
     async deleteLink(name: string) {
@@ -111,7 +120,7 @@ export function netlinkPoke(c: NetlinkClient): KernelPoke {
         metric: r.metric,
       }]);
     },
-    async deleteRoute(r: { dst: IPv4Net; device?: string }) {
+    async deleteRoute(r: { dst: IPNet; device?: string }) {
       await c.deleteRoutes([{
         dst: r.dst,
         index: r.device === undefined ? undefined : await index(c, r.device),
@@ -120,7 +129,7 @@ export function netlinkPoke(c: NetlinkClient): KernelPoke {
     async replaceNeighbour(n: NeighbourSpec) {
       await c.replaceNeighbours([{ index: await index(c, n.device), ip: n.ip, mac: n.mac }]);
     },
-    async deleteNeighbour(n: { device: string; ip: number }) {
+    async deleteNeighbour(n: { device: string; ip: IPAddr }) {
       await c.deleteNeighbours([{ index: await index(c, n.device), ip: n.ip, mac: null }]);
     },
     async replaceFdb(f: FdbSpec) {
@@ -134,7 +143,7 @@ export function netlinkPoke(c: NetlinkClient): KernelPoke {
 
 /**
  * Run `fn` with a contract harness over a namespace: `ext0` (a bridge, up,
- * MTU 1500, 192.0.2.1/24), the netlink datapath, and a poke.
+ * MTU 1500, 192.0.2.1/24 and fd00::1/64), the netlink datapath, and a poke.
  *
  * @param ns An empty namespace (only `lo`).
  * @param fn The case.
@@ -148,7 +157,7 @@ export async function withNetlinkHarness(
   const client = await openNetlinkClient({ netns: ns });
   try {
     const ext = await client.createBridge({ name: "ext0", mtu: 1500, up: true });
-    await client.addAddresses([{ index: ext.index, ip: 0xc0000201, prefixLen: 24 }]);
+    await client.addAddresses(EXT_ADDRESSES.map((a) => ({ index: ext.index, ...a })));
     const dp = await openNetlinkDatapath({ ...options, netns: ns });
     try {
       await fn({ dp, kernel: netlinkPoke(client) });

@@ -34,7 +34,8 @@
  * @module
  */
 
-import { formatSubnetPair, type IPv4Net } from "../../core/ip.ts";
+import { formatSubnetPair, type IPv4Net, type IPv6Net } from "../../core/ip.ts";
+import { ConfigError } from "../../core/errors.ts";
 import type { Logger } from "../../core/log.ts";
 import { cpuTimeMs } from "../../core/runtime.ts";
 import type { NetworkConfig } from "../../lease/config.ts";
@@ -44,8 +45,13 @@ import type { ApplyResult, Drift, EntryFailure } from "../../datapath/types.ts";
 import { Repairs, type RepairWork } from "../repair.ts";
 import type { BackendContext, Network, PeerChange } from "../types.ts";
 
-/** A peer's entries, or why the peer gets none. */
-export type PeerResult<E> = { readonly entries: E } | { readonly skip: string };
+/**
+ * A peer's entries (with `partial`: why some of them are missing, e.g. a
+ * dual-stack peer whose IPv6 data is unusable), or why the peer gets none.
+ */
+export type PeerResult<E> =
+  | { readonly entries: E; readonly partial?: string }
+  | { readonly skip: string };
 
 /**
  * Where a routed backend's entries go: the kernel (vxlan, host-gw) or a
@@ -143,12 +149,13 @@ class SkipWarner {
 
   constructor(readonly logger: Logger) {}
 
-  skip(key: string, lease: Lease, reason: string): void {
+  skip(key: string, lease: Lease, reason: string, message = "skipping peer lease"): void {
     if (this.#warned.get(key) === reason) return;
     this.#warned.set(key, reason);
-    this.logger.warn("skipping peer lease", {
+    this.logger.warn(message, {
       subnet: key,
       publicIP: lease.attrs.publicIP,
+      ...(lease.attrs.publicIPv6 ? { publicIPv6: lease.attrs.publicIPv6 } : {}),
       reason,
     });
   }
@@ -223,7 +230,8 @@ export function routedNetwork<E>(
       warner.skip(key, peer, r.skip);
       return null;
     }
-    warner.forget(key);
+    if (r.partial) warner.skip(key, peer, r.partial, "peer lease only partly usable");
+    else warner.forget(key);
     return r.entries;
   };
 
@@ -371,6 +379,49 @@ export function routedNetwork<E>(
     run: (signal) => repairs.run(signal),
     notReadyReason: () => target.notReadyReason?.() ?? null,
   };
+}
+
+/** The cluster networks of the enabled families. */
+export interface ClusterNetworks {
+  /** `Network`, when IPv4 is enabled. */
+  readonly ipv4?: IPv4Net;
+  /** `IPv6Network`, when IPv6 is enabled. */
+  readonly ipv6?: IPv6Net;
+}
+
+/**
+ * The cluster networks a kernel backend that carries both families
+ * programs (IPv4, dual-stack or IPv6-only).
+ *
+ * @param config The network config.
+ * @param backend Backend name for messages.
+ * @returns The networks of the enabled families (at least one).
+ * @throws {ConfigError} When an enabled family has no network, or none is enabled.
+ */
+export function clusterNetworksOf(config: NetworkConfig, backend: string): ClusterNetworks {
+  if (config.enableIPv4 && !config.network) {
+    throw new ConfigError(
+      `the ${backend} backend needs "Network" when IPv4 is enabled: set it (e.g. "10.5.0.0/16") or set "EnableIPv4": false`,
+      "Network",
+    );
+  }
+  if (config.enableIPv6 && !config.ipv6Network) {
+    throw new ConfigError(
+      `the ${backend} backend needs "IPv6Network" when IPv6 is enabled: set it (e.g. "fd00:5::/48") or drop "EnableIPv6"`,
+      "IPv6Network",
+    );
+  }
+  const out = {
+    ...(config.enableIPv4 ? { ipv4: config.network } : {}),
+    ...(config.enableIPv6 ? { ipv6: config.ipv6Network } : {}),
+  };
+  if (!out.ipv4 && !out.ipv6) {
+    throw new ConfigError(
+      `the ${backend} backend has no network to carry: enable IPv4 ("Network") or IPv6 ("EnableIPv6" and "IPv6Network")`,
+      "EnableIPv4",
+    );
+  }
+  return out;
 }
 
 /**

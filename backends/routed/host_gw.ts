@@ -1,33 +1,45 @@
 /**
- * The host-gw backend: plain routing, wire-compatible with flannel's.
+ * The host-gw backend: plain routing, wire-compatible with flannel's, for
+ * IPv4, dual-stack and IPv6-only networks.
  *
  * Kernel state it creates, and why:
- * - Per peer one route `<peer subnet> via <peer PublicIP> dev <ext iface>`
- *   in the main table: every host must share one L2 segment, so a peer's
- *   public address is a directly reachable next hop. No device, no
- *   encapsulation; pod MTU = the external interface's MTU.
+ * - Per peer and enabled family one route in the main table:
+ *   `<peer subnet> via <peer PublicIP> dev <ext iface>` and
+ *   `<peer ipv6Subnet> via <peer PublicIPv6> dev <ext iface>`: every host
+ *   must share one L2 segment, so a peer's public address is a directly
+ *   reachable next hop. No device, no encapsulation; pod MTU = the external
+ *   interface's MTU.
  *
- * It refuses to start when the public IP is not an address of the external
- * interface (`--public-ip` behind NAT, or a typo): peers would route to an
- * address that does not lead here. A peer whose PublicIP is not on a
- * connected network fails its route (ENETUNREACH) and is reported; the rest
- * are installed.
+ * It refuses to start when a public address is not an address of the
+ * external interface (`--public-ip`/`--public-ipv6` behind NAT, or a
+ * typo): peers would route to an address that does not lead here. A peer
+ * whose public address is not on a connected network fails its route
+ * (IPv4 ENETUNREACH, IPv6 EHOSTUNREACH) and is reported; the rest are
+ * installed.
  *
- * The lease publishes `BackendType` "host-gw" and no `BackendData`.
- * One instance of the routed-peer engine (`engine.ts`): a peer's route is a
- * pure function of its lease; the kernel target writes only the difference;
- * `run` restores deleted routes, also after the interface comes back up.
+ * The lease publishes `BackendType` "host-gw" and no `BackendData`; with
+ * IPv6 its `PublicIPv6` (flannel's hostgw.go).
+ * One instance of the routed-peer engine (`engine.ts`): a peer's routes are
+ * a pure function of its lease; the kernel target writes only the
+ * difference; `run` restores deleted routes, also after the interface comes
+ * back up.
  *
  * @module
  */
 
 import { type Logger, nullLogger } from "../../core/log.ts";
-import { formatIPv4, isIPv4, parseIPv4 } from "../../core/ip.ts";
-import { ipv4SubnetOf, type Lease } from "../../lease/types.ts";
-import type { Datapath, EntryScope, PeerEntries } from "../../datapath/types.ts";
+import { formatIPNet, type IPNet, isIPv4, isIPv6, parseIPv4, parseIPv6 } from "../../core/ip.ts";
+import type { Lease } from "../../lease/types.ts";
+import type {
+  Datapath,
+  DeviceInfo,
+  EntryScope,
+  PeerEntries,
+  RouteSpec,
+} from "../../datapath/types.ts";
 import type { Backend, BackendContext } from "../types.ts";
 import {
-  ipv4NetworkOf,
+  clusterNetworksOf,
   type PeerResult,
   type RoutedNetwork,
   routedNetwork,
@@ -35,28 +47,76 @@ import {
 } from "./engine.ts";
 import { kernelTarget } from "./target.ts";
 
+/** Which families the routes are for. */
+export interface HostGwFamilies {
+  readonly ipv4: boolean;
+  readonly ipv6: boolean;
+}
+
 /**
- * A peer's route (pure): `<peer subnet> via <peer PublicIP> dev <ext>`.
+ * A peer's routes (pure): `<peer subnet> via <peer PublicIP> dev <ext>`
+ * and, with IPv6, `<peer ipv6Subnet> via <peer PublicIPv6> dev <ext>`. A
+ * peer whose one family is unusable gets the other's route, with a
+ * `partial` reason.
  *
  * @param peer The peer lease.
  * @param extDevice The external interface.
+ * @param families The enabled families (default IPv4 only).
  * @returns The entries, or why the peer is skipped.
  */
-export function hostGwPeerEntries(peer: Lease, extDevice: string): PeerResult<PeerEntries> {
+export function hostGwPeerEntries(
+  peer: Lease,
+  extDevice: string,
+  families: HostGwFamilies = { ipv4: true, ipv6: false },
+): PeerResult<PeerEntries> {
   if (peer.attrs.backendType !== "host-gw") {
     return {
       skip: `backend type is ${JSON.stringify(peer.attrs.backendType ?? "udp")}, not "host-gw"`,
     };
   }
-  if (!peer.subnet) return { skip: "it has no IPv4 subnet (an IPv6-only lease)" };
-  if (!isIPv4(peer.attrs.publicIP)) {
-    return { skip: `PublicIP ${JSON.stringify(peer.attrs.publicIP)} is not IPv4` };
+  const routes: RouteSpec[] = [];
+  const skips: string[] = [];
+  if (families.ipv4) {
+    if (!peer.subnet) skips.push("it has no IPv4 subnet");
+    else if (!isIPv4(peer.attrs.publicIP)) {
+      skips.push(`PublicIP ${JSON.stringify(peer.attrs.publicIP)} is not IPv4`);
+    } else {
+      routes.push({ dst: peer.subnet, gateway: parseIPv4(peer.attrs.publicIP), device: extDevice });
+    }
   }
-  return {
-    entries: {
-      routes: [{ dst: peer.subnet, gateway: parseIPv4(peer.attrs.publicIP), device: extDevice }],
-    },
-  };
+  if (families.ipv6) {
+    const v6 = peer.attrs.publicIPv6;
+    if (!peer.ipv6Subnet) skips.push("it has no IPv6 subnet");
+    else if (!v6 || !isIPv6(v6)) skips.push(`PublicIPv6 ${JSON.stringify(v6 ?? null)} is not IPv6`);
+    else routes.push({ dst: peer.ipv6Subnet, gateway: parseIPv6(v6), device: extDevice });
+  }
+  if (routes.length === 0) return { skip: skips.join("; ") || "no address family is enabled" };
+  return skips.length
+    ? { entries: { routes }, partial: skips.join("; ") }
+    : { entries: { routes } };
+}
+
+/** Why a public address cannot be used by host-gw, or null. */
+function publicAddressProblem(
+  link: DeviceInfo,
+  family: "IPv4" | "IPv6",
+  ifaceAddr: string,
+  extAddr: string,
+): string | null {
+  const flag = family === "IPv6" ? "--public-ipv6" : "--public-ip";
+  const what = family === "IPv6" ? "public IPv6 address" : "public IP";
+  if (extAddr !== ifaceAddr) {
+    return `the ${what} ${extAddr} differs from ${link.name}'s address ${ifaceAddr}, ` +
+      "so this host is probably behind NAT, which host-gw does not support (peers route straight to the public address); " +
+      `drop ${flag}, or use the vxlan backend`;
+  }
+  const ip = family === "IPv6" ? parseIPv6(extAddr) : parseIPv4(extAddr);
+  if (!link.addresses.some((a) => a.ip === ip)) {
+    return `the ${what} ${extAddr} is not an address of ${link.name} (it has ${
+      link.addresses.map(formatIPNet).join(", ") || "none"
+    }); peers would route to an address that does not lead here. Add the address, pick the right interface with --iface, or fix ${flag}`;
+  }
+  return null;
 }
 
 /** Options for {@link hostGwBackend}. */
@@ -90,43 +150,48 @@ async function registerHostGw(
   const dp = options.datapath;
   const log = (options.logger ?? ctx.logger ?? nullLogger).with({ backend: "host-gw" });
   const ext = ctx.extIface;
-  const network = ipv4NetworkOf(ctx.config, "host-gw", log);
-  if (ext.extAddr !== ext.ifaceAddr) {
-    throw new Error(
-      `host-gw cannot start: the public IP ${ext.extAddr} differs from ${ext.name}'s address ${ext.ifaceAddr}, ` +
-        "so this host is probably behind NAT, which host-gw does not support (peers route straight to the public IP); " +
-        "drop --public-ip, or use the vxlan backend",
-    );
-  }
+  const networks = clusterNetworksOf(ctx.config, "host-gw");
   const link = await dp.link(ext.name);
   if (!link) {
     throw new Error(
       `host-gw cannot start: the external interface ${ext.name} (index ${ext.index}) does not exist; pick one with --iface`,
     );
   }
-  const publicIP = parseIPv4(ext.extAddr);
-  if (!link.addresses.some((a) => a.ip === publicIP)) {
-    throw new Error(
-      `host-gw cannot start: the public IP ${ext.extAddr} is not an address of ${link.name} (it has ${
-        link.addresses.map((a) => `${formatIPv4(a.ip)}/${a.prefixLen}`).join(", ") || "none"
-      }); peers would route to an address that does not lead here. Add the address, pick the right interface with --iface, or fix --public-ip`,
-    );
-  }
+  const problems = [
+    networks.ipv4 ? publicAddressProblem(link, "IPv4", ext.ifaceAddr, ext.extAddr) : null,
+    networks.ipv6 && ext.extV6Addr && isIPv6(ext.extV6Addr)
+      ? publicAddressProblem(link, "IPv6", ext.ifaceV6Addr ?? "", ext.extV6Addr)
+      : null,
+    networks.ipv6 && !(ext.extV6Addr && isIPv6(ext.extV6Addr))
+      ? `IPv6 is enabled but ${link.name} has no global IPv6 address to publish; add one or pick another interface with --iface`
+      : null,
+  ].filter((p) => p !== null);
+  if (problems.length) throw new Error(`host-gw cannot start: ${problems.join("; ")}`);
 
-  const lease = await ctx.acquire({ publicIP: ext.extAddr, backendType: "host-gw" }, ctx.signal);
+  const lease = await ctx.acquire({
+    publicIP: networks.ipv4 ? ext.extAddr : "",
+    ...(networks.ipv6 ? { publicIPv6: ext.extV6Addr } : {}),
+    backendType: "host-gw",
+  }, ctx.signal);
+  const own: IPNet[] = [
+    ...(networks.ipv4 && lease.subnet ? [lease.subnet] : []),
+    ...(networks.ipv6 && lease.ipv6Subnet ? [lease.ipv6Subnet] : []),
+  ];
   const scope: EntryScope = {
     name: "host-gw",
-    network,
-    except: [ipv4SubnetOf(lease, "the host-gw backend")],
+    network: (networks.ipv4 ?? networks.ipv6)!,
+    ...(networks.ipv4 && networks.ipv6 ? { ipv6Network: networks.ipv6 } : {}),
+    except: own,
     gatewayDevices: [link.name],
   };
+  const families = { ipv4: networks.ipv4 !== undefined, ipv6: networks.ipv6 !== undefined };
   return routedNetwork(
     "host-gw",
     {
       lease,
       mtu: ext.mtu,
       target: kernelTarget({ datapath: dp, devices: [], scope, logger: log }),
-      peerEntries: (peer) => hostGwPeerEntries(peer, link.name),
+      peerEntries: (peer) => hostGwPeerEntries(peer, link.name, families),
     },
     ctx,
     log,

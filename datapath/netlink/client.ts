@@ -1,7 +1,7 @@
 /**
  * The rtnetlink kernel client: create, read, change and delete links, VXLAN
- * devices, bridges, IPv4 addresses, routes, neighbours and VXLAN fdb
- * entries through a NETLINK_ROUTE socket over FFI, with batched writes and
+ * devices, bridges, addresses, routes and neighbours of both families
+ * (IPv4 and IPv6) and VXLAN fdb entries through a NETLINK_ROUTE socket over FFI, with batched writes and
  * kernel change events. Works the same on Deno and Bun.
  *
  * This is the kernel access under the netlink implementation of the
@@ -257,7 +257,7 @@ export class NetlinkClient {
     return this.#run([deleteLinkRequest(index)], GONE);
   }
 
-  /** IPv4 addresses, of one link or all. */
+  /** Addresses (IPv4 and IPv6, link-local ones included), of one link or all. */
   async listAddresses(index?: number): Promise<Address[]> {
     const out: Address[] = [];
     for (const m of await this.#sock.dump(dumpAddressesRequest())) {
@@ -277,7 +277,7 @@ export class NetlinkClient {
     return this.#throwing(deleteAddressEncoder, addresses, GONE);
   }
 
-  /** IPv4 routes (main table unless the filter says otherwise). */
+  /** IPv4 and IPv6 routes (main table unless the filter says otherwise). */
   async listRoutes(filter: RouteFilter = {}): Promise<Route[]> {
     const table = filter.table ?? RT_TABLE_MAIN;
     const out: Route[] = [];
@@ -309,7 +309,7 @@ export class NetlinkClient {
     return this.#throwing(deleteRouteEncoder, routes, GONE);
   }
 
-  /** IPv4 neighbour entries, of one link or all. */
+  /** IPv4 and IPv6 neighbour entries (any state), of one link or all. */
   async listNeighbours(index?: number): Promise<Neighbour[]> {
     const out: Neighbour[] = [];
     for (const m of await this.#sock.dump(dumpNeighboursRequest())) {
@@ -361,8 +361,8 @@ export class NetlinkClient {
   }
 
   /**
-   * Subscribe to kernel changes (links, IPv4 addresses, IPv4 routes,
-   * neighbours, fdb) and read them without blocking. Subscribed before this
+   * Subscribe to kernel changes (links, addresses and routes of both
+   * families, neighbours, fdb) and read them without blocking. Subscribed before this
    * returns, so changes made after the call are seen.
    *
    * @returns The subscription; `close()` it when done.

@@ -256,6 +256,20 @@ export class NlWriter {
     return this;
   }
 
+  /** Append an IPv6 address (128-bit bigint) attribute in network order. */
+  ipv6(type: number, ip: bigint): this {
+    const at = this.#attr(type, 16);
+    for (let i = 0; i < 4; i++) {
+      this.#view.setUint32(at + i * 4, Number((ip >> BigInt(96 - i * 32)) & 0xffffffffn), false);
+    }
+    return this;
+  }
+
+  /** Append an address of either family: 4 bytes for a number, 16 for a bigint. */
+  ip(type: number, ip: number | bigint): this {
+    return typeof ip === "bigint" ? this.ipv6(type, ip) : this.ipv4(type, ip);
+  }
+
   /** Append a NUL-terminated string attribute. */
   string(type: number, value: string): this {
     const s = new TextEncoder().encode(value);
@@ -434,6 +448,22 @@ export function readI32(b: Uint8Array): number {
 /** Read an IPv4 address (network order) as a uint32. */
 export function readIPv4(b: Uint8Array): number {
   return ((b[0] << 24) | (b[1] << 16) | (b[2] << 8) | b[3]) >>> 0;
+}
+
+/** Read an IPv6 address (16 bytes, network order) as a bigint. */
+export function readIPv6(b: Uint8Array): bigint {
+  const v = view(b);
+  let n = 0n;
+  for (let i = 0; i < 4; i++) n = (n << 32n) | BigInt(v.getUint32(i * 4, false));
+  return n;
+}
+
+/**
+ * Read an address attribute of either family by its length: 4 bytes →
+ * IPv4 (number), 16 bytes → IPv6 (bigint), anything else → null.
+ */
+export function readIP(b: Uint8Array): number | bigint | null {
+  return b.length === 4 ? readIPv4(b) : b.length === 16 ? readIPv6(b) : null;
 }
 
 /** Read a NUL-terminated string payload. */

@@ -19,7 +19,7 @@
  */
 
 import { sleepQuietly, whenAborted } from "../../core/abort.ts";
-import { formatIPv4 } from "../../core/ip.ts";
+import { formatIP, isLinkLocalIPv6 } from "../../core/ip.ts";
 import { type Clock, systemClock } from "../../core/clock.ts";
 import { addressChanges, describeAddress, vxlanIncompatibility } from "../devices.ts";
 import {
@@ -29,6 +29,7 @@ import {
   noneTouched,
   type Plan,
   planChanges,
+  sameScope,
 } from "../plan.ts";
 import type {
   ApplyResult,
@@ -52,7 +53,7 @@ import {
   openNetlinkClient,
 } from "./client.ts";
 import { NetlinkError } from "./error.ts";
-import { RT_TABLE_MAIN } from "./kernel.ts";
+import { IPV6_DEFAULT_METRIC, RT_TABLE_MAIN } from "./kernel.ts";
 import {
   installedRoute,
   namedFdb,
@@ -81,10 +82,6 @@ export interface NetlinkDatapathStats {
 }
 
 const ENODEV = 19;
-
-function sameScope(a: EntryScope, b: EntryScope): boolean {
-  return JSON.stringify(a) === JSON.stringify(b);
-}
 
 /** The netlink Datapath; open one with {@link openNetlinkDatapath}. */
 export class NetlinkDatapath implements Datapath {
@@ -168,7 +165,9 @@ export class NetlinkDatapath implements Datapath {
       mtu: link.mtu,
       mac: link.mac,
       up: link.up,
-      addresses: addresses.map((a) => ({ ip: a.ip, prefixLen: a.prefixLen })),
+      addresses: addresses.filter((a) => !isLinkLocalIPv6(a.ip)).map((a) =>
+        ({ ip: a.ip, prefixLen: a.prefixLen }) as DeviceInfo["addresses"][number]
+      ),
       vxlan: link.vxlan,
     };
   }
@@ -274,7 +273,7 @@ export class NetlinkDatapath implements Datapath {
     }
     if (remove.length > 0) {
       changes.push(`removed ${remove.map(describeAddress).join(", ")}`);
-      await c.deleteAddresses(remove.map((a) => ({ index, ...a })));
+      await c.deleteAddresses(remove);
     }
     if (!link.up) {
       changes.push("set up");
@@ -416,7 +415,12 @@ export class NetlinkDatapath implements Datapath {
       plan.deleteRoutes,
       "route",
       dev,
-      (r: InstalledRoute, i) => ({ ...route(r, i), table: RT_TABLE_MAIN, metric: r.metric }),
+      (r: InstalledRoute, i) => ({
+        ...route(r, i),
+        table: RT_TABLE_MAIN,
+        // the view shows IPv6's default metric as 0; the kernel matches 1024 exactly
+        metric: typeof r.dst.ip === "bigint" && r.metric === 0 ? IPV6_DEFAULT_METRIC : r.metric,
+      }),
       describeRoute,
       (r) => v.removeRoute(r),
     );
@@ -504,11 +508,11 @@ export class NetlinkDatapath implements Datapath {
 }
 
 function describeNeighbour(n: NeighbourSpec): string {
-  return `${formatIPv4(n.ip)} lladdr ${n.mac} dev ${n.device}`;
+  return `${formatIP(n.ip)} lladdr ${n.mac} dev ${n.device}`;
 }
 
 function describeFdb(f: FdbSpec): string {
-  return `${f.mac} dev ${f.device} dst ${formatIPv4(f.dst)}`;
+  return `${f.mac} dev ${f.device} dst ${formatIP(f.dst)}`;
 }
 
 /**

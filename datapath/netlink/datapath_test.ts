@@ -19,6 +19,7 @@ import {
   vxlanPeer,
   waitForDrift,
 } from "../../testing/datapath_contract.ts";
+import { datapathContractIPv6 } from "../../testing/datapath_contract_ipv6.ts";
 import { withNetlinkHarness } from "../../testing/netlink_poke.ts";
 import { createNetns, deleteNetns, sweepNetns } from "../../testing/netns.ts";
 import type { PeerEntries } from "../types.ts";
@@ -42,7 +43,7 @@ async function inNamespace(fn: (ns: string) => Promise<void>): Promise<void> {
   }
 }
 
-for (const c of datapathContract) {
+for (const c of [...datapathContract, ...datapathContractIPv6]) {
   Deno.test({
     name: `NetlinkDatapath contract: ${c.name}`,
     ...opts,
@@ -60,7 +61,7 @@ Deno.test({
     assert.equal(r.status, 0, `bun contract run failed:\n${r.stdout}\n${r.stderr}`);
     const out = JSON.parse(last);
     assert.equal(out.runtime, "bun");
-    assert.equal(out.passed, datapathContract.length);
+    assert.equal(out.passed, datapathContract.length + datapathContractIPv6.length);
   },
 });
 

@@ -1,17 +1,18 @@
 /**
- * The kernel's objects as rtnetlink reports and takes them: links, IPv4
- * addresses, routes, neighbours and VXLAN fdb entries (by interface index),
+ * The kernel's objects as rtnetlink reports and takes them: links, IPv4 and
+ * IPv6 addresses, routes, neighbours and VXLAN fdb entries (by interface index),
  * their change events, and the constants weft uses. The vocabulary of
  * `NetlinkClient` (`client.ts`), the kernel client under the netlink
  * implementation of the Datapath seam.
  *
- * IPv4 addresses are unsigned 32-bit integers, networks `{ ip, prefixLen }`,
- * MAC addresses lowercase `aa:bb:cc:dd:ee:ff` strings.
+ * IPv4 addresses are unsigned 32-bit integers, IPv6 addresses bigints
+ * (the type tells the family), networks `{ ip, prefixLen }`, MAC addresses
+ * lowercase `aa:bb:cc:dd:ee:ff` strings.
  *
  * @module
  */
 
-import type { IPv4Net } from "../../core/ip.ts";
+import type { IPAddr, IPNet } from "../../core/ip.ts";
 import type { VxlanInfo } from "../types.ts";
 
 export type { VxlanInfo };
@@ -34,6 +35,11 @@ export const RT_SCOPE_LINK = 253;
 export const RT_SCOPE_HOST = 254;
 /** Route type unicast. */
 export const RTN_UNICAST = 1;
+/**
+ * The metric the kernel gives an IPv6 route written without one
+ * (`IP6_RT_PRIO_USER`): IPv6 routes cannot have metric 0.
+ */
+export const IPV6_DEFAULT_METRIC = 1024;
 /** Route type blackhole: packets to it are dropped silently. */
 export const RTN_BLACKHOLE = 6;
 
@@ -62,8 +68,8 @@ export interface VxlanSpec {
   readonly vni: number;
   /** Destination UDP port (flannel: 8472). */
   readonly port: number;
-  /** Source IPv4 address. */
-  readonly local?: number;
+  /** Source address: IPv4 (number) or IPv6 (bigint, an IPv6 VXLAN device). */
+  readonly local?: IPAddr;
   /** Underlay device index. */
   readonly link?: number;
   /** Learn remote MACs (flannel: false = `nolearning`). */
@@ -94,27 +100,32 @@ export interface LinkChanges {
   readonly master?: number;
 }
 
-/** An IPv4 address on a link. */
+/** An IPv4 or IPv6 address on a link. */
 export interface Address {
   /** Link index. */
   readonly index: number;
-  readonly ip: number;
+  readonly ip: IPAddr;
   readonly prefixLen: number;
-  /** `IFA_F_*` flags (lists only), e.g. 0x80 permanent, 0x01 secondary, 0x20 deprecated. */
+  /**
+   * `IFA_F_*` flags: in lists, as the kernel reports them (e.g. 0x80
+   * permanent, 0x01 secondary, 0x20 deprecated); when writing an IPv6
+   * address, the flags to write it with (default `IFA_F_NODAD`).
+   */
   readonly flags?: number;
   /** `RT_SCOPE_*` (lists only): 0 global, 253 link, 254 host. */
   readonly scope?: number;
 }
 
 /**
- * An IPv4 route. When writing, only `dst` is required: the table defaults
- * to main, protocol to boot, scope to universe with a gateway and link
+ * An IPv4 or IPv6 route (the family of `dst`; the gateway is of the same
+ * family). When writing, only `dst` is required: the table defaults to
+ * main, protocol to boot, scope to universe with a gateway and link
  * without, type to unicast. Lists fill in every field.
  */
 export interface Route {
-  readonly dst: IPv4Net;
+  readonly dst: IPNet;
   /** Next hop, or null/absent for a directly connected route. */
-  readonly gateway?: number | null;
+  readonly gateway?: IPAddr | null;
   /** Output device index, or null/absent to let the kernel pick from the gateway. */
   readonly index?: number | null;
   /** `RTNH_F_ONLINK`: the gateway is on the link even without a matching address. */
@@ -123,15 +134,18 @@ export interface Route {
   readonly protocol?: number;
   readonly scope?: number;
   readonly type?: number;
-  /** `RTA_PRIORITY` (metric), 0 when absent. */
+  /**
+   * `RTA_PRIORITY` (metric), 0 when absent; IPv6 routes written with 0 get
+   * {@link IPV6_DEFAULT_METRIC}.
+   */
   readonly metric?: number;
 }
 
-/** An IPv4 neighbour (ARP) entry. */
+/** An IPv4 neighbour (ARP) or IPv6 neighbour (NDP) entry. */
 export interface Neighbour {
   /** Link index. */
   readonly index: number;
-  readonly ip: number;
+  readonly ip: IPAddr;
   /** Link-layer address, or null for an unresolved entry (lists only). */
   readonly mac: string | null;
   /** `NUD_*` state; writes default to `NUD_PERMANENT`. */
@@ -146,8 +160,8 @@ export interface FdbEntry {
   /** Link index (the VXLAN device). */
   readonly index: number;
   readonly mac: string;
-  /** Remote VTEP IPv4 address, or null for entries without one (lists only). */
-  readonly dst: number | null;
+  /** Remote VTEP address (IPv4, or IPv6 on an IPv6 VXLAN device), or null for entries without one (lists only). */
+  readonly dst: IPAddr | null;
   /** `NUD_*` state; writes default to `NUD_PERMANENT`. */
   readonly state?: number;
 }

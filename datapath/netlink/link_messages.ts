@@ -6,7 +6,7 @@
  * @module
  */
 
-import { formatIPv4 } from "../../core/ip.ts";
+import { formatIP } from "../../core/ip.ts";
 import {
   NLM_F_CREATE,
   NLM_F_DUMP,
@@ -15,6 +15,7 @@ import {
   parseAttrs,
   readBe16,
   readIPv4,
+  readIPv6,
   readMac,
   readString,
   readU32,
@@ -54,6 +55,8 @@ export const IFLA_VXLAN_LOCAL = 4;
 export const IFLA_VXLAN_LEARNING = 7;
 /** VXLAN link attribute (inside IFLA_INFO_DATA) `IFLA_VXLAN_PORT`. */
 export const IFLA_VXLAN_PORT = 15;
+/** VXLAN link attribute (inside IFLA_INFO_DATA) `IFLA_VXLAN_LOCAL6`: an IPv6 source. */
+export const IFLA_VXLAN_LOCAL6 = 17;
 /** VXLAN link attribute (inside IFLA_INFO_DATA) `IFLA_VXLAN_GBP`. */
 export const IFLA_VXLAN_GBP = 23;
 /** Link flag `IFF_UP`. */
@@ -143,7 +146,8 @@ export function createVxlanRequest(spec: VxlanSpec): NlRequest {
     w.nest(IFLA_INFO_DATA, () => {
       w.u32(IFLA_VXLAN_ID, spec.vni);
       if (spec.link !== undefined && spec.link > 0) w.u32(IFLA_VXLAN_LINK, spec.link);
-      if (spec.local !== undefined) w.ipv4(IFLA_VXLAN_LOCAL, spec.local);
+      if (typeof spec.local === "bigint") w.ipv6(IFLA_VXLAN_LOCAL6, spec.local);
+      else if (spec.local !== undefined) w.ipv4(IFLA_VXLAN_LOCAL, spec.local);
       w.be16(IFLA_VXLAN_PORT, spec.port);
       w.u8(IFLA_VXLAN_LEARNING, spec.learning ? 1 : 0);
       if (spec.gbp) w.flag(IFLA_VXLAN_GBP);
@@ -155,7 +159,7 @@ export function createVxlanRequest(spec: VxlanSpec): NlRequest {
     body: w.finish(),
     describe: () =>
       `RTM_NEWLINK create vxlan ${spec.name} (vni ${spec.vni}, port ${spec.port}${
-        spec.local !== undefined ? `, local ${formatIPv4(spec.local)}` : ""
+        spec.local !== undefined ? `, local ${formatIP(spec.local)}` : ""
       }${spec.link ? `, dev ${spec.link}` : ""}${spec.learning ? "" : ", nolearning"}${
         spec.gbp ? ", gbp" : ""
       }${spec.mac ? `, address ${spec.mac}` : ""}${spec.mtu ? `, mtu ${spec.mtu}` : ""})`,
@@ -241,11 +245,16 @@ export function decodeLink(body: Uint8Array): Link {
     if (kind === "vxlan" && data) {
       const d = parseAttrs(data);
       const id = d.get(IFLA_VXLAN_ID), link = d.get(IFLA_VXLAN_LINK);
-      const local = d.get(IFLA_VXLAN_LOCAL), port = d.get(IFLA_VXLAN_PORT);
+      const local = d.get(IFLA_VXLAN_LOCAL), local6 = d.get(IFLA_VXLAN_LOCAL6);
+      const port = d.get(IFLA_VXLAN_PORT);
       const learning = d.get(IFLA_VXLAN_LEARNING);
       vxlan = {
         vni: id ? readU32(id) : 0,
-        local: local && local.length === 4 ? readIPv4(local) : null,
+        local: local && local.length === 4
+          ? readIPv4(local)
+          : local6 && local6.length === 16
+          ? readIPv6(local6)
+          : null,
         link: link ? readU32(link) || null : null,
         port: port ? readBe16(port) : 0,
         learning: learning ? readU8(learning) !== 0 : false,

@@ -27,9 +27,14 @@ export const RTMGRP_NEIGH = 0x4;
 export const RTMGRP_IPV4_IFADDR = 0x10;
 /** Multicast group bit `RTMGRP_IPV4_ROUTE`. */
 export const RTMGRP_IPV4_ROUTE = 0x40;
+/** Multicast group bit `RTMGRP_IPV6_IFADDR`. */
+export const RTMGRP_IPV6_IFADDR = 0x100;
+/** Multicast group bit `RTMGRP_IPV6_ROUTE`. */
+export const RTMGRP_IPV6_ROUTE = 0x400;
 
-/** The groups the kernel client subscribes to for change events. */
-export const EVENT_GROUPS = RTMGRP_LINK | RTMGRP_NEIGH | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE;
+/** The groups the kernel client subscribes to for change events (both families). */
+export const EVENT_GROUPS = RTMGRP_LINK | RTMGRP_NEIGH | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE |
+  RTMGRP_IPV6_IFADDR | RTMGRP_IPV6_ROUTE;
 
 /**
  * Turn a multicast notification into a {@link KernelEvent}; null for

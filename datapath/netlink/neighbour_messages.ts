@@ -1,12 +1,13 @@
 /**
- * rtnetlink neighbour messages: IPv4 neighbours (ARP entries) and VXLAN
- * forwarding-database entries (`AF_BRIDGE`, `NTF_SELF`): replace, append,
+ * rtnetlink neighbour messages: IPv4 neighbours (ARP entries), IPv6
+ * neighbours (NDP entries) and VXLAN forwarding-database entries
+ * (`AF_BRIDGE`, `NTF_SELF`, with an IPv4 or IPv6 remote): replace, append,
  * delete, dump, decode.
  *
  * @module
  */
 
-import { formatIPv4 } from "../../core/ip.ts";
+import { formatIP } from "../../core/ip.ts";
 import {
   NLM_F_APPEND,
   NLM_F_CREATE,
@@ -14,14 +15,17 @@ import {
   NLM_F_REPLACE,
   NlWriter,
   parseAttrs,
-  readIPv4,
+  readIP,
   readMac,
 } from "./codec.ts";
 import {
   AF_BRIDGE,
   AF_INET,
+  AF_INET6,
+  AF_UNSPEC,
   type BatchEncoder,
   batchEncoder,
+  familyOf,
   type Kind,
   type NlRequest,
   request,
@@ -66,24 +70,24 @@ const neighbourReplace: Kind<Neighbour> = {
     if (n.mac === null) {
       throw new TypeError(
         `Cannot replace neighbour ${
-          formatIPv4(n.ip)
+          formatIP(n.ip)
         } dev ${n.index}: mac is null; give a MAC address`,
       );
     }
-    ndmsg(w, AF_INET, n.index, n.state ?? NUD_PERMANENT, 0, RTN_UNICAST);
-    w.ipv4(NDA_DST, n.ip).mac(NDA_LLADDR, n.mac);
+    ndmsg(w, familyOf(n.ip), n.index, n.state ?? NUD_PERMANENT, 0, RTN_UNICAST);
+    w.ip(NDA_DST, n.ip).mac(NDA_LLADDR, n.mac);
   },
-  describe: (n) => `RTM_NEWNEIGH replace ${formatIPv4(n.ip)} lladdr ${n.mac} dev ${n.index}`,
+  describe: (n) => `RTM_NEWNEIGH replace ${formatIP(n.ip)} lladdr ${n.mac} dev ${n.index}`,
 };
 
 const neighbourDelete: Kind<Neighbour> = {
   type: RTM_DELNEIGH,
   flags: 0,
   body: (w, n) => {
-    ndmsg(w, AF_INET, n.index, 0, 0);
-    w.ipv4(NDA_DST, n.ip);
+    ndmsg(w, familyOf(n.ip), n.index, 0, 0);
+    w.ip(NDA_DST, n.ip);
   },
-  describe: (n) => `RTM_DELNEIGH ${formatIPv4(n.ip)} dev ${n.index}`,
+  describe: (n) => `RTM_DELNEIGH ${formatIP(n.ip)} dev ${n.index}`,
 };
 
 /** Batch encoder for {@link replaceNeighbourRequest}. */
@@ -105,9 +109,9 @@ export function deleteNeighbourRequest(n: Neighbour): NlRequest {
   return request(neighbourDelete, n);
 }
 
-/** Dump IPv4 neighbours. */
+/** Dump IPv4 and IPv6 neighbours. */
 export function dumpNeighboursRequest(): NlRequest {
-  ndmsg(scratch, AF_INET, 0, 0, 0);
+  ndmsg(scratch, AF_UNSPEC, 0, 0, 0);
   return {
     type: RTM_GETNEIGH,
     flags: NLM_F_DUMP,
@@ -117,13 +121,13 @@ export function dumpNeighboursRequest(): NlRequest {
 }
 
 function describeFdb(e: FdbEntry): string {
-  return `${e.mac} dev ${e.index}${e.dst !== null ? ` dst ${formatIPv4(e.dst)}` : ""} self`;
+  return `${e.mac} dev ${e.index}${e.dst !== null ? ` dst ${formatIP(e.dst)}` : ""} self`;
 }
 
 function fdbBody(w: NlWriter, e: FdbEntry, state: number): void {
   ndmsg(w, AF_BRIDGE, e.index, state, NTF_SELF);
   w.mac(NDA_LLADDR, e.mac);
-  if (e.dst !== null) w.ipv4(NDA_DST, e.dst);
+  if (e.dst !== null) w.ip(NDA_DST, e.dst);
 }
 
 const fdbKinds: Record<"append" | "replace" | "delete", Kind<FdbEntry>> = {
@@ -175,15 +179,16 @@ export function dumpFdbRequest(): NlRequest {
   };
 }
 
-/** A decoded neighbour message: an IPv4 neighbour, an fdb entry, or neither. */
+/** A decoded neighbour message: an IPv4 or IPv6 neighbour, an fdb entry, or neither. */
 export type DecodedNeigh =
   | { kind: "neighbour"; neighbour: Neighbour }
   | { kind: "fdb"; fdb: FdbEntry }
   | null;
 
 /**
- * Decode an RTM_NEWNEIGH/RTM_DELNEIGH body into an IPv4 neighbour
- * (AF_INET) or an fdb entry (AF_BRIDGE with NTF_SELF); null otherwise.
+ * Decode an RTM_NEWNEIGH/RTM_DELNEIGH body into an IPv4 or IPv6 neighbour
+ * (AF_INET, AF_INET6) or an fdb entry (AF_BRIDGE with NTF_SELF, its remote
+ * IPv4 or IPv6 by the attribute's length); null otherwise.
  *
  * @throws {SyntaxError} When the body is too short.
  */
@@ -196,13 +201,13 @@ export function decodeNeigh(body: Uint8Array): DecodedNeigh {
   const flags = body[10];
   const a = parseAttrs(body.subarray(12));
   const dst = a.get(NDA_DST), ll = a.get(NDA_LLADDR);
-  if (family === AF_INET) {
-    if (!dst || dst.length !== 4) return null;
+  if (family === AF_INET || family === AF_INET6) {
+    if (!dst || dst.length !== (family === AF_INET6 ? 16 : 4)) return null;
     return {
       kind: "neighbour",
       neighbour: {
         index,
-        ip: readIPv4(dst),
+        ip: readIP(dst)!,
         mac: ll && ll.length === 6 ? readMac(ll) : null,
         state,
       },
@@ -212,7 +217,7 @@ export function decodeNeigh(body: Uint8Array): DecodedNeigh {
     if (!ll || ll.length !== 6) return null;
     return {
       kind: "fdb",
-      fdb: { index, mac: readMac(ll), dst: dst && dst.length === 4 ? readIPv4(dst) : null, state },
+      fdb: { index, mac: readMac(ll), dst: dst ? readIP(dst) : null, state },
     };
   }
   return null;

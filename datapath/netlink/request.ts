@@ -15,6 +15,13 @@ export const AF_UNSPEC = 0;
 export const AF_INET = 2;
 /** Address family `AF_BRIDGE`. */
 export const AF_BRIDGE = 7;
+/** Address family `AF_INET6`. */
+export const AF_INET6 = 10;
+
+/** The address family of an address: `AF_INET6` for a bigint, else `AF_INET`. */
+export function familyOf(ip: number | bigint): number {
+  return typeof ip === "bigint" ? AF_INET6 : AF_INET;
+}
 
 /**
  * One request, before the socket adds the header: message type, `NLM_F_*`

@@ -1,10 +1,11 @@
 /**
- * rtnetlink IPv4 route messages: replace, delete, dump, decode.
+ * rtnetlink route messages, IPv4 and IPv6 (the family of the destination):
+ * replace, delete, dump (both families), decode.
  *
  * @module
  */
 
-import { formatIPv4, formatIPv4Net } from "../../core/ip.ts";
+import { formatIP, formatIPNet } from "../../core/ip.ts";
 import {
   NLM_F_CREATE,
   NLM_F_DUMP,
@@ -12,13 +13,16 @@ import {
   NLM_F_REPLACE,
   NlWriter,
   parseAttrs,
-  readIPv4,
+  readIP,
   readU32,
 } from "./codec.ts";
 import {
   AF_INET,
+  AF_INET6,
+  AF_UNSPEC,
   type BatchEncoder,
   batchEncoder,
+  familyOf,
   type Kind,
   type NlRequest,
   request,
@@ -60,6 +64,7 @@ export const RT_SCOPE_NOWHERE = 255;
 
 function rtmsg(
   w: NlWriter,
+  family: number,
   dstLen: number,
   table: number,
   protocol: number,
@@ -68,7 +73,7 @@ function rtmsg(
   flags: number,
 ): void {
   const at = w.header(12);
-  w.put8(at, AF_INET);
+  w.put8(at, family);
   w.put8(at + 1, dstLen);
   w.put8(at + 4, table < 256 ? table : 0);
   w.put8(at + 5, protocol);
@@ -79,8 +84,8 @@ function rtmsg(
 
 /** Describe a route the way `ip route` prints it. */
 export function describeRoute(r: Route): string {
-  let s = (r.type === RTN_BLACKHOLE ? "blackhole " : "") + formatIPv4Net(r.dst);
-  if (r.gateway !== undefined && r.gateway !== null) s += ` via ${formatIPv4(r.gateway)}`;
+  let s = (r.type === RTN_BLACKHOLE ? "blackhole " : "") + formatIPNet(r.dst);
+  if (r.gateway !== undefined && r.gateway !== null) s += ` via ${formatIP(r.gateway)}`;
   if (r.index !== undefined && r.index !== null) s += ` dev ${r.index}`;
   if (r.onlink) s += " onlink";
   if (r.table !== undefined && r.table !== RT_TABLE_MAIN) s += ` table ${r.table}`;
@@ -89,8 +94,8 @@ export function describeRoute(r: Route): string {
 }
 
 function routeAttrs(w: NlWriter, r: Route, table: number): void {
-  if (r.dst.prefixLen > 0) w.ipv4(RTA_DST, r.dst.ip);
-  if (r.gateway !== undefined && r.gateway !== null) w.ipv4(RTA_GATEWAY, r.gateway);
+  if (r.dst.prefixLen > 0) w.ip(RTA_DST, r.dst.ip);
+  if (r.gateway !== undefined && r.gateway !== null) w.ip(RTA_GATEWAY, r.gateway);
   if (r.index !== undefined && r.index !== null) w.u32(RTA_OIF, r.index);
   if (r.metric) w.u32(RTA_PRIORITY, r.metric);
   if (table >= 256) w.u32(RTA_TABLE, table);
@@ -104,6 +109,7 @@ const routeReplace: Kind<Route> = {
     const hasGw = r.gateway !== undefined && r.gateway !== null;
     rtmsg(
       w,
+      familyOf(r.dst.ip),
       r.dst.prefixLen,
       table,
       r.protocol ?? RTPROT_BOOT,
@@ -127,7 +133,7 @@ const routeDelete: Kind<Route> = {
   flags: 0,
   body: (w, r) => {
     const table = r.table ?? RT_TABLE_MAIN;
-    rtmsg(w, r.dst.prefixLen, table, 0, RT_SCOPE_NOWHERE, 0, 0);
+    rtmsg(w, familyOf(r.dst.ip), r.dst.prefixLen, table, 0, RT_SCOPE_NOWHERE, 0, 0);
     routeAttrs(w, r, table);
   },
   describe: (r) => `RTM_DELROUTE ${describeRoute(r)}`,
@@ -150,9 +156,9 @@ export function deleteRouteRequest(r: Route): NlRequest {
   return request(routeDelete, r);
 }
 
-/** Dump IPv4 routes (all tables). */
+/** Dump IPv4 and IPv6 routes (all tables). */
 export function dumpRoutesRequest(): NlRequest {
-  rtmsg(scratch, 0, 0, 0, 0, 0, 0);
+  rtmsg(scratch, AF_UNSPEC, 0, 0, 0, 0, 0, 0);
   return {
     type: RTM_GETROUTE,
     flags: NLM_F_DUMP,
@@ -162,22 +168,28 @@ export function dumpRoutesRequest(): NlRequest {
 }
 
 /**
- * Decode an RTM_NEWROUTE/RTM_DELROUTE body; null for non-IPv4 and cloned (cache) routes.
+ * Decode an RTM_NEWROUTE/RTM_DELROUTE body; null for families other than
+ * IPv4 and IPv6 and for cloned (cache) routes. A gateway of the other
+ * family (an IPv4 route via an IPv6 next hop, `RTA_VIA`) is not read.
  *
  * @throws {SyntaxError} When the body is too short.
  */
 export function decodeRoute(body: Uint8Array): Route | null {
   if (body.length < 12) throw new SyntaxError(`Cannot decode rtmsg: ${body.length} bytes`);
-  if (body[0] !== AF_INET) return null;
+  const family = body[0];
+  if (family !== AF_INET && family !== AF_INET6) return null;
+  const size = family === AF_INET6 ? 16 : 4;
   const v = new DataView(body.buffer, body.byteOffset, body.byteLength);
   const flags = v.getUint32(8, true);
   if (flags & RTM_F_CLONED) return null;
   const a = parseAttrs(body.subarray(12));
   const dst = a.get(RTA_DST), gw = a.get(RTA_GATEWAY), oif = a.get(RTA_OIF);
   const prio = a.get(RTA_PRIORITY), table = a.get(RTA_TABLE);
+  const zero = family === AF_INET6 ? 0n : 0;
+  const dstIP = (dst && dst.length === size ? readIP(dst) : null) ?? zero;
   return {
-    dst: { ip: dst ? readIPv4(dst) : 0, prefixLen: body[1] },
-    gateway: gw && gw.length === 4 ? readIPv4(gw) : null,
+    dst: { ip: dstIP, prefixLen: body[1] } as Route["dst"],
+    gateway: gw && gw.length === size ? readIP(gw) : null,
     index: oif ? readU32(oif) : null,
     onlink: (flags & RTNH_F_ONLINK) !== 0,
     table: table ? readU32(table) : body[4],

@@ -13,12 +13,14 @@
  * The kernel flushes a device's routes (silently, for IPv4) and neighbours
  * when it goes down, and everything on it when it is deleted; the view
  * does the same, and when a device comes up the desired entries on it that
- * are missing are reported.
+ * are missing are reported. IPv6 routes the kernel reports with its
+ * default metric 1024 (what a route written without one gets) are viewed
+ * with metric 0, as they were asked.
  *
  * @module
  */
 
-import { formatIPv4, formatIPv4Net } from "../../core/ip.ts";
+import { formatIP, formatIPNet, type IPAddr } from "../../core/ip.ts";
 import {
   DesiredTable,
   dstKey,
@@ -38,6 +40,7 @@ import type { DeviceSpec, Drift, EntryScope, FdbSpec, NeighbourSpec } from "../t
 import {
   type Address,
   type FdbEntry,
+  IPV6_DEFAULT_METRIC,
   type KernelEvent,
   type Link,
   type Neighbour,
@@ -49,8 +52,8 @@ import {
 
 /**
  * Links by index and by name, and which IPv4 addresses each holds (the
- * kernel flushes a device's routes and neighbours when its last IPv4
- * address goes, as when it goes down).
+ * kernel flushes a device's IPv4 routes and neighbours when its last IPv4
+ * address goes, as when it goes down). IPv6 addresses are not counted.
  */
 export class LinkTable {
   readonly #byIndex = new Map<number, Link>();
@@ -63,8 +66,9 @@ export class LinkTable {
     for (const a of addresses) this.addAddress(a);
   }
 
-  /** Record an address; true when it is the device's first. */
+  /** Record an IPv4 address; true when it is the device's first (always false for IPv6). */
   addAddress(a: Address): boolean {
+    if (typeof a.ip === "bigint") return false;
     let set = this.#addresses.get(a.index);
     if (!set) this.#addresses.set(a.index, set = new Set());
     const first = set.size === 0;
@@ -72,8 +76,9 @@ export class LinkTable {
     return first;
   }
 
-  /** Forget an address; true when the device has none left. */
+  /** Forget an IPv4 address; true when the device has none left (always false for IPv6). */
   removeAddress(a: Address): boolean {
+    if (typeof a.ip === "bigint") return false;
     const set = this.#addresses.get(a.index);
     if (!set?.delete(`${a.ip}/${a.prefixLen}`)) return false;
     return set.size === 0;
@@ -126,12 +131,13 @@ export function installedRoute(r: Route, links: LinkTable): InstalledRoute | nul
   if ((r.table ?? RT_TABLE_MAIN) !== RT_TABLE_MAIN || r.protocol === RTPROT_KERNEL) return null;
   const device = links.name(r.index);
   if (device === undefined) return null;
+  const metric = r.metric ?? 0;
   return {
     dst: r.dst,
     ...(r.gateway !== null && r.gateway !== undefined ? { gateway: r.gateway } : {}),
     device,
     onlink: r.onlink ?? false,
-    metric: r.metric ?? 0,
+    metric: typeof r.dst.ip === "bigint" && metric === IPV6_DEFAULT_METRIC ? 0 : metric,
   };
 }
 
@@ -211,7 +217,7 @@ export class InstalledView {
   }
 
   /** Forget a neighbour. */
-  removeNeighbour(n: { device: string; ip: number }): void {
+  removeNeighbour(n: { device: string; ip: IPAddr }): void {
     this.neighbours.delete(neighbourKey(n));
   }
 
@@ -235,14 +241,20 @@ export class InstalledView {
     else this.fdb.delete(k);
   }
 
-  /** Forget what a device held: its routes and neighbours (down), and its fdb (deleted). */
-  dropDevice(device: string, fdbToo: boolean): void {
+  /**
+   * Forget what a device held: its routes and neighbours (down; with
+   * `ipv4Only`, as when its last IPv4 address goes, only the IPv4 ones), and
+   * its fdb (deleted).
+   */
+  dropDevice(device: string, fdbToo: boolean, ipv4Only = false): void {
+    const gone = (x: { device: string }, ip: IPAddr) =>
+      x.device === device && (!ipv4Only || typeof ip === "number");
     for (const [k, list] of this.routes) {
-      const rest = list.filter((r) => r.device !== device);
+      const rest = list.filter((r) => !gone(r, r.dst.ip));
       if (rest.length === 0) this.routes.delete(k);
       else if (rest.length !== list.length) this.routes.set(k, rest);
     }
-    for (const [k, n] of this.neighbours) if (n.device === device) this.neighbours.delete(k);
+    for (const [k, n] of this.neighbours) if (gone(n, n.ip)) this.neighbours.delete(k);
     if (fdbToo) {
       for (const [k, list] of this.fdb) if (list[0]?.device === device) this.fdb.delete(k);
     }
@@ -312,6 +324,11 @@ class DriftBatch {
     this.devices.set(name, reason); // the latest says most: down, then deleted
   }
 
+  /** A device reason that says less than one already given (an address flushed by a down). */
+  deviceUnlessKnown(name: string, reason: string): void {
+    if (!this.devices.has(name)) this.devices.set(name, reason);
+  }
+
   entry(table: string, key: string, reason: string): void {
     const e = this.entries.get(table);
     if (e) e.keys.add(key);
@@ -368,10 +385,10 @@ export class Tracker {
             e.action === "del" && spec && !this.ensuring.has(spec.name) &&
             spec.addresses.some((a) => a.ip === e.address.ip && a.prefixLen === e.address.prefixLen)
           ) {
-            batch.device(
+            batch.deviceUnlessKnown(
               spec.name,
               `address ${
-                formatIPv4(e.address.ip)
+                formatIP(e.address.ip)
               }/${e.address.prefixLen} was removed from ${spec.name}`,
             );
           }
@@ -404,8 +421,8 @@ export class Tracker {
   ): void {
     if (action === "del") {
       if (this.links.removeAddress(a)) {
-        // Its last IPv4 address went: the kernel flushed its routes and neighbours.
-        for (const t of this.tables.values()) t.view.dropDevice(name, false);
+        // Its last IPv4 address went: the kernel flushed its IPv4 routes and neighbours.
+        for (const t of this.tables.values()) t.view.dropDevice(name, false, true);
       }
     } else if (this.links.addAddress(a) && this.links.get(a.index)?.up) {
       this.#reportMissing(name, `${name} got an address again`, batch, quiet);
@@ -471,9 +488,9 @@ export class Tracker {
       const want = route.metric === 0 ? t.desired.route(dstKey(route.dst)) : undefined;
       if (!want || this.#quiet(t, want.spec.device, quiet)) continue;
       if (action === "del" && sameRoute(want.spec, route)) {
-        batch.entry(t.scope.name, want.key, `route ${formatIPv4Net(route.dst)} was deleted`);
+        batch.entry(t.scope.name, want.key, `route ${formatIPNet(route.dst)} was deleted`);
       } else if (action === "new" && !sameRoute(want.spec, route)) {
-        batch.entry(t.scope.name, want.key, `route ${formatIPv4Net(route.dst)} was changed`);
+        batch.entry(t.scope.name, want.key, `route ${formatIPNet(route.dst)} was changed`);
       }
     }
   }
@@ -488,9 +505,9 @@ export class Tracker {
       const want = t.desired.neighbour(neighbourKey(spec));
       if (!want || this.#quiet(t, spec.device, quiet)) continue;
       if (action === "del") {
-        batch.entry(t.scope.name, want.key, `neighbour ${formatIPv4(spec.ip)} was deleted`);
+        batch.entry(t.scope.name, want.key, `neighbour ${formatIP(spec.ip)} was deleted`);
       } else if (spec.mac !== want.spec.mac || !permanent) {
-        batch.entry(t.scope.name, want.key, `neighbour ${formatIPv4(spec.ip)} was changed`);
+        batch.entry(t.scope.name, want.key, `neighbour ${formatIP(spec.ip)} was changed`);
       }
     }
   }

@@ -5,8 +5,8 @@
  * numbers to `.bench/latest.json`.
  *
  * `deno task bench [section …]` runs only the named sections:
- * store, etcd-client, reconcile, netlink, kube, kube-config, checksum, udp, lab, repair, udp-lab,
- * aws, gce, dist, outage-load, scale, store-load;
+ * store, etcd-client, reconcile, netlink, kube, kube-config, checksum, udp, lab, ipv6, repair,
+ * udp-lab, aws, gce, dist, outage-load, scale, store-load;
  * `churn` (10 minutes: the reliability churn for 5 minutes per backend) and
  * `event-cost` (one lease event's CPU per layer) run only when named.
  *
@@ -204,6 +204,20 @@ const sections: Section[] = [
         fmt(r.leaseToRoute.allPeersP50Ms)
       } ms, p99 ${fmt(r.leaseToRoute.allPeersP99Ms)} ms (goal ≤ 100: ${
         goal(r.leaseToRoute.allPeersP99Ms <= 100)
+      })`,
+    ],
+  },
+  {
+    name: "ipv6",
+    run: async () => {
+      const m = await import("./ipv6_bench.ts");
+      return { vxlan6: await m.benchVxlan6Throughput({ seconds: 3, repetitions: 6 }) };
+    },
+    report: (r: Any) => [
+      `iperf3 pod-to-pod over IPv6, weft vxlan (flannel-v6.1, IPv6-only network) vs a hand-built kernel IPv6 vxlan pair (neither with iptables rules, MTU ${r.vxlan6.mtu}): ${
+        fmt(r.vxlan6.weftGbps, 2)
+      } vs ${fmt(r.vxlan6.kernelGbps, 2)} Gbit/s → ${fmt(r.vxlan6.ratio, 3)} (goal ≥ 0.97: ${
+        goal(r.vxlan6.ratio >= 0.97)
       })`,
     ],
   },

@@ -108,6 +108,11 @@ export interface LabOptions {
   readonly hostForwarding?: boolean;
   /** Underlay MTU (default 1500). */
   readonly mtu?: number;
+  /**
+   * Dual-stack underlay (bridge only): also the ULA fd00::/64, hosts at
+   * fd00::(10+i) (`nodad`, usable at once), the underlay at fd00::2.
+   */
+  readonly ipv6?: boolean;
   /** Sweep dead labs of this prefix first (default true). */
   readonly sweep?: boolean;
 }
@@ -130,6 +135,8 @@ export interface LabHost {
   readonly iface: "eth0";
   /** Underlay address, dotted. */
   readonly ip: string;
+  /** Underlay IPv6 address (`ipv6: true`), e.g. `fd00::11`. */
+  readonly ipv6?: string;
   readonly prefixLen: 24;
   /** Default gateway. */
   readonly gateway: string;
@@ -364,6 +371,11 @@ export async function createLab(options: LabOptions): Promise<Lab> {
     );
   }
   const mode = options.underlay ?? "bridge";
+  if (options.ipv6 && mode !== "bridge") {
+    throw new TypeError(
+      "Cannot create a lab: 'ipv6' needs the bridge underlay (router is IPv4 only)",
+    );
+  }
   const mtu = options.mtu ?? 1500;
   if (options.sweep ?? true) await sweepLabs(options.prefix);
 
@@ -443,6 +455,7 @@ export async function createLab(options: LabOptions): Promise<Lab> {
     const uLines = ["link set lo up", `link add br0 mtu ${mtu} type bridge`, "link set br0 up"];
     // the underlay itself answers at the service address (etcd, a fake API server)
     if (mode === "bridge") uLines.push("addr add 192.0.2.2/24 dev br0");
+    if (options.ipv6) uLines.push("addr add fd00::2/64 dev br0 nodad");
     if (mode === "router") {
       uLines.push(
         `link add br1 mtu ${mtu} type bridge`,
@@ -468,6 +481,7 @@ export async function createLab(options: LabOptions): Promise<Lab> {
         ns,
         iface: "eth0",
         ip: `${base}.${10 + i}`,
+        ...(options.ipv6 ? { ipv6: `fd00::${10 + i}` } : {}),
         prefixLen: 24,
         gateway: `${base}.1`,
         segment,
@@ -482,6 +496,7 @@ export async function createLab(options: LabOptions): Promise<Lab> {
         `addr add ${host.ip}/24 dev eth0`,
         "link set eth0 up",
         `route add default via ${host.gateway} dev eth0 onlink`,
+        ...(host.ipv6 ? [`addr add ${host.ipv6}/64 dev eth0 nodad`] : []),
       ]);
       if (options.hostForwarding ?? true) await sysctl(ns, "net.ipv4.ip_forward", "1");
       hosts.push(host);

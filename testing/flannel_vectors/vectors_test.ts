@@ -27,6 +27,8 @@ import {
   containsIPv4,
   containsIPv6,
   equalIPv4Net,
+  formatIP,
+  formatIPNet,
   formatIPv4,
   formatIPv4Net,
   formatIPv6,
@@ -218,7 +220,6 @@ const KNOWN_DIFFERENCES: Readonly<Record<string, string>> = {
     "weft splits FLANNELD_IFACE/FLANNELD_IFACE_REGEX on commas; flannel takes the value as one entry",
   "flags/parse/env-bad-bool-zeroed":
     "weft refuses to start on a bad FLANNELD_* value (exit 2, naming the variable); flannel logs it and runs with Go's zero value (here: no masquerade)",
-  "flags/parse/iface-can-reach-ipv6": "weft's --iface-can-reach takes IPv4 only",
   "flags/parse/iptables-resync-0": "weft refuses --iptables-resync below 1 (flannel would spin)",
   "flags/parse/int-hex": "weft reads integer flags in decimal only; Go also takes 0x/0o/0b",
 };
@@ -308,15 +309,15 @@ function peerStateView(results: readonly ({ entries: PeerEntries } | { skip: str
   const all = results.flatMap((r) => "entries" in r ? [r.entries] : []);
   return {
     routes: all.flatMap((e) => e.routes ?? []).map((r) =>
-      `${formatIPv4Net(r.dst)} via ${formatIPv4(r.gateway ?? 0)} dev ${dev(r.device)}${
+      `${formatIPNet(r.dst)} via ${formatIP(r.gateway ?? 0)} dev ${dev(r.device)}${
         r.onlink ? " onlink" : ""
       }`
     ).sort(),
     neighbours: all.flatMap((e) => e.neighbours ?? []).map((n) =>
-      `${formatIPv4(n.ip)} lladdr ${n.mac} dev ${dev(n.device)}`
+      `${formatIP(n.ip)} lladdr ${n.mac} dev ${dev(n.device)}`
     ).sort(),
     fdb: all.flatMap((e) => e.fdb ?? []).map((f) =>
-      `${f.mac} dst ${formatIPv4(f.dst)} dev ${dev(f.device)}`
+      `${f.mac} dst ${formatIP(f.dst)} dev ${dev(f.device)}`
     ).sort(),
   };
 }
@@ -408,7 +409,7 @@ async function vxlanDevice(input: {
   if (!link?.vxlan) throw new Error("no flannel.1 after register");
   return {
     reused: seeded !== undefined && link.index === seeded.index,
-    local: link.vxlan.local === null ? null : formatIPv4(link.vxlan.local),
+    local: link.vxlan.local === null ? null : formatIP(link.vxlan.local),
     port: link.vxlan.port,
     learning: link.vxlan.learning,
     mtu: link.mtu,
