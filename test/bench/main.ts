@@ -7,6 +7,10 @@
  * `deno task bench [section …]` runs only the named sections:
  * store, etcd-client, reconcile, netlink, kube, kube-config, checksum, udp, lab, udp-lab.
  *
+ * `deno task bench --soak` runs the soak instead (30 minutes: one vxlan agent,
+ * 500 peers, steady churn; see soak_bench.ts); `--soak=3` a 3-minute check.
+ * The soak never runs by default.
+ *
  * Needs root (network-namespace labs) like the tests; touches nothing
  * outside the namespaces it creates.
  *
@@ -23,6 +27,8 @@ type Any = any;
 
 type Section = {
   name: string;
+  /** Runs only when asked for by name (or `--soak`), never in the default run. */
+  optIn?: boolean;
   run: () => Promise<Record<string, unknown>>;
   report: (r: Any) => string[] | Promise<string[]>;
 };
@@ -221,9 +227,31 @@ const sections: Section[] = [
       }%, Bun ${fmt(r.lab.udpBun.tcpCpuSender, 0)}%; Bun/Deno TCP ${fmt(r.lab.bunOverDenoTcp, 2)}×`,
     ],
   },
+  {
+    name: "soak",
+    optIn: true,
+    run: async () => {
+      const m = await import("./soak_bench.ts");
+      return { soak: await m.benchSoak({ minutes: soakMinutes }) };
+    },
+    report: async (r: Any) => (await import("./soak_bench.ts")).reportSoak(r.soak),
+  },
 ];
 
-const wanted = process.argv.slice(2);
+const wanted: string[] = [];
+let soakMinutes = 30;
+for (const arg of process.argv.slice(2)) {
+  const soak = /^--soak(?:=(\d+(?:\.\d+)?))?$/.exec(arg);
+  if (soak) {
+    wanted.push("soak");
+    if (soak[1]) soakMinutes = Number(soak[1]);
+  } else if (arg.startsWith("-")) {
+    console.error(`bench: unknown option ${arg}; use --soak or --soak=<minutes>, or section names`);
+    process.exit(2);
+  } else {
+    wanted.push(arg);
+  }
+}
 const results: Record<string, unknown> = {
   when: new Date().toISOString(),
   runtime: runtimeVersion(),
@@ -233,7 +261,7 @@ const results: Record<string, unknown> = {
 const lines: string[] = [];
 let failures = 0;
 for (const s of sections) {
-  if (wanted.length && !wanted.includes(s.name)) continue;
+  if (wanted.length ? !wanted.includes(s.name) : s.optIn) continue;
   const t0 = performance.now();
   console.error(`bench: ${s.name} …`);
   try {
