@@ -26,5 +26,20 @@ export function quote(value: unknown, max = 120): string {
   } catch {
     text = String(value); // a BigInt or a cycle
   }
+  return clip(text, max);
+}
+
+/**
+ * A text cut to `max` characters; a longer one says how long it was.
+ *
+ * @param text Any text (e.g. a message that quotes its input).
+ * @param max Most characters kept (default 200).
+ * @returns The text, or its start and its length.
+ * @example
+ * ```ts
+ * clip("abcdef", 3); // "abc… (6 characters)"
+ * ```
+ */
+export function clip(text: string, max = 200): string {
   return text.length <= max ? text : `${text.slice(0, max)}… (${text.length} characters)`;
 }

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { quote } from "./quote.ts";
+import { clip, quote } from "./quote.ts";
 
 Deno.test("quote() gives short values as JSON", () => {
   assert.equal(quote("10.5.0.0/16"), '"10.5.0.0/16"');
@@ -15,4 +15,9 @@ Deno.test("quote() cuts a long value and says how long it was", () => {
   const big = quote({ a: "y".repeat(8 << 20) });
   assert.ok(big.length < 200, big);
   assert.match(big, /… \(8388616 characters\)$/);
+});
+
+Deno.test("clip() keeps a short text and cuts a long one", () => {
+  assert.equal(clip("abc", 3), "abc");
+  assert.equal(clip("abcdef", 3), "abc… (6 characters)");
 });

@@ -4,6 +4,12 @@
  * registry speaks raw keys and JSON text; this layer owns flannel's record
  * format, allocation with bounded retries, and re-lists after compaction.
  *
+ * A record that cannot be decoded is skipped with a warning (once per bad
+ * value) and counted; when its key held a readable lease before, that last
+ * readable lease stands in for it — in watches and in re-lists alike — so
+ * garbage written over a live peer's key never tears down its routes, and
+ * garbage over this host's own key does not make it give up its subnet.
+ *
  * @module
  */
 
@@ -33,6 +39,7 @@ import {
   type LeaseStore,
 } from "./types.ts";
 import { ConfigError, LeaseConflictError } from "../core/errors.ts";
+import { clip, quote } from "../core/quote.ts";
 
 /** One stored lease record as the registry sees it. */
 export interface RawRecord {
@@ -124,7 +131,7 @@ const LeaseValue = v.object({
  */
 export function decodeRecord(record: RawRecord): Lease | string {
   const sn = parseSubnetKey(record.key);
-  if (!sn) return `key ${JSON.stringify(record.key)} is not a subnet key like 10.5.34.0-24`;
+  if (!sn) return `key ${quote(record.key)} is not a subnet key like 10.5.34.0-24`;
   let json: unknown;
   try {
     json = JSON.parse(record.value);
@@ -139,14 +146,14 @@ export function decodeRecord(record: RawRecord): Lease | string {
     const path = issue.path?.map((p) => p.key).join(".") ?? "";
     return `value ${JSON.stringify(record.value.slice(0, 120))} is not a lease: ${
       path ? path + ": " : ""
-    }${issue.message}`;
+    }${clip(issue.message)}`;
   }
   const o = parsed.output;
   if (o.PublicIPv6) {
     try {
       parseIPv6(o.PublicIPv6);
     } catch {
-      return `PublicIPv6 ${JSON.stringify(o.PublicIPv6)} is not an IPv6 address`;
+      return `PublicIPv6 ${quote(o.PublicIPv6)} is not an IPv6 address`;
     }
   }
   const attrs: LeaseAttrs = {
@@ -216,24 +223,39 @@ export function createKvLeaseStore(
     "Failed requests to the lease store",
   );
   const warned = new Map<string, string>();
+  /**
+   * The last lease each key decoded to, for the keys in the store: stands in
+   * for a record that turned unreadable (see the module doc).
+   */
+  const lastGood = new Map<string, Lease>();
 
-  const decode = (record: RawRecord): Lease | null => {
+  /** The lease a record stands for: decoded, or the key's last readable one; null when neither. */
+  const decode = (record: RawRecord): { lease: Lease | null; fresh: boolean } => {
     const lease = decodeRecord(record);
     if (typeof lease === "string") {
+      const kept = lastGood.get(record.key);
       malformed?.inc({ store: registry.name });
       // one warning per bad record value, not one per list
       if (warned.get(record.key) !== record.value) {
         warned.set(record.key, record.value);
-        log.warn("skipping malformed lease record", {
-          store: registry.name,
-          key: record.key,
-          reason: lease,
-        });
+        log.warn(
+          kept
+            ? "skipping malformed lease record, keeping its last readable value"
+            : "skipping malformed lease record",
+          { store: registry.name, key: clip(record.key, 80), reason: lease },
+        );
       }
-      return null;
+      return { lease: kept ? { ...kept, expiration: record.expiration } : null, fresh: false };
     }
     warned.delete(record.key);
-    return lease;
+    lastGood.set(record.key, lease);
+    return { lease, fresh: true };
+  };
+
+  /** A key is gone from the store: forget what was kept for it. */
+  const forget = (key: string) => {
+    lastGood.delete(key);
+    warned.delete(key);
   };
 
   const counted = async <T>(p: Promise<T>): Promise<T> => {
@@ -252,8 +274,10 @@ export function createKvLeaseStore(
     const { records, revision } = await counted(registry.list(signal, { exactExpiry }));
     const leases: Lease[] = [];
     const occupied: Lease[] = [];
+    const present = new Set<string>();
     for (const r of records) {
-      const l = decode(r);
+      present.add(r.key);
+      const l = decode(r).lease;
       if (l) {
         leases.push(l);
         occupied.push(l);
@@ -262,6 +286,8 @@ export function createKvLeaseStore(
         if (sn) occupied.push({ ...sn, attrs: { publicIP: "" }, expiration: r.expiration });
       }
     }
+    for (const key of lastGood.keys()) if (!present.has(key)) forget(key);
+    for (const key of warned.keys()) if (!present.has(key)) forget(key);
     return { leases, occupied, revision: String(revision) };
   };
 
@@ -386,12 +412,14 @@ export function createKvLeaseStore(
                 break;
               }
               if (ev.type === "put") {
-                const lease = decode(ev.record);
-                if (lease) {
+                // an unreadable value keeps the last readable one: nothing changed
+                const { lease, fresh } = decode(ev.record);
+                if (lease && fresh) {
                   known.set(ev.record.key, lease);
                   out.push({ type: "added", lease });
                 }
               } else {
+                forget(ev.key);
                 const sn = parseSubnetKey(ev.key);
                 if (!sn) continue;
                 const lease = known.get(ev.key) ??
