@@ -76,6 +76,23 @@ const ENGINE_MESSAGES =
   /Cannot read propert|is not a function|is not iterable|undefined is not|null is not|Offset is outside the bounds|Maximum call stack|Invalid array length|Cannot convert/;
 
 /**
+ * Fail when a log line is longer than {@link MAX_MESSAGE} or carries an
+ * engine's message for a programming error (a TypeError caught and logged
+ * is a crash all the same).
+ *
+ * @param lines Log lines, e.g. a memory logger's.
+ * @throws {Error} Naming the first bad line.
+ */
+export function assertCleanLog(lines: readonly string[]): void {
+  for (const line of lines) {
+    if (line.length > MAX_MESSAGE) {
+      throw new Error(`a ${line.length}-character log line: ${line.slice(0, 300)}…`);
+    }
+    if (ENGINE_MESSAGES.test(line)) throw new Error(`an engine error was logged: ${line}`);
+  }
+}
+
+/**
  * How a fuzz target's inputs came out: accepted or rejected. A generator
  * whose inputs are all rejected (or all accepted) tests little; the tests
  * assert a mix with {@link Tally.assertMix}.
