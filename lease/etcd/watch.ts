@@ -179,8 +179,13 @@ export async function* watchEtcd(
             kv: decodeKv(e.kv),
           }));
           let next = cursor;
-          if (events.length) next = Math.max(...events.map((e) => e.kv.modRevision)) + 1;
-          else if (res.created) next = cursor ?? revision + 1; // watching from "now"
+          if (events.length) {
+            // a loop, not Math.max(...events): one message may carry 100 000 events;
+            // and never back: an event older than the cursor must not rewind it
+            let newest = cursor === undefined ? 0 : cursor - 1;
+            for (const e of events) if (e.kv.modRevision > newest) newest = e.kv.modRevision;
+            next = newest + 1;
+          } else if (res.created) next = cursor ?? revision + 1; // watching from "now"
           else if (revision > 0) next = Math.max(cursor ?? 0, revision + 1); // progress
           return { items: [{ revision, created: res.created ?? false, events }], cursor: next };
         },
