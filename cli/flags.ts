@@ -10,6 +10,7 @@
 
 import * as v from "valibot";
 import { isIPv4, parseIPv6 } from "../core/ip.ts";
+import { quote } from "../core/quote.ts";
 
 type Kind = "string" | "bool" | "int" | "list" | "duration";
 
@@ -265,7 +266,7 @@ export function parseDuration(text: string): number {
   while (rest) {
     const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)/.exec(rest);
     if (!m) {
-      throw new SyntaxError(`Cannot parse duration: current value is ${JSON.stringify(text)}`);
+      throw new SyntaxError(`Cannot parse duration: current value is ${quote(text)}`);
     }
     total += Number(m[1]) * units[m[2]];
     rest = rest.slice(m[0].length);
@@ -287,7 +288,7 @@ function convert(name: FlagName, raw: string, envName?: string): string | boolea
   const spec: FlagSpec = FLAGS[name];
   const bad = (expected: string): never => {
     throw new UsageError(
-      `${origin(name, envName)}: expected ${expected}, got ${JSON.stringify(raw)}`,
+      `${origin(name, envName)}: expected ${expected}, got ${quote(raw)}`,
     );
   };
   let value: string | boolean | number = raw;
@@ -365,7 +366,7 @@ export function parseFlags(
     if (!Object.hasOwn(FLAGS, name)) {
       const near = closestFlag(name);
       throw new UsageError(
-        `unknown flag ${a.split("=")[0]}${
+        `unknown flag ${printable(a.split("=")[0])}${
           near ? ` (did you mean --${near}?)` : ""
         }; run weft --help for the list`,
       );
@@ -395,10 +396,12 @@ export function parseFlags(
         for (const part of raw.split(",")) {
           if (part.trim()) set(name, part.trim(), envName);
         }
+        // only blanks and commas: as if unset (the list was left undefined)
+        if (explicit.has(name)) continue;
       } else {
         set(name, raw, envName);
+        continue;
       }
-      continue;
     }
     const def = FLAGS[name].def;
     values[camel(name)] = Array.isArray(def) ? [...def] : def;
@@ -406,11 +409,18 @@ export function parseFlags(
   return { ...values, explicit, args } as unknown as Flags;
 }
 
+/** A flag as typed, quoted when it is long or has spaces or control characters (a usage error is one line). */
+function printable(text: string): string {
+  return /^[\x21-\x7e]{1,100}$/.test(text) ? text : quote(text, 100);
+}
+
 /** The known flag nearest to a mistyped one (edit distance ≤ 2), if any. */
 function closestFlag(name: string): string | undefined {
   let best: string | undefined;
   let bestDist = 3;
   for (const flag of Object.keys(FLAGS)) {
+    // the distance is at least the difference in length: skip the O(n·m) table (a 70 000-character typo took seconds)
+    if (Math.abs(name.length - flag.length) >= bestDist) continue;
     const d = editDistance(name, flag);
     if (d < bestDist) {
       best = flag;

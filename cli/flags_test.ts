@@ -357,3 +357,36 @@ Deno.test("helpText() lists every flag with its form and default", () => {
   assert.match(text, /^ {2}--ip-masq$/m);
   assert.match(text, /FLANNELD_<FLAG>/);
 });
+
+// Found by cli/flags_fuzz_test.ts (counterexample: FLANNELD_IFACE_REGEX="\n"): a list
+// variable of only blanks and commas left the flag undefined instead of its default, so
+// the agent crashed reading `flags.ifaceRegex.length`.
+Deno.test("parseFlags() treats a list variable of blanks and commas as unset", () => {
+  for (const raw of ["\n", " ", ",", " , ,"]) {
+    const f = parseFlags([], { FLANNELD_IFACE_REGEX: raw, FLANNELD_IFACE: raw });
+    assert.deepEqual(f.ifaceRegex, []);
+    assert.deepEqual(f.iface, []);
+    assert.ok(!f.explicit.has("iface"));
+  }
+});
+
+// Found by the same fuzz test: usage errors quoted whole values (a 70 000-character one
+// made a 70 000-character line), an unknown flag with a newline broke the one-line rule,
+// and suggesting a near flag for a 70 000-character typo took seconds.
+Deno.test("parseFlags() usage errors stay one short line whatever was typed", () => {
+  const cases: [string[], Record<string, string>][] = [
+    [["--etcd-endpoints", "a".repeat(70_000)], {}],
+    [[], { FLANNELD_ETCD_ENDPOINTS: "a".repeat(70_000) }],
+    [["-\t\r\n"], {}],
+    [["--" + "x".repeat(70_000)], {}],
+  ];
+  for (const [argv, env] of cases) {
+    const t0 = performance.now();
+    assert.throws(() => parseFlags(argv, env), (e: unknown) => {
+      assert.ok(e instanceof UsageError);
+      assert.ok(!e.message.includes("\n") && e.message.length < 400, e.message.slice(0, 500));
+      return true;
+    });
+    assert.ok(performance.now() - t0 < 1000, "answered at once");
+  }
+});
