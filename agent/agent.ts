@@ -26,12 +26,13 @@
  * @module
  */
 
-import { backoff, systemClock } from "../core/clock.ts";
+import { retryDelay, systemClock } from "../core/clock.ts";
 import { ConfigError } from "../core/errors.ts";
-import { equalIPv4Net, formatIPv4Net, type IPv4Net } from "../core/ip.ts";
+import { formatIPv4Net, formatIPv6Net, formatSubnetPair } from "../core/ip.ts";
+import { leaseKey } from "../lease/kv_store.ts";
 import { linkedController, sleepQuietly } from "../core/abort.ts";
 import type { NetworkConfig } from "../lease/config.ts";
-import type { Lease } from "../lease/types.ts";
+import type { Lease, LeaseSubnets } from "../lease/types.ts";
 import { subnetEnvFor, writeSubnetEnv } from "../lease/subnet_env.ts";
 import type { Network } from "../backends/types.ts";
 import { PeerFollower } from "./follow_peers.ts";
@@ -106,7 +107,10 @@ export function createAgent(deps: AgentDeps): Agent {
     metrics,
     maxBackoffMs,
     own: () =>
-      registration && { subnet: registration.lease.subnet, publicIP: deps.extIface.extAddr },
+      registration && {
+        ...registration.lease,
+        attrs: { publicIP: deps.extIface.extAddr, publicIPv6: deps.extIface.extV6Addr },
+      },
     onLost: (why) => registration?.markLost(why),
     sync,
   });
@@ -114,7 +118,7 @@ export function createAgent(deps: AgentDeps): Agent {
   /** Log a failed attempt (once while the same error repeats) and return the back-off. */
   const failed = (what: string, error: unknown, attempt: number): number => {
     const message = (error as Error).message;
-    const delay = backoff(attempt, { max: maxBackoffMs, random });
+    const delay = retryDelay(attempt, error, { max: maxBackoffMs, random });
     if (lastFailure.get(what) !== message) {
       logger.error(`${what} failed, will keep retrying`, { error: message, retryInMs: delay });
       lastFailure.set(what, message);
@@ -157,6 +161,9 @@ export function createAgent(deps: AgentDeps): Agent {
     );
     logger.info("network config", {
       network: read.network ? formatIPv4Net(read.network) : "-",
+      ...(read.enableIPv6 && read.ipv6Network
+        ? { ipv6Network: formatIPv6Net(read.ipv6Network) }
+        : {}),
       subnetLen: read.subnetLen,
       backend: read.backendType,
     });
@@ -169,7 +176,7 @@ export function createAgent(deps: AgentDeps): Agent {
    */
   const registerNetwork = async (
     signal: AbortSignal,
-    reacquire?: { why: string; previousSubnet: IPv4Net },
+    reacquire?: { why: string; previous: LeaseSubnets },
   ): Promise<Registered> => {
     for (let attempt = 0;; attempt++) {
       signal.throwIfAborted();
@@ -180,7 +187,8 @@ export function createAgent(deps: AgentDeps): Agent {
       const current = config;
       if (!prepared && deps.prepare) {
         enter({ name: "preparing" });
-        await retry("preparing the host", deps.prepare, (error) => ({
+        const prepare = deps.prepare;
+        await retry("preparing the host", () => prepare(current), (error) => ({
           name: "preparing",
           error,
         }), signal);
@@ -196,7 +204,7 @@ export function createAgent(deps: AgentDeps): Agent {
       enter(registering({}));
       try {
         const registered = await registerBackend(deps, current, {
-          previousSubnet: reacquire?.previousSubnet,
+          previous: reacquire?.previous,
           onAcquiring: () => enter(registering({ acquiring: true })),
           clock,
           signal,
@@ -300,7 +308,7 @@ export function createAgent(deps: AgentDeps): Agent {
           live.start("backend", (s) => live.network.run(s));
           await install(live.network, signal);
           serve(live);
-          const subnet = formatIPv4Net(live.lease.subnet);
+          const subnet = formatSubnetPair(live.lease);
           if (first) {
             following = follower.run(signal);
             logger.info("ready", { subnet, mtu: live.network.mtu, subnetFile: deps.subnetFile });
@@ -318,14 +326,14 @@ export function createAgent(deps: AgentDeps): Agent {
           live.markLost(why);
           metrics.reacquisitions.inc();
           enter({ name: "re-acquiring", why });
-          registered = await registerNetwork(signal, { why, previousSubnet: live.lease.subnet });
+          registered = await registerNetwork(signal, { why, previous: live.lease });
           // the old network's tasks and writes end before the new one starts
           await sync.detach();
           await live.end();
-          if (!equalIPv4Net(live.lease.subnet, registered.network.lease.subnet)) {
+          if (leaseKey(live.lease) !== leaseKey(registered.network.lease)) {
             logger.warn("this host's subnet changed", {
-              from: formatIPv4Net(live.lease.subnet),
-              to: formatIPv4Net(registered.network.lease.subnet),
+              from: formatSubnetPair(live.lease),
+              to: formatSubnetPair(registered.network.lease),
             });
           }
         }

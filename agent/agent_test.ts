@@ -125,7 +125,7 @@ Deno.test("agent acquires a lease, writes flannel's subnet.env and becomes ready
     await until(r.clock, () => r.agent.status().ready, "ready");
     const lease = r.agent.status().lease!;
     const env = fs.readFileSync(path.join(r.dir, "subnet.env"), "utf8");
-    const first = formatIPv4Net({ ip: lease.subnet.ip + 1, prefixLen: 24 });
+    const first = formatIPv4Net({ ip: lease.subnet!.ip + 1, prefixLen: 24 });
     assert.equal(
       env,
       `FLANNEL_NETWORK=10.5.0.0/16\nFLANNEL_SUBNET=${first}\nFLANNEL_MTU=1500\nFLANNEL_IPMASQ=true\n`,
@@ -470,7 +470,7 @@ Deno.test("re-acquiring ends the old network's run and rules keeper before the n
     apply: () => Promise.resolve(),
     async run(_config, lease, signal) {
       keepers++;
-      events.push(`rules ${formatIPv4Net(lease.subnet)}`);
+      events.push(`rules ${formatIPv4Net(lease.subnet!)}`);
       await whenAborted(signal);
       keepers--;
       events.push("rules end");

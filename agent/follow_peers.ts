@@ -8,9 +8,9 @@
  * @module
  */
 
-import { backoff, type Clock } from "../core/clock.ts";
+import { type Clock, retryDelay } from "../core/clock.ts";
 import { type LinkedController, linkedController, sleepQuietly } from "../core/abort.ts";
-import { formatIPv4Net } from "../core/ip.ts";
+import { formatSubnetPair } from "../core/ip.ts";
 import type { Logger } from "../core/log.ts";
 import { leaseKey } from "../lease/kv_store.ts";
 import type { LeaseEvent, LeaseStore } from "../lease/types.ts";
@@ -41,7 +41,7 @@ export interface PeerFollowerOptions {
  * @example
  * ```ts
  * const follower = new PeerFollower({ store, clock, random, logger, metrics, maxBackoffMs,
- *   own: () => ({ subnet, publicIP }), onLost: (why) => lost.abort(why), sync });
+ *   own: () => ({ subnet, attrs: { publicIP } }), onLost: (why) => lost.abort(why), sync });
  * await follower.run(signal);
  * ```
  */
@@ -82,7 +82,7 @@ export class PeerFollower {
         await this.#listAndWatch(round.signal, () => (attempt = 0));
       } catch (e) {
         if (!round.signal.aborted) {
-          const delay = backoff(attempt++, { max: maxBackoffMs, random });
+          const delay = retryDelay(attempt++, e, { max: maxBackoffMs, random });
           logger.warn("lease watch interrupted, re-listing", {
             error: e as Error,
             retryInMs: delay,
@@ -126,7 +126,7 @@ export class PeerFollower {
 
 function logChanges(logger: Logger, before: PeerSet, update: PeerUpdate): void {
   for (const change of update.changes) {
-    const subnet = formatIPv4Net(change.lease.subnet);
+    const subnet = formatSubnetPair(change.lease);
     if (change.type === "removed") {
       logger.info("peer removed", { subnet });
     } else {

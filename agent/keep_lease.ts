@@ -1,17 +1,18 @@
 /**
  * Keeping this host's lease: renew it `renewMarginMs` before it expires (at
  * the latest half-way through what is left), retry a failed renewal with
- * back-off — never a hot loop, even past the expiry — and stop when the
+ * back-off — never a hot loop, even past the expiry; within a second while
+ * the store does not answer at all (`retryDelay`) — and stop when the
  * lease is lost: the store refused the renewal as no longer ours
  * (`LeaseConflictError`), or the peer follower saw it removed or taken.
  *
  * @module
  */
 
-import { backoff, type Clock } from "../core/clock.ts";
+import { type Clock, retryDelay } from "../core/clock.ts";
 import { linkedController, sleepQuietly, whenAborted } from "../core/abort.ts";
 import { LeaseConflictError } from "../core/errors.ts";
-import { formatIPv4Net } from "../core/ip.ts";
+import { formatSubnetPair } from "../core/ip.ts";
 import type { Logger } from "../core/log.ts";
 import type { Lease, LeaseAttrs, LeaseStore } from "../lease/types.ts";
 import { type AgentMetrics, expirySeconds } from "./metrics.ts";
@@ -63,6 +64,8 @@ export async function keepLease(
   const { attrs, lost, onRenewed } = kept;
   let current = kept.lease;
   let failures = 0;
+  /** Why the last renewal failed (it sets the pause before the next). */
+  let lastError: unknown;
   for (;;) {
     if (signal.aborted) return null;
     if (lost.aborted) return String(lost.reason);
@@ -74,7 +77,7 @@ export async function keepLease(
         const left = current.expiration - clock.now();
         const margin = Math.min(options.renewMarginMs, left / 2);
         const wait = failures
-          ? backoff(failures, { max: options.maxBackoffMs, random: options.random })
+          ? retryDelay(failures, lastError, { max: options.maxBackoffMs, random: options.random })
           : left - margin;
         await sleepQuietly(clock, Math.max(0, wait), wake.signal);
       }
@@ -90,7 +93,7 @@ export async function keepLease(
       failures = 0;
       onRenewed(current);
       logger.info("lease renewed", {
-        subnet: formatIPv4Net(current.subnet),
+        subnet: formatSubnetPair(current),
         expires: current.expiration === null ? "never" : new Date(current.expiration).toISOString(),
       });
     } catch (e) {
@@ -99,6 +102,7 @@ export async function keepLease(
       // the store says the lease is no longer ours (e.g. the node's podCIDR changed)
       if (e instanceof LeaseConflictError) return e.message;
       failures++;
+      lastError = e;
       logger.error("lease renewal failed, retrying", { error: e as Error, attempt: failures });
     }
   }

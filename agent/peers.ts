@@ -22,21 +22,29 @@
  * @module
  */
 
-import { equalIPv4Net, equalIPv6Net, formatIPv4Net, type IPv4Net } from "../core/ip.ts";
+import { equalIPv4Net, equalIPv6Net, formatSubnetPair, type IPv4Net } from "../core/ip.ts";
 import { leaseKey } from "../lease/kv_store.ts";
-import type { Lease, LeaseEvent } from "../lease/types.ts";
+import {
+  type Lease,
+  type LeaseAttrs,
+  type LeaseEvent,
+  type LeaseSubnets,
+  sameHost,
+} from "../lease/types.ts";
 import type { PeerChange } from "../backends/types.ts";
 import { PeerSet } from "./peer_set.ts";
 
 export { PeerSet };
 
 /** What identifies this host's own lease among all leases. */
-export interface OwnLease {
-  /** The subnet this host holds now. */
-  readonly subnet: IPv4Net;
-  /** This host's public IP: the own subnet with another IP means someone else took it. */
-  readonly publicIP: string;
-}
+export type OwnLease = LeaseSubnets & {
+  /**
+   * This host's public addresses: the own subnet published with other
+   * addresses means someone else took it (IPv4 decides; IPv6 when the
+   * network is IPv6-only, see `sameHost`).
+   */
+  readonly attrs: Pick<LeaseAttrs, "publicIP" | "publicIPv6">;
+};
 
 /** The result of {@link reducePeers}. */
 export interface PeerUpdate {
@@ -50,6 +58,11 @@ export interface PeerUpdate {
   readonly lost: string | null;
 }
 
+/** Two optional IPv4 subnets are the same (both absent counts as the same). */
+function equalSubnet(a: IPv4Net | undefined, b: IPv4Net | undefined): boolean {
+  return a === undefined || b === undefined ? a === b : equalIPv4Net(a, b);
+}
+
 /**
  * Whether two leases of the same key differ in anything the datapath uses
  * (subnets and attributes; the expiry does not count).
@@ -59,7 +72,7 @@ export interface PeerUpdate {
  * @returns True when a backend would program them differently.
  */
 export function peerDiffers(a: Lease, b: Lease): boolean {
-  return !equalIPv4Net(a.subnet, b.subnet) || !equalIPv6Net(a.ipv6Subnet, b.ipv6Subnet) ||
+  return !equalSubnet(a.subnet, b.subnet) || !equalIPv6Net(a.ipv6Subnet, b.ipv6Subnet) ||
     JSON.stringify(a.attrs) !== JSON.stringify(b.attrs);
 }
 
@@ -77,7 +90,7 @@ export function peerDiffers(a: Lease, b: Lease): boolean {
  * @returns The new set, the changes for the datapath, and whether the own lease was lost.
  * @example
  * ```ts
- * const { peers: next, changes, lost } = reducePeers(peers, { subnet, publicIP }, batch);
+ * const { peers: next, changes, lost } = reducePeers(peers, { subnet, attrs: { publicIP } }, batch);
  * if (lost) reacquire(lost); else await network.updatePeers(changes);
  * ```
  */
@@ -94,9 +107,16 @@ export function reducePeers(
   const changes = new Map<string, PeerChange>();
   let snapshot = false;
   let lost: string | null = null;
-  const isOwn = (lease: Lease) => own !== undefined && equalIPv4Net(own.subnet, lease.subnet);
+  // the own lease is the one holding this host's IPv4 subnet (its IPv6 one when IPv6-only)
+  const isOwn = (lease: Lease) =>
+    own !== undefined &&
+    (own.subnet
+      ? equalSubnet(own.subnet, lease.subnet)
+      : equalIPv6Net(own.ipv6Subnet, lease.ipv6Subnet));
   const takenWhy = (lease: Lease) =>
-    `subnet ${formatIPv4Net(lease.subnet)} now belongs to ${lease.attrs.publicIP}`;
+    `subnet ${formatSubnetPair(lease)} now belongs to ${
+      lease.attrs.publicIP || lease.attrs.publicIPv6
+    }`;
   // changes are recorded per key; deleting first keeps the event order of the last change
   const record = (key: string, change: PeerChange) => {
     changes.delete(key);
@@ -113,7 +133,7 @@ export function reducePeers(
       for (const lease of event.leases) {
         if (isOwn(lease)) {
           ownSeen = true;
-          if (lease.attrs.publicIP !== own!.publicIP) lost ??= takenWhy(lease);
+          if (!sameHost(lease.attrs, own!.attrs)) lost ??= takenWhy(lease);
           continue;
         }
         const key = leaseKey(lease);
@@ -125,14 +145,14 @@ export function reducePeers(
       for (const [key, lease] of before) {
         if (!base.has(key)) record(key, { type: "removed", lease });
       }
-      if (own && !ownSeen) lost ??= `lease ${formatIPv4Net(own.subnet)} is no longer in the store`;
+      if (own && !ownSeen) lost ??= `lease ${formatSubnetPair(own)} is no longer in the store`;
       continue;
     }
     const lease = event.lease;
     if (isOwn(lease)) {
       if (event.type === "removed") {
-        lost ??= `lease ${formatIPv4Net(lease.subnet)} was removed or expired`;
-      } else if (lease.attrs.publicIP !== own!.publicIP) {
+        lost ??= `lease ${formatSubnetPair(lease)} was removed or expired`;
+      } else if (!sameHost(lease.attrs, own!.attrs)) {
         lost ??= takenWhy(lease);
       }
       continue;

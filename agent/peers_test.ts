@@ -6,7 +6,7 @@ import type { PeerChange } from "../backends/types.ts";
 import { mergePeerChanges, type OwnLease, peerDiffers, PeerSet, reducePeers } from "./peers.ts";
 
 const OWN_IP = "192.0.2.10";
-const own: OwnLease = { subnet: parseIPv4Net("10.5.1.0/24"), publicIP: OWN_IP };
+const own: OwnLease = { subnet: parseIPv4Net("10.5.1.0/24"), attrs: { publicIP: OWN_IP } };
 
 function lease(cidr: string, publicIP: string, extra: Partial<Lease> = {}): Lease {
   return {

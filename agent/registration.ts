@@ -13,11 +13,10 @@
 import { linkedController } from "../core/abort.ts";
 import type { Clock } from "../core/clock.ts";
 import { ConfigError } from "../core/errors.ts";
-import type { IPv4Net } from "../core/ip.ts";
 import type { Logger } from "../core/log.ts";
 import type { NetworkConfig } from "../lease/config.ts";
 import { readSubnetEnv } from "../lease/subnet_env.ts";
-import type { Lease, LeaseAttrs } from "../lease/types.ts";
+import { type Lease, type LeaseAttrs, type LeaseSubnets, sameHost } from "../lease/types.ts";
 import type { Network } from "../backends/types.ts";
 import type { AgentDeps } from "./types.ts";
 
@@ -30,8 +29,8 @@ export interface Registered {
 
 /** Options of {@link registerBackend}. */
 export interface RegisterOptions {
-  /** The subnet this host had (a re-acquisition), tried before subnet.env's. */
-  readonly previousSubnet?: IPv4Net;
+  /** The subnets this host had (a re-acquisition), tried before subnet.env's. */
+  readonly previous?: LeaseSubnets;
   /** Called when the backend asks for the lease. */
   readonly onAcquiring?: () => void;
   /** The agent's clock, handed to the backend. */
@@ -73,15 +72,19 @@ export async function registerBackend(
     previousLease = deps.previousLease
       ? await deps.previousLease(signal)
       : (await deps.store.list(signal, { exactExpiry: false })).leases.find((l) =>
-        l.attrs.publicIP === deps.extIface.extAddr
+        sameHost(l.attrs, { publicIP: deps.extIface.extAddr, publicIPv6: deps.extIface.extV6Addr })
       );
   } catch {
     // only a hint (e.g. to keep a VTEP MAC); acquire will surface store errors
   }
   const env = readSubnetEnv(deps.subnetFile);
-  const hint = options.previousSubnet ?? env?.subnet;
-  const previousSubnet = hint && hint.prefixLen === config.subnetLen
-    ? { ip: hint.ip, prefixLen: hint.prefixLen }
+  // a re-acquisition's subnets first, else subnet.env's; only when they fit the config
+  const hint = options.previous ?? env;
+  const previousSubnet = hint?.subnet && hint.subnet.prefixLen === config.subnetLen
+    ? { ip: hint.subnet.ip, prefixLen: hint.subnet.prefixLen }
+    : undefined;
+  const previousIPv6Subnet = hint?.ipv6Subnet?.prefixLen === config.ipv6SubnetLen
+    ? hint.ipv6Subnet
     : undefined;
   let attrs: LeaseAttrs | undefined;
   const network = await backend.register({
@@ -98,7 +101,7 @@ export async function registerBackend(
       return await deps.store.acquire(config, {
         attrs: requested,
         previousSubnet,
-        previousIPv6Subnet: env?.ipv6Subnet,
+        previousIPv6Subnet,
       }, acquireSignal ?? signal);
     },
   });

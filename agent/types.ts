@@ -36,8 +36,11 @@ export interface AgentDeps {
   readonly renewMarginMs?: number;
   /** Masquerade/forward rules; none when omitted. */
   readonly rules?: HostRules;
-  /** One-time host preparation before registering (e.g. enable ip_forward). */
-  readonly prepare?: () => Promise<void>;
+  /**
+   * One-time host preparation before registering (e.g. enable ip_forward,
+   * and IPv6 forwarding when the config enables IPv6).
+   */
+  readonly prepare?: (config: NetworkConfig) => Promise<void>;
   /**
    * This host's lease as the store knows it, when the store has a better
    * answer than "the lease with my public IP" (Kubernetes: the node's

@@ -12,9 +12,9 @@ import { formatIPv4Net, formatIPv6Net } from "../core/ip.ts";
 import type { Lease } from "../lease/types.ts";
 import type { Registry as Metrics } from "../core/metrics.ts";
 
-/** A lease as the API shows it. */
+/** A lease as the API shows it (`subnet` absent for an IPv6-only lease). */
 export interface LeaseView {
-  subnet: string;
+  subnet?: string;
   ipv6Subnet?: string;
   publicIP: string;
   publicIPv6: string | null;
@@ -27,7 +27,7 @@ export interface LeaseView {
 /** Render a lease for the API. */
 export function leaseView(lease: Lease): LeaseView {
   return {
-    subnet: formatIPv4Net(lease.subnet),
+    ...(lease.subnet ? { subnet: formatIPv4Net(lease.subnet) } : {}),
     ...(lease.ipv6Subnet ? { ipv6Subnet: formatIPv6Net(lease.ipv6Subnet) } : {}),
     publicIP: lease.attrs.publicIP,
     publicIPv6: lease.attrs.publicIPv6 ?? null,
@@ -37,9 +37,18 @@ export function leaseView(lease: Lease): LeaseView {
   };
 }
 
-/** Peers in address order (10.5.2.0 before 10.5.10.0), as people read them. */
-const byAddress = (leases: readonly Lease[]): Lease[] =>
-  [...leases].sort((a, b) => a.subnet.ip - b.subnet.ip || a.subnet.prefixLen - b.subnet.prefixLen);
+/**
+ * Peers in address order (10.5.2.0 before 10.5.10.0), as people read them;
+ * by IPv4 subnet, then IPv6 subnet (IPv6-only leases after the others).
+ */
+const byAddress = (leases: readonly Lease[]): Lease[] => {
+  const cmp = <T extends number | bigint>(x: T | undefined, y: T | undefined) =>
+    x === y ? 0 : x === undefined ? 1 : y === undefined ? -1 : x < y ? -1 : 1;
+  return [...leases].sort((a, b) =>
+    cmp(a.subnet?.ip, b.subnet?.ip) || cmp(a.subnet?.prefixLen, b.subnet?.prefixLen) ||
+    cmp(a.ipv6Subnet?.ip, b.ipv6Subnet?.ip) || cmp(a.ipv6Subnet?.prefixLen, b.ipv6Subnet?.prefixLen)
+  );
+};
 
 const escape = (s: string) =>
   s.replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]!);
@@ -106,8 +115,10 @@ export function createStatusApp(source: {
       ...byAddress(s.peers).map((l) => ({ l, self: false })),
     ].map(({ l, self }) => {
       const v = leaseView(l);
-      return `<tr${self ? ' class="self"' : ""}><td>${escape(v.subnet)}</td><td>${
-        escape(v.publicIP)
+      const subnets = [v.subnet, v.ipv6Subnet].filter((x) => x !== undefined).join(" ");
+      const ips = [v.publicIP, v.publicIPv6].filter((x) => x).join(" ");
+      return `<tr${self ? ' class="self"' : ""}><td>${escape(subnets)}</td><td>${
+        escape(ips)
       }</td><td>${escape(v.backendType ?? "")}</td><td>${
         escape(v.expiration ?? "never")
       }</td></tr>`;

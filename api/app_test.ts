@@ -223,3 +223,34 @@ Deno.test("unknown paths answer 404", async () => {
   const res = await harness().app.request("/v1/nope");
   assert.equal(res.status, 404);
 });
+
+Deno.test("leaseView() and /v1/leases show IPv6-only leases without an IPv4 subnet, after the others", async () => {
+  const v6 = (cidr6: string, ip6: string): Lease => ({
+    ipv6Subnet: parseIPv6Net(cidr6),
+    attrs: { publicIP: "", publicIPv6: ip6, backendType: "host-gw" },
+    expiration: null,
+  });
+  assert.deepEqual(leaseView(v6("fd00:10:5:2::/64", "2001:db8::2")), {
+    ipv6Subnet: "fd00:10:5:2::/64",
+    publicIP: "",
+    publicIPv6: "2001:db8::2",
+    backendType: "host-gw",
+    backendData: null,
+    expiration: null,
+  });
+  const h = harness();
+  h.set({
+    peers: [
+      v6("fd00:10:5:10::/64", "2001:db8::10"),
+      lease("10.5.2.0/24", "192.0.2.2"),
+      v6("fd00:10:5:2::/64", "2001:db8::2"),
+    ],
+  });
+  const body = await (await h.app.request("/v1/leases")).json();
+  assert.deepEqual(
+    body.peers.map((p: { subnet?: string; ipv6Subnet?: string }) => p.subnet ?? p.ipv6Subnet),
+    ["10.5.2.0/24", "fd00:10:5:2::/64", "fd00:10:5:10::/64"],
+  );
+  const page = await (await h.app.request("/")).text();
+  assert.match(page, /<td>fd00:10:5:2::\/64<\/td><td>2001:db8::2<\/td>/);
+});

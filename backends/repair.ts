@@ -46,8 +46,12 @@ export interface RepairOptions {
   readonly logger: Logger;
   /** Wait after the first request, to batch a burst. Default 20 ms. */
   readonly debounceMs?: number;
-  /** Full resync even without drift. Default 60 s; 0 = never. */
-  readonly resyncIntervalMs?: number;
+  /**
+   * Full resync even without drift. Default 60 s; 0 = never. A function is
+   * asked afresh each time the loop goes idle (a target with its own
+   * schedule, e.g. a cloud listing due at a jittered time).
+   */
+  readonly resyncIntervalMs?: number | (() => number);
   /** Called after each successful repair with its reason (tests, metrics). */
   readonly onRepaired?: (reason: string) => void;
 }
@@ -129,10 +133,11 @@ export class Repairs {
   /** Wait for a request, or for the periodic resync to be due. */
   async #idle(signal: AbortSignal): Promise<void> {
     const { clock, resyncIntervalMs = 60_000 } = this.#options;
+    const interval = typeof resyncIntervalMs === "function" ? resyncIntervalMs() : resyncIntervalMs;
     const woken = new Promise<void>((r) => (this.#wake = r));
     const wait = linkedController({ parents: [signal] });
-    const timer = resyncIntervalMs > 0
-      ? sleepQuietly(clock, resyncIntervalMs, wait.signal).then((full) => {
+    const timer = interval > 0 && Number.isFinite(interval)
+      ? sleepQuietly(clock, interval, wait.signal).then((full) => {
         if (full) this.request({ full: true, reason: "periodic resync" });
       })
       : woken;

@@ -5,6 +5,13 @@
  * line. weft adds `--lease-ttl`, `--lease-file`, `--log-format`,
  * `--log-level`, `--exit-on-missing-podcidr`.
  *
+ * klog: flanneld v0.28 takes exactly three of klog's flags, `-v`, `-vmodule`
+ * and `-log_backtrace_at` (also as `FLANNELD_V`, …); so does weft: `-v` ≥ 1
+ * means `--log-level=debug` unless `--log-level` is given, the other two are
+ * accepted and have no effect (see {@link klogNotes}). klog's file-logging
+ * flags (`-logtostderr`, `-log_dir`, …) are refused, as flanneld refuses them
+ * ("flag provided but not defined"), with a hint to drop them.
+ *
  * @module
  */
 
@@ -34,6 +41,9 @@ const ipv6 = (x: string) => {
     return "an IPv6 address";
   }
 };
+/** An etcd endpoint: a URL, or `host:port` as etcd's Go client also takes. */
+const ENDPOINT_RE = /^(?:https?:\/\/[^/\s]+|[^/\s:\[\]]+:\d+|\[[0-9a-fA-F:.]+\]:\d+)\/?$/;
+
 const range = (lo: number, hi: number) => (x: number) =>
   x >= lo && x <= hi ? null : `an integer from ${lo} to ${hi}`;
 
@@ -43,12 +53,12 @@ export const FLAGS = {
     kind: "string",
     def: "http://127.0.0.1:4001,http://127.0.0.1:2379",
     help:
-      "comma-separated etcd endpoints; giving this flag (or FLANNELD_ETCD_ENDPOINTS) selects the etcd store",
+      "comma-separated etcd endpoints (URLs, or host:port); etcd is the store unless --kube-subnet-mgr or --lease-file is given",
     form: "urls",
     check: (x: string) =>
-      x.split(",").every((u) => /^https?:\/\/[^/\s]+\/?$/.test(u.trim()))
+      x.split(",").every((u) => ENDPOINT_RE.test(u.trim()))
         ? null
-        : "comma-separated URLs such as http://10.0.0.1:2379,https://10.0.0.2:2379",
+        : "comma-separated URLs such as http://10.0.0.1:2379,https://10.0.0.2:2379 (or host:port)",
   },
   "etcd-prefix": { kind: "string", def: "/coreos.com/network", help: "etcd key prefix" },
   "etcd-keyfile": { kind: "string", def: "", help: "TLS client key file for etcd", form: "path" },
@@ -124,7 +134,7 @@ export const FLAGS = {
     kind: "string",
     def: "/var/lib/weft/leases.json",
     help:
-      "lease file of the embedded store (weft; one machine only), used when neither etcd nor Kubernetes is selected",
+      "lease file of the embedded store (weft; one machine only): giving it (or having the file) picks that store unless --kube-subnet-mgr or --etcd-endpoints is given",
     form: "path",
   },
   "ip-masq": { kind: "bool", def: false, help: "masquerade traffic leaving the overlay network" },
@@ -197,6 +207,12 @@ export const FLAGS = {
     def: true,
     help: "accept forwarded overlay traffic in FORWARD",
   },
+  "ip-blackhole-route": {
+    kind: "bool",
+    def: false,
+    help:
+      "keep a blackhole route for this host's subnet (re-checked every --iptables-resync seconds), so pod traffic without a pod never leaves by the default route",
+  },
   "log-format": {
     kind: "string",
     def: "text",
@@ -212,6 +228,27 @@ export const FLAGS = {
     check: (
       x: string,
     ) => (["debug", "info", "warn", "error"].includes(x) ? null : "debug, info, warn or error"),
+  },
+  "v": {
+    kind: "int",
+    def: 0,
+    help: "klog verbosity (flannel); 1 or more logs debug records unless --log-level is given",
+    form: "level",
+  },
+  "vmodule": {
+    kind: "string",
+    def: "",
+    help: "klog per-file verbosity (flannel); accepted, no effect in weft",
+    form: "pattern=N,...",
+    check: (x: string) =>
+      x === "" || /^[^=,]+=-?\d+(,[^=,]+=-?\d+)*$/.test(x) ? null : "pattern=N[,pattern=N…]",
+  },
+  "log_backtrace_at": {
+    kind: "string",
+    def: "",
+    help: "klog: stack trace at file:line (flannel); accepted, no effect in weft",
+    form: "file:N",
+    check: (x: string) => x === "" || /^[^:]*\.[^:]*:\d+$/.test(x) ? null : "file.go:N",
   },
   "version": { kind: "bool", def: false, help: "print the version and exit" },
   "help": { kind: "bool", def: false, help: "print this help and exit" },
@@ -363,6 +400,13 @@ export function parseFlags(
       explicit.add("help");
       continue;
     }
+    if (KLOG_FILE_FLAGS.includes(name)) {
+      throw new UsageError(
+        `flag ${
+          a.split("=")[0]
+        } is klog's, and flanneld v0.28 refuses it too ("flag provided but not defined"); weft always logs to stderr: drop it (flannel takes only -v, -vmodule and -log_backtrace_at)`,
+      );
+    }
     if (!Object.hasOwn(FLAGS, name)) {
       const near = closestFlag(name);
       throw new UsageError(
@@ -414,6 +458,81 @@ function printable(text: string): string {
   return /^[\x21-\x7e]{1,100}$/.test(text) ? text : quote(text, 100);
 }
 
+/** klog's flags that flanneld v0.28 does not take (it sets them itself). */
+const KLOG_FILE_FLAGS: readonly string[] = [
+  "logtostderr",
+  "alsologtostderr",
+  "stderrthreshold",
+  "log_dir",
+  "log_file",
+  "log_file_max_size",
+  "skip_headers",
+  "skip_log_headers",
+  "add_dir_header",
+  "one_output",
+  "legacy_stderr_threshold_behavior",
+];
+
+/**
+ * The log level the flags ask for: `--log-level` when given, else debug for
+ * klog's `-v` ≥ 1, else info.
+ *
+ * @param flags Parsed flags.
+ * @returns The level.
+ * @example
+ * ```ts
+ * effectiveLogLevel(parseFlags(["-v=2"], {})); // "debug"
+ * ```
+ */
+export function effectiveLogLevel(
+  flags: Pick<Flags, "logLevel" | "v" | "explicit">,
+): "debug" | "info" | "warn" | "error" {
+  if (!flags.explicit.has("log-level") && flags.v >= 1) return "debug";
+  return flags.logLevel as "debug" | "info" | "warn" | "error";
+}
+
+/**
+ * What weft says about klog flags it accepts but does not act on, one line
+ * each (for the log at start).
+ *
+ * @param flags Parsed flags.
+ * @returns The notes, empty when none of them was given.
+ */
+export function klogNotes(flags: Pick<Flags, "vmodule" | "log_backtrace_at">): string[] {
+  const notes: string[] = [];
+  if (flags.vmodule) {
+    notes.push(
+      `-vmodule=${flags.vmodule} has no effect: weft has no per-file verbosity; use --log-level=debug (or -v=1) for everything`,
+    );
+  }
+  if (flags.log_backtrace_at) {
+    notes.push(
+      `-log_backtrace_at=${flags.log_backtrace_at} has no effect: weft's log records carry the error, not a stack trace of the call site`,
+    );
+  }
+  return notes;
+}
+
+/**
+ * The etcd endpoints as URLs: `host:port` (which etcd's Go client, and so
+ * flannel, takes) becomes `http://host:port`, or `https://` when a client
+ * certificate and key are given (flannel then speaks TLS).
+ *
+ * @param text The `--etcd-endpoints` value.
+ * @param tls Whether a client certificate and key are configured.
+ * @returns The endpoints, trimmed, without empty entries.
+ * @example
+ * ```ts
+ * etcdEndpointUrls("10.0.0.1:2379, http://10.0.0.2:2379", false);
+ * // ["http://10.0.0.1:2379", "http://10.0.0.2:2379"]
+ * ```
+ */
+export function etcdEndpointUrls(text: string, tls: boolean): string[] {
+  return text.split(",").map((s) => s.trim()).filter(Boolean).map((e) =>
+    /^https?:\/\//.test(e) ? e : `${tls ? "https" : "http"}://${e}`
+  );
+}
+
 /** The known flag nearest to a mistyped one (edit distance ≤ 2), if any. */
 function closestFlag(name: string): string | undefined {
   let best: string | undefined;
@@ -455,10 +574,13 @@ export function helpText(): string {
     "usage: weft [flags]            run the agent",
     "       weft attach <netns>     wire a network namespace into this host's subnet (bridge cni0)",
     "       weft detach <netns>     undo attach",
+    "       weft docker-opts [-d file] [-k key] [-c] [-m] [-i]",
+    "                               docker options from subnet.env (flannel's mk-docker-opts.sh)",
     "",
     "Every flag can also be set as FLANNELD_<FLAG> (e.g. FLANNELD_ETCD_ENDPOINTS) when not given.",
-    "Store: --kube-subnet-mgr → Kubernetes; --etcd-endpoints given → etcd; else the embedded file store",
-    "(--lease-file + --net-config-path, one machine only).",
+    "Store: --kube-subnet-mgr → Kubernetes; --etcd-endpoints given → etcd; --lease-file given (or that",
+    "file exists) → the embedded file store (one machine only, with --net-config-path); else etcd at",
+    "flannel's default endpoints.",
     "",
     "flags:",
   ];

@@ -16,13 +16,26 @@ import { type HttpServer, runtimeVersion, serveHttp } from "../core/runtime.ts";
 import { createLogger, type Logger } from "../core/log.ts";
 import { Registry } from "../core/metrics.ts";
 import {
+  type AddressFacts,
   type ExternalInterface,
   InterfaceError,
+  type InterfaceSource,
   pickExternalInterface,
+  systemInterfaces,
+  withPreferredAddresses,
 } from "../datapath/iface.ts";
+import { formatIPv4 } from "../core/ip.ts";
 import { backendTable } from "./backends.ts";
-import { type Flags, helpText, parseFlags, UsageError } from "./flags.ts";
+import {
+  effectiveLogLevel,
+  type Flags,
+  helpText,
+  klogNotes,
+  parseFlags,
+  UsageError,
+} from "./flags.ts";
 import { type CliIo, processIo } from "./io.ts";
+import { type NotifyState, sdNotify } from "../core/sd_notify.ts";
 import { podCommand } from "./pods.ts";
 import { hostRules } from "./rules.ts";
 import { stopOnSignals } from "./signals.ts";
@@ -33,12 +46,27 @@ export type { CliIo } from "./io.ts";
 /** weft's version. */
 export const VERSION = "0.1.0";
 
+/** Options of {@link main}. */
+export interface MainOptions {
+  /** Output sinks (default: the process's stdout and stderr). */
+  readonly io?: CliIo;
+  /** Stops the agent (default: SIGTERM/SIGINT). */
+  readonly signal?: AbortSignal;
+  /**
+   * Tells the service manager the agent's state, called with `READY=1` once
+   * the agent is first ready (default: systemd's `$NOTIFY_SOCKET`, as
+   * flanneld does). A failure is logged, never fatal.
+   */
+  readonly notify?: (state: NotifyState) => Promise<unknown>;
+}
+
 /**
  * Run weft with these arguments.
  *
  * @param argv Arguments after the program name.
- * @param env Environment (FLANNELD_*, NODE_NAME, …).
- * @param options Output sinks; an abort signal to stop the agent (else SIGTERM/SIGINT).
+ * @param env Environment (FLANNELD_*, NODE_NAME, NOTIFY_SOCKET, …).
+ * @param options Output sinks; an abort signal to stop the agent (else
+ *   SIGTERM/SIGINT); the readiness notification.
  * @returns The exit code.
  * @example
  * ```ts
@@ -48,9 +76,23 @@ export const VERSION = "0.1.0";
 export async function main(
   argv: readonly string[],
   env: Record<string, string | undefined> = process.env,
-  options: { io?: CliIo; signal?: AbortSignal } = {},
+  options: MainOptions = {},
 ): Promise<number> {
   const io = options.io ?? processIo;
+  if (argv[0] === "docker-opts") {
+    // mk-docker-opts.sh's own getopts-style flags, not weft's
+    const { dockerOptsCommand } = await import("./docker_opts.ts");
+    // it writes exact bytes (the script's output) to the process's streams unless told otherwise
+    return await dockerOptsCommand(argv.slice(1), {
+      env,
+      ...(options.io
+        ? {
+          stdout: (t: string) => io.stdout(t.replace(/\n$/, "")),
+          stderr: (t: string) => io.stderr(t.replace(/\n$/, "")),
+        }
+        : {}),
+    });
+  }
   let flags: Flags;
   try {
     flags = parseFlags(argv, env);
@@ -71,8 +113,9 @@ export async function main(
   }
   const logger = createLogger({
     format: flags.logFormat as "text" | "json",
-    level: flags.logLevel as "info",
+    level: effectiveLogLevel(flags),
   });
+  for (const note of klogNotes(flags)) logger.info(note);
 
   const [command, ...rest] = flags.args;
   if (command === "attach" || command === "detach") {
@@ -82,37 +125,31 @@ export async function main(
     io.stderr(
       `weft: unexpected argument ${
         JSON.stringify(command)
-      } (commands: attach, detach; run weft --help)`,
+      } (commands: attach, detach, docker-opts; run weft --help)`,
     );
     return 2;
   }
-  return await runAgent(flags, env, logger, options.signal);
+  return await runAgent(
+    flags,
+    env,
+    logger,
+    options.signal,
+    options.notify ?? ((state) => sdNotify(state, { env })),
+  );
 }
 
-/** Pick the interface, open the store, run the agent until stopped; close everything. */
+/**
+ * Open the store, pick the interface (the node's `node-public-ip`
+ * annotation counts as `--public-ip`, as in flanneld), run the agent until
+ * stopped; close everything.
+ */
 async function runAgent(
   flags: Flags,
   env: Record<string, string | undefined>,
   logger: Logger,
   parent: AbortSignal | undefined,
+  notify: (state: NotifyState) => Promise<unknown>,
 ): Promise<number> {
-  let extIface: ExternalInterface;
-  try {
-    extIface = pickExternalInterface({
-      iface: flags.iface,
-      ifaceRegex: flags.ifaceRegex,
-      ifaceCanReach: flags.ifaceCanReach || undefined,
-      publicIP: flags.publicIp || undefined,
-      publicIPv6: flags.publicIpv6 || undefined,
-    });
-  } catch (e) {
-    if (e instanceof InterfaceError) {
-      logger.error(e.message);
-      return 1;
-    }
-    throw e;
-  }
-
   const metrics = new Registry();
   const stop = stopOnSignals(logger, parent);
   const table = backendTable();
@@ -125,10 +162,35 @@ async function runAgent(
       logger.error((e as Error).message);
       return 1;
     }
-    if (opened.publicIP && opened.publicIP !== extIface.extAddr) {
-      logger.info("public IP set by the node's annotation", { publicIP: opened.publicIP });
-      extIface = { ...extIface, extAddr: opened.publicIP };
+    let extIface: ExternalInterface;
+    try {
+      extIface = pickExternalInterface({
+        iface: flags.iface,
+        ifaceRegex: flags.ifaceRegex,
+        ifaceCanReach: flags.ifaceCanReach || undefined,
+        ...publicIPsOf(flags, opened, logger),
+      }, await interfaceSource(logger));
+    } catch (e) {
+      if (e instanceof InterfaceError) {
+        logger.error(e.message);
+        return 1;
+      }
+      throw e;
     }
+    let notified = false;
+    const storeReady = opened.onReady;
+    const onReady = async (s: AbortSignal) => {
+      if (!notified) {
+        notified = true;
+        await notify({ READY: 1 }).catch((e) =>
+          logger.warn("cannot tell the service manager that weft is ready", {
+            error: (e as Error).message,
+          })
+        );
+      }
+      await storeReady?.(s);
+    };
+    const externalName = extIface.name;
     const agent = createAgent({
       store: opened.store,
       backends: table.backends,
@@ -137,13 +199,18 @@ async function runAgent(
       ipMasq: flags.ipMasq,
       renewMarginMs: flags.subnetLeaseRenewMargin * 60_000,
       rules: hostRules(flags, logger),
-      prepare: async () => {
-        const { ensureForwarding } = await import("../datapath/sysctl.ts");
-        const changed = ensureForwarding({});
-        if (changed.length) logger.info("enabled forwarding", { sysctls: changed.join(",") });
+      prepare: async (config) => {
+        const { prepareHost } = await import("./prepare.ts");
+        prepareHost({
+          rules: flags.ipMasq || flags.iptablesForwardRules,
+          ipv4: config.enableIPv4,
+          ipv6: config.enableIPv6,
+          keepRouterAdvertisements: [externalName],
+          logger,
+        });
       },
       previousLease: opened.previousLease,
-      onReady: opened.onReady,
+      onReady,
       logger,
       metrics,
     });
@@ -177,5 +244,59 @@ async function runAgent(
     await server?.shutdown();
     await opened?.store.close().catch(() => {});
     await table.close();
+  }
+}
+
+/**
+ * The public IPs the interface is picked for: the node's `node-public-ip`
+ * and `node-public-ipv6` annotations (Kubernetes) win over `--public-ip` and
+ * `--public-ipv6`, as flanneld's GetStoredPublicIP.
+ */
+function publicIPsOf(
+  flags: Flags,
+  opened: OpenedStore,
+  logger: Logger,
+): { publicIP?: string; publicIPv6?: string } {
+  if (opened.publicIP) {
+    logger.info("public IP set by the node's annotation", {
+      publicIP: opened.publicIP,
+      ...(flags.publicIp && flags.publicIp !== opened.publicIP ? { instead: flags.publicIp } : {}),
+    });
+  }
+  if (opened.publicIPv6) {
+    logger.info("public IPv6 set by the node's annotation", { publicIPv6: opened.publicIPv6 });
+  }
+  return {
+    publicIP: opened.publicIP || flags.publicIp || undefined,
+    publicIPv6: opened.publicIPv6 || flags.publicIpv6 || undefined,
+  };
+}
+
+/**
+ * This namespace's interfaces, each one's IPv4 addresses in flannel's order
+ * of preference (static before DHCP, primary before secondary, deprecated
+ * dropped), read from an rtnetlink address dump; kernel order when the dump
+ * cannot be had.
+ */
+async function interfaceSource(logger: Logger): Promise<InterfaceSource> {
+  try {
+    const { openNetlinkClient } = await import("../datapath/netlink/client.ts");
+    const client = await openNetlinkClient();
+    try {
+      const facts = new Map<number, AddressFacts[]>();
+      for (const a of await client.listAddresses()) {
+        const list = facts.get(a.index) ?? [];
+        list.push({ ip: formatIPv4(a.ip), flags: a.flags ?? 0 });
+        facts.set(a.index, list);
+      }
+      return withPreferredAddresses(systemInterfaces, facts);
+    } finally {
+      client.close();
+    }
+  } catch (e) {
+    logger.debug("cannot read address flags; interface addresses in kernel order", {
+      error: (e as Error).message,
+    });
+    return systemInterfaces;
   }
 }

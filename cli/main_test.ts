@@ -28,11 +28,15 @@ Deno.test("main() returns 2 with one line on stderr for usage errors", async () 
       { FLANNELD_LEASE_TTL: "24" },
       `weft: environment FLANNELD_LEASE_TTL (flag --lease-ttl): expected a duration with a unit, e.g. 24h, 90m, 30s, got "24"`,
     ],
-    [["run"], {}, `weft: unexpected argument "run" (commands: attach, detach; run weft --help)`],
+    [
+      ["run"],
+      {},
+      `weft: unexpected argument "run" (commands: attach, detach, docker-opts; run weft --help)`,
+    ],
     [
       ["--ip-masq", "false"],
       {},
-      `weft: unexpected argument "false" (commands: attach, detach; run weft --help)`,
+      `weft: unexpected argument "false" (commands: attach, detach, docker-opts; run weft --help)`,
     ],
     [["attach"], {}, "weft: usage: weft attach <netns name or path> [--subnet-file path]"],
     [
@@ -67,5 +71,25 @@ Deno.test("main() prints the version and returns 0 for --version", async () => {
     assert.equal(io.out.length, 1);
     assert.match(io.out[0], new RegExp(`^weft ${VERSION.replaceAll(".", "\\.")} \\(.+\\)$`));
     assert.deepEqual(io.err, []);
+  }
+});
+
+Deno.test("main() runs docker-opts with mk-docker-opts.sh's flags, not weft's", async () => {
+  const dir = Deno.makeTempDirSync({ prefix: "weft-docker-opts-" });
+  try {
+    const env = `${dir}/subnet.env`;
+    Deno.writeTextFileSync(
+      env,
+      "FLANNEL_NETWORK=10.5.0.0/16\nFLANNEL_SUBNET=10.5.52.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n",
+    );
+    const out: string[] = [];
+    const err: string[] = [];
+    const code = await main(["docker-opts", "-f", env, "-d", "-", "-c"], {}, {
+      io: { stdout: (t) => out.push(t), stderr: (t) => err.push(t) },
+    });
+    assert.equal(code, 0, err.join("\n"));
+    assert.equal(out.join("\n"), 'DOCKER_OPTS=" --bip=10.5.52.1/24 --ip-masq=false --mtu=1450"');
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
   }
 });

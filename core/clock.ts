@@ -5,6 +5,8 @@
  * @module
  */
 
+import { StoreUnavailableError } from "./errors.ts";
+
 /** A source of time. */
 export interface Clock {
   /** Milliseconds since the epoch. */
@@ -46,16 +48,72 @@ export const systemClock: Clock = {
     }),
 };
 
+/** Options of {@link backoff} and {@link retryDelay}. */
+export interface BackoffOptions {
+  /** First delay, ms (default 200). */
+  readonly base?: number;
+  /** Longest delay, ms (default 10 000). */
+  readonly max?: number;
+  /** Share of the delay taken off at random, 0–1 (default 0.2). */
+  readonly jitter?: number;
+  /** Source of the jitter (default Math.random). */
+  readonly random?: () => number;
+}
+
 /**
  * Exponential backoff delays: `base`, doubling, capped at `max`, with up to
- * 20% jitter from `random`.
+ * `jitter` (20%) of it taken off at random.
+ *
+ * @param attempt 0 for the first retry.
+ * @param options Base, cap, jitter and its randomness.
+ * @returns The delay, ms.
+ * @example
+ * ```ts
+ * backoff(3, { random: () => 1 }); // 1600
+ * ```
  */
-export function backoff(
-  attempt: number,
-  options: { base?: number; max?: number; random?: () => number } = {},
-): number {
+export function backoff(attempt: number, options: BackoffOptions = {}): number {
   const base = options.base ?? 200;
   const max = options.max ?? 10_000;
+  const jitter = options.jitter ?? 0.2;
   const raw = Math.min(max, base * 2 ** Math.min(attempt, 30));
-  return Math.round(raw * (0.8 + 0.2 * (options.random ?? Math.random)()));
+  return Math.round(raw * (1 - jitter + jitter * (options.random ?? Math.random)()));
+}
+
+/**
+ * Longest pause before retrying a store that did not answer at all (see
+ * {@link retryDelay}), ms.
+ */
+export const UNREACHABLE_RETRY_MAX_MS = 1000;
+
+/**
+ * The pause before retrying after `error`. A store that did not answer at
+ * all (a {@link StoreUnavailableError} with `unreachable`: connection
+ * refused or reset, or no answer in time) is retried at least every
+ * {@link UNREACHABLE_RETRY_MAX_MS}, with half of the delay random so that
+ * many hosts that lost the store at the same moment spread out: an attempt
+ * on a store that is down costs it nothing (one refused connection), and
+ * the host is back within a second of the store's return. Every other
+ * failure backs off as {@link backoff} says (a store that answers with
+ * errors is alive and may be overloaded).
+ *
+ * @param attempt 0 for the first retry.
+ * @param error What failed.
+ * @param options Base, cap and randomness of the ordinary backoff.
+ * @returns The delay, ms.
+ * @example
+ * ```ts
+ * const down = new StoreUnavailableError("refused", { unreachable: true });
+ * retryDelay(10, down); // 500–1000
+ * ```
+ */
+export function retryDelay(attempt: number, error: unknown, options: BackoffOptions = {}): number {
+  if (error instanceof StoreUnavailableError && error.unreachable) {
+    return backoff(attempt, {
+      ...options,
+      max: Math.min(options.max ?? 10_000, UNREACHABLE_RETRY_MAX_MS),
+      jitter: 0.5,
+    });
+  }
+  return backoff(attempt, options);
 }

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { backoff, systemClock } from "./clock.ts";
+import { backoff, retryDelay, systemClock, UNREACHABLE_RETRY_MAX_MS } from "./clock.ts";
+import { StoreUnavailableError } from "./errors.ts";
 import { FakeClock } from "../testing/fake_clock.ts";
 
 Deno.test("FakeClock starts where told and moves only on advance()", async () => {
@@ -149,4 +150,33 @@ Deno.test("backoff() doubles from base to max with at most 20% jitter below", ()
   }
   assert.equal(backoff(3, { base: 10, max: 50, random: () => 1 }), 50);
   assert.equal(backoff(2, { base: 10, max: 50, random: () => 0.5 }), 36);
+});
+
+Deno.test("backoff() takes off up to `jitter` of the delay", () => {
+  assert.equal(backoff(0, { jitter: 0.5, random: () => 0 }), 100);
+  assert.equal(backoff(0, { jitter: 0.5, random: () => 1 }), 200);
+  assert.equal(backoff(0, { jitter: 0, random: () => 0 }), 200);
+});
+
+Deno.test("retryDelay() retries a store that did not answer within a second, spread over half of it", () => {
+  const down = new StoreUnavailableError("connection refused", { unreachable: true });
+  const answered = new StoreUnavailableError("HTTP 503 too many requests");
+  const cases: [string, unknown, number, number, number][] = [
+    // what, error, attempt, delay with random()=1, with random()=0
+    ["unreachable, first retry", down, 0, 200, 100],
+    ["unreachable, capped", down, 3, UNREACHABLE_RETRY_MAX_MS, UNREACHABLE_RETRY_MAX_MS / 2],
+    ["unreachable, long outage", down, 60, UNREACHABLE_RETRY_MAX_MS, UNREACHABLE_RETRY_MAX_MS / 2],
+    ["answered with an error", answered, 6, 10_000, 8000],
+    ["not a store error", new TypeError("bug"), 6, 10_000, 8000],
+  ];
+  for (const [what, error, attempt, hi, lo] of cases) {
+    assert.equal(retryDelay(attempt, error, { random: () => 1 }), hi, what);
+    assert.equal(retryDelay(attempt, error, { random: () => 0 }), lo, what);
+  }
+  assert.equal(retryDelay(9, down, { max: 300, random: () => 1 }), 300, "a lower cap stays");
+  assert.equal(
+    retryDelay(9, answered, { max: 30_000, random: () => 1 }),
+    30_000,
+    "the caller's cap for answered errors stays",
+  );
 });

@@ -90,6 +90,7 @@ const ERRNO_NAMES: Record<number, string> = {
   101: "ENETUNREACH",
   105: "ENOBUFS",
   110: "ETIMEDOUT",
+  111: "ECONNREFUSED",
   113: "EHOSTUNREACH",
   114: "EALREADY",
 };

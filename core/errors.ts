@@ -17,9 +17,28 @@ export class PoolExhaustedError extends Error {
   override name = "PoolExhaustedError";
 }
 
-/** The store could not be reached or answered with an error. */
+/** Options of {@link StoreUnavailableError}. */
+export interface StoreUnavailableOptions extends ErrorOptions {
+  /**
+   * No server answered: the connection was refused or reset, or nothing came
+   * back in time (as opposed to a server that answered with an error).
+   */
+  readonly unreachable?: boolean;
+}
+
+/**
+ * The store could not be reached or answered with an error. `unreachable`
+ * tells the two apart: retrying a store that did not answer at all costs it
+ * nothing, so callers retry those soon (see `retryDelay` in core/clock.ts).
+ */
 export class StoreUnavailableError extends Error {
   override name = "StoreUnavailableError";
+  /** No server answered (refused, reset, timed out). */
+  readonly unreachable: boolean;
+  constructor(message: string, options?: StoreUnavailableOptions) {
+    super(message, options);
+    this.unreachable = options?.unreachable ?? false;
+  }
 }
 
 /** The network configuration is missing or invalid; `path` names the field. */

@@ -218,6 +218,21 @@ export function parseIPv6(text: string): bigint {
 }
 
 /**
+ * Whether text is an IPv6 address (see {@link parseIPv6}).
+ *
+ * @param text e.g. `fd00::1`.
+ * @returns True when it parses.
+ */
+export function isIPv6(text: string): boolean {
+  try {
+    parseIPv6(text);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
  * Format an IPv6 address exactly as Go's `net.IP.String` (flannel's key and
  * subnet.env format): RFC 5952 — lowercase hex without leading zeros, the
  * longest run of two or more zero groups compressed to `::` (the first one on
@@ -311,11 +326,70 @@ export function nextIPv6Net(net: IPv6Net): IPv6Net | null {
 // flannel's subnet keys
 
 /**
- * The etcd key suffix flannel uses for a lease: `10.5.34.0-24`, or
- * `10.5.34.0-24&fd00:12:13::-56` with an IPv6 subnet.
+ * The subnets a lease holds: an IPv4 subnet (with an IPv6 one in a
+ * dual-stack network), or an IPv6 subnet alone in an IPv6-only network
+ * (`EnableIPv4: false`). At least one is always present.
  */
-export function subnetKey(subnet: IPv4Net, ipv6Subnet?: IPv6Net): string {
-  const v4 = `${formatIPv4(subnet.ip)}-${subnet.prefixLen}`;
+export type SubnetPair =
+  | { readonly subnet: IPv4Net; readonly ipv6Subnet?: IPv6Net }
+  | { readonly subnet?: undefined; readonly ipv6Subnet: IPv6Net };
+
+/**
+ * Pair up optional subnets.
+ *
+ * @param subnet The IPv4 subnet, if any.
+ * @param ipv6Subnet The IPv6 subnet, if any.
+ * @returns The pair, or `null` when both are missing.
+ * @example
+ * ```ts
+ * subnetPair(undefined, parseIPv6Net("fd00::/64")); // { ipv6Subnet: … }
+ * ```
+ */
+export function subnetPair(subnet?: IPv4Net, ipv6Subnet?: IPv6Net): SubnetPair | null {
+  if (subnet) return ipv6Subnet ? { subnet, ipv6Subnet } : { subnet };
+  return ipv6Subnet ? { ipv6Subnet } : null;
+}
+
+/**
+ * A pair as text for messages and logs: `10.5.1.0/24`, `fd00::/64` or
+ * `10.5.1.0/24 + fd00::/64`.
+ *
+ * @param pair The subnets.
+ * @returns The text.
+ */
+export function formatSubnetPair(pair: SubnetPair): string {
+  const parts: string[] = [];
+  if (pair.subnet) parts.push(formatIPv4Net(pair.subnet));
+  if (pair.ipv6Subnet) parts.push(formatIPv6Net(pair.ipv6Subnet));
+  return parts.join(" + ");
+}
+
+/**
+ * The IPv4 part flannel writes for a lease without an IPv4 subnet: Go's
+ * `MakeSubnetKey` formats the zero `ip.IP4Net` (pkg/subnet/subnet.go).
+ */
+const NO_IPV4_KEY = "0.0.0.0-0";
+
+/**
+ * The etcd key suffix flannel uses for a lease (pkg/subnet/subnet.go
+ * `MakeSubnetKey`): `10.5.34.0-24`, `10.5.34.0-24&fd00:12:13::-56` with an
+ * IPv6 subnet, and `0.0.0.0-0&fd00:12:13::-56` for an IPv6-only lease (Go's
+ * zero IPv4 network).
+ *
+ * @param subnet The IPv4 subnet; `undefined` for an IPv6-only lease.
+ * @param ipv6Subnet The IPv6 subnet, if any.
+ * @returns The key suffix.
+ * @throws {TypeError} When both are missing.
+ * @example
+ * ```ts
+ * subnetKey(undefined, parseIPv6Net("fd00:12:13::/56")); // "0.0.0.0-0&fd00:12:13::-56"
+ * ```
+ */
+export function subnetKey(subnet: IPv4Net | undefined, ipv6Subnet?: IPv6Net): string {
+  if (!subnet && !ipv6Subnet) {
+    throw new TypeError("Cannot make a subnet key: neither an IPv4 nor an IPv6 subnet is given");
+  }
+  const v4 = subnet ? `${formatIPv4(subnet.ip)}-${subnet.prefixLen}` : NO_IPV4_KEY;
   return ipv6Subnet ? `${v4}&${formatIPv6(ipv6Subnet.ip)}-${ipv6Subnet.prefixLen}` : v4;
 }
 
@@ -323,10 +397,14 @@ export function subnetKey(subnet: IPv4Net, ipv6Subnet?: IPv6Net): string {
 const KEY_RE = /^(\d+\.\d+\.\d+\.\d+)-(\d+)(?:&([0-9a-f:]+)-(\d+))?$/;
 
 /**
- * Parse a subnet key (see {@link subnetKey}). Returns `null` for anything
- * that is not one, or whose address is not the network address.
+ * Parse a subnet key (see {@link subnetKey}). `0.0.0.0-0&<v6>-<len>` is an
+ * IPv6-only lease.
+ *
+ * @param key e.g. `10.5.34.0-24&fd00:12:13::-56`.
+ * @returns The subnets; `null` for anything that is not a key, whose
+ *   address is not the network address, or `0.0.0.0-0` without an IPv6 part.
  */
-export function parseSubnetKey(key: string): { subnet: IPv4Net; ipv6Subnet?: IPv6Net } | null {
+export function parseSubnetKey(key: string): SubnetPair | null {
   const m = KEY_RE.exec(key);
   if (!m) return null;
   try {
@@ -334,13 +412,14 @@ export function parseSubnetKey(key: string): { subnet: IPv4Net; ipv6Subnet?: IPv
     if (len > 32) return null;
     const ip = parseIPv4(m[1]);
     if (((ip & maskIPv4(len)) >>> 0) !== ip) return null;
-    const subnet = { ip, prefixLen: len };
-    if (!m[3]) return { subnet };
+    const noIPv4 = `${m[1]}-${m[2]}` === NO_IPV4_KEY;
+    if (!m[3]) return noIPv4 ? null : { subnet: { ip, prefixLen: len } };
     const len6 = Number(m[4]);
     if (len6 > 128) return null;
     const ip6 = parseIPv6(m[3]);
     if ((ip6 & maskIPv6(len6)) !== ip6) return null;
-    return { subnet, ipv6Subnet: { ip: ip6, prefixLen: len6 } };
+    const ipv6Subnet = { ip: ip6, prefixLen: len6 };
+    return noIPv4 ? { ipv6Subnet } : { subnet: { ip, prefixLen: len }, ipv6Subnet };
   } catch {
     return null;
   }

@@ -367,7 +367,6 @@ Deno.test("subnetKey() and parseSubnetKey() round-trip flannel's etcd key suffix
   const cases: [string, string, string | undefined][] = [
     ["10.5.34.0-24", "10.5.34.0/24", undefined],
     ["10.244.0.0-16", "10.244.0.0/16", undefined],
-    ["0.0.0.0-0", "0.0.0.0/0", undefined],
     ["10.0.0.4-30", "10.0.0.4/30", undefined],
     ["10.5.34.0-24&fd00:12:13::-56", "10.5.34.0/24", "fd00:12:13::/56"],
     ["10.5.1.0-24&fc00:0:0:1::-64", "10.5.1.0/24", "fc00:0:0:1::/64"],
@@ -375,7 +374,7 @@ Deno.test("subnetKey() and parseSubnetKey() round-trip flannel's etcd key suffix
   ];
   for (const [key, v4, v6] of cases) {
     const parsed = parseSubnetKey(key);
-    assert.ok(parsed, key);
+    assert.ok(parsed?.subnet, key);
     assert.equal(formatIPv4Net(parsed.subnet), v4, key);
     assert.equal(parsed.ipv6Subnet ? formatIPv6Net(parsed.ipv6Subnet) : undefined, v6, key);
     assert.equal(subnetKey(parsed.subnet, parsed.ipv6Subnet), key, "round trip");
@@ -384,6 +383,18 @@ Deno.test("subnetKey() and parseSubnetKey() round-trip flannel's etcd key suffix
     subnetKey(parseIPv4Net("10.5.34.0/24"), parseIPv6Net("fd00:12:13::/56")),
     "10.5.34.0-24&fd00:12:13::-56",
   );
+});
+
+Deno.test("subnetKey() writes an IPv6-only lease with Go's zero IPv4 network, as flannel's MakeSubnetKey", () => {
+  // pkg/subnet/subnet.go MakeSubnetKey: sn.StringSep(".", "-") of ip.IP4Net{} is "0.0.0.0-0"
+  const v6 = parseIPv6Net("fd00:12:13::/56");
+  assert.equal(subnetKey(undefined, v6), "0.0.0.0-0&fd00:12:13::-56");
+  const parsed = parseSubnetKey("0.0.0.0-0&fd00:12:13::-56");
+  assert.deepEqual(parsed, { ipv6Subnet: v6 });
+  assert.equal(subnetKey(parsed?.subnet, parsed?.ipv6Subnet), "0.0.0.0-0&fd00:12:13::-56");
+  // a zero IPv4 network alone holds no subnet at all
+  assert.equal(parseSubnetKey("0.0.0.0-0"), null);
+  assert.throws(() => subnetKey(undefined, undefined), TypeError);
 });
 
 Deno.test("parseSubnetKey() returns null for host bits, bad lengths and garbage", () => {

@@ -10,7 +10,8 @@
  * - {@link resumableNdjson} keeps a watch going across many bodies: it
  *   remembers a cursor (etcd's next revision, Kubernetes' resourceVersion)
  *   that each line may move, and after a failure opens the next body from
- *   that cursor with exponential backoff, so nothing delivered is lost or
+ *   that cursor with exponential backoff (within a second while the server
+ *   does not answer at all: `retryDelay`), so nothing delivered is lost or
  *   repeated. A caller-supplied `recover` turns failures that cannot be
  *   resumed (history compacted: re-list) into a fresh start.
  *
@@ -18,7 +19,7 @@
  */
 
 import { linkedController, sleepQuietly } from "./abort.ts";
-import { backoff, type Clock, systemClock } from "./clock.ts";
+import { type Clock, retryDelay, systemClock } from "./clock.ts";
 
 /** Why a stream stopped before its reader wanted it to. */
 export type NdjsonFailure = "ended" | "truncated" | "idle" | "too-long" | "broken";
@@ -263,7 +264,11 @@ export interface ResumableNdjsonOptions<C, L, T> {
   readonly signal: AbortSignal;
   readonly clock?: Clock;
   readonly random?: () => number;
-  /** Backoff between failures in ms (defaults 200 doubling up to 10 000, as `backoff`). */
+  /**
+   * Backoff between failures in ms (defaults 200 doubling up to 10 000, as
+   * `backoff`); a server that did not answer at all is retried within 1 s
+   * (`retryDelay`).
+   */
   readonly backoff?: { readonly base?: number; readonly max?: number };
   readonly maxLineLength?: number;
 }
@@ -355,7 +360,7 @@ export async function* resumableNdjson<C, L, T>(
       }
     }
     if (options.isFatal?.(failure)) throw failure;
-    const delayMs = backoff(attempt++, { ...options.backoff, random: options.random });
+    const delayMs = retryDelay(attempt++, failure, { ...options.backoff, random: options.random });
     options.onRetry?.(failure, { attempt, delayMs, cursor });
     if (!(await sleepQuietly(clock, delayMs, signal))) return;
   }

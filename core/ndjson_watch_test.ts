@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { FakeClock } from "../testing/fake_clock.ts";
+import { StoreUnavailableError } from "./errors.ts";
 import {
   type NdjsonStream,
   NdjsonStreamError,
@@ -270,6 +271,40 @@ Deno.test("resumableNdjson() resumes from the last cursor after a cut, backing o
   assert.deepEqual(s.opened, [0, 2, 2, 3]);
   assert.deepEqual(got, [[1, 2], [3]]);
   assert.equal(s.last().state.cancelled, true, "the open body was let go on abort");
+});
+
+Deno.test("resumableNdjson() retries a server that does not answer at all within a second", async () => {
+  const clock = new FakeClock(0);
+  const s = server();
+  const ac = new AbortController();
+  const delays: number[] = [];
+  const down = () => new StoreUnavailableError("connection refused", { unreachable: true });
+  s.refusals.push(down(), down(), down(), down(), down(), down(), new Error("HTTP 503"));
+  const watch = (async () => {
+    for await (
+      const _ of resumableNdjson<number, Line, number>({
+        from: 0,
+        open: (c) => s.open(c),
+        step,
+        signal: ac.signal,
+        clock,
+        random: () => 1,
+        onRetry: (_e, r) => delays.push(r.delayMs),
+      })
+    );
+  })();
+  for (let i = 1; i <= 7; i++) {
+    await until(() => delays.length === i, `retry ${i}`);
+    await clock.advance(delays[i - 1]);
+  }
+  await until(() => s.bodies.length === 1, "a stream once the server answers");
+  assert.deepEqual(
+    delays,
+    [200, 400, 800, 1000, 1000, 1000, 10_000],
+    "capped at 1 s while nothing answers; an answered failure backs off as before",
+  );
+  ac.abort();
+  await watch;
 });
 
 Deno.test("resumableNdjson() opens the next stream at once after a clean end, unless told to fail", async () => {

@@ -1,10 +1,17 @@
 /**
  * Kernel switches the agent needs in its own network namespace, set by
- * writing `/proc/sys`: `net.ipv4.ip_forward=1` (hosts route pod traffic),
- * `net.ipv6.conf.all.forwarding=1` with IPv6, and — when the
+ * writing `/proc/sys`: `net.ipv4.ip_forward=1` with IPv4 (hosts route pod
+ * traffic), `net.ipv6.conf.all.forwarding=1` with IPv6, and — when the
  * `br_netfilter` module is loaded — `net.bridge.bridge-nf-call-iptables=1`
- * so bridged pod traffic passes the masquerade and forward rules, as
- * Kubernetes requires.
+ * (`-ip6tables` with IPv6) so bridged pod traffic passes the masquerade and
+ * forward rules, as Kubernetes requires.
+ *
+ * Turning IPv6 forwarding on makes the kernel ignore router advertisements
+ * on interfaces with `accept_ra=1`, so a host whose IPv6 default route comes
+ * from SLAAC would lose it when its lifetime runs out. For the interfaces
+ * named in `keepRouterAdvertisements` (the external interface), `accept_ra`
+ * 1 is raised to 2 ("accept even when forwarding") first; 0 and 2 are left
+ * alone.
  *
  * `/proc/sys/net` always shows the namespace of the process that reads or
  * writes it, so the agent (run under `ip netns exec` in the lab) changes
@@ -24,6 +31,11 @@ export interface ForwardingOptions {
   readonly ipv4?: boolean;
   /** Set `net.ipv6.conf.all.forwarding` (default false). */
   readonly ipv6?: boolean;
+  /**
+   * With `ipv6`: interfaces that keep accepting router advertisements once
+   * forwarding is on (`net.ipv6.conf.<name>.accept_ra` 1 becomes 2).
+   */
+  readonly keepRouterAdvertisements?: readonly string[];
   /**
    * Set `net.bridge.bridge-nf-call-iptables` (and `-ip6tables` with IPv6)
    * when br_netfilter is loaded (default true); skipped when it is not.
@@ -87,10 +99,12 @@ export function ensureSysctl(name: string, value: string, procRoot?: string): bo
   try {
     fs.writeFileSync(file, value + "\n");
   } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    const fix = code === "EROFS"
+      ? `${file} is read-only here (a container without a writable /proc/sys?): set it on the host beforehand (sysctl -w ${name}=${value}) or run privileged`
+      : "run as root or with CAP_NET_ADMIN, or set it beforehand";
     throw new Error(
-      `Cannot set ${name}=${value} (current value is ${current}): ${
-        (e as Error).message
-      }; run as root or with CAP_NET_ADMIN, or set it beforehand`,
+      `Cannot set ${name}=${value} (current value is ${current}): ${(e as Error).message}; ${fix}`,
       { cause: e },
     );
   }
@@ -101,12 +115,14 @@ export function ensureSysctl(name: string, value: string, procRoot?: string): bo
  * Turn on forwarding (and bridge netfilter when available) in this
  * process's network namespace.
  *
- * @param options Which families, procRoot.
+ * @param options Which families, interfaces that keep router advertisements, procRoot.
  * @returns Names of the sysctls that were changed.
  * @throws {Error} When a sysctl cannot be written.
  * @example
  * ```ts
  * ensureForwarding({ ipv4: true }); // ["net.ipv4.ip_forward"] the first time, then []
+ * ensureForwarding({ ipv4: false, ipv6: true, keepRouterAdvertisements: ["eth0"] });
+ * // ["net.ipv6.conf.eth0.accept_ra", "net.ipv6.conf.all.forwarding"] when eth0 had accept_ra=1
  * ```
  */
 export function ensureForwarding(options: ForwardingOptions = {}): string[] {
@@ -116,7 +132,31 @@ export function ensureForwarding(options: ForwardingOptions = {}): string[] {
     if (ensureSysctl(name, "1", root)) changed.push(name);
   };
   if (options.ipv4 ?? true) set("net.ipv4.ip_forward");
-  if (options.ipv6) set("net.ipv6.conf.all.forwarding");
+  if (options.ipv6) {
+    for (const name of options.keepRouterAdvertisements ?? []) {
+      // interface names may hold dots (eth0.100), which sysctl names cannot
+      const file = path.join(root ?? "/proc/sys", "net", "ipv6", "conf", name, "accept_ra");
+      let current: string | undefined;
+      try {
+        current = fs.readFileSync(file, "utf8").trim();
+      } catch {
+        continue; // no such interface here, or IPv6 disabled on it
+      }
+      if (current !== "1") continue;
+      try {
+        fs.writeFileSync(file, "2\n");
+      } catch (e) {
+        throw new Error(
+          `Cannot set net.ipv6.conf.${name}.accept_ra=2 (current value is 1): ${
+            (e as Error).message
+          }; without it ${name} stops learning its IPv6 routes from router advertisements once forwarding is on; run as root, or set it beforehand`,
+          { cause: e },
+        );
+      }
+      changed.push(`net.ipv6.conf.${name}.accept_ra`);
+    }
+    set("net.ipv6.conf.all.forwarding");
+  }
   if (options.bridgeNetfilter ?? true) {
     if ((options.ipv4 ?? true) && readSysctl("net.bridge.bridge-nf-call-iptables", root)) {
       set("net.bridge.bridge-nf-call-iptables");
@@ -126,4 +166,27 @@ export function ensureForwarding(options: ForwardingOptions = {}): string[] {
     }
   }
   return changed;
+}
+
+/**
+ * The bridge netfilter switches that do not exist because `br_netfilter`
+ * is not loaded: without them traffic between pods on one host's bridge
+ * bypasses the masquerade and forward rules (flanneld refuses to start then;
+ * weft warns, naming `modprobe br_netfilter`).
+ *
+ * @param options Which families (IPv4 by default), procRoot.
+ * @returns The missing sysctl names, empty when the module is loaded.
+ * @example
+ * ```ts
+ * bridgeNetfilterMissing({}); // ["net.bridge.bridge-nf-call-iptables"] without br_netfilter
+ * ```
+ */
+export function bridgeNetfilterMissing(
+  options: Pick<ForwardingOptions, "ipv4" | "ipv6" | "procRoot"> = {},
+): string[] {
+  const names = [
+    ...(options.ipv4 ?? true ? ["net.bridge.bridge-nf-call-iptables"] : []),
+    ...(options.ipv6 ? ["net.bridge.bridge-nf-call-ip6tables"] : []),
+  ];
+  return names.filter((n) => readSysctl(n, options.procRoot) === undefined);
 }

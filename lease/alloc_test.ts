@@ -1,8 +1,10 @@
 import assert from "node:assert/strict";
 import {
+  describeIPv6Pool,
   describePool,
-  findLeaseByPublicIP,
-  findLeaseBySubnet,
+  findLeaseByHost,
+  findLeaseOverlapping,
+  ipv6PoolSize,
   isIPv6SubnetCompatible,
   isLeaseCompatible,
   isSubnetCompatible,
@@ -32,6 +34,10 @@ function lease(cidr: string, publicIP = "192.0.2.1", cidr6?: string): Lease {
   };
 }
 
+function v6lease(cidr6: string, publicIPv6: string): Lease {
+  return { ipv6Subnet: parseIPv6Net(cidr6), attrs: { publicIP: "", publicIPv6 }, expiration: null };
+}
+
 /** A random source that returns these values in turn and counts its calls. */
 function scripted(...values: number[]): (() => number) & { calls: number } {
   const f = Object.assign(() => {
@@ -43,7 +49,7 @@ function scripted(...values: number[]): (() => number) & { calls: number } {
 }
 
 const pick = (json: string, leases: Lease[], r: number) =>
-  formatIPv4Net(pickFreeSubnet(parseNetworkConfig(json), leases, scripted(r)).subnet);
+  formatIPv4Net(pickFreeSubnet(parseNetworkConfig(json), leases, scripted(r)).subnet!);
 
 Deno.test("pickFreeSubnet() walks SubnetMin..SubnetMax and skips used and overlapping subnets", () => {
   const net16 = `{"Network":"10.5.0.0/16"}`;
@@ -170,7 +176,7 @@ Deno.test("pickFreeSubnet() draws one random number per address family", () => {
   const r6 = scripted(0, 0.999);
   const got = pickFreeSubnet(dual, [], r6);
   assert.equal(r6.calls, 2);
-  assert.equal(formatIPv4Net(got.subnet), "10.5.1.0/24");
+  assert.equal(formatIPv4Net(got.subnet!), "10.5.1.0/24");
   assert.equal(got.ipv6Subnet && formatIPv6Net(got.ipv6Subnet), "fd00:12:13:64::/64");
 });
 
@@ -183,7 +189,7 @@ Deno.test("pickFreeSubnet() skips IPv6 subnets held by other leases", () => {
     lease("10.5.2.0/24", "192.0.2.2", "fd00:12:13:2::/63"),
   ];
   const got = pickFreeSubnet(dual, leases, () => 0);
-  assert.equal(formatIPv4Net(got.subnet), "10.5.3.0/24");
+  assert.equal(formatIPv4Net(got.subnet!), "10.5.3.0/24");
   assert.equal(got.ipv6Subnet && formatIPv6Net(got.ipv6Subnet), "fd00:12:13:4::/64");
   assert.equal(pickFreeSubnet(config16, [], () => 0).ipv6Subnet, undefined);
 });
@@ -223,7 +229,7 @@ Deno.test("pickFreeSubnet() throws PoolExhaustedError naming the pool and N of M
     {
       name: "PoolExhaustedError",
       message:
-        "no free IPv6 subnet left in fd00::/124 (/126 subnets fd00::4 to fd00::c): 3 of 3 in use; " +
+        "no free IPv6 subnet left in fd00::/124 (/126 subnets fd00::4 to fd00::c): 3 of 3 in use (by 1 lease); " +
         "enlarge IPv6Network or widen IPv6SubnetMin/IPv6SubnetMax, or delete stale leases",
     },
   );
@@ -239,7 +245,7 @@ Deno.test("pickFreeSubnet() reports a full /8 pool of 65535 subnets and finds it
     /65535 of 65535 in use \(by 65535 leases\)/,
   );
   leases.splice(40000, 1);
-  assert.equal(formatIPv4Net(pickFreeSubnet(big, leases, () => 0.5).subnet), "10.156.65.0/24");
+  assert.equal(formatIPv4Net(pickFreeSubnet(big, leases, () => 0.5).subnet!), "10.156.65.0/24");
 });
 
 Deno.test("isSubnetCompatible() requires SubnetLen, the Network and SubnetMin..SubnetMax", () => {
@@ -291,12 +297,122 @@ Deno.test("isIPv6SubnetCompatible() and isLeaseCompatible() follow EnableIPv6", 
   assert.equal(isLeaseCompatible(config16, lease("10.5.0.0/24")), false, "below SubnetMin");
 });
 
-Deno.test("findLeaseByPublicIP() and findLeaseBySubnet() look leases up", () => {
-  const leases = [lease("10.5.1.0/24", "192.0.2.1"), lease("10.5.2.0/24", "192.0.2.2")];
-  assert.equal(findLeaseByPublicIP(leases, "192.0.2.2"), leases[1]);
-  assert.equal(findLeaseByPublicIP(leases, "192.0.2.3"), undefined);
-  assert.equal(findLeaseBySubnet(leases, parseIPv4Net("10.5.1.0/24")), leases[0]);
-  assert.equal(findLeaseBySubnet(leases, parseIPv4Net("10.5.1.0/25")), undefined);
+Deno.test("findLeaseByHost() finds a host by its public IPv4, or its IPv6 without one", () => {
+  const leases = [
+    lease("10.5.1.0/24", "192.0.2.1"),
+    lease("10.5.2.0/24", "192.0.2.2"),
+    v6lease("fd00:10:5:1::/64", "2001:db8::1"),
+    v6lease("fd00:10:5:2::/64", "2001:db8::2"),
+  ];
+  const cases: [string, string | null, Lease | undefined][] = [
+    ["192.0.2.2", null, leases[1]],
+    ["192.0.2.3", null, undefined],
+    ["", "2001:db8::2", leases[3]],
+    ["", "2001:DB8:0::2", leases[3]],
+    ["", "2001:db8::3", undefined],
+    // a host with no IPv4 address is not every other IPv6-only host
+    ["", null, undefined],
+  ];
+  for (const [publicIP, publicIPv6, want] of cases) {
+    assert.equal(
+      findLeaseByHost(leases, { publicIP, publicIPv6 }),
+      want,
+      `${publicIP} ${publicIPv6}`,
+    );
+  }
+});
+
+Deno.test("findLeaseOverlapping() checks every family the pair holds", () => {
+  const leases = [
+    lease("10.5.1.0/24", "192.0.2.1", "fd00:10:5:1::/64"),
+    v6lease("fd00:10:5:2::/64", "2001:db8::2"),
+  ];
+  const cases: [string, Parameters<typeof findLeaseOverlapping>[1], Lease | undefined][] = [
+    ["same IPv4", { subnet: parseIPv4Net("10.5.1.0/24") }, leases[0]],
+    ["inside IPv4", { subnet: parseIPv4Net("10.5.1.0/25") }, leases[0]],
+    ["other IPv4", { subnet: parseIPv4Net("10.5.3.0/24") }, undefined],
+    [
+      "free IPv4, taken IPv6",
+      { subnet: parseIPv4Net("10.5.3.0/24"), ipv6Subnet: parseIPv6Net("fd00:10:5:2::/64") },
+      leases[1],
+    ],
+    ["IPv6 alone", { ipv6Subnet: parseIPv6Net("fd00:10:5:1::/64") }, leases[0]],
+    ["wider IPv6", { ipv6Subnet: parseIPv6Net("fd00:10:5::/48") }, leases[0]],
+    ["free IPv6", { ipv6Subnet: parseIPv6Net("fd00:10:5:3::/64") }, undefined],
+  ];
+  for (const [why, pair, want] of cases) {
+    assert.equal(findLeaseOverlapping(leases, pair), want, why);
+  }
+});
+
+Deno.test("pickFreeSubnet() in an IPv6-only network picks an IPv6 subnet alone", () => {
+  const v6only = parseNetworkConfig(
+    `{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00:10:5::/48"}`,
+  );
+  const r = scripted(0);
+  const first = pickFreeSubnet(v6only, [], r);
+  assert.equal(r.calls, 1, "one random draw: IPv6 only");
+  assert.equal(first.subnet, undefined);
+  assert.equal(first.ipv6Subnet && formatIPv6Net(first.ipv6Subnet), "fd00:10:5:1::/64");
+  const used = [
+    v6lease("fd00:10:5:1::/64", "2001:db8::1"),
+    v6lease("fd00:10:5:2::/63", "2001:db8::2"),
+    // an IPv4 lease of another network occupies nothing here
+    lease("10.5.1.0/24"),
+  ];
+  const next = pickFreeSubnet(v6only, used, () => 0);
+  assert.deepEqual(next, { ipv6Subnet: parseIPv6Net("fd00:10:5:4::/64") });
+  // the window counts free subnets only, as for IPv4
+  const top = pickFreeSubnet(v6only, used, () => 0.999);
+  assert.equal(formatIPv6Net(top.ipv6Subnet!), "fd00:10:5:67::/64");
+});
+
+Deno.test("pickFreeSubnet() finds the one free IPv6 subnet among 4000 in one pass", () => {
+  const cfg = parseNetworkConfig(
+    `{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00:10:5::/48","IPv6SubnetMax":"fd00:10:5:fa0::"}`,
+  );
+  assert.equal(ipv6PoolSize(cfg), 4000n);
+  const leases: Lease[] = [];
+  for (let i = 1; i <= 4000; i++) {
+    if (i !== 3001) {
+      leases.push(v6lease(`fd00:10:5:${i.toString(16)}::/64`, `2001:db8::${i.toString(16)}`));
+    }
+  }
+  leases.reverse(); // any order
+  const t0 = performance.now();
+  const got = pickFreeSubnet(cfg, leases, Math.random);
+  assert.ok(performance.now() - t0 < 500, "sorted scan, not leases × candidates");
+  assert.equal(formatIPv6Net(got.ipv6Subnet!), `fd00:10:5:${(3001).toString(16)}::/64`);
+  leases.push(v6lease("fd00:10:5:bb9::/64", "2001:db8::ffff"));
+  assert.throws(() => pickFreeSubnet(cfg, leases, Math.random), {
+    name: "PoolExhaustedError",
+    message:
+      "no free IPv6 subnet left in fd00:10:5::/48 (/64 subnets fd00:10:5:1:: to fd00:10:5:fa0::): " +
+      "4000 of 4000 in use (by 4000 leases); " +
+      "enlarge IPv6Network or widen IPv6SubnetMin/IPv6SubnetMax, or delete stale leases",
+  });
+});
+
+Deno.test("isLeaseCompatible() in an IPv6-only network wants the IPv6 subnet and no IPv4 one", () => {
+  const v6only = parseNetworkConfig(
+    `{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00:10:5::/48"}`,
+  );
+  assert.equal(isLeaseCompatible(v6only, v6lease("fd00:10:5:7::/64", "2001:db8::1")), true);
+  assert.equal(isLeaseCompatible(v6only, v6lease("fd00:10:5::/64", "2001:db8::1")), false);
+  assert.equal(
+    isLeaseCompatible(v6only, lease("10.5.7.0/24", "192.0.2.1", "fd00:10:5:7::/64")),
+    false,
+    "an IPv4 subnet does not fit an IPv6-only network",
+  );
+  assert.equal(isSubnetCompatible(v6only, undefined), true);
+  assert.equal(isSubnetCompatible(config16, undefined), false, "IPv4 enabled: a subnet is needed");
+  assert.equal(isLeaseCompatible(config16, v6lease("fd00:10:5:7::/64", "2001:db8::1")), false);
+  assert.equal(ipv6PoolSize(config16), 0n);
+  assert.equal(poolSize(v6only), 0);
+  assert.equal(
+    describeIPv6Pool(v6only),
+    "fd00:10:5::/48 (/64 subnets fd00:10:5:1:: to fd00:10:5:ffff::)",
+  );
 });
 
 Deno.test("poolSize() and describePool() describe SubnetMin..SubnetMax", () => {
@@ -308,7 +424,7 @@ Deno.test("poolSize() and describePool() describe SubnetMin..SubnetMax", () => {
       1,
       "10.5.0.0/16 (/24 subnets 10.5.3.0 to 10.5.3.0)",
     ],
-    [`{"Network":"0.0.0.0/0"}`, 16777215, "0.0.0.0/0 (/24 subnets 0.0.1.0 to 255.255.255.0)"],
+    [`{"Network":"128.0.0.0/1"}`, 8388607, "128.0.0.0/1 (/24 subnets 128.0.1.0 to 255.255.255.0)"],
   ];
   for (const [json, size, text] of cases) {
     const cfg = parseNetworkConfig(json);

@@ -205,6 +205,26 @@ export function parseNetworkConfig(text: string, options: ParseConfigOptions = {
     );
   }
   const raw = parsed.output;
+  // Like Go's json.Unmarshal into ip.IP4Net / ip.IP4 / ip.IP6Net / ip.IP6,
+  // an address field that does not parse is an error even when its family
+  // is disabled.
+  const syntax: [keyof typeof raw & string, (t: string) => unknown][] = [
+    ["Network", parseIPv4Net],
+    ["SubnetMin", parseIPv4],
+    ["SubnetMax", parseIPv4],
+    ["IPv6Network", parseIPv6Net],
+    ["IPv6SubnetMin", parseIPv6],
+    ["IPv6SubnetMax", parseIPv6],
+  ];
+  for (const [key, parse] of syntax) {
+    const text = raw[key];
+    if (typeof text !== "string" || text === "") continue;
+    try {
+      parse(text);
+    } catch {
+      fail(key, `"${key}" must be ${EXPECTED[key]}: current value is ${JSON.stringify(text)}`);
+    }
+  }
 
   const enableIPv4 = raw.EnableIPv4 ?? true;
   const enableIPv6 = raw.EnableIPv6 ?? false;
@@ -229,7 +249,11 @@ export function parseNetworkConfig(text: string, options: ParseConfigOptions = {
     backendType = (t as string).toLowerCase();
   }
   if (!enableIPv4 && !enableIPv6) {
-    fail("EnableIPv4", "both EnableIPv4 and EnableIPv6 are false: enable at least one");
+    fail(
+      "EnableIPv4",
+      `"EnableIPv4" and "EnableIPv6" are both false: no address family is left to lease; ` +
+        `set "EnableIPv4": true with "Network", or "EnableIPv6": true with "IPv6Network" (or both for dual stack)`,
+    );
   }
 
   let network: IPv4Net | undefined;
@@ -250,6 +274,13 @@ export function parseNetworkConfig(text: string, options: ParseConfigOptions = {
       );
     }
     const net = network!;
+    if (net.ip === 0 && net.prefixLen === 0) {
+      // flannel: Network.Empty() — "please define a correct Network parameter"
+      fail(
+        "Network",
+        `"Network" 0.0.0.0/0 is the whole IPv4 space, which flannel reads as no network at all: set the cluster's range, e.g. "Network": "10.5.0.0/16"`,
+      );
+    }
     if (raw.SubnetLen) {
       subnetLen = raw.SubnetLen;
       if (subnetLen > 30) {
@@ -341,6 +372,13 @@ export function parseNetworkConfig(text: string, options: ParseConfigOptions = {
       );
     }
     const net = ipv6Network!;
+    if (net.ip === 0n && net.prefixLen === 0) {
+      // flannel: IPv6Network.Empty() — "please define a correct IPv6Network parameter"
+      fail(
+        "IPv6Network",
+        `"IPv6Network" ::/0 is the whole IPv6 space, which flannel reads as no network at all: set the cluster's range, e.g. "IPv6Network": "fd00:10:5::/48"`,
+      );
+    }
     if (raw.IPv6SubnetLen) {
       ipv6SubnetLen = raw.IPv6SubnetLen;
       if (ipv6SubnetLen > 126) {

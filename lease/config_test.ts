@@ -352,8 +352,19 @@ Deno.test("parseNetworkConfig() names the field, the value and the expected form
     ],
     [
       `{"EnableIPv4":false}`,
-      `both EnableIPv4 and EnableIPv6 are false: enable at least one`,
+      `"EnableIPv4" and "EnableIPv6" are both false: no address family is left to lease; set "EnableIPv4": true with "Network", or "EnableIPv6": true with "IPv6Network" (or both for dual stack)`,
       "EnableIPv4",
+    ],
+    [
+      `{"Network":"10.5.0.0/16","EnableIPv4":false,"EnableIPv6":false}`,
+      `"EnableIPv4" and "EnableIPv6" are both false: no address family is left to lease; set "EnableIPv4": true with "Network", or "EnableIPv6": true with "IPv6Network" (or both for dual stack)`,
+      "EnableIPv4",
+    ],
+    [
+      // flannel: Network.Empty() is "please define a correct Network parameter"
+      `{"Network":"0.0.0.0/0"}`,
+      `"Network" 0.0.0.0/0 is the whole IPv4 space, which flannel reads as no network at all: set the cluster's range, e.g. "Network": "10.5.0.0/16"`,
+      "Network",
     ],
     [
       `[1,2]`,
@@ -442,6 +453,14 @@ Deno.test("parseNetworkConfig() applies flannel's IPv6 defaults and overrides", 
   assert.equal(dual.enableIPv4, true);
   assert.equal(dual.subnetLen, 24);
   assert.deepEqual(six(dual), ["fd00:12:13::/48", 64, "fd00:12:13:1::", "fd00:12:13:ffff::"]);
+  // IPv4 keys are ignored while EnableIPv4 is false (flannel checks only their syntax)
+  const v6only = parseNetworkConfig(
+    `{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00::/48","Network":"10.5.0.0/30","SubnetLen":99}`,
+  );
+  assert.deepEqual(
+    [v6only.network, v6only.subnetLen, v6only.subnetMin, v6only.subnetMax],
+    [undefined, 0, 0, 0],
+  );
   // IPv6 keys are ignored while EnableIPv6 is false
   const off = parseNetworkConfig(`{"Network":"10.5.0.0/16","IPv6Network":"fd00::/48"}`);
   assert.equal(off.enableIPv6, false);
@@ -455,6 +474,34 @@ Deno.test("parseNetworkConfig() rejects invalid IPv6 settings with the field, va
       `{${base}}`,
       `"IPv6Network" is missing while EnableIPv6 is true: set it, e.g. "IPv6Network": "fd00:10:5::/48"`,
       "IPv6Network",
+    ],
+    [
+      // flannel: IPv6Network.Empty() is "please define a correct IPv6Network parameter"
+      `{${base},"IPv6Network":"::/0"}`,
+      `"IPv6Network" ::/0 is the whole IPv6 space, which flannel reads as no network at all: set the cluster's range, e.g. "IPv6Network": "fd00:10:5::/48"`,
+      "IPv6Network",
+    ],
+    [
+      // Go's json.Unmarshal fails on it even with IPv4 disabled
+      `{${base},"IPv6Network":"fd00::/48","Network":"bogus"}`,
+      `"Network" must be a CIDR string such as "10.5.0.0/16": current value is "bogus"`,
+      "Network",
+    ],
+    [
+      `{"Network":"10.5.0.0/16","IPv6Network":"fd00::/48","IPv6SubnetMax":"nope"}`,
+      `"IPv6SubnetMax" must be an IPv6 address string: current value is "nope"`,
+      "IPv6SubnetMax",
+    ],
+    [
+      // a dual-stack config needs both networks
+      `{"Network":"10.5.0.0/16","EnableIPv6":true}`,
+      `"IPv6Network" is missing while EnableIPv6 is true: set it, e.g. "IPv6Network": "fd00:10:5::/48"`,
+      "IPv6Network",
+    ],
+    [
+      `{"EnableIPv6":true,"IPv6Network":"fd00::/48"}`,
+      `"Network" is missing: set it to the cluster's IPv4 range, e.g. "Network": "10.5.0.0/16"`,
+      "Network",
     ],
     [
       `{${base},"IPv6Network":"10.5.0.0/16"}`,

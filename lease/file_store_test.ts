@@ -3,6 +3,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { createFileLeaseStore, createFileRegistry } from "./file_store.ts";
+import { leaseKey } from "./kv_store.ts";
 import { encodeLeaseAttrs } from "./types.ts";
 import {
   CONTRACT_CONFIG,
@@ -29,12 +30,7 @@ function fileHarness(): Promise<ContractHarness> {
       registry.put(subnet.replace("/", "-"), encodeLeaseAttrs({ publicIP }), null).then(() => {}),
     writeGarbage: (subnet, value) =>
       registry.put(subnet.replace("/", "-"), value, null).then(() => {}),
-    removeExternally: (lease) =>
-      registry.delete(
-        `${lease.subnet.ip >>> 24}.${(lease.subnet.ip >>> 16) & 255}.${
-          (lease.subnet.ip >>> 8) & 255
-        }.${lease.subnet.ip & 255}-${lease.subnet.prefixLen}`,
-      ),
+    removeExternally: (lease) => registry.delete(leaseKey(lease)),
     compact: () => {
       const s = JSON.parse(fs.readFileSync(leaseFile, "utf8"));
       s.compacted = s.revision;

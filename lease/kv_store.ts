@@ -18,17 +18,22 @@ import type { Logger } from "../core/log.ts";
 import { nullLogger } from "../core/log.ts";
 import type { Registry as Metrics } from "../core/metrics.ts";
 import { isAbortError, sleepQuietly } from "../core/abort.ts";
-import { backoff, type Clock, systemClock } from "../core/clock.ts";
+import { type Clock, retryDelay, systemClock } from "../core/clock.ts";
 import {
-  findLeaseByPublicIP,
-  findLeaseBySubnet,
-  isIPv6SubnetCompatible,
+  findLeaseByHost,
+  findLeaseOverlapping,
   isLeaseCompatible,
-  isSubnetCompatible,
   pickFreeSubnet,
 } from "./alloc.ts";
 import { type NetworkConfig, parseNetworkConfig } from "./config.ts";
-import { formatIPv4Net, isIPv4, parseIPv6, parseSubnetKey, subnetKey } from "../core/ip.ts";
+import {
+  formatSubnetPair,
+  isIPv4,
+  parseIPv6,
+  parseSubnetKey,
+  subnetKey,
+  subnetPair,
+} from "../core/ip.ts";
 import {
   type AcquireRequest,
   encodeLeaseAttrs,
@@ -37,13 +42,15 @@ import {
   type LeaseEvent,
   type LeaseSnapshot,
   type LeaseStore,
+  type LeaseSubnets,
+  NO_PUBLIC_IP,
 } from "./types.ts";
 import { ConfigError, LeaseConflictError } from "../core/errors.ts";
 import { clip, quote } from "../core/quote.ts";
 
 /** One stored lease record as the registry sees it. */
 export interface RawRecord {
-  /** Subnet key, e.g. `10.5.34.0-24`. */
+  /** Subnet key, e.g. `10.5.34.0-24`, `10.5.34.0-24&fd00:12:13::-56`, `0.0.0.0-0&fd00:12:13::-56`. */
   readonly key: string;
   /** JSON text of the attributes. */
   readonly value: string;
@@ -125,13 +132,18 @@ const LeaseValue = v.object({
 });
 
 /**
- * Decode a stored record into a lease.
+ * Decode a stored record into a lease. flannel's zero `PublicIP`
+ * (`"0.0.0.0"`, written for an IPv6-only lease) becomes `publicIP: ""`.
  *
  * @returns The lease, or an error message saying what is wrong with it.
  */
 export function decodeRecord(record: RawRecord): Lease | string {
   const sn = parseSubnetKey(record.key);
-  if (!sn) return `key ${quote(record.key)} is not a subnet key like 10.5.34.0-24`;
+  if (!sn) {
+    return `key ${
+      quote(record.key)
+    } is not a subnet key like 10.5.34.0-24, 10.5.34.0-24&fd00:12:13::-56 or 0.0.0.0-0&fd00:12:13::-56`;
+  }
   let json: unknown;
   try {
     json = JSON.parse(record.value);
@@ -157,13 +169,13 @@ export function decodeRecord(record: RawRecord): Lease | string {
     }
   }
   const attrs: LeaseAttrs = {
-    publicIP: o.PublicIP,
+    publicIP: o.PublicIP === NO_PUBLIC_IP ? "" : o.PublicIP,
     publicIPv6: o.PublicIPv6 ?? null,
     ...(o.BackendType !== undefined ? { backendType: o.BackendType } : {}),
     ...(o.BackendData !== undefined ? { backendData: o.BackendData } : {}),
     ...(o.BackendV6Data !== undefined ? { backendV6Data: o.BackendV6Data } : {}),
   };
-  return { subnet: sn.subnet, ipv6Subnet: sn.ipv6Subnet, attrs, expiration: record.expiration };
+  return { ...sn, attrs, expiration: record.expiration };
 }
 
 const V4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
@@ -175,12 +187,14 @@ const V4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\
  */
 function fastDecode(
   json: unknown,
-  sn: { subnet: Lease["subnet"]; ipv6Subnet?: Lease["ipv6Subnet"] },
+  sn: LeaseSubnets,
   expiration: number | null,
 ): Lease | null {
   if (typeof json !== "object" || json === null) return null;
   const o = json as Record<string, unknown>;
-  if (typeof o.PublicIP !== "string" || !V4.test(o.PublicIP)) return null;
+  if (typeof o.PublicIP !== "string" || !V4.test(o.PublicIP) || o.PublicIP === NO_PUBLIC_IP) {
+    return null;
+  }
   if (o.PublicIPv6 !== undefined && o.PublicIPv6 !== null) return null;
   if (o.BackendType !== undefined && typeof o.BackendType !== "string") return null;
   const attrs: LeaseAttrs = {
@@ -190,11 +204,11 @@ function fastDecode(
     ...(o.BackendData !== undefined ? { backendData: o.BackendData } : {}),
     ...(o.BackendV6Data !== undefined ? { backendV6Data: o.BackendV6Data } : {}),
   };
-  return { subnet: sn.subnet, ipv6Subnet: sn.ipv6Subnet, attrs, expiration };
+  return { ...sn, attrs, expiration };
 }
 
 /** Stable identity of a lease in a map: its subnet key. */
-export function leaseKey(lease: Pick<Lease, "subnet" | "ipv6Subnet">): string {
+export function leaseKey(lease: LeaseSubnets): string {
   return subnetKey(lease.subnet, lease.ipv6Subnet);
 }
 
@@ -306,39 +320,37 @@ export function createKvLeaseStore(
   ): Promise<Lease | null> => {
     const { leases, occupied } = await listAll(signal, false);
     const value = encodeLeaseAttrs(req.attrs);
-    const mine = findLeaseByPublicIP(leases, req.attrs.publicIP);
+    const mine = findLeaseByHost(leases, req.attrs);
     if (mine) {
       if (isLeaseCompatible(config, mine)) {
         const ttl = mine.expiration === null ? null : ttlMs;
         const expiration = await counted(registry.put(leaseKey(mine), value, ttl, signal));
         log.info("reusing this host's lease", {
-          subnet: formatIPv4Net(mine.subnet),
-          publicIP: req.attrs.publicIP,
+          subnet: formatSubnetPair(mine),
+          publicIP: req.attrs.publicIP || req.attrs.publicIPv6 || "",
         });
         return { ...mine, attrs: req.attrs, expiration };
       }
       log.warn("this host's lease does not fit the network config, deleting it", {
-        subnet: formatIPv4Net(mine.subnet),
+        subnet: formatSubnetPair(mine),
       });
       await counted(registry.delete(leaseKey(mine), signal));
     }
-    let choice: Pick<Lease, "subnet" | "ipv6Subnet"> | undefined;
-    const prev = req.previousSubnet;
-    if (prev && !findLeaseBySubnet(occupied, prev)) {
-      if (
-        isSubnetCompatible(config, prev) && isIPv6SubnetCompatible(config, req.previousIPv6Subnet)
-      ) {
-        choice = { subnet: prev, ipv6Subnet: req.previousIPv6Subnet };
+    let choice: LeaseSubnets | undefined;
+    const prev = subnetPair(req.previousSubnet, req.previousIPv6Subnet);
+    if (prev && !findLeaseOverlapping(occupied, prev)) {
+      if (isLeaseCompatible(config, prev)) {
+        choice = prev;
       } else {
         log.warn("previous subnet does not fit the network config, ignoring it", {
-          subnet: formatIPv4Net(prev),
+          subnet: formatSubnetPair(prev),
         });
       }
     }
     choice ??= pickFreeSubnet(config, occupied, random);
     const expiration = await counted(registry.create(leaseKey(choice), value, ttlMs, signal));
     if (expiration === false) return null;
-    return { subnet: choice.subnet, ipv6Subnet: choice.ipv6Subnet, attrs: req.attrs, expiration };
+    return { ...choice, attrs: req.attrs, expiration };
   };
 
   return {
@@ -365,8 +377,8 @@ export function createKvLeaseStore(
         const lease = await tryAcquire(config, req, signal);
         if (lease) {
           log.info("lease acquired", {
-            subnet: formatIPv4Net(lease.subnet),
-            publicIP: req.attrs.publicIP,
+            subnet: formatSubnetPair(lease),
+            publicIP: req.attrs.publicIP || req.attrs.publicIPv6 || "",
             attempts: attempt + 1,
           });
           return lease;
@@ -445,7 +457,7 @@ export function createKvLeaseStore(
         } catch (e) {
           if (signal.aborted) return;
           storeErrors?.inc({ store: registry.name });
-          const delay = backoff(attempt++, { random });
+          const delay = retryDelay(attempt++, e, { random });
           log.warn("lease watch failed, reconnecting", {
             store: registry.name,
             error: e as Error,

@@ -61,7 +61,7 @@ const record = (key: string, value: string, expiration: number | null = 1_700_00
 
 Deno.test("decodeRecord() reads the values flannel writes", () => {
   const cases: [string, RawRecord, {
-    subnet: string;
+    subnet?: string;
     ipv6Subnet?: string;
     attrs: LeaseAttrs;
     expiration: number | null;
@@ -134,6 +134,36 @@ Deno.test("decodeRecord() reads the values flannel writes", () => {
       },
     ],
     [
+      // pkg/subnet/subnet.go MakeSubnetKey with the zero ip.IP4Net; PublicIP is Go's zero ip.IP4
+      "IPv6-only: flannel's 0.0.0.0-0 key and zero PublicIP",
+      record(
+        "0.0.0.0-0&fd00:10:5:1::-64",
+        `{"PublicIP":"0.0.0.0","PublicIPv6":"2001:db8::11","BackendType":"vxlan","BackendV6Data":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:46"}}`,
+      ),
+      {
+        ipv6Subnet: "fd00:10:5:1::/64",
+        attrs: {
+          publicIP: "",
+          publicIPv6: "2001:db8::11",
+          backendType: "vxlan",
+          backendV6Data: { VNI: 1, VtepMAC: "c6:d2:32:6f:8f:46" },
+        },
+        expiration: 1_700_000_000_000,
+      },
+    ],
+    [
+      "IPv6-only host-gw",
+      record(
+        "0.0.0.0-0&fd00:10:5:2::-64",
+        `{"PublicIP":"0.0.0.0","PublicIPv6":"2001:db8::12","BackendType":"host-gw"}`,
+      ),
+      {
+        ipv6Subnet: "fd00:10:5:2::/64",
+        attrs: { publicIP: "", publicIPv6: "2001:db8::12", backendType: "host-gw" },
+        expiration: 1_700_000_000_000,
+      },
+    ],
+    [
       "unknown fields are dropped",
       record("10.5.3.0-24", `{"PublicIP":"192.0.2.9","PublicIPv6":null,"Future":true}`),
       {
@@ -148,7 +178,7 @@ Deno.test("decodeRecord() reads the values flannel writes", () => {
     assert.ok(typeof got !== "string", `${why}: ${got}`);
     assert.deepEqual(
       {
-        subnet: formatIPv4Net(got.subnet),
+        ...(got.subnet ? { subnet: formatIPv4Net(got.subnet) } : {}),
         ...(got.ipv6Subnet ? { ipv6Subnet: formatIPv6Net(got.ipv6Subnet) } : {}),
         attrs: got.attrs,
         expiration: got.expiration,
@@ -205,17 +235,22 @@ Deno.test("decodeRecord() explains why garbage is not a lease", () => {
     [
       "bad key",
       record("10.5.1.0/24", `{"PublicIP":"192.0.2.1"}`),
-      `key "10.5.1.0/24" is not a subnet key like 10.5.34.0-24`,
+      `key "10.5.1.0/24" is not a subnet key like 10.5.34.0-24, 10.5.34.0-24&fd00:12:13::-56 or 0.0.0.0-0&fd00:12:13::-56`,
     ],
     [
       "key with host bits",
       record("10.5.1.7-24", `{"PublicIP":"192.0.2.1"}`),
-      `key "10.5.1.7-24" is not a subnet key like 10.5.34.0-24`,
+      `key "10.5.1.7-24" is not a subnet key like 10.5.34.0-24, 10.5.34.0-24&fd00:12:13::-56 or 0.0.0.0-0&fd00:12:13::-56`,
+    ],
+    [
+      "a zero IPv4 network without an IPv6 part",
+      record("0.0.0.0-0", `{"PublicIP":"0.0.0.0"}`),
+      `key "0.0.0.0-0" is not a subnet key like 10.5.34.0-24, 10.5.34.0-24&fd00:12:13::-56 or 0.0.0.0-0&fd00:12:13::-56`,
     ],
     [
       "key of another kind",
       record("config", `{"Network":"10.5.0.0/16"}`),
-      `key "config" is not a subnet key like 10.5.34.0-24`,
+      `key "config" is not a subnet key like 10.5.34.0-24, 10.5.34.0-24&fd00:12:13::-56 or 0.0.0.0-0&fd00:12:13::-56`,
     ],
   ];
   for (const [why, rec, want] of cases) {
@@ -270,6 +305,22 @@ Deno.test("encodeLeaseAttrs() writes the bytes flannel's Go json.Marshal writes"
       `{"PublicIP":"192.0.2.9","PublicIPv6":"fc00::1","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"},"BackendV6Data":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:45"}}`,
     ],
     [
+      // flannel's vxlan newSubnetAttrs with no IPv4 device: PublicIP stays Go's zero ip.IP4
+      "IPv6-only vxlan: PublicIP is 0.0.0.0, no BackendData",
+      {
+        publicIP: "",
+        publicIPv6: "2001:db8::11",
+        backendType: "vxlan",
+        backendV6Data: { VNI: 1, VtepMAC: "c6:d2:32:6f:8f:46" },
+      },
+      `{"PublicIP":"0.0.0.0","PublicIPv6":"2001:db8::11","BackendType":"vxlan","BackendV6Data":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:46"}}`,
+    ],
+    [
+      "IPv6-only host-gw",
+      { publicIP: "", publicIPv6: "2001:db8::12", backendType: "host-gw" },
+      `{"PublicIP":"0.0.0.0","PublicIPv6":"2001:db8::12","BackendType":"host-gw"}`,
+    ],
+    [
       "Go escapes <, > and & (also inside BackendData), U+2028 and U+2029",
       {
         publicIP: "192.0.2.10",
@@ -299,6 +350,14 @@ Deno.test("encodeLeaseAttrs() output decodes back to the same attributes", () =>
     expiration: null,
   };
   assert.deepEqual(lease, expected);
+
+  const v6only: LeaseAttrs = { publicIP: "", publicIPv6: "2001:db8::11", backendType: "host-gw" };
+  const back = decodeRecord(record("0.0.0.0-0&fd00:10:5:1::-64", encodeLeaseAttrs(v6only), null));
+  assert.deepEqual(back, {
+    ipv6Subnet: parseIPv6Net("fd00:10:5:1::/64"),
+    attrs: v6only,
+    expiration: null,
+  });
 });
 
 Deno.test("goJsonStringify() differs from JSON.stringify only in Go's HTML-safe escapes", () => {

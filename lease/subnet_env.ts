@@ -9,6 +9,7 @@
 import * as fs from "node:fs";
 import { writeFileAtomic } from "../core/files.ts";
 import type { NetworkConfig } from "./config.ts";
+import type { LeaseSubnets } from "./types.ts";
 import {
   formatIPv4,
   formatIPv4Net,
@@ -32,9 +33,11 @@ export interface SubnetEnv {
 }
 
 /**
- * Render subnet.env text exactly as flannel does:
- * FLANNEL_NETWORK, FLANNEL_SUBNET (first address/len), the IPv6 pair when
- * enabled, FLANNEL_MTU, FLANNEL_IPMASQ.
+ * Render subnet.env text exactly as flannel's `WriteSubnetFile`
+ * (pkg/subnet/subnet.go) does: FLANNEL_NETWORK and FLANNEL_SUBNET (first
+ * address/len) when there is an IPv4 pair, FLANNEL_IPV6_NETWORK and
+ * FLANNEL_IPV6_SUBNET (first address/len) when there is an IPv6 pair, then
+ * FLANNEL_MTU and FLANNEL_IPMASQ.
  *
  * @example
  * ```ts
@@ -58,10 +61,21 @@ export function renderSubnetEnv(env: SubnetEnv): string {
   return out;
 }
 
-/** Build the subnet.env contents for a config and lease. */
+/**
+ * Build the subnet.env contents for a config and lease, as flannel's
+ * `WriteSubnetFile` decides: the IPv4 pair only with `EnableIPv4`, the IPv6
+ * pair only with `EnableIPv6` (an IPv6-only host writes no FLANNEL_NETWORK
+ * or FLANNEL_SUBNET).
+ *
+ * @param config The network config.
+ * @param lease This host's subnets.
+ * @param mtu The backend's MTU.
+ * @param ipMasq Whether weft masquerades (`--ip-masq`).
+ * @returns What to write.
+ */
 export function subnetEnvFor(
   config: NetworkConfig,
-  lease: { subnet: IPv4Net; ipv6Subnet?: IPv6Net },
+  lease: LeaseSubnets,
   mtu: number,
   ipMasq: boolean,
 ): SubnetEnv {
@@ -90,14 +104,31 @@ export function writeSubnetEnv(file: string, env: SubnetEnv): void {
 }
 
 /**
- * Parse subnet.env text; unknown lines are ignored, bad values are left out.
+ * The assignments of subnet.env text as written, unparsed (`FLANNEL_SUBNET`
+ * keeps its host address, `FLANNEL_IPMASQ` any value): for tools that pass
+ * them on byte for byte, like `weft docker-opts`.
+ *
+ * @param text The file's content.
+ * @returns Variable name → value (trimmed), later lines winning.
+ * @example
+ * ```ts
+ * parseSubnetEnvVars("FLANNEL_SUBNET=10.5.52.1/24\n").get("FLANNEL_SUBNET"); // "10.5.52.1/24"
+ * ```
  */
-export function parseSubnetEnv(text: string): Partial<SubnetEnv> {
+export function parseSubnetEnvVars(text: string): Map<string, string> {
   const vars = new Map<string, string>();
   for (const line of text.split("\n")) {
     const m = /^\s*([A-Z0-9_]+)=(.*)$/.exec(line);
     if (m) vars.set(m[1], m[2].trim());
   }
+  return vars;
+}
+
+/**
+ * Parse subnet.env text; unknown lines are ignored, bad values are left out.
+ */
+export function parseSubnetEnv(text: string): Partial<SubnetEnv> {
+  const vars = parseSubnetEnvVars(text);
   const v4 = (k: string) => {
     try {
       return vars.has(k) ? parseIPv4Net(vars.get(k)!) : undefined;

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { formatIPv6, type IPv4Net, type IPv6Net, parseIPv6 } from "../core/ip.ts";
+import { formatIPv6, type IPv4Net, type IPv6Net, parseIPv6, type SubnetPair } from "../core/ip.ts";
 import type { NetworkConfig } from "./config.ts";
 
 /**
@@ -13,7 +13,11 @@ import type { NetworkConfig } from "./config.ts";
  * exactly as flannel's `LeaseAttrs` (see {@link encodeLeaseAttrs}).
  */
 export interface LeaseAttrs {
-  /** The host's public (underlay) IPv4 address, dotted quad. */
+  /**
+   * The host's public (underlay) IPv4 address, dotted quad; `""` when the
+   * host publishes none (an IPv6-only network). Stored as flannel stores
+   * its zero address: `"0.0.0.0"` (see {@link NO_PUBLIC_IP}).
+   */
   readonly publicIP: string;
   /** The host's public IPv6 address, or null. */
   readonly publicIPv6?: string | null;
@@ -25,16 +29,77 @@ export interface LeaseAttrs {
   readonly backendV6Data?: unknown;
 }
 
-/** A host's subnet lease. */
-export interface Lease {
-  readonly subnet: IPv4Net;
-  readonly ipv6Subnet?: IPv6Net;
+/**
+ * How flannel writes "no IPv4 public address" (Go's zero `ip.IP4`): in the
+ * etcd value of an IPv6-only lease and in its `public-ip` annotation.
+ */
+export const NO_PUBLIC_IP = "0.0.0.0";
+
+/**
+ * The subnets a lease holds: `subnet` (IPv4) with an optional `ipv6Subnet`
+ * (dual stack), or `ipv6Subnet` alone when the network is IPv6-only
+ * (`EnableIPv4: false`). At least one is always there.
+ */
+export type LeaseSubnets = SubnetPair;
+
+/** What a lease carries besides its subnets. */
+export interface LeaseBody {
   readonly attrs: LeaseAttrs;
   /**
    * When the lease expires, in ms since the epoch; `null` for a reservation
    * (an etcd key without a TTL), which never expires.
    */
   readonly expiration: number | null;
+}
+
+/**
+ * A host's subnet lease: IPv4 (`subnet`), dual stack (`subnet` and
+ * `ipv6Subnet`) or IPv6-only (`ipv6Subnet`, no `subnet`).
+ */
+export type Lease = LeaseSubnets & LeaseBody;
+
+/**
+ * A lease's IPv4 subnet, for code that handles IPv4 leases only (the
+ * backends whose IPv6 side is not built yet).
+ *
+ * @param lease The lease.
+ * @param who What needs it, for the message (e.g. `the vxlan backend`).
+ * @returns The IPv4 subnet.
+ * @throws {TypeError} When the lease is IPv6-only.
+ */
+export function ipv4SubnetOf(lease: Lease, who: string): IPv4Net {
+  if (!lease.subnet) {
+    throw new TypeError(
+      `${who} needs an IPv4 subnet, but the lease holds only ${
+        lease.ipv6Subnet
+          ? formatIPv6(lease.ipv6Subnet.ip) + "/" + lease.ipv6Subnet.prefixLen
+          : "nothing"
+      }: set "EnableIPv4": true and "Network" in the network config`,
+    );
+  }
+  return lease.subnet;
+}
+
+/**
+ * Whether two sets of attributes come from the same host: the same public
+ * IPv4 address, or — when neither has one (IPv6-only) — the same public
+ * IPv6 address. The identity flannel uses to reuse a host's lease.
+ *
+ * @param a One host's attributes.
+ * @param b The other's.
+ * @returns True when they are the same host.
+ * @example
+ * ```ts
+ * sameHost({ publicIP: "", publicIPv6: "fd00::1" }, { publicIP: "", publicIPv6: "FD00:0::1" }); // true
+ * ```
+ */
+export function sameHost(
+  a: Pick<LeaseAttrs, "publicIP" | "publicIPv6">,
+  b: Pick<LeaseAttrs, "publicIP" | "publicIPv6">,
+): boolean {
+  if (a.publicIP || b.publicIP) return a.publicIP === b.publicIP;
+  if (!a.publicIPv6 || !b.publicIPv6) return false;
+  return canonicalIPv6(a.publicIPv6) === canonicalIPv6(b.publicIPv6);
 }
 
 /** A consistent view of all leases at one store revision. */
@@ -62,7 +127,7 @@ export interface AcquireRequest {
   readonly attrs: LeaseAttrs;
   /** The subnet this host had before (from subnet.env), tried before a random one. */
   readonly previousSubnet?: IPv4Net;
-  /** Previous IPv6 subnet, with `previousSubnet`. */
+  /** Previous IPv6 subnet: with `previousSubnet`, or alone in an IPv6-only network. */
   readonly previousIPv6Subnet?: IPv6Net;
 }
 
@@ -108,8 +173,9 @@ export interface LeaseStore {
 
 /**
  * Encode lease attributes byte-for-byte as flannel's Go `json.Marshal` of
- * `LeaseAttrs` does: `PublicIP`, `PublicIPv6` (always, null when unset),
- * then `BackendType`, `BackendData`, `BackendV6Data` when set.
+ * `LeaseAttrs` does: `PublicIP` (`"0.0.0.0"` when unset, Go's zero
+ * `ip.IP4`), `PublicIPv6` (always, null when unset), then `BackendType`,
+ * `BackendData`, `BackendV6Data` when set.
  *
  * @example
  * ```ts
@@ -120,7 +186,7 @@ export interface LeaseStore {
  */
 export function encodeLeaseAttrs(attrs: LeaseAttrs): string {
   const out: Record<string, unknown> = {
-    PublicIP: attrs.publicIP,
+    PublicIP: attrs.publicIP || NO_PUBLIC_IP,
     PublicIPv6: attrs.publicIPv6 ? canonicalIPv6(attrs.publicIPv6) : null,
   };
   if (attrs.backendType) out.BackendType = attrs.backendType;
@@ -133,8 +199,15 @@ export function encodeLeaseAttrs(attrs: LeaseAttrs): string {
   return goJsonStringify(out);
 }
 
-/** Go writes `PublicIPv6` through `net.IP.String`: `FD00:0::1` is stored as `fd00::1`. */
-function canonicalIPv6(text: string): string {
+/**
+ * An IPv6 address as Go's `net.IP.String` writes it (flannel's `PublicIPv6`
+ * and `public-ipv6` annotation): `FD00:0::1` becomes `fd00::1`. Text that
+ * is not an address is returned unchanged.
+ *
+ * @param text An IPv6 address.
+ * @returns The canonical text.
+ */
+export function canonicalIPv6(text: string): string {
   try {
     return formatIPv6(parseIPv6(text));
   } catch {

@@ -20,7 +20,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import process from "node:process";
-import { formatIPv4Net } from "../core/ip.ts";
+import { formatSubnetPair } from "../core/ip.ts";
 import { createFileLeaseStore } from "../lease/file_store.ts";
 import type { Lease } from "../lease/types.ts";
 import { agentCommand, type AgentRuntime, RUNTIME_BIN } from "./lab/agents.ts";
@@ -152,7 +152,7 @@ async function waitReady(agent: DemoAgent, timeoutMs = 60_000): Promise<string> 
 function leaseRow(l: Lease): LeaseRow {
   const data = l.attrs.backendData as { VtepMAC?: string } | undefined;
   return {
-    subnet: formatIPv4Net(l.subnet),
+    subnet: formatSubnetPair(l),
     publicIP: l.attrs.publicIP,
     backendType: l.attrs.backendType,
     vtepMAC: data?.VtepMAC?.toLowerCase(),
@@ -263,7 +263,7 @@ async function run(keep: boolean): Promise<number> {
 
     say("\nleases (embedded file store, " + path.join(lab.dir, "leases.json") + "):");
     const byIP = new Map(lab.hosts.map((h) => [h.ip, h.ns]));
-    const sorted = [...leases].sort((a, b) => a.subnet.ip - b.subnet.ip);
+    const sorted = [...leases].sort((a, b) => a.subnet!.ip - b.subnet!.ip);
     say(table([
       ["SUBNET", "HOST", "PUBLIC IP", "BACKEND", "VTEP MAC", "EXPIRES"],
       ...sorted.map((l) => {

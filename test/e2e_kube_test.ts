@@ -4,6 +4,9 @@
  * kernel, and the fake API server running inside the lab (testing/fake_kube_main.ts)
  * acting as the cluster. Kernel state is read with `ip -j` / `bridge -j` in
  * each host namespace and compared with what the API's Node objects say.
+ * The first test drives the fake with the real `kubectl` (client-go: create,
+ * patch podCIDR, annotate, delete, `get -o json`), so the fake is checked
+ * against client-go's view of the API, not only against weft's.
  *
  * @module
  */
@@ -100,6 +103,41 @@ function expectedPeers(nodes: Node[], self: string): PeerState {
 async function allNodes(kube: LabKube): Promise<Node[]> {
   const names: string[] = await kube.call("nodeNames");
   return await kube.control(names.map((n) => ({ op: "getNode", args: [n] }))) as Node[];
+}
+
+/** Every node as kubectl (client-go) reads it: `kubectl get nodes -o json`. */
+async function kubectlNodes(kube: LabKube): Promise<Node[]> {
+  const list = JSON.parse(await kube.kubectl(["get", "nodes", "-o", "json"]));
+  assert.equal(list.kind, "List", "kubectl's list of nodes");
+  return (list.items as Node[]).sort((a, b) => (a.metadata.name < b.metadata.name ? -1 : 1));
+}
+
+/** `kubectl annotate --overwrite`: returns kubectl's output. */
+function kubeAnnotate(kube: LabKube, name: string, ann: Record<string, string>): Promise<string> {
+  return kube.kubectl([
+    "annotate",
+    "--overwrite",
+    "node",
+    name,
+    ...Object.entries(ann).map(([k, v]) => `${k}=${v}`),
+  ]);
+}
+
+/** `kubectl create` a Node (no client-side schema download: the fake serves no OpenAPI). */
+async function kubectlCreateNode(
+  kube: LabKube,
+  name: string,
+  o: { podCIDR?: string; internalIP?: string; annotations?: Record<string, string> } = {},
+): Promise<void> {
+  const node = {
+    apiVersion: "v1",
+    kind: "Node",
+    metadata: { name, annotations: o.annotations ?? {} },
+    spec: o.podCIDR ? { podCIDR: o.podCIDR, podCIDRs: [o.podCIDR] } : {},
+    status: { addresses: o.internalIP ? [{ type: "InternalIP", address: o.internalIP }] : [] },
+  };
+  const out = await kube.kubectl(["create", "--validate=false", "-f", "-"], JSON.stringify(node));
+  assert.equal(out.trim(), `node/${name} created`);
 }
 
 /**
@@ -221,10 +259,12 @@ Deno.test(
       const [h1, h2, h3, h4] = lab.hosts;
       const kube = await startLabKube(lab);
       const netConf = writeNetConf(lab);
-      await kube.control([h1, h2, h3].map((h) => ({
-        op: "addNode",
-        args: [h.ns, { podCIDRs: [`10.244.${h.index}.0/24`], internalIP: h.ip }],
-      })));
+      for (const h of [h1, h2, h3]) {
+        await kubectlCreateNode(kube, h.ns, {
+          podCIDR: `10.244.${h.index}.0/24`,
+          internalIP: h.ip,
+        });
+      }
       const runtimes: AgentRuntime[] = ["deno", "bun", "deno"];
       const agents = [h1, h2, h3].map((h, i) => kubeAgent(lab, kube, netConf, h, runtimes[i]));
       const subnets = await Promise.all(agents.map((a) => a.waitReady(60_000)));
@@ -238,10 +278,43 @@ Deno.test(
         );
         return missing.length ? `not yet on ${missing.map((n) => n.metadata.name)}` : true;
       });
-      const nodes = await datapathMatchesApi(lab, kube, [h1, h2, h3]);
+      await datapathMatchesApi(lab, kube, [h1, h2, h3]);
+      // what the agents wrote, as client-go reads it back
+      const nodes = await kubectlNodes(kube);
+      assert.deepEqual(nodes.map((n) => n.metadata.name), [h1.ns, h2.ns, h3.ns]);
       for (const h of [h1, h2, h3]) {
         await assertFlannelNode(lab, nodes.find((n) => n.metadata.name === h.ns)!, h);
       }
+
+      // a flannel host without an agent here, created, re-annotated and deleted with kubectl
+      const other = {
+        podCIDR: "10.244.100.0/24",
+        annotations: {
+          [A + "kube-subnet-manager"]: "true",
+          [A + "backend-type"]: "vxlan",
+          [A + "backend-data"]: '{"VNI":1,"VtepMAC":"0e:00:00:00:01:00"}',
+          [A + "public-ip"]: "192.0.2.100",
+        },
+      };
+      await kubectlCreateNode(kube, "other-1", other);
+      await datapathMatchesApi(lab, kube, [h1, h2, h3]);
+      assert.equal(
+        (await kubeAnnotate(kube, "other-1", {
+          [A + "backend-data"]: '{"VNI":1,"VtepMAC":"0e:00:00:00:01:99"}',
+          [A + "public-ip"]: "192.0.2.101",
+        })).trim(),
+        "node/other-1 annotated",
+      );
+      await datapathMatchesApi(lab, kube, [h1, h2, h3]);
+      const moved = JSON.stringify(await kernelPeers(lab, h1.ns));
+      assert.ok(moved.includes("0e:00:00:00:01:99 192.0.2.101"), moved);
+      assert.ok(!moved.includes("0e:00:00:00:01:00"), moved);
+      assert.equal(
+        (await kube.kubectl(["delete", "node", "other-1"])).trim(),
+        'node "other-1" deleted',
+      );
+      await datapathMatchesApi(lab, kube, [h1, h2, h3]);
+      assert.doesNotMatch(JSON.stringify(await kernelPeers(lab, h2.ns)), /10\.244\.100\./);
 
       // every pod reaches every other pod
       const pods = new Map<LabHost, PodAttachment[]>();
@@ -252,7 +325,7 @@ Deno.test(
       assert.deepEqual(await failedPings(lab, first, first), []);
 
       // a node registered without a podCIDR: its agent waits and /readyz says why
-      await kube.call("addNode", h4.ns, { internalIP: h4.ip });
+      await kubectlCreateNode(kube, h4.ns, { internalIP: h4.ip });
       const a4 = kubeAgent(lab, kube, netConf, h4, "deno", [
         "--healthz-port",
         String(HEALTHZ_PORT),
@@ -271,14 +344,26 @@ Deno.test(
       assert.equal((await statusGet(lab, h4.ns, "/healthz"))[0], 200);
       assert.ok(!a4.logs().some((r) => r.msg === "ready"), "not ready without a podCIDR");
 
-      // the controller assigns it: ready, and reachable from every pod
-      await kube.call("setPodCIDR", h4.ns, ["10.244.4.0/24"]);
+      // the controller assigns it (kubectl's strategic merge patch): ready, and reachable from every pod
+      await kube.kubectl([
+        "patch",
+        "node",
+        h4.ns,
+        "-p",
+        '{"spec":{"podCIDR":"10.244.4.0/24","podCIDRs":["10.244.4.0/24"]}}',
+      ]);
+      // a second change of the podCIDR is refused, as by the real API server
+      await assert.rejects(
+        kube.kubectl(["patch", "node", h4.ns, "-p", '{"spec":{"podCIDRs":["10.244.9.0/24"]}}']),
+        /node updates may not change podCIDR except from "" to valid/,
+      );
       assert.equal(await a4.waitReady(30_000), "10.244.4.0/24");
       await eventually("/readyz answers 200 once the podCIDR is assigned", async () => {
         const [code, body] = await statusGet(lab, h4.ns, "/readyz");
         return code === 200 ? true : `${code} ${body}`;
       });
-      const nodes4 = await datapathMatchesApi(lab, kube, [h1, h2, h3, h4]);
+      await datapathMatchesApi(lab, kube, [h1, h2, h3, h4]);
+      const nodes4 = await kubectlNodes(kube);
       await assertFlannelNode(lab, nodes4.find((n) => n.metadata.name === h4.ns)!, h4);
       pods.set(h4, await lab.attachPods(h4, a4.subnetFile));
       const all = [...pods.values()].flat();
@@ -288,7 +373,7 @@ Deno.test(
       // a node deleted from the API disappears from every peer's datapath
       const gone = nodes4.find((n) => n.metadata.name === h3.ns)!;
       const goneMac = JSON.parse(gone.metadata.annotations[A + "backend-data"]).VtepMAC;
-      await kube.call("deleteNode", h3.ns);
+      await kube.kubectl(["delete", "node", h3.ns]);
       await datapathMatchesApi(lab, kube, [h1, h2, h4]);
       for (const h of [h1, h2, h4]) {
         const s = await kernelPeers(lab, h.ns);

@@ -25,7 +25,8 @@ const RANK: Record<string, number> = {
   cli: 5,
   "mod.ts": 6,
 };
-const TEST_FOLDERS = new Set(["test", "testing"]);
+/** Test code and tooling (scripts/: the build): never imported by product code. */
+const TEST_FOLDERS = new Set(["test", "testing", "scripts"]);
 
 function walk(dir: string, out: string[] = []): string[] {
   for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
@@ -103,7 +104,7 @@ Deno.test("no product file imports a folder above its own layer", () => {
   assert.deepEqual(bad, [], `imports that run up (or across) the layers:\n  ${bad.join("\n  ")}`);
 });
 
-Deno.test("product code imports no test code (test/, testing/, *_test.ts)", () => {
+Deno.test("product code imports no test code or tooling (test/, testing/, scripts/, *_test.ts)", () => {
   const bad = productEdges()
     .filter(({ to }) => isTestFile(to))
     .map(({ from, to }) => `${from} imports ${to}`);

@@ -29,14 +29,23 @@ want sysctl procps
 want nsenter util-linux
 want taskset util-linux
 want bash bash
+want cloud-init cloud-init  # `cloud-init schema` checks examples/aws/cloud-init.yaml
 want npm npm              # pulls in nodejs
 want node nodejs
+want kubectl kubernetes-client   # a real client-go client for the fake API server
+want python3 python3      # sd_notify receiver in the readiness tests
 for plugin in bridge host-local; do
   [ -x "/usr/lib/cni/$plugin" ] || case " $need " in
     *" containernetworking-plugins "*) ;;
     *) need="$need containernetworking-plugins" ;;
   esac
 done
+# the bootstrap checks: cloud-init schema (with python3-yaml), systemd-analyze verify, setpriv/unshare
+want cloud-init cloud-init
+want systemd-analyze systemd
+want setpriv util-linux
+want unshare util-linux
+want python3 python3
 if [ -n "$need" ]; then
   echo "setup: installing$need" >&2
   export DEBIAN_FRONTEND=noninteractive

@@ -19,6 +19,7 @@ import {
   type AwsVpcProviderOptions,
   createAwsVpcProvider,
 } from "../backends/cloud/aws/provider.ts";
+import { createFakeEc2, type FakeEc2, type FakeEc2Options } from "./fake_ec2.ts";
 import { createFakeImds, type FakeImds, type ImdsInstance } from "./fake_imds.ts";
 import type { ProviderFaults, ProviderGap, ProviderHarness } from "./route_provider_contract.ts";
 
@@ -159,6 +160,10 @@ export interface AwsHarness extends ProviderHarness {
   readonly imds: FakeImds;
   /** A provider over the same world with other options (same IMDS and endpoint). */
   withOptions(options: AwsVpcProviderOptions): ReturnType<typeof createAwsVpcProvider>;
+  /** The options the harness's provider was made with (IMDS, endpoint, credentials, env). */
+  readonly awsOptions: AwsVpcProviderOptions;
+  /** The EC2 endpoint. */
+  readonly endpoint: string;
 }
 
 /**
@@ -175,19 +180,21 @@ export async function makeAwsHarness(
 ): Promise<AwsHarness> {
   const world = await buildEc2World(testEc2Client(api.endpoint, api.region));
   const imds = await createFakeImds({ instances: [worldInstance(world)] });
+  const awsOptions: AwsVpcProviderOptions = {
+    imds: createImdsClient({ endpoint: imds.endpoint }),
+    endpoint: api.endpoint,
+    credentials: api.credentials ?? TEST_CREDENTIALS,
+    maxAttempts: 2,
+    env: {},
+    ...options,
+  };
   const withOptions = (extra: AwsVpcProviderOptions) =>
-    createAwsVpcProvider({
-      imds: createImdsClient({ endpoint: imds.endpoint }),
-      endpoint: api.endpoint,
-      credentials: api.credentials ?? TEST_CREDENTIALS,
-      maxAttempts: 2,
-      env: {},
-      ...options,
-      ...extra,
-    });
+    createAwsVpcProvider({ ...awsOptions, ...extra });
   return {
     provider: withOptions({}),
     withOptions,
+    awsOptions,
+    endpoint: api.endpoint,
     world,
     imds,
     table: world.table,
@@ -200,4 +207,47 @@ export async function makeAwsHarness(
       await api.close?.();
     },
   };
+}
+
+/**
+ * {@link makeAwsHarness} over a fresh fake EC2 (`fake_ec2.ts`) that offers
+ * every fault; the fake is closed with the harness.
+ *
+ * @param region The region the fake plays.
+ * @param options Extra provider options.
+ * @param fakeOptions Options of the fake (e.g. `pageSize`).
+ * @returns The harness and the fake (for call logs and more faults).
+ */
+export async function makeFakeAwsHarness(
+  region: string,
+  options: AwsVpcProviderOptions = {},
+  fakeOptions: FakeEc2Options = {},
+): Promise<AwsHarness & { ec2: FakeEc2 }> {
+  const ec2 = await createFakeEc2({ region, ...fakeOptions });
+  try {
+    const h = await makeAwsHarness({
+      endpoint: ec2.endpoint,
+      region,
+      faults: (world) => ({
+        limit: (n) => ec2.setRouteLimit(n, world.table),
+        throttle: (n) => ec2.throttle(n),
+        denyWrites() {
+          for (const a of ["CreateRoute", "ReplaceRoute", "DeleteRoute"]) ec2.deny(a);
+          return "ec2:CreateRoute";
+        },
+        async removeTarget(target) {
+          await testEc2Client(ec2.endpoint, region).send(
+            new sdk.DeleteNetworkInterfaceCommand({ NetworkInterfaceId: target }),
+          );
+        },
+      }),
+      missing: {},
+      close: () => ec2.close(),
+    }, options);
+    ec2.resetCalls();
+    return Object.assign(h, { ec2 });
+  } catch (e) {
+    await ec2.close();
+    throw e;
+  }
 }

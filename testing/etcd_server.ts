@@ -91,11 +91,20 @@ export interface EtcdServer extends AsyncDisposable {
    * How many watchers the member serves now (its `etcd_debugging_mvcc_watcher_total`
    * metric), e.g. to restart it under a running watch.
    *
-   * @throws {Error} With `netns` (the metrics are not reachable from here).
+   * @throws {Error} When the member does not answer or lacks the metric.
    */
   watchers(): Promise<number>;
+  /**
+   * The member's Prometheus metrics as text (`GET /metrics`; with `netns`
+   * fetched by `curl` inside the namespace).
+   *
+   * @throws {Error} When the member does not answer.
+   */
+  metrics(): Promise<string>;
   /** Stop the process (SIGTERM, then SIGKILL after 5 s); keeps the data. */
   stop(): Promise<void>;
+  /** Kill the process with SIGKILL (a crash: no clean shutdown); keeps the data. */
+  kill(): Promise<void>;
   /** Start again on the same ports and data dir and wait until healthy. */
   restart(): Promise<void>;
   /** Stop and delete the temp directory. Safe to call twice. */
@@ -370,12 +379,12 @@ async function startIn(dir: string, options: EtcdServerOptions): Promise<EtcdSer
     );
   };
 
-  const stop = async () => {
+  const stop = async (signal: "SIGTERM" | "SIGKILL" = "SIGTERM") => {
     const c = child;
     child = undefined;
     if (!c || exited(c)) return;
     const gone = new Promise<void>((r) => c.once("exit", () => r()));
-    c.kill("SIGTERM");
+    c.kill(signal);
     const t = setTimeout(() => c.kill("SIGKILL"), 5000);
     await gone;
     clearTimeout(t);
@@ -432,20 +441,37 @@ async function startIn(dir: string, options: EtcdServerOptions): Promise<EtcdSer
     async compact(revision) {
       await etcdctl(["compaction", "--physical", String(revision)]);
     },
+    async metrics() {
+      if (!options.netns) return await (await fetcher(`${endpoint()}/metrics`)).text();
+      const [cmd, cmdArgs] = inNs("curl", [
+        "-sS",
+        "--fail",
+        "--max-time",
+        "10",
+        ...(certs
+          ? [
+            "--cacert",
+            certs.client.caFile,
+            "--cert",
+            certs.client.certFile,
+            "--key",
+            certs.client.keyFile,
+          ]
+          : []),
+        `${endpoint()}/metrics`,
+      ]);
+      return await run(cmd, cmdArgs);
+    },
     async watchers() {
-      if (options.netns) {
-        throw new Error(
-          `Cannot read the watchers of etcd in netns ${options.netns} from outside it`,
-        );
-      }
-      const text = await (await fetcher(`${endpoint()}/metrics`)).text();
+      const text = await server.metrics();
       const m = text.match(/^etcd_debugging_mvcc_watcher_total (\d+)/m);
       if (!m) {
         throw new Error(`etcd at ${endpoint()} has no etcd_debugging_mvcc_watcher_total metric`);
       }
       return Number(m[1]);
     },
-    stop,
+    stop: () => stop(),
+    kill: () => stop("SIGKILL"),
     async restart() {
       if (closed) throw new Error(`Cannot restart etcd: it was closed (dir ${dir} is gone)`);
       await stop();

@@ -30,7 +30,8 @@
  * {@link FakeKube.setPodCIDR} (no validation, so tests can write what a
  * broken controller would), {@link FakeKube.deleteNode},
  * {@link FakeKube.breakWatches}, {@link FakeKube.compactHistory},
- * {@link FakeKube.restart} and failure injection.
+ * {@link FakeKube.restart}, {@link FakeKube.down}/{@link FakeKube.up} and
+ * failure injection.
  *
  * @module
  */
@@ -151,6 +152,13 @@ export interface FakeKube {
   setToken(token: string): void;
   /** Stop and start the server on the same port, keeping the data. */
   restart(): Promise<void>;
+  /**
+   * Stop serving, keeping the data (an API server that is down: connections
+   * are refused, open watches cut) until {@link FakeKube.up}.
+   */
+  down(): Promise<void>;
+  /** Serve again on the same port after {@link FakeKube.down}. */
+  up(): Promise<void>;
   /** Stop the server. */
   close(): Promise<void>;
 }
@@ -720,6 +728,27 @@ export async function createFakeKube(options: FakeKubeOptions = {}): Promise<Fak
     }
   };
 
+  // Discovery, as client-go (kubectl) reads it before any request: the
+  // legacy documents (no aggregated discovery, so clients fall back to them).
+  app.get("/version", (c) =>
+    c.json({
+      major: "1",
+      minor: "32",
+      gitVersion: "v1.32.0-weft-fake",
+      platform: "linux/amd64",
+    }));
+  app.get("/api", (c) =>
+    c.json({
+      kind: "APIVersions",
+      versions: ["v1"],
+      serverAddressByClientCIDRs: [{
+        clientCIDR: "0.0.0.0/0",
+        serverAddress: new URL(c.req.url).host,
+      }],
+    }));
+  app.get("/apis", (c) => c.json({ kind: "APIGroupList", apiVersion: "v1", groups: [] }));
+  app.get("/api/v1", (c) => c.json(API_RESOURCES));
+
   app.get("/api/v1/nodes", (c) => {
     const w = c.req.query("watch");
     return w === "true" || w === "1" ? watchNodes(c) : listNodes(c);
@@ -831,11 +860,23 @@ export async function createFakeKube(options: FakeKubeOptions = {}): Promise<Fak
 
   const serve = (port: number) => serveHttp({ hostname, port, fetch: app.fetch, tls: options.tls });
   let server: HttpServer = await serve(0);
+  let serving = true;
   const port = server.port;
   const scheme = options.tls ? "https" : "http";
 
   const endWatches = (abrupt: boolean) => {
     for (const w of [...watchers]) w.end(abrupt);
+  };
+  const down = async () => {
+    if (!serving) return;
+    serving = false;
+    endWatches(true);
+    await server.shutdown();
+  };
+  const up = async () => {
+    if (serving) return;
+    server = await serve(port);
+    serving = true;
   };
 
   return {
@@ -917,16 +958,49 @@ export async function createFakeKube(options: FakeKubeOptions = {}): Promise<Fak
       failures.push({ ...f, left: f.times ?? 1 });
     },
     async restart() {
-      endWatches(true);
-      await server.shutdown();
-      server = await serve(port);
+      await down();
+      await up();
     },
+    down,
+    up,
     async close() {
       endWatches(true);
-      await server.shutdown();
+      if (serving) await server.shutdown();
+      serving = false;
     },
   };
 }
+
+/** `GET /api/v1`: the resources this fake serves, as kube-apiserver lists them. */
+const API_RESOURCES = {
+  kind: "APIResourceList",
+  groupVersion: "v1",
+  resources: [
+    {
+      name: "nodes",
+      singularName: "node",
+      namespaced: false,
+      kind: "Node",
+      verbs: ["create", "delete", "get", "list", "patch", "update", "watch"],
+      shortNames: ["no"],
+    },
+    {
+      name: "nodes/status",
+      singularName: "",
+      namespaced: false,
+      kind: "Node",
+      verbs: ["get", "patch", "update"],
+    },
+    {
+      name: "pods",
+      singularName: "pod",
+      namespaced: true,
+      kind: "Pod",
+      verbs: ["get"],
+      shortNames: ["po"],
+    },
+  ],
+};
 
 /**
  * Write a kubeconfig file pointing at a fake (token and CA optional).
@@ -971,14 +1045,15 @@ export function writeKubeconfig(
 }
 
 /**
- * Make a throwaway CA and a server certificate for 127.0.0.1 signed by it,
+ * Make a throwaway CA and a server certificate for an IP address signed by it,
  * with the openssl command (rustls, under Deno, refuses a self-signed
  * certificate that is its own CA).
  *
+ * @param ip The server's address, in the certificate's subjectAltName (default 127.0.0.1).
  * @returns PEM CA certificate, server certificate and server key.
  * @throws {Error} When openssl is missing or fails.
  */
-export function makeTestCerts(): { ca: string; cert: string; key: string } {
+export function makeTestCerts(ip = "127.0.0.1"): { ca: string; cert: string; key: string } {
   const dir = mkdtempSync(join(tmpdir(), "weft-kube-cert-"));
   const f = (name: string) => join(dir, name);
   const ossl = (...args: string[]) => execFileSync("openssl", args, { stdio: "pipe" });
@@ -1001,10 +1076,10 @@ export function makeTestCerts(): { ca: string; cert: string; key: string } {
       "-addext",
       "keyUsage=critical,keyCertSign,cRLSign",
     );
-    ossl("req", ...ec, "-subj", "/CN=127.0.0.1", "-keyout", f("key.pem"), "-out", f("csr.pem"));
+    ossl("req", ...ec, "-subj", `/CN=${ip}`, "-keyout", f("key.pem"), "-out", f("csr.pem"));
     writeFileSync(
       f("ext.cnf"),
-      "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+      `basicConstraints=CA:FALSE\nsubjectAltName=IP:${ip}\nextendedKeyUsage=serverAuth\n`,
     );
     ossl(
       "x509",

@@ -13,19 +13,22 @@
  * both listen, and stops on SIGTERM/SIGINT.
  *
  * Run: `deno run -A testing/fake_kube_main.ts --hostname 192.0.2.2
- * [--control-port 6444] [--token T]` (or with `bun`). In tests use
- * {@link startLabKube}: the test process lives in the machine's own
- * namespace and cannot reach lab addresses, so the client sends control
- * requests with `curl` run inside the lab's underlay namespace.
+ * [--control-port 6444] [--token T] [--tls-cert cert.pem --tls-key key.pem]`
+ * (or with `bun`). In tests use {@link startLabKube}: the test process lives
+ * in the machine's own namespace and cannot reach lab addresses, so the
+ * client sends control requests with `curl` run inside the lab's underlay
+ * namespace, and runs `kubectl` there ({@link LabKube.kubectl}).
  *
  * @module
  */
 
+import { readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
 import * as v from "valibot";
 import { execPath, runtimeName, serveHttp } from "../core/runtime.ts";
-import { createFakeKube, type FakeKube, writeKubeconfig } from "./fake_kube.ts";
+import { createFakeKube, type FakeKube, makeTestCerts, writeKubeconfig } from "./fake_kube.ts";
 import type { Lab, LabProcess } from "../test/lab/lab.ts";
 import { REPO_ROOT } from "../test/lab/lab.ts";
 
@@ -46,6 +49,8 @@ export const KUBE_CONTROL_OPS = [
   "resourceVersion",
   "watchCount",
   "requests",
+  "down",
+  "up",
 ] as const;
 
 /** One control command. */
@@ -109,7 +114,12 @@ async function serverMain(argv: string[]): Promise<void> {
   };
   const hostname = flag("hostname", "127.0.0.1");
   const token = flag("token", "");
-  const kube = await createFakeKube({ hostname, token: token || undefined });
+  const certFile = flag("tls-cert", "");
+  const keyFile = flag("tls-key", "");
+  const tls = certFile && keyFile
+    ? { cert: readFileSync(certFile, "utf8"), key: readFileSync(keyFile, "utf8") }
+    : undefined;
+  const kube = await createFakeKube({ hostname, token: token || undefined, tls });
   const control = await serveHttp({
     hostname,
     port: Number(flag("control-port", "0")),
@@ -118,7 +128,8 @@ async function serverMain(argv: string[]): Promise<void> {
         return new Response("POST a JSON array of commands\n", { status: 405 });
       }
       try {
-        const results = runKubeCommands(kube, await req.json());
+        // started in one turn; the answer waits for those that take time (down, up)
+        const results = await Promise.all(runKubeCommands(kube, await req.json()));
         return Response.json(results);
       } catch (e) {
         return Response.json({ error: (e as Error).message }, { status: 400 });
@@ -146,6 +157,8 @@ export interface LabKube {
   /** The kubeconfig written for agents (`<lab.dir>/kubeconfig`). */
   readonly kubeconfig: string;
   readonly token: string;
+  /** The CA certificate (PEM file) that signed the server's certificate. */
+  readonly caFile: string;
   /** The server process. */
   readonly process: LabProcess;
   /**
@@ -158,6 +171,17 @@ export interface LabKube {
   /** Run one command and return its result. */
   // deno-lint-ignore no-explicit-any
   call(op: KubeControlOp, ...args: unknown[]): Promise<any>;
+  /**
+   * Run the real `kubectl` (client-go) against the fake, inside the lab's
+   * underlay namespace, with the agents' kubeconfig (HTTPS and the token:
+   * client-go sends credentials only over TLS).
+   *
+   * @param args kubectl's arguments, e.g. `["get", "nodes", "-o", "json"]`.
+   * @param input Standard input (for `-f -`).
+   * @returns Its standard output.
+   * @throws {Error} When it exits non-zero, with its output.
+   */
+  kubectl(args: readonly string[], input?: string): Promise<string>;
   /** Stop the server (teardown also does it). */
   stop(): Promise<number>;
 }
@@ -175,6 +199,13 @@ export interface LabKube {
 export async function startLabKube(lab: Lab, options: { token?: string } = {}): Promise<LabKube> {
   const token = options.token ?? "weft-e2e";
   const self = fileURLToPath(import.meta.url);
+  const certs = makeTestCerts(lab.underlay.serviceIP);
+  const certFile = join(lab.dir, "kube-cert.pem");
+  const keyFile = join(lab.dir, "kube-key.pem");
+  const caFile = join(lab.dir, "kube-ca.pem");
+  writeFileSync(caFile, certs.ca);
+  writeFileSync(certFile, certs.cert);
+  writeFileSync(keyFile, certs.key, { mode: 0o600 });
   const args = [
     self,
     "--hostname",
@@ -183,6 +214,10 @@ export async function startLabKube(lab: Lab, options: { token?: string } = {}): 
     "0",
     "--token",
     token,
+    "--tls-cert",
+    certFile,
+    "--tls-key",
+    keyFile,
   ];
   const proc = lab.spawn(
     lab.underlay.ns,
@@ -192,7 +227,7 @@ export async function startLabKube(lab: Lab, options: { token?: string } = {}): 
   );
   const m = await proc.waitForOutput(/\{"msg":"fake kube listening".*\}/, 30_000);
   const info = JSON.parse(m[0]) as { url: string; control: string };
-  const kubeconfig = writeKubeconfig(lab.dir, { url: info.url }, { token });
+  const kubeconfig = writeKubeconfig(lab.dir, { url: info.url }, { token, ca: certs.ca });
   const control = async (commands: readonly KubeControlCommand[]) => {
     const r = await lab.exec(lab.underlay.ns, [
       "curl",
@@ -226,9 +261,26 @@ export async function startLabKube(lab: Lab, options: { token?: string } = {}): 
     url: info.url,
     kubeconfig,
     token,
+    caFile,
     process: proc,
     control,
     call: async (op, ...args) => (await control([{ op, args }]))[0],
+    async kubectl(args, input) {
+      const argv = [
+        "kubectl",
+        "--kubeconfig",
+        kubeconfig,
+        "--cache-dir",
+        join(lab.dir, "kube-cache"),
+      ];
+      const r = await lab.exec(lab.underlay.ns, [...argv, ...args], input);
+      if (r.code !== 0) {
+        throw new Error(
+          `kubectl ${args.join(" ")} failed (${r.code}): ${r.stderr.trim() || r.stdout.trim()}`,
+        );
+      }
+      return r.stdout;
+    },
     stop: () => proc.stop(),
   };
 }

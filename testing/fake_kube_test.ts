@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createFetch } from "../core/runtime.ts";
+import { systemExec } from "../core/exec.ts";
 import { FakeClock } from "./fake_clock.ts";
 import {
   createFakeKube,
@@ -553,4 +554,61 @@ Deno.test("fake keeps its data and port across restart()", async () => {
     assert.deepEqual(list.items.map((n: Obj) => n.metadata.name), ["a"]);
     assert.equal(list.metadata.resourceVersion, String(rv));
   });
+});
+
+Deno.test("fake serves the discovery documents client-go reads first", async () => {
+  await withKube(async (kube) => {
+    const api = await (await req(kube, "/api")).json();
+    assert.equal(api.kind, "APIVersions");
+    assert.deepEqual(api.versions, ["v1"]);
+    assert.equal((await (await req(kube, "/apis")).json()).kind, "APIGroupList");
+    const v1 = await (await req(kube, "/api/v1")).json();
+    assert.equal(v1.groupVersion, "v1");
+    const nodes = v1.resources.find((r: Obj) => r.name === "nodes");
+    assert.deepEqual([nodes.kind, nodes.namespaced, nodes.shortNames], ["Node", false, ["no"]]);
+    assert.ok(v1.resources.some((r: Obj) => r.name === "nodes/status"));
+    assert.equal((await (await req(kube, "/version")).json()).major, "1");
+  });
+});
+
+Deno.test("fake answers the real kubectl (client-go): create, get, annotate, patch, delete", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "weft-kubectl-"));
+  // client-go sends credentials only over TLS: this fake runs without a token
+  await withKube(async (kube) => {
+    const kubeconfig = writeKubeconfig(dir, kube);
+    const kubectl = async (args: string[], input?: string) => {
+      const r = await systemExec(
+        "kubectl",
+        ["--kubeconfig", kubeconfig, "--cache-dir", join(dir, "cache"), ...args],
+        { input },
+      );
+      if (r.code !== 0) throw new Error(`kubectl ${args.join(" ")}: ${r.stderr}`);
+      return r.stdout.trim();
+    };
+    const node = {
+      apiVersion: "v1",
+      kind: "Node",
+      metadata: { name: "n1", annotations: { "example.com/a": "1" } },
+      spec: {},
+    };
+    assert.equal(
+      await kubectl(["create", "--validate=false", "-f", "-"], JSON.stringify(node)),
+      "node/n1 created",
+    );
+    assert.equal(await kubectl(["annotate", "node", "n1", "example.com/b=2"]), "node/n1 annotated");
+    assert.equal(
+      await kubectl(["patch", "node", "n1", "-p", '{"spec":{"podCIDR":"10.244.1.0/24"}}']),
+      "node/n1 patched",
+    );
+    const got = JSON.parse(await kubectl(["get", "node", "n1", "-o", "json"]));
+    assert.deepEqual(got.metadata.annotations, { "example.com/a": "1", "example.com/b": "2" });
+    assert.deepEqual(got.spec, { podCIDR: "10.244.1.0/24", podCIDRs: ["10.244.1.0/24"] });
+    assert.deepEqual(got, { kind: "Node", apiVersion: "v1", ...kube.getNode("n1") });
+    assert.equal(await kubectl(["delete", "node", "n1"]), 'node "n1" deleted');
+    assert.deepEqual(kube.nodeNames(), []);
+    const kinds = kube.requests.map((r) => `${r.method} ${r.url.split("?")[0]} ${r.status}`);
+    assert.ok(kinds.includes("PATCH /api/v1/nodes/n1 200"), kinds.join("\n"));
+    assert.ok(kinds.includes("DELETE /api/v1/nodes/n1 200"), kinds.join("\n"));
+  });
+  rmSync(dir, { recursive: true, force: true });
 });

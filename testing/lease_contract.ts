@@ -10,9 +10,10 @@
  */
 
 import assert from "node:assert/strict";
-import { formatIPv4Net, parseIPv4 } from "../core/ip.ts";
+import { formatIPv4Net, formatSubnetPair, parseIPv4, parseIPv6Net } from "../core/ip.ts";
+import { parseNetworkConfig } from "../lease/config.ts";
 import type { NetworkConfig } from "../lease/config.ts";
-import { isSubnetCompatible } from "../lease/alloc.ts";
+import { isLeaseCompatible, isSubnetCompatible } from "../lease/alloc.ts";
 import { type Lease, type LeaseAttrs, type LeaseEvent, type LeaseStore } from "../lease/types.ts";
 import { PoolExhaustedError } from "../core/errors.ts";
 import { testUnless } from "./ignorable.ts";
@@ -136,28 +137,30 @@ export async function watchUntil(
 function describe(events: LeaseEvent[]): string {
   return events.map((e) =>
     e.type === "snapshot"
-      ? `snapshot[${e.leases.map((l) => formatIPv4Net(l.subnet)).join(",")}]`
-      : `${e.type} ${formatIPv4Net(e.lease.subnet)}`
+      ? `snapshot[${e.leases.map((l) => formatSubnetPair(l)).join(",")}]`
+      : `${e.type} ${formatSubnetPair(e.lease)}`
   ).join("; ") || "(nothing)";
 }
 
-/** Whether the events include `type` for `subnet`. */
+/** Whether the events include `type` for the lease's subnets. */
 export function sawEvent(events: LeaseEvent[], type: "added" | "removed", lease: Lease): boolean {
-  return events.some((e) =>
-    e.type === type && e.lease.subnet.ip === lease.subnet.ip &&
-    e.lease.subnet.prefixLen === lease.subnet.prefixLen
-  );
+  return events.some((e) => e.type === type && sameSubnets(e.lease, lease));
+}
+
+/** Whether two leases hold the same subnets (both families). */
+export function sameSubnets(a: Lease, b: Lease): boolean {
+  return formatSubnetPair(a) === formatSubnetPair(b);
 }
 
 /** The set of subnets the events describe at the end (snapshots reset it). */
 export function replay(initial: Lease[], events: LeaseEvent[]): Map<string, Lease> {
-  const m = new Map<string, Lease>(initial.map((l) => [formatIPv4Net(l.subnet), l]));
+  const m = new Map<string, Lease>(initial.map((l) => [formatSubnetPair(l), l]));
   for (const e of events) {
     if (e.type === "snapshot") {
       m.clear();
-      for (const l of e.leases) m.set(formatIPv4Net(l.subnet), l);
-    } else if (e.type === "added") m.set(formatIPv4Net(e.lease.subnet), e.lease);
-    else m.delete(formatIPv4Net(e.lease.subnet));
+      for (const l of e.leases) m.set(formatSubnetPair(l), l);
+    } else if (e.type === "added") m.set(formatSubnetPair(e.lease), e.lease);
+    else m.delete(formatSubnetPair(e.lease));
   }
   return m;
 }
@@ -220,10 +223,10 @@ export function leaseStoreContract(
     const s = await open(0);
     const cfg = await s.getNetworkConfig();
     const lease = await s.acquire(cfg, { attrs: hostAttrs(0) });
-    assert.ok(isSubnetCompatible(cfg, lease.subnet), formatIPv4Net(lease.subnet));
+    assert.ok(isSubnetCompatible(cfg, lease.subnet), formatSubnetPair(lease));
     assert.equal(lease.attrs.publicIP, hostIP(0));
     const { leases } = await s.list();
-    const found = leases.find((l) => l.subnet.ip === lease.subnet.ip);
+    const found = leases.find((l) => sameSubnets(l, lease));
     assert.ok(found, "acquired lease is listed");
     assert.equal(found.attrs.publicIP, hostIP(0));
     assert.equal(found.attrs.backendType, "alloc");
@@ -234,7 +237,7 @@ export function leaseStoreContract(
     for (let i = 0; i < 3; i++) {
       const s = await open(i);
       const lease = await s.acquire(await s.getNetworkConfig(), { attrs: hostAttrs(i) });
-      subnets.add(formatIPv4Net(lease.subnet));
+      subnets.add(formatSubnetPair(lease));
     }
     assert.equal(subnets.size, 3);
   });
@@ -261,7 +264,7 @@ export function leaseStoreContract(
     const cfg = await s.getNetworkConfig();
     const prev = { ip: parseIPv4("10.5.77.0"), prefixLen: 24 };
     const lease = await s.acquire(cfg, { attrs: hostAttrs(0), previousSubnet: prev });
-    assert.equal(formatIPv4Net(lease.subnet), "10.5.77.0/24");
+    assert.equal(formatSubnetPair(lease), "10.5.77.0/24");
   });
 
   test("a previous subnet outside the pool is ignored", ["allocation"], async (_h, open) => {
@@ -308,7 +311,7 @@ export function leaseStoreContract(
       `renewed expiry ${renewed.expiration} is the TTL after the renew (${r0}..${r1})`,
     );
     if (r0 > t1) assert.ok(renewed.expiration! > lease.expiration!, "expiry moved forward");
-    const listed = (await s.list()).leases.find((l) => l.subnet.ip === lease.subnet.ip);
+    const listed = (await s.list()).leases.find((l) => sameSubnets(l, lease));
     assert.deepEqual(listed?.attrs.backendData, { v: 2 });
   });
 
@@ -327,7 +330,7 @@ export function leaseStoreContract(
     );
     assert.ok(sawEvent(events, "added", lease));
     const { leases } = await s.list();
-    assert.ok(!leases.some((l) => l.subnet.ip === lease.subnet.ip));
+    assert.ok(!leases.some((l) => sameSubnets(l, lease)));
   });
 
   test("release removes the lease", all, async (_h, open) => {
@@ -335,7 +338,7 @@ export function leaseStoreContract(
     const lease = await s.acquire(await s.getNetworkConfig(), { attrs: hostAttrs(0) });
     await s.release(lease);
     const { leases } = await s.list();
-    assert.ok(!leases.some((l) => l.subnet.ip === lease.subnet.ip));
+    assert.ok(!leases.some((l) => sameSubnets(l, lease)));
   });
 
   test("watch sees peers added, updated and removed", all, async (_h, open) => {
@@ -380,7 +383,7 @@ export function leaseStoreContract(
       10_000,
       async () => void (lease = await peer.acquire(cfg, { attrs: hostAttrs(1) })),
     );
-    assert.equal(describe(events), `added ${formatIPv4Net(lease!.subnet)}`, "nothing before it");
+    assert.equal(describe(events), `added ${formatIPv4Net(lease!.subnet!)}`, "nothing before it");
   });
 
   test("an operator deleting a lease is seen by watchers", all, async (h, open) => {
@@ -396,7 +399,7 @@ export function leaseStoreContract(
       10_000,
       () => h.removeExternally(lease),
     );
-    assert.equal(replay(snap.leases, events).has(formatIPv4Net(lease.subnet)), false);
+    assert.equal(replay(snap.leases, events).has(formatSubnetPair(lease)), false);
   });
 
   test("watch resumes after the server restarts", ["restart"], async (h, open) => {
@@ -427,7 +430,7 @@ export function leaseStoreContract(
         );
       },
     );
-    assert.ok(replay(snap.leases, events).has(formatIPv4Net(lease!.subnet)));
+    assert.ok(replay(snap.leases, events).has(formatSubnetPair(lease!)));
   });
 
   test("a compacted history is re-listed as a snapshot", ["compaction"], async (h, open) => {
@@ -448,8 +451,8 @@ export function leaseStoreContract(
       10_000,
     );
     const final = replay(snap.leases, events);
-    assert.ok(final.has(formatIPv4Net(b.subnet)), "the surviving lease is in the snapshot");
-    assert.ok(!final.has(formatIPv4Net(a.subnet)), "the released lease is not");
+    assert.ok(final.has(formatSubnetPair(b)), "the surviving lease is in the snapshot");
+    assert.ok(!final.has(formatSubnetPair(a)), "the released lease is not");
   });
 
   test(
@@ -470,22 +473,22 @@ export function leaseStoreContract(
         previousSubnet: { ip: parseIPv4("10.5.9.0"), prefixLen: 24 },
       });
       assert.equal(
-        formatIPv4Net(other.subnet),
+        formatSubnetPair(other),
         "10.5.8.0/24",
         "the reserved subnet is not handed out",
       );
       const owner = await open(5, { ttlMs: ttl });
       const mine = await owner.acquire(cfg, { attrs: hostAttrs(5) });
-      assert.equal(formatIPv4Net(mine.subnet), "10.5.9.0/24", "the reservation's host gets it");
+      assert.equal(formatSubnetPair(mine), "10.5.9.0/24", "the reservation's host gets it");
       assert.equal(mine.expiration, null, "still a reservation after reuse");
       await h.clock?.advance(ttl + 1);
       await waitForValue(
         `the ordinary lease to expire after its ${ttl} ms TTL`,
-        async () => !(await s.list()).leases.some((l) => l.subnet.ip === other.subnet.ip),
+        async () => !(await s.list()).leases.some((l) => sameSubnets(l, other)),
         { timeoutMs: ttl + 10_000 },
       );
       const { leases } = await s.list();
-      const kept = leases.find((l) => formatIPv4Net(l.subnet) === "10.5.9.0/24");
+      const kept = leases.find((l) => formatSubnetPair(l) === "10.5.9.0/24");
       assert.ok(kept, "reservation outlives the TTL");
       assert.equal(kept.expiration, null);
     },
@@ -499,6 +502,100 @@ export function leaseStoreContract(
     const cfg = await s.getNetworkConfig();
     const lease = await s.acquire(cfg, { attrs: hostAttrs(0) });
     const { leases } = await s.list();
-    assert.deepEqual(leases.map((l) => formatIPv4Net(l.subnet)), [formatIPv4Net(lease.subnet)]);
+    assert.deepEqual(leases.map((l) => formatSubnetPair(l)), [formatSubnetPair(lease)]);
   });
+
+  test(
+    "dual-stack leases: each host gets an IPv4 and an IPv6 subnet, listed and watched with both",
+    ["allocation"],
+    async (_h, open) => {
+      const cfg = parseNetworkConfig(DUAL_STACK_CONFIG);
+      const watcher = await open(0);
+      const snap = await watcher.list();
+      const leases: Lease[] = [];
+      const events = await watchUntil(
+        watcher,
+        snap.revision,
+        (ev) => leases.length === 2 && leases.every((l) => sawEvent(ev, "added", l)),
+        10_000,
+        async () => {
+          for (const i of [1, 2]) {
+            const s = await open(i);
+            leases.push(
+              await s.acquire(cfg, { attrs: hostAttrs(i, { publicIPv6: hostIPv6(i) }) }),
+            );
+          }
+        },
+      );
+      for (const l of leases) {
+        assert.ok(l.subnet && l.ipv6Subnet, formatSubnetPair(l));
+        assert.ok(isLeaseCompatible(cfg, l), formatSubnetPair(l));
+      }
+      assert.notEqual(formatSubnetPair(leases[0]), formatSubnetPair(leases[1]));
+      const added = events.find((e) => e.type === "added" && sameSubnets(e.lease, leases[0]));
+      assert.equal(added?.type === "added" && added.lease.attrs.publicIPv6, hostIPv6(1));
+      const { leases: listed } = await watcher.list();
+      assert.deepEqual(
+        listed.map((l) => [formatSubnetPair(l), l.attrs.publicIP, l.attrs.publicIPv6]).sort(),
+        leases.map((l) => [formatSubnetPair(l), l.attrs.publicIP, l.attrs.publicIPv6]).sort(),
+      );
+      // a restarted host gets both subnets back
+      const again = await (await open(1)).acquire(cfg, {
+        attrs: hostAttrs(1, { publicIPv6: hostIPv6(1) }),
+      });
+      assert.equal(formatSubnetPair(again), formatSubnetPair(leases[0]));
+    },
+  );
+
+  test(
+    "IPv6-only leases: no IPv4 subnet, hosts told apart by their IPv6 address",
+    ["allocation"],
+    async (_h, open) => {
+      const cfg = parseNetworkConfig(IPV6_ONLY_CONFIG);
+      const leases: Lease[] = [];
+      for (const i of [0, 1, 2]) {
+        const s = await open(i);
+        leases.push(await s.acquire(cfg, { attrs: ipv6OnlyAttrs(i) }));
+      }
+      for (const l of leases) {
+        assert.equal(l.subnet, undefined);
+        assert.ok(l.ipv6Subnet && isLeaseCompatible(cfg, l), formatSubnetPair(l));
+      }
+      assert.equal(new Set(leases.map((l) => formatSubnetPair(l))).size, 3, "distinct subnets");
+      const s = await open(1);
+      const { leases: listed } = await s.list();
+      assert.deepEqual(
+        listed.map((l) => [formatSubnetPair(l), l.attrs.publicIP, l.attrs.publicIPv6]).sort(),
+        leases.map((l, i) => [formatSubnetPair(l), "", hostIPv6(i)]).sort(),
+      );
+      const again = await s.acquire(cfg, { attrs: ipv6OnlyAttrs(1) });
+      assert.equal(formatSubnetPair(again), formatSubnetPair(leases[1]), "own lease reused");
+      const prev = parseIPv6Net("fd00:10:5:77::/64");
+      const fresh = await (await open(3)).acquire(cfg, {
+        attrs: ipv6OnlyAttrs(3),
+        previousIPv6Subnet: prev,
+      });
+      assert.equal(formatSubnetPair(fresh), "fd00:10:5:77::/64", "previous IPv6 subnet preferred");
+      await s.release(again);
+      assert.ok(!(await s.list()).leases.some((l) => sameSubnets(l, again)), "released");
+    },
+  );
+}
+
+/** A dual-stack network config: 10.5.0.0/16 and fd00:10:5::/48, /24 and /64 subnets. */
+export const DUAL_STACK_CONFIG =
+  '{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:10:5::/48","Backend":{"Type":"alloc"}}';
+
+/** An IPv6-only network config: fd00:10:5::/48, /64 subnets. */
+export const IPV6_ONLY_CONFIG =
+  '{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00:10:5::/48","Backend":{"Type":"alloc"}}';
+
+/** The public IPv6 address of contract host n. */
+export function hostIPv6(n: number): string {
+  return `2001:db8::${10 + n}`;
+}
+
+/** Attributes contract host n publishes in an IPv6-only network. */
+export function ipv6OnlyAttrs(n: number): LeaseAttrs {
+  return { publicIP: "", publicIPv6: hostIPv6(n), backendType: "alloc" };
 }

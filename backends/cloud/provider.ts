@@ -122,3 +122,24 @@ export class RouteProviderError extends Error {
   /** How long the API asked us to wait, if it said. */
   readonly retryAfterMs?: number;
 }
+
+/**
+ * Whether `e` is a {@link RouteProviderError}, also when it was thrown by a
+ * cloud module loaded from its own file (`weft-aws.js` beside `weft.js`
+ * carries its own copy of this class, so `instanceof` is false there): by
+ * `name` and a string `kind`.
+ *
+ * @param e Anything caught.
+ * @returns True for a route provider error from any copy of this module.
+ * @example
+ * ```ts
+ * try { await provider.create(table, dst, target); } catch (e) {
+ *   if (isRouteProviderError(e) && e.kind === "exists") { … }
+ * }
+ * ```
+ */
+export function isRouteProviderError(e: unknown): e is RouteProviderError {
+  return e instanceof RouteProviderError ||
+    (e instanceof Error && e.name === "RouteProviderError" &&
+      typeof (e as { kind?: unknown }).kind === "string");
+}

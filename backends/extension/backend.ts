@@ -50,7 +50,7 @@
  */
 
 import { whenAborted } from "../../core/abort.ts";
-import { formatIPv4Net, formatIPv6Net, subnetKey } from "../../core/ip.ts";
+import { formatIPv4Net, formatIPv6Net, formatSubnetPair, subnetKey } from "../../core/ip.ts";
 import { type Logger, nullLogger } from "../../core/log.ts";
 import type { Lease } from "../../lease/types.ts";
 import type { Backend, BackendContext, Network, PeerChange } from "../types.ts";
@@ -146,7 +146,7 @@ export function peerState(lease: Lease): PeerState | { reason: string } {
     };
   }
   return {
-    subnet: formatIPv4Net(lease.subnet),
+    subnet: lease.subnet ? formatIPv4Net(lease.subnet) : "",
     ipv6Subnet: lease.ipv6Subnet ? formatIPv6Net(lease.ipv6Subnet) : null,
     publicIP: lease.attrs.publicIP,
     publicIPv6: lease.attrs.publicIPv6 ?? null,
@@ -242,13 +242,13 @@ async function registerExtension(
   if (cfg.postStartupCommand) {
     const outcome = await startup("PostStartupCommand", cfg.postStartupCommand, {
       NETWORK: ctx.config.network ? formatIPv4Net(ctx.config.network) : "",
-      SUBNET: formatIPv4Net(lease.subnet),
+      SUBNET: lease.subnet ? formatIPv4Net(lease.subnet) : "",
       IPV6SUBNET: lease.ipv6Subnet ? formatIPv6Net(lease.ipv6Subnet) : "",
       PUBLIC_IP: ext.extAddr,
       PUBLIC_IPV6: ext.extV6Addr ?? "",
     });
     log.info("ran PostStartupCommand", {
-      subnet: formatIPv4Net(lease.subnet),
+      subnet: formatSubnetPair(lease),
       ms: outcome.durationMs,
       ...(outcome.raw.stdout.trim() ? { output: outcome.raw.stdout.trim().slice(0, 500) } : {}),
     });
@@ -275,7 +275,7 @@ async function registerExtension(
       const key = subnetKey(l.subnet, l.ipv6Subnet);
       if (warned.get(key) === reason) continue;
       warned.set(key, reason);
-      log.warn("ignoring a peer lease", { subnet: formatIPv4Net(l.subnet), reason });
+      log.warn("ignoring a peer lease", { subnet: formatSubnetPair(l), reason });
     }
   };
 

@@ -18,18 +18,23 @@
  * lost events: a full sync), plus a slow periodic full sync and retries
  * with back-off of writes that failed.
  *
- * A cloud route table plugs in as a third target: its `sync` lists the
- * table and writes only this host's route (`ownEntries`) and deletes routes
- * of leases that are gone (the entries of peers are "keep" markers, so a
- * peer's route is never deleted while its lease lives); its `update` writes
- * or deletes from its cached listing; it has no `drift`, so the periodic
- * sync finds what others changed. Its list/create/replace/delete calls go
- * through the route provider of `backends/cloud/`.
+ * A cloud route table is the third target (`backends/cloud/target.ts`,
+ * used by aws-vpc and the hybrid vxlan mode): its `sync` writes only this
+ * host's route (`ownEntries`) and, when its own jittered listing is due,
+ * reads the table and deletes routes of leases that are gone (the entries
+ * of peers are "keep" markers, so a peer's route is never deleted while its
+ * lease lives); its `update` writes only this host's route; it has no
+ * `drift`, so the periodic sync finds what others changed; it tells
+ * `notReadyReason` why its route is not written, and `release` removes it.
+ *
+ * No periodic sync runs before the agent has given the peers (`syncPeers`,
+ * or `updatePeers`): with an empty peer set it would remove every peer's
+ * entries (a cloud target: every other host's route).
  *
  * @module
  */
 
-import { formatIPv4Net, type IPv4Net } from "../../core/ip.ts";
+import { formatSubnetPair, type IPv4Net } from "../../core/ip.ts";
 import type { Logger } from "../../core/log.ts";
 import type { NetworkConfig } from "../../lease/config.ts";
 import type { Lease } from "../../lease/types.ts";
@@ -65,6 +70,14 @@ export interface RouteTarget<E> {
   update(changes: ReadonlyMap<string, E | null>, signal: AbortSignal): Promise<ApplyResult>;
   /** Changes made behind the target's back; absent when it cannot watch (the periodic sync covers it). */
   drift?(signal: AbortSignal): AsyncIterable<Drift>;
+  /** Why the target is not in place yet (a cloud route not written), or null; absent: always ready. */
+  notReadyReason?(): string | null;
+  /**
+   * How long until the target wants a full sync of its own (a cloud
+   * listing due); the engine syncs then or at its periodic interval,
+   * whichever comes first. Absent: only the periodic interval.
+   */
+  nextSyncInMs?(): number;
 }
 
 /** What an instance's setup step hands the engine. */
@@ -80,6 +93,8 @@ export interface RoutedSetup<E> {
   readonly ownEntries?: E;
   /** Re-read what `peerEntries` depends on (DirectRouting's prefixes) before each full sync. */
   readonly refresh?: () => Promise<void>;
+  /** Undo this host's own entries when its lease is given back (a cloud route). */
+  readonly release?: (signal: AbortSignal) => Promise<void>;
 }
 
 /** Counts of what one sync wrote, for logs and tests. */
@@ -93,11 +108,19 @@ export interface SyncResult {
 export interface RoutedNetwork extends Network {
   /** Full sync now against the current peers; returns what was written. */
   resync(): Promise<SyncResult>;
+  /**
+   * Remove what this host published for itself outside the host (its cloud
+   * route), after its lease was given back; a no-op for kernel targets.
+   */
+  release(signal?: AbortSignal): Promise<void>;
 }
 
 /** Timings and hooks of the engine. */
 export interface RoutedOptions {
-  /** Periodic full sync in `run` (default 60 s; 0 = only on drift). */
+  /**
+   * Periodic full sync in `run` (default 60 s; 0 = only on drift and when
+   * the target asks, see {@link RouteTarget.nextSyncInMs}).
+   */
   readonly resyncIntervalMs?: number;
   /** Debounce of repairs after drift (default 20 ms). */
   readonly repairDebounceMs?: number;
@@ -105,9 +128,9 @@ export interface RoutedOptions {
   readonly onRepaired?: (reason: string) => void;
 }
 
-/** The key of a peer: its subnet. */
+/** The key of a peer: its subnets (`10.5.2.0/24`, `10.5.2.0/24 + fd00:5:2::/64`). */
 export function peerKey(lease: Lease): string {
-  return formatIPv4Net(lease.subnet);
+  return formatSubnetPair(lease);
 }
 
 /**
@@ -203,6 +226,12 @@ export function routedNetwork<E>(
     return r.entries;
   };
 
+  /**
+   * Whether the agent gave the peers yet (`syncPeers`, or changes after
+   * its own listing): before that a full sync would remove every peer.
+   */
+  let peersKnown = false;
+
   const repairs = new Repairs({
     drift: target.drift ? (signal) => target.drift!(signal) : undefined,
     table: target.name,
@@ -210,7 +239,16 @@ export function routedNetwork<E>(
     clock: ctx.clock,
     logger: log,
     debounceMs: options.repairDebounceMs,
-    resyncIntervalMs: options.resyncIntervalMs,
+    resyncIntervalMs: () => {
+      const periodic = options.resyncIntervalMs ?? 60_000;
+      // the target's own schedule (at most once a second) counts once the peers are
+      // known; until then look again every second
+      const own = target.nextSyncInMs
+        ? (peersKnown ? Math.max(1000, target.nextSyncInMs()) : 1000)
+        : Infinity;
+      const next = Math.min(periodic > 0 ? periodic : Infinity, own);
+      return Number.isFinite(next) ? next : 0;
+    },
     onRepaired: options.onRepaired,
   });
 
@@ -260,6 +298,7 @@ export function routedNetwork<E>(
 
   const repair = async (work: RepairWork, signal: AbortSignal): Promise<void> => {
     const periodic = work.reason === "periodic resync";
+    if (periodic && !peersKnown) return; // the first syncPeers syncs everything
     if (!periodic) log.warn(`repairing the ${type} datapath`, { reason: work.reason });
     const r = work.full ? await full(signal) : await incremental(work.keys, signal);
     if (!periodic || r.added + r.removed > 0) {
@@ -281,10 +320,12 @@ export function routedNetwork<E>(
           const k = peerKey(p);
           if (k !== ownKey) peers.set(k, p);
         }
+        peersKnown = true;
         await full(signal ?? idle);
       }),
     updatePeers: (changes: readonly PeerChange[], signal?: AbortSignal) =>
       serial.run(async () => {
+        peersKnown = true;
         const keys = new Set<string>();
         for (const c of changes) {
           const k = peerKey(c.lease);
@@ -303,8 +344,9 @@ export function routedNetwork<E>(
         await incremental(keys, signal ?? idle);
       }),
     resync: () => serial.run(() => full(idle)),
+    release: (signal) => serial.run(() => setup.release?.(signal ?? idle) ?? Promise.resolve()),
     run: (signal) => repairs.run(signal),
-    notReadyReason: () => null,
+    notReadyReason: () => target.notReadyReason?.() ?? null,
   };
 }
 

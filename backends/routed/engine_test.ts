@@ -23,7 +23,7 @@ const peer = (n: number, type = "host-gw") => peerLease(`10.5.${n}.0/24`, `192.0
 const SCOPE: EntryScope = {
   name: "host-gw",
   network: net("10.5.0.0/16"),
-  except: [OWN.subnet],
+  except: [OWN.subnet!],
   gatewayDevices: ["eth0"],
 };
 
@@ -110,7 +110,7 @@ Deno.test("updatePeers hands the target only the changed peers, whatever the num
   ]);
   assert.deepEqual(h.callsSince(from), [[
     "update",
-    [formatIPv4Net(many[10].subnet), formatIPv4Net(many[11].subnet)],
+    [formatIPv4Net(many[10].subnet!), formatIPv4Net(many[11].subnet!)],
   ]]);
   assert.equal(h.dp.writes - writes, 2, "one route out, one replaced");
   assert.equal(h.dp.routes().length, 2999);
@@ -256,7 +256,7 @@ Deno.test("the engine drives a cloud-like route table: own route written, gone l
     subnet: "10.5.1.0/24",
     clock,
   });
-  const peerEntries = (p: Lease): PeerResult<CloudEntry> => ({ entries: { dst: p.subnet } });
+  const peerEntries = (p: Lease): PeerResult<CloudEntry> => ({ entries: { dst: p.subnet! } });
   const network = routedNetwork(
     "cloud",
     {
@@ -264,7 +264,7 @@ Deno.test("the engine drives a cloud-like route table: own route written, gone l
       mtu: 1500,
       target: cloudTarget(table, net("10.5.0.0/16")),
       peerEntries,
-      ownEntries: { dst: OWN.subnet, nextHop: "host-1" },
+      ownEntries: { dst: OWN.subnet!, nextHop: "host-1" },
     },
     ctx,
     ctx.logger,
@@ -283,4 +283,50 @@ Deno.test("the engine drives a cloud-like route table: own route written, gone l
 
 Deno.test("a peer's key is its subnet", () => {
   assert.equal(peerKey(peer(2)), "10.5.2.0/24");
+});
+
+Deno.test("a target's own schedule (nextSyncInMs) drives full syncs, only once the peers are known", async () => {
+  const clock = new FakeClock();
+  const ctx = testContext({
+    ext: { name: "eth0", index: 2, mtu: 1500, ifaceAddr: "192.0.2.11", extAddr: "192.0.2.11" },
+    subnet: "10.5.1.0/24",
+    clock,
+  });
+  const syncs: number[] = [];
+  let dueAt = clock.now() + 5000;
+  const target: RouteTarget<string> = {
+    name: "scheduled",
+    sync: () => {
+      syncs.push(clock.now());
+      dueAt = clock.now() + 5000;
+      return Promise.resolve({ written: 0, deleted: 0, failures: [] });
+    },
+    update: () => Promise.resolve({ written: 0, deleted: 0, failures: [] }),
+    nextSyncInMs: () => Math.max(0, dueAt - clock.now()),
+  };
+  const network = routedNetwork(
+    "scheduled",
+    { lease: OWN, mtu: 1500, target, peerEntries: () => ({ entries: "keep" }) },
+    ctx,
+    ctx.logger,
+    { resyncIntervalMs: 0 },
+  );
+  const ac = new AbortController();
+  const running = network.run(ac.signal);
+  try {
+    await clock.advance(12_000);
+    assert.deepEqual(syncs, [], "no sync before the peers are known");
+    await network.syncPeers([peer(2)]);
+    const first = clock.now();
+    await clock.advance(11_000);
+    // syncPeers' own sync, one left from the wait for the peers, then every 5 s as asked
+    const at = syncs.map((t) => t - first);
+    assert.equal(at.length, 4, JSON.stringify(at));
+    for (const gap of [at[2] - at[1], at[3] - at[2]]) {
+      assert.ok(gap >= 5000 && gap < 5500, JSON.stringify(at));
+    }
+  } finally {
+    ac.abort();
+    await running;
+  }
 });

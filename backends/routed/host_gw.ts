@@ -23,7 +23,7 @@
 
 import { type Logger, nullLogger } from "../../core/log.ts";
 import { formatIPv4, isIPv4, parseIPv4 } from "../../core/ip.ts";
-import type { Lease } from "../../lease/types.ts";
+import { ipv4SubnetOf, type Lease } from "../../lease/types.ts";
 import type { Datapath, EntryScope, PeerEntries } from "../../datapath/types.ts";
 import type { Backend, BackendContext } from "../types.ts";
 import {
@@ -48,6 +48,7 @@ export function hostGwPeerEntries(peer: Lease, extDevice: string): PeerResult<Pe
       skip: `backend type is ${JSON.stringify(peer.attrs.backendType ?? "udp")}, not "host-gw"`,
     };
   }
+  if (!peer.subnet) return { skip: "it has no IPv4 subnet (an IPv6-only lease)" };
   if (!isIPv4(peer.attrs.publicIP)) {
     return { skip: `PublicIP ${JSON.stringify(peer.attrs.publicIP)} is not IPv4` };
   }
@@ -116,7 +117,7 @@ async function registerHostGw(
   const scope: EntryScope = {
     name: "host-gw",
     network,
-    except: [lease.subnet],
+    except: [ipv4SubnetOf(lease, "the host-gw backend")],
     gatewayDevices: [link.name],
   };
   return routedNetwork(

@@ -3,7 +3,9 @@
  *
  * Kernel state it creates, and why:
  * - Device `flannel.<VNI>` (VNI default 1): type vxlan, `dstport` 8472 (or
- *   `Backend.Port`), `local` = the external interface's address, `dev` = the
+ *   `Backend.Port`), `local` = the public IP (flannel v0.28's ExtAddr) when
+ *   the external interface holds it, else the interface's address (see
+ *   {@link vxlanLocalAddress}), `dev` = the
  *   external interface, `nolearning` (remote MACs come from leases, never
  *   from flooding), MTU = (`Backend.MTU` or the external MTU) − 50. Its MAC
  *   (the VtepMAC peers address us by) is kept across restarts: the existing
@@ -26,6 +28,10 @@
  * The lease publishes `BackendType` "vxlan" and `BackendData`
  * `{"VNI":1,"VtepMAC":"…"}` (that key order), exactly as flannel.
  *
+ * weft's `Backend.CloudRoutes` (hybrid clusters) adds cloud routes for
+ * peers in this host's VPC and a `CloudRoute` key to BackendData: see
+ * `hybrid.ts`, loaded only when the key is set.
+ *
  * One instance of the routed-peer engine (`engine.ts`): the entries of a
  * peer are a pure function of (own lease, peer lease, options); the kernel
  * target writes only the difference, so a restart changes nothing that is
@@ -47,17 +53,19 @@ import {
   maskIPv4,
   parseIPv4,
 } from "../../core/ip.ts";
-import type { Lease } from "../../lease/types.ts";
+import { ipv4SubnetOf, type Lease } from "../../lease/types.ts";
 import type { Datapath, EntryScope, PeerEntries, VxlanDeviceSpec } from "../../datapath/types.ts";
-import type { Backend, BackendContext } from "../types.ts";
+import type { Backend, BackendContext, ExternalInterface } from "../types.ts";
 import {
   ipv4NetworkOf,
   type PeerResult,
   type RoutedNetwork,
   routedNetwork,
   type RoutedOptions,
+  type RoutedSetup,
 } from "./engine.ts";
 import { ensureDevices, kernelTarget } from "./target.ts";
+import type { CloudBackendOptions } from "./aws_vpc.ts";
 
 /** flannel's default VXLAN UDP port (the Linux default too). */
 export const DEFAULT_VXLAN_PORT = 8472;
@@ -73,6 +81,7 @@ const VxlanOptionsSchema = v.object({
   GBP: v.optional(v.boolean()),
   Learning: v.optional(v.boolean()),
   DirectRouting: v.optional(v.boolean()),
+  CloudRoutes: v.optional(v.unknown()),
 });
 
 /** The vxlan keys of `Backend`, with flannel's defaults applied. */
@@ -84,6 +93,8 @@ export interface VxlanConfig {
   readonly gbp: boolean;
   readonly learning: boolean;
   readonly directRouting: boolean;
+  /** weft's `CloudRoutes` (hybrid clusters, see `hybrid.ts`), as written; undefined when unset. */
+  readonly cloudRoutes?: unknown;
 }
 
 /**
@@ -103,6 +114,9 @@ export function parseVxlanConfig(config: NetworkConfig): VxlanConfig {
     gbp: o.GBP ?? false,
     learning: o.Learning ?? false,
     directRouting: o.DirectRouting ?? false,
+    ...(o.CloudRoutes !== undefined && o.CloudRoutes !== null
+      ? { cloudRoutes: o.CloudRoutes }
+      : {}),
   };
 }
 
@@ -162,13 +176,15 @@ export function vxlanPeerEntries(
       skip: `backend type is ${JSON.stringify(peer.attrs.backendType ?? "udp")}, not "vxlan"`,
     };
   }
+  const subnet = peer.subnet;
+  if (!subnet) return { skip: "it has no IPv4 subnet (an IPv6-only lease)" };
   if (!isIPv4(peer.attrs.publicIP)) {
     return { skip: `PublicIP ${JSON.stringify(peer.attrs.publicIP)} is not IPv4` };
   }
   const publicIP = parseIPv4(peer.attrs.publicIP);
   if (options.directNets.some((n) => containsIPv4(n, publicIP))) {
     return {
-      entries: { routes: [{ dst: peer.subnet, gateway: publicIP, device: options.extDevice }] },
+      entries: { routes: [{ dst: subnet, gateway: publicIP, device: options.extDevice }] },
     };
   }
   const data = parseVxlanLeaseData(peer.attrs.backendData);
@@ -176,11 +192,46 @@ export function vxlanPeerEntries(
   const device = options.device;
   return {
     entries: {
-      neighbours: [{ device, ip: peer.subnet.ip, mac: data.vtepMac }],
+      neighbours: [{ device, ip: subnet.ip, mac: data.vtepMac }],
       fdb: [{ device, mac: data.vtepMac, dst: publicIP }],
-      routes: [{ dst: peer.subnet, gateway: peer.subnet.ip, device, onlink: true }],
+      routes: [{ dst: subnet, gateway: subnet.ip, device, onlink: true }],
     },
   };
+}
+
+/**
+ * The VXLAN source (`local`) address (pure). flannel v0.28 sets it to the
+ * public IP (ExtAddr; flannel up to v0.27.3 used the interface address), so
+ * weft does the same whenever the external interface holds the public IP —
+ * the common cases: no `--public-ip`, `--public-ip` or `node-public-ip`
+ * naming one of the interface's addresses — and a device flannel made is
+ * kept. A public IP the interface does not hold (NAT) cannot be a source:
+ * the kernel drops what a VXLAN device sends from an address the host does
+ * not have, so weft then uses the interface address, which still reaches
+ * peers (they send to the published public IP, and a `nolearning` device
+ * ignores the source of what it receives).
+ *
+ * @param ext The external interface: its address and the public IP.
+ * @param extAddresses The IPv4 addresses the external interface holds now.
+ * @returns The address for `local`, and whether it is the public IP.
+ * @example
+ * ```ts
+ * vxlanLocalAddress({ ifaceAddr: "192.0.2.11", extAddr: "192.0.2.111" }, [
+ *   parseIPv4("192.0.2.11"), parseIPv4("192.0.2.111"),
+ * ]); // { local: parseIPv4("192.0.2.111"), publicIP: true }
+ * ```
+ */
+export function vxlanLocalAddress(
+  ext: Pick<ExternalInterface, "ifaceAddr" | "extAddr">,
+  extAddresses: readonly number[],
+): { local: number; publicIP: boolean } {
+  if (isIPv4(ext.extAddr)) {
+    const pub = parseIPv4(ext.extAddr);
+    if (ext.extAddr === ext.ifaceAddr || extAddresses.includes(pub)) {
+      return { local: pub, publicIP: true };
+    }
+  }
+  return { local: parseIPv4(ext.ifaceAddr), publicIP: false };
 }
 
 /** A random locally-administered unicast MAC. */
@@ -192,7 +243,7 @@ export function randomMac(random: () => number = Math.random): string {
 }
 
 /** Options for {@link vxlanBackend}. */
-export interface VxlanBackendOptions extends RoutedOptions {
+export interface VxlanBackendOptions extends RoutedOptions, CloudBackendOptions {
   readonly datapath: Datapath;
   /** Defaults to the context's logger. */
   readonly logger?: Logger;
@@ -269,29 +320,46 @@ async function registerVxlan(
       (previous && "vtepMac" in previous ? previous.vtepMac : undefined) ??
       randomMac(options.random);
 
+  // hybrid clusters: find this host in the cloud first (its lease says where it is)
+  const extension = cfg.cloudRoutes === undefined
+    ? undefined
+    : await (await import("./hybrid.ts")).cloudRoutesExtension(ctx.config, ctx, log, options);
+  const extLink = await dp.link(ext.name);
+  const { local, publicIP: localIsPublic } = vxlanLocalAddress(
+    ext,
+    (extLink?.addresses ?? []).map((a) => a.ip),
+  );
+  if (!localIsPublic) {
+    log.warn(
+      "the public IP is not an address of the external interface (NAT?): VXLAN packets leave from the interface address",
+      { publicIP: ext.extAddr, iface: ext.name, local: ext.ifaceAddr },
+    );
+  }
+
   const lease = await ctx.acquire({
     publicIP: ext.extAddr,
     backendType: "vxlan",
-    backendData: { VNI: cfg.vni, VtepMAC: vtepMac },
+    backendData: { VNI: cfg.vni, VtepMAC: vtepMac, ...extension?.backendData },
   }, ctx.signal);
+  const ownSubnet = ipv4SubnetOf(lease, "the vxlan backend");
 
   const device: VxlanDeviceSpec = {
     kind: "vxlan",
     name,
     vni: cfg.vni,
     port: cfg.port,
-    local: parseIPv4(ext.ifaceAddr),
+    local,
     underlay: ext.name,
     learning: cfg.learning,
     gbp: cfg.gbp,
     mac: vtepMac,
     mtu,
-    addresses: [{ ip: lease.subnet.ip, prefixLen: 32 }],
+    addresses: [{ ip: ownSubnet.ip, prefixLen: 32 }],
   };
   const scope: EntryScope = {
     name: "vxlan",
     network,
-    except: [lease.subnet],
+    except: [ownSubnet],
     routeDevices: [name],
     gatewayDevices: [ext.name],
     neighbourDevices: [name],
@@ -307,19 +375,16 @@ async function registerVxlan(
       .map((a) => ({ ip: (a.ip & maskIPv4(a.prefixLen)) >>> 0, prefixLen: a.prefixLen }));
   };
 
-  const net = routedNetwork(
-    "vxlan",
-    {
-      lease,
-      mtu,
-      target: kernelTarget({ datapath: dp, devices: [device], scope, logger: log }),
-      peerEntries: (peer) =>
-        vxlanPeerEntries(peer, { device: name, extDevice: ext.name, directNets }),
-      refresh,
-    },
-    ctx,
-    log,
-    options,
-  );
+  const setup: RoutedSetup<PeerEntries> = {
+    lease,
+    mtu,
+    target: kernelTarget({ datapath: dp, devices: [device], scope, logger: log }),
+    peerEntries: (peer) =>
+      vxlanPeerEntries(peer, { device: name, extDevice: ext.name, directNets }),
+    refresh,
+  };
+  const net = extension
+    ? routedNetwork("vxlan", await extension.extend(setup), ctx, log, options)
+    : routedNetwork("vxlan", setup, ctx, log, options);
   return { ...net, deviceName: name, vtepMac };
 }

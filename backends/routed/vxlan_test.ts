@@ -13,6 +13,7 @@ import {
   parseVxlanLeaseData,
   randomMac,
   vxlanBackend,
+  vxlanLocalAddress,
   type VxlanNetwork,
   vxlanPeerEntries,
 } from "./vxlan.ts";
@@ -129,7 +130,7 @@ Deno.test("vxlanPeerEntries skips other backend types, bad BackendData and non-I
   ];
   for (const [lease, re] of table) {
     const r = vxlanPeerEntries(lease, OPTS);
-    assert.ok("skip" in r, formatIPv4Net(lease.subnet));
+    assert.ok("skip" in r, formatIPv4Net(lease.subnet!));
     assert.match(r.skip, re);
   }
 });
@@ -241,6 +242,82 @@ Deno.test("register recreates a mismatched device with the same MAC, without old
   assert.ok(
     ctx.logger.lines.some((l) => /incompatible configuration/.test(l) && /VNI 9, want 1/.test(l)),
     ctx.logger.lines.join("\n"),
+  );
+});
+
+Deno.test("vxlanLocalAddress is the public IP when the interface holds it, else the interface address", () => {
+  const held = [ip("192.0.2.11"), ip("192.0.2.111")];
+  assert.deepEqual(
+    vxlanLocalAddress({ ifaceAddr: "192.0.2.11", extAddr: "192.0.2.11" }, held),
+    { local: ip("192.0.2.11"), publicIP: true },
+  );
+  // --public-ip (or node-public-ip) naming a second address of the interface: flannel v0.28's ExtAddr
+  assert.deepEqual(
+    vxlanLocalAddress({ ifaceAddr: "192.0.2.11", extAddr: "192.0.2.111" }, held),
+    { local: ip("192.0.2.111"), publicIP: true },
+  );
+  // behind NAT: the kernel cannot send from an address the host does not have
+  assert.deepEqual(
+    vxlanLocalAddress({ ifaceAddr: "192.0.2.11", extAddr: "203.0.113.7" }, held),
+    { local: ip("192.0.2.11"), publicIP: false },
+  );
+});
+
+Deno.test("register keeps flannel's device whose local is a second address named by --public-ip", async () => {
+  const { dp, eth0 } = setup();
+  await dp.addAddress("eth0", { ip: ip("192.0.2.111"), prefixLen: 24 });
+  await dp.createVxlan({
+    name: "flannel.1",
+    vni: 1,
+    port: 8472,
+    local: ip("192.0.2.111"),
+    underlay: "eth0",
+    mac: "0a:00:00:00:00:01",
+    up: true,
+  });
+  const old = (await dp.link("flannel.1"))!;
+  const natCtx = testContext({
+    backend: { Type: "vxlan" },
+    ext: {
+      name: "eth0",
+      index: eth0.index,
+      mtu: 1500,
+      ifaceAddr: "192.0.2.11",
+      extAddr: "192.0.2.111",
+    },
+    subnet: "10.5.1.0/24",
+  });
+  const network = await vxlanBackend({ datapath: dp }).register(natCtx) as VxlanNetwork;
+  const link = (await dp.link("flannel.1"))!;
+  assert.equal(link.index, old.index, `flannel.1 was kept: ${natCtx.logger.lines.join("\n")}`);
+  assert.equal(link.vxlan?.local, ip("192.0.2.111"));
+  assert.equal(network.vtepMac, "0a:00:00:00:00:01");
+  assert.equal(natCtx.acquired[0].publicIP, "192.0.2.111");
+  assert.ok(
+    !natCtx.logger.lines.some((l) => /incompatible|NAT/.test(l)),
+    natCtx.logger.lines.join("\n"),
+  );
+});
+
+Deno.test("register behind NAT sends from the interface address and says why", async () => {
+  const { dp, eth0 } = setup();
+  const natCtx = testContext({
+    backend: { Type: "vxlan" },
+    ext: {
+      name: "eth0",
+      index: eth0.index,
+      mtu: 1500,
+      ifaceAddr: "192.0.2.11",
+      extAddr: "203.0.113.7",
+    },
+    subnet: "10.5.1.0/24",
+  });
+  await vxlanBackend({ datapath: dp }).register(natCtx);
+  assert.equal((await dp.link("flannel.1"))?.vxlan?.local, ip("192.0.2.11"));
+  assert.equal(natCtx.acquired[0].publicIP, "203.0.113.7", "peers still reach it at the public IP");
+  assert.ok(
+    natCtx.logger.lines.some((l) => /not an address of the external interface/.test(l)),
+    natCtx.logger.lines.join("\n"),
   );
 });
 

@@ -28,9 +28,9 @@
 
 import * as v from "valibot";
 import type { Counter, Registry } from "../../core/metrics.ts";
-import { formatIPv4, formatIPv4Net, type IPv4Net, isIPv4, parseIPv4 } from "../../core/ip.ts";
+import { formatIPv4, formatSubnetPair, type IPv4Net, isIPv4, parseIPv4 } from "../../core/ip.ts";
 import { type NetworkConfig, parseBackendOptions } from "../../lease/config.ts";
-import { type Lease } from "../../lease/types.ts";
+import { ipv4SubnetOf, type Lease } from "../../lease/types.ts";
 import { ConfigError } from "../../core/errors.ts";
 import { backoff } from "../../core/clock.ts";
 import { sleepQuietly } from "../../core/abort.ts";
@@ -112,6 +112,8 @@ export function udpRoutes(
     const type = lease.attrs.backendType;
     if (type !== undefined && type !== "" && type !== "udp") {
       skipped.push({ lease, reason: `backend type is ${type}, not udp` });
+    } else if (!lease.subnet) {
+      skipped.push({ lease, reason: "it has no IPv4 subnet (an IPv6-only lease)" });
     } else if (!isIPv4(lease.attrs.publicIP)) {
       skipped.push({
         lease,
@@ -288,7 +290,7 @@ async function registerUdp(options: UdpBackendOptions, ctx: BackendContext): Pro
   const bindAddress = parseIPv4(ctx.extIface.ifaceAddr);
 
   const lease = await ctx.acquire({ publicIP: ctx.extIface.extAddr }, ctx.signal);
-  const own: IPv4Net = lease.subnet;
+  const own: IPv4Net = ipv4SubnetOf(lease, "the udp backend");
 
   // The TUN device's addresses, MTU and state, and the route of Network through
   // it, are asked of the datapath, which restores them when someone changes them.
@@ -344,10 +346,10 @@ async function registerUdp(options: UdpBackendOptions, ctx: BackendContext): Pro
     const r = udpRoutes(peers, cfg.port);
     const keys = new Set<string>();
     for (const s of r.skipped) {
-      const key = `${formatIPv4Net(s.lease.subnet)} ${s.reason}`;
+      const key = `${formatSubnetPair(s.lease)} ${s.reason}`;
       keys.add(key);
       if (!skippedKeys.has(key)) {
-        log.warn("skipping peer", { subnet: formatIPv4Net(s.lease.subnet), reason: s.reason });
+        log.warn("skipping peer", { subnet: formatSubnetPair(s.lease), reason: s.reason });
       }
     }
     skippedKeys = keys;

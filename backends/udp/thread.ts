@@ -10,6 +10,7 @@ import type { IPv4Net } from "../../core/ip.ts";
 import type { SocketIoMode } from "./io.ts";
 import { COUNTER_COUNT, readCounters, type UdpCounters } from "./loop.ts";
 import type { PeerRoute } from "./packet.ts";
+import { EMBEDDED_WORKER_SOURCE } from "./embedded_worker.ts";
 
 /** Index of the stop flag in the control array. */
 export const CONTROL_STOP = 0;
@@ -81,13 +82,21 @@ export interface UdpWorkerOptions {
   readonly onWarning?: (message: string) => void;
 }
 
+let embeddedWorkerUrl: string | undefined;
+
 /**
- * Where the Worker's module is. From source it sits beside this file; in a
- * single file built with `bun build --compile mod.ts backends/udp/worker.ts`
- * every module shares the bundle's URL, and the worker entry point keeps its
- * path from the repository root.
+ * Where the Worker's module is. In `dist/weft.js` its code is embedded
+ * (`embedded_worker.ts`) and served from a Blob URL made once; in a single
+ * file built with `bun build --compile mod.ts backends/udp/worker.ts` every
+ * module shares the bundle's URL, and the worker entry point keeps its path
+ * from the repository root; from source it sits beside this file.
  */
 function workerUrl(): string {
+  if (EMBEDDED_WORKER_SOURCE !== undefined) {
+    return embeddedWorkerUrl ??= URL.createObjectURL(
+      new Blob([EMBEDDED_WORKER_SOURCE], { type: "text/javascript" }),
+    );
+  }
   return import.meta.url.includes("/$bunfs/")
     ? new URL("./backends/udp/worker.ts", import.meta.url).href
     : new URL("./worker.ts", import.meta.url).href;

@@ -12,6 +12,7 @@ import {
   NlWriter,
   parseAttrs,
   readIPv4,
+  readU32,
 } from "./codec.ts";
 import {
   AF_INET,
@@ -35,6 +36,8 @@ export const RTM_GETADDR = 22;
 export const IFA_ADDRESS = 1;
 /** Address attribute `IFA_LOCAL`. */
 export const IFA_LOCAL = 2;
+/** Address attribute `IFA_FLAGS`: the 32-bit flags (the header's byte holds only the low 8). */
+export const IFA_FLAGS = 8;
 
 function ifaddrmsg(w: NlWriter, prefixLen: number, index: number, scope = 0): void {
   const at = w.header(8);
@@ -103,5 +106,12 @@ export function decodeAddress(body: Uint8Array): Address | null {
   const a = parseAttrs(body.subarray(8));
   const ip = a.get(IFA_LOCAL) ?? a.get(IFA_ADDRESS);
   if (!ip || ip.length !== 4) return null;
-  return { index: v.getUint32(4, true), ip: readIPv4(ip), prefixLen: body[1] };
+  const flags = a.get(IFA_FLAGS);
+  return {
+    index: v.getUint32(4, true),
+    ip: readIPv4(ip),
+    prefixLen: body[1],
+    flags: flags && flags.length >= 4 ? readU32(flags) : body[2],
+    scope: body[3],
+  };
 }

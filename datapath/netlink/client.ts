@@ -30,6 +30,7 @@ import { sleepQuietly } from "../../core/abort.ts";
 import { systemClock } from "../../core/clock.ts";
 import {
   addAddressEncoder,
+  addRouteEncoder,
   type BatchEncoder,
   createBridgeRequest,
   createVxlanRequest,
@@ -293,6 +294,14 @@ export class NetlinkClient {
   /** Create or replace routes (keyed by table, dst, tos, metric). */
   replaceRoutes(routes: readonly Route[]): Promise<void> {
     return this.#throwing(replaceRouteEncoder, routes);
+  }
+
+  /**
+   * Add routes that must not replace anything (`ip route add`): a route with
+   * the same table, dst, tos and metric makes it fail with EEXIST.
+   */
+  addRoutes(routes: readonly Route[]): Promise<void> {
+    return this.#throwing(addRouteEncoder, routes);
   }
 
   /** Delete routes matching dst/table (and gateway/device when given). */

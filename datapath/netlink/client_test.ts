@@ -160,9 +160,10 @@ const cases: readonly ClientCase[] = [
       const a = { index: vx.index, ip: ip("10.5.1.0"), prefixLen: 32 };
       await dp.addAddresses([a]);
       await dp.addAddresses([a]);
-      assert.deepEqual(await dp.listAddresses(vx.index), [a]);
+      // a static address: IFA_F_PERMANENT, global scope
+      assert.deepEqual(await dp.listAddresses(vx.index), [{ ...a, flags: 0x80, scope: 0 }]);
       assert.deepEqual(await dp.listAddresses(ext.index), [
-        { index: ext.index, ip: ip("192.0.2.1"), prefixLen: 24 },
+        { index: ext.index, ip: ip("192.0.2.1"), prefixLen: 24, flags: 0x80, scope: 0 },
       ]);
       await dp.deleteAddresses([a]);
       await dp.deleteAddresses([a]);

@@ -34,6 +34,8 @@ export const RT_SCOPE_LINK = 253;
 export const RT_SCOPE_HOST = 254;
 /** Route type unicast. */
 export const RTN_UNICAST = 1;
+/** Route type blackhole: packets to it are dropped silently. */
+export const RTN_BLACKHOLE = 6;
 
 /** A network device as the kernel reports it. */
 export interface Link {
@@ -98,6 +100,10 @@ export interface Address {
   readonly index: number;
   readonly ip: number;
   readonly prefixLen: number;
+  /** `IFA_F_*` flags (lists only), e.g. 0x80 permanent, 0x01 secondary, 0x20 deprecated. */
+  readonly flags?: number;
+  /** `RT_SCOPE_*` (lists only): 0 global, 253 link, 254 host. */
+  readonly scope?: number;
 }
 
 /**

@@ -281,7 +281,22 @@ Deno.test("decodeNeigh tells IPv4 neighbours from self fdb entries", () => {
 
 Deno.test("decodeAddress prefers IFA_LOCAL and ignores IPv6", () => {
   const body = bytes("02 20 00 00 03 00 00 00 08 00 01 00 0a 05 09 09 08 00 02 00 0a 05 01 00");
-  assert.deepEqual(decodeAddress(body), { index: 3, ip: ip("10.5.1.0"), prefixLen: 32 });
+  assert.deepEqual(decodeAddress(body), {
+    index: 3,
+    ip: ip("10.5.1.0"),
+    prefixLen: 32,
+    flags: 0,
+    scope: 0,
+  });
+  // the header's flags byte and scope, or the 32-bit IFA_FLAGS attribute when present
+  const flagged = bytes("02 18 01 fd 03 00 00 00 08 00 02 00 0a 05 01 07 08 00 08 00 80 02 00 00");
+  assert.deepEqual(decodeAddress(flagged), {
+    index: 3,
+    ip: ip("10.5.1.7"),
+    prefixLen: 24,
+    flags: 0x280,
+    scope: 253,
+  });
   const v6 = body.slice();
   v6[0] = 10;
   assert.equal(decodeAddress(v6), null);

@@ -8,6 +8,7 @@ import { formatIPv4, formatIPv4Net } from "../../core/ip.ts";
 import {
   NLM_F_CREATE,
   NLM_F_DUMP,
+  NLM_F_EXCL,
   NLM_F_REPLACE,
   NlWriter,
   parseAttrs,
@@ -28,6 +29,7 @@ import {
   RT_SCOPE_LINK,
   RT_SCOPE_UNIVERSE,
   RT_TABLE_MAIN,
+  RTN_BLACKHOLE,
   RTN_UNICAST,
   RTPROT_BOOT,
 } from "./kernel.ts";
@@ -77,7 +79,7 @@ function rtmsg(
 
 /** Describe a route the way `ip route` prints it. */
 export function describeRoute(r: Route): string {
-  let s = formatIPv4Net(r.dst);
+  let s = (r.type === RTN_BLACKHOLE ? "blackhole " : "") + formatIPv4Net(r.dst);
   if (r.gateway !== undefined && r.gateway !== null) s += ` via ${formatIPv4(r.gateway)}`;
   if (r.index !== undefined && r.index !== null) s += ` dev ${r.index}`;
   if (r.onlink) s += " onlink";
@@ -114,6 +116,12 @@ const routeReplace: Kind<Route> = {
   describe: (r) => `RTM_NEWROUTE replace ${describeRoute(r)}`,
 };
 
+const routeAdd: Kind<Route> = {
+  ...routeReplace,
+  flags: NLM_F_CREATE | NLM_F_EXCL,
+  describe: (r) => `RTM_NEWROUTE add ${describeRoute(r)}`,
+};
+
 const routeDelete: Kind<Route> = {
   type: RTM_DELROUTE,
   flags: 0,
@@ -127,6 +135,8 @@ const routeDelete: Kind<Route> = {
 
 /** Batch encoder for {@link replaceRouteRequest}. */
 export const replaceRouteEncoder: BatchEncoder<Route> = batchEncoder(routeReplace);
+/** Batch encoder for `ip route add`: fails with EEXIST where a route with the same key is. */
+export const addRouteEncoder: BatchEncoder<Route> = batchEncoder(routeAdd);
 /** Batch encoder for {@link deleteRouteRequest}. */
 export const deleteRouteEncoder: BatchEncoder<Route> = batchEncoder(routeDelete);
 

@@ -15,7 +15,7 @@
 
 import { Buffer } from "node:buffer";
 import * as v from "valibot";
-import { StoreUnavailableError } from "../../core/errors.ts";
+import { StoreUnavailableError, type StoreUnavailableOptions } from "../../core/errors.ts";
 import { clip, quote } from "../../core/quote.ts";
 
 /** gRPC status codes etcd answers with that callers may act on. */
@@ -32,7 +32,8 @@ export const GrpcCode = {
 /**
  * etcd could not be reached, or answered with an error. `code` is the gRPC
  * status code when etcd sent one (e.g. 5 = lease not found, 11 = revision
- * compacted); `endpoint` is the endpoint that failed (the last one tried).
+ * compacted); `endpoint` is the endpoint that failed (the last one tried);
+ * `unreachable` when no endpoint answered at all.
  */
 export class EtcdError extends StoreUnavailableError {
   override name = "EtcdError";
@@ -40,7 +41,7 @@ export class EtcdError extends StoreUnavailableError {
     message: string,
     readonly endpoint: string,
     readonly code?: number,
-    options?: ErrorOptions,
+    options?: StoreUnavailableOptions,
   ) {
     super(message, options);
   }

@@ -6,6 +6,8 @@
  *   fails over to the next on connection errors, timeouts and "unavailable"
  *   answers (HTTP 5xx other than 501). A refusal (4xx with a gRPC code) is
  *   etcd's answer, not a failure of the endpoint: it is not retried elsewhere.
+ *   When every endpoint fails the error is `unreachable` if none answered at
+ *   all (callers then retry within a second: see `retryDelay`).
  * - Timeouts: every attempt has `requestTimeoutMs` on the injected clock;
  *   for a stream, only until its headers are in.
  * - Auth: with user/password, a token from `/v3/auth/authenticate` rides in
@@ -174,7 +176,7 @@ export class EtcdTransport {
           }`,
           endpoint,
           undefined,
-          { cause: e },
+          { cause: e, unreachable: true },
         );
       }
       release();
@@ -220,6 +222,8 @@ export class EtcdTransport {
     options: { timeoutWholeRequest?: boolean } = {},
   ): Promise<OpenedRequest> {
     const failures: string[] = [];
+    /** Whether some endpoint answered (with an error status) rather than not at all. */
+    let answered = false;
     const n = this.endpoints.length;
     for (let i = 0; i < n; i++) {
       const idx = (this.#current + i) % n;
@@ -267,6 +271,7 @@ export class EtcdTransport {
         if (signal?.aborted) throw signal.reason;
         if (this.#closed.signal.aborted) throw this.#closed.signal.reason;
         if (e instanceof EtcdError) throw e;
+        if (e instanceof EndpointFailure) answered = true;
         const why = isAbortError(e)
           ? `no answer within ${this.requestTimeoutMs} ms`
           : (e as Error)?.message ?? String(e);
@@ -277,6 +282,8 @@ export class EtcdTransport {
       `etcd unreachable: ${path} failed on every endpoint (${failures.join("; ")}); ` +
         `check that etcd runs and --etcd-endpoints (and TLS files) are right`,
       this.endpoints[(this.#current + n - 1) % n],
+      undefined,
+      { unreachable: !answered },
     );
   }
 

@@ -96,10 +96,35 @@ Deno.test("when every endpoint fails the error names each one and what failed", 
     );
   });
   const c = new EtcdClient({ endpoints: ["http://a:1", "http://b:2"], fetch });
-  await assert.rejects(() => c.range("/k"), (e: Error) =>
-    e instanceof EtcdError &&
-    /\/v3\/kv\/range failed on every endpoint \(http:\/\/a:1: Connection refused; http:\/\/b:2: HTTP 503 .*no leader.*\); check that etcd runs and --etcd-endpoints/
-      .test(e.message));
+  await assert.rejects(
+    () => c.range("/k"),
+    (e: Error) =>
+      e instanceof EtcdError && !e.unreachable &&
+      /\/v3\/kv\/range failed on every endpoint \(http:\/\/a:1: Connection refused; http:\/\/b:2: HTTP 503 .*no leader.*\); check that etcd runs and --etcd-endpoints/
+        .test(e.message),
+  );
+});
+
+Deno.test("when no endpoint answers at all the error is unreachable (retried within a second)", async () => {
+  const clock = new FakeClock();
+  const { fetch } = fakeFetch((call, init) => {
+    if (call.url.startsWith("http://a")) throw new TypeError("Connection refused");
+    return new Promise<Response>((_, reject) =>
+      init.signal!.addEventListener("abort", () => reject(init.signal!.reason), { once: true })
+    );
+  });
+  const c = new EtcdClient({
+    endpoints: ["http://a:1", "http://b:2"],
+    fetch,
+    clock,
+    requestTimeoutMs: 1000,
+  });
+  const p = c.range("/k");
+  const failed = assert.rejects(() => p, (e: Error) =>
+    e instanceof EtcdError && e.unreachable &&
+    /http:\/\/a:1: Connection refused; http:\/\/b:2: no answer within 1000 ms/.test(e.message));
+  await clock.advance(1000);
+  await failed;
 });
 
 Deno.test("a request with no answer times out on the injected clock and fails over", async () => {

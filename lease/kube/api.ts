@@ -17,17 +17,21 @@
 
 import { isAbortError, sleepQuietly } from "../../core/abort.ts";
 import { backoff, type Clock, systemClock } from "../../core/clock.ts";
-import { ConfigError, StoreUnavailableError } from "../../core/errors.ts";
+import {
+  ConfigError,
+  StoreUnavailableError,
+  type StoreUnavailableOptions,
+} from "../../core/errors.ts";
 import type { Logger } from "../../core/log.ts";
 import type { Counter } from "../../core/metrics.ts";
 import { createFetch } from "../../core/runtime.ts";
 import { type KubeConfigOptions, type KubeConnection, loadKubeConfig } from "./config.ts";
 
-/** A failed API call with its HTTP status (0 = no answer). */
+/** A failed API call with its HTTP status (0 = no answer: `unreachable` unless told otherwise). */
 export class ApiCallError extends StoreUnavailableError {
   override name = "ApiCallError";
-  constructor(message: string, readonly code: number, options?: ErrorOptions) {
-    super(message, options);
+  constructor(message: string, readonly code: number, options?: StoreUnavailableOptions) {
+    super(message, { ...options, unreachable: options?.unreachable ?? code === 0 });
   }
 }
 
@@ -166,7 +170,7 @@ export function createKubeApi(options: KubeApiOptions): KubeApi {
         throw new ApiCallError(
           `cannot produce the Kubernetes credentials for ${c.server}: ${(e as Error).message}`,
           0,
-          { cause: e },
+          { cause: e, unreachable: false },
         );
       }
       const headers = new Headers(init.headers);

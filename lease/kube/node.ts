@@ -22,7 +22,13 @@ import {
   parseIPv6,
   parseIPv6Net,
 } from "../../core/ip.ts";
-import { goJsonStringify, type Lease, type LeaseAttrs } from "../types.ts";
+import {
+  canonicalIPv6,
+  goJsonStringify,
+  type Lease,
+  type LeaseAttrs,
+  NO_PUBLIC_IP,
+} from "../types.ts";
 import { ConfigError } from "../../core/errors.ts";
 import { clip, quote } from "../../core/quote.ts";
 
@@ -238,15 +244,19 @@ function parseJsonAnnotation(name: string, key: string, text: string | undefined
 }
 
 /**
- * Turn a node into the lease it stands for, as flannel's `nodeToLease`:
- * only nodes annotated `kube-subnet-manager: "true"` are leases.
+ * Turn a node into the lease it stands for, as flannel's `nodeToLease`
+ * (pkg/subnet/kube/kube.go): only nodes annotated `kube-subnet-manager:
+ * "true"` are leases; with IPv4 enabled the IPv4 podCIDR, `public-ip` and
+ * `backend-data` are read, with IPv6 enabled the IPv6 podCIDR, `public-ipv6`
+ * and `backend-v6-data`. An IPv6-only lease has no `subnet` and
+ * `publicIP: ""`.
  *
  * @param node The node.
  * @param keys Annotation keys.
  * @param config The network config, when known (families and containment).
  * @param source Where the config came from, for messages.
  * @returns The lease; `null` when the node is not managed by flannel/weft;
- *   a message when it is but cannot be read.
+ *   a message when it is but cannot be read (flannel skips such a node too).
  */
 export function nodeToLease(
   node: KubeNode,
@@ -262,22 +272,26 @@ export function nodeToLease(
   const bad = checkPodCidrs(name, cidrs, config, source);
   if (bad) return bad;
   const fam = families(config);
-  const publicIP = ann[keys.publicIP] ?? "";
-  if (fam.v4 && !isIPv4(publicIP)) {
-    return `node ${name} has annotation ${keys.publicIP} ${
-      quote(publicIP)
-    }, which is not an IPv4 address`;
+  let publicIP = "";
+  if (fam.v4) {
+    publicIP = ann[keys.publicIP] ?? "";
+    if (!isIPv4(publicIP)) {
+      return `node ${name} has annotation ${keys.publicIP} ${
+        quote(publicIP)
+      }, which is not an IPv4 address`;
+    }
   }
   let publicIPv6: string | null = null;
   if (fam.v6) {
-    publicIPv6 = ann[keys.publicIPv6] ?? "";
+    const text = ann[keys.publicIPv6] ?? "";
     try {
-      parseIPv6(publicIPv6);
+      parseIPv6(text);
     } catch {
       return `node ${name} has annotation ${keys.publicIPv6} ${
-        quote(publicIPv6)
-      }, which is not an IPv6 address`;
+        quote(text)
+      }, which is not an IPv6 address (an agent without IPv6 support, or one that has not published it yet)`;
     }
+    publicIPv6 = canonicalIPv6(text);
   }
   let backendData: unknown, backendV6Data: unknown;
   try {
@@ -296,14 +310,16 @@ export function nodeToLease(
     ...(backendData !== undefined ? { backendData } : {}),
     ...(backendV6Data !== undefined ? { backendV6Data } : {}),
   };
-  // The Lease type needs an IPv4 subnet, so IPv6-only networks cannot be represented yet.
-  if (!cidrs.v4) return `node ${name} has no IPv4 podCIDR; IPv6-only networks are not supported`;
-  return {
-    subnet: cidrs.v4,
-    ...(fam.v6 && cidrs.v6 ? { ipv6Subnet: cidrs.v6 } : {}),
-    attrs,
-    expiration: null,
-  };
+  // checkPodCidrs made sure each enabled family has its CIDR
+  if (fam.v4) {
+    return {
+      subnet: cidrs.v4!,
+      ...(fam.v6 ? { ipv6Subnet: cidrs.v6! } : {}),
+      attrs,
+      expiration: null,
+    };
+  }
+  return { ipv6Subnet: cidrs.v6!, attrs, expiration: null };
 }
 
 /** The annotation changes that publish this host's attributes. */
@@ -316,9 +332,15 @@ export interface AnnotationUpdate {
 
 /**
  * Work out the annotations that publish `attrs` on a node, following
- * flannel's AcquireLease: backend type, backend data (vxlan writes it only
- * once it has data), public IP (an operator's `public-ip-overwrite` wins),
- * the IPv6 equivalents, and `kube-subnet-manager: "true"`.
+ * flannel's AcquireLease (pkg/subnet/kube/kube.go): `backend-type`;
+ * `backend-data` and `public-ip` unless the backend is vxlan without data
+ * yet (an operator's `public-ip-overwrite` wins; flannel's zero address
+ * `0.0.0.0` when the host has no IPv4, as in an IPv6-only host-gw network);
+ * `backend-v6-data` and `public-ipv6` when the host has a public IPv6
+ * address and the backend is vxlan or wireguard with IPv6 data, host-gw or
+ * extension (`public-ipv6-overwrite` wins); and `kube-subnet-manager:
+ * "true"`. Values are written as flannel writes them: Go's JSON of the
+ * backend data, Go's canonical IPv6 text.
  *
  * @param current The node's annotations now.
  * @param attrs What this host publishes.
@@ -339,25 +361,29 @@ export function annotationUpdate(
     : goJsonStringify(attrs.backendV6Data);
   const want: Record<string, string> = { [keys.backendType]: type };
   let publicIP = attrs.publicIP;
-  if ((type !== "vxlan" && type !== "wireguard") || bd !== "null") {
+  // kube.go: (vxlan && bd != "null") || (wireguard && bd != "null") || type != "vxlan"
+  if (type !== "vxlan" || bd !== "null") {
     want[keys.backendData] = bd;
-    publicIP = current[keys.publicIPOverwrite] || attrs.publicIP;
+    publicIP = current[keys.publicIPOverwrite] || attrs.publicIP || NO_PUBLIC_IP;
     want[keys.publicIP] = publicIP;
   }
-  let publicIPv6 = attrs.publicIPv6 ?? null;
+  let publicIPv6 = attrs.publicIPv6 ? canonicalIPv6(attrs.publicIPv6) : null;
   if (
-    attrs.publicIPv6 &&
-    ((type === "vxlan" && v6bd !== "null") || (type === "wireguard" && v6bd !== "null") ||
+    publicIPv6 &&
+    (((type === "vxlan" || type === "wireguard") && v6bd !== "null") ||
       type === "host-gw" || type === "extension")
   ) {
     want[keys.backendV6Data] = v6bd;
-    publicIPv6 = current[keys.publicIPv6Overwrite] || attrs.publicIPv6;
+    publicIPv6 = current[keys.publicIPv6Overwrite] || publicIPv6;
     want[keys.publicIPv6] = publicIPv6;
   }
   want[keys.subnetKubeManaged] = "true";
   const changes: Record<string, string> = {};
   for (const [k, val] of Object.entries(want)) if (current[k] !== val) changes[k] = val;
-  return { changes, published: { ...attrs, publicIP, publicIPv6 } };
+  return {
+    changes,
+    published: { ...attrs, publicIP: publicIP === NO_PUBLIC_IP ? "" : publicIP, publicIPv6 },
+  };
 }
 
 /**

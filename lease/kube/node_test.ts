@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { parseNetworkConfig } from "../config.ts";
-import { formatIPv4Net, formatIPv6Net } from "../../core/ip.ts";
+import { formatIPv4Net, formatIPv6Net, parseIPv6Net } from "../../core/ip.ts";
 import {
   annotationKeys,
   annotationUpdate,
@@ -10,7 +10,7 @@ import {
   parseKubeNode,
   podCidrsOf,
 } from "./node.ts";
-import { type Lease } from "../types.ts";
+import { type Lease, type LeaseAttrs } from "../types.ts";
 import { ConfigError } from "../../core/errors.ts";
 
 const keys = annotationKeys();
@@ -18,6 +18,9 @@ const A = "flannel.alpha.coreos.com/";
 const v4config = parseNetworkConfig('{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}');
 const dualConfig = parseNetworkConfig(
   '{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:10:5::/48","Backend":{"Type":"vxlan"}}',
+);
+const v6Config = parseNetworkConfig(
+  '{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00:10:5::/48","Backend":{"Type":"vxlan"}}',
 );
 
 function node(
@@ -94,7 +97,7 @@ Deno.test("nodeToLease() ignores nodes without the kube-subnet-manager annotatio
 
 Deno.test("nodeToLease() decodes flannel's annotations", () => {
   const lease = nodeToLease(node(["10.5.1.0/24"], managed()), keys, v4config) as Lease;
-  assert.equal(formatIPv4Net(lease.subnet), "10.5.1.0/24");
+  assert.equal(formatIPv4Net(lease.subnet!), "10.5.1.0/24");
   assert.deepEqual(lease.attrs, {
     publicIP: "192.0.2.1",
     publicIPv6: null,
@@ -136,6 +139,77 @@ Deno.test("nodeToLease() explains why a managed node is unusable", () => {
   }
   const v6missing = nodeToLease(node(["10.5.1.0/24"], managed()), keys, dualConfig);
   assert.match(v6missing as string, /no IPv6 podCIDR.*EnableIPv6/);
+});
+
+Deno.test("nodeToLease() reads an IPv6-only node as flannel annotates it", () => {
+  // flannel v0.28 IPv6-only vxlan: no backend-data/public-ip (kube.go:434 skips them while
+  // BackendData is null), public-ipv6 and backend-v6-data as Go writes them
+  const vxlan = nodeToLease(
+    node(["fd00:10:5:1::/64"], {
+      [A + "kube-subnet-manager"]: "true",
+      [A + "backend-type"]: "vxlan",
+      [A + "backend-v6-data"]: '{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:06"}',
+      [A + "public-ipv6"]: "2001:db8::11",
+    }),
+    keys,
+    v6Config,
+  );
+  assert.deepEqual(vxlan, {
+    ipv6Subnet: parseIPv6Net("fd00:10:5:1::/64"),
+    attrs: {
+      publicIP: "",
+      publicIPv6: "2001:db8::11",
+      backendType: "vxlan",
+      backendV6Data: { VNI: 1, VtepMAC: "aa:bb:cc:dd:ee:06" },
+    },
+    expiration: null,
+  });
+  // host-gw also writes public-ip "0.0.0.0" and backend-data "null": not read without IPv4
+  const hostgw = nodeToLease(
+    node(["fd00:10:5:2::/64"], {
+      [A + "kube-subnet-manager"]: "true",
+      [A + "backend-type"]: "host-gw",
+      [A + "backend-data"]: "null",
+      [A + "public-ip"]: "0.0.0.0",
+      [A + "backend-v6-data"]: "null",
+      [A + "public-ipv6"]: "2001:DB8:0::12",
+    }),
+    keys,
+    v6Config,
+  );
+  assert.deepEqual(hostgw, {
+    ipv6Subnet: parseIPv6Net("fd00:10:5:2::/64"),
+    attrs: { publicIP: "", publicIPv6: "2001:db8::12", backendType: "host-gw" },
+    expiration: null,
+  });
+  // the legacy single podCIDR field may hold the IPv6 CIDR
+  const legacy = nodeToLease(
+    node(undefined, managed({ [A + "public-ipv6"]: "2001:db8::13" }), "fd00:10:5:3::/64"),
+    keys,
+    v6Config,
+  ) as Lease;
+  assert.equal(formatIPv6Net(legacy.ipv6Subnet!), "fd00:10:5:3::/64");
+  assert.equal(legacy.subnet, undefined);
+});
+
+Deno.test("nodeToLease() drops a dual-stack node without IPv6 annotations, as flannel does", () => {
+  // flannel's nodeToLease: ip.ParseIP6(public-ipv6) fails on "" and the node is skipped
+  const table: [Record<string, string>, RegExp][] = [
+    [managed(), /annotation flannel\.alpha\.coreos\.com\/public-ipv6 "", which is not an IPv6/],
+    [managed({ [A + "public-ipv6"]: "192.0.2.1" }), /"192\.0\.2\.1", which is not an IPv6/],
+    [
+      managed({ [A + "public-ipv6"]: "2001:db8::1", [A + "backend-v6-data"]: "{" }),
+      /backend-v6-data that is not JSON/,
+    ],
+  ];
+  for (const [ann, re] of table) {
+    const r = nodeToLease(node(["10.5.1.0/24", "fd00:10:5:1::/64"], ann), keys, dualConfig);
+    assert.match(r as string, re);
+  }
+  const v4only = nodeToLease(node(["fd00:10:5:1::/64"], managed()), keys, dualConfig);
+  assert.match(v4only as string, /has no IPv4 podCIDR/);
+  const noV6 = nodeToLease(node(["10.5.1.0/24"], managed()), keys, v6Config);
+  assert.match(noV6 as string, /no IPv6 podCIDR/);
 });
 
 Deno.test("parseKubeNode() rejects objects that are not nodes", () => {
@@ -189,6 +263,123 @@ Deno.test("annotationUpdate() publishes IPv6 attributes for dual-stack backends"
   }, keys);
   assert.equal(u.changes[A + "backend-v6-data"], '{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:02"}');
   assert.equal(u.changes[A + "public-ipv6"], "2001:db8::9");
+});
+
+Deno.test("annotationUpdate() writes each family's annotations exactly as flannel's AcquireLease", () => {
+  // golden values from pkg/subnet/kube/kube.go:431-464 (v0.28.9): which keys are written for
+  // each backend and family, with Go's JSON of BackendData and Go's IPv6 text
+  const mac4 = { VNI: 1, VtepMAC: "aa:bb:cc:dd:ee:01" };
+  const mac6 = { VNI: 1, VtepMAC: "aa:bb:cc:dd:ee:02" };
+  const cases: [string, LeaseAttrs, Record<string, string>][] = [
+    [
+      "dual-stack vxlan",
+      {
+        publicIP: "192.0.2.1",
+        publicIPv6: "2001:DB8:0:0::1",
+        backendType: "vxlan",
+        backendData: mac4,
+        backendV6Data: mac6,
+      },
+      {
+        [A + "backend-type"]: "vxlan",
+        [A + "backend-data"]: '{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:01"}',
+        [A + "public-ip"]: "192.0.2.1",
+        [A + "backend-v6-data"]: '{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:02"}',
+        [A + "public-ipv6"]: "2001:db8::1",
+        [A + "kube-subnet-manager"]: "true",
+      },
+    ],
+    [
+      "dual-stack host-gw: null data for both families",
+      { publicIP: "192.0.2.1", publicIPv6: "2001:db8::1", backendType: "host-gw" },
+      {
+        [A + "backend-type"]: "host-gw",
+        [A + "backend-data"]: "null",
+        [A + "public-ip"]: "192.0.2.1",
+        [A + "backend-v6-data"]: "null",
+        [A + "public-ipv6"]: "2001:db8::1",
+        [A + "kube-subnet-manager"]: "true",
+      },
+    ],
+    [
+      "IPv6-only vxlan: nothing of IPv4",
+      { publicIP: "", publicIPv6: "2001:db8::11", backendType: "vxlan", backendV6Data: mac6 },
+      {
+        [A + "backend-type"]: "vxlan",
+        [A + "backend-v6-data"]: '{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:02"}',
+        [A + "public-ipv6"]: "2001:db8::11",
+        [A + "kube-subnet-manager"]: "true",
+      },
+    ],
+    [
+      "IPv6-only host-gw: Go's zero IPv4 as public-ip",
+      { publicIP: "", publicIPv6: "2001:db8::12", backendType: "host-gw" },
+      {
+        [A + "backend-type"]: "host-gw",
+        [A + "backend-data"]: "null",
+        [A + "public-ip"]: "0.0.0.0",
+        [A + "backend-v6-data"]: "null",
+        [A + "public-ipv6"]: "2001:db8::12",
+        [A + "kube-subnet-manager"]: "true",
+      },
+    ],
+    [
+      "vxlan without IPv6 data yet: no IPv6 keys",
+      { publicIP: "192.0.2.1", publicIPv6: "2001:db8::1", backendType: "vxlan", backendData: mac4 },
+      {
+        [A + "backend-type"]: "vxlan",
+        [A + "backend-data"]: '{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:01"}',
+        [A + "public-ip"]: "192.0.2.1",
+        [A + "kube-subnet-manager"]: "true",
+      },
+    ],
+    [
+      "wireguard with null data still writes backend-data (only vxlan waits for it)",
+      { publicIP: "192.0.2.1", backendType: "wireguard" },
+      {
+        [A + "backend-type"]: "wireguard",
+        [A + "backend-data"]: "null",
+        [A + "public-ip"]: "192.0.2.1",
+        [A + "kube-subnet-manager"]: "true",
+      },
+    ],
+    [
+      "extension with IPv6",
+      { publicIP: "192.0.2.1", publicIPv6: "2001:db8::1", backendType: "extension" },
+      {
+        [A + "backend-type"]: "extension",
+        [A + "backend-data"]: "null",
+        [A + "public-ip"]: "192.0.2.1",
+        [A + "backend-v6-data"]: "null",
+        [A + "public-ipv6"]: "2001:db8::1",
+        [A + "kube-subnet-manager"]: "true",
+      },
+    ],
+    [
+      "udp never writes IPv6 keys",
+      { publicIP: "192.0.2.1", publicIPv6: "2001:db8::1", backendType: "udp" },
+      {
+        [A + "backend-type"]: "udp",
+        [A + "backend-data"]: "null",
+        [A + "public-ip"]: "192.0.2.1",
+        [A + "kube-subnet-manager"]: "true",
+      },
+    ],
+  ];
+  for (const [why, attrs, want] of cases) {
+    const u = annotationUpdate({}, attrs, keys);
+    assert.deepEqual(u.changes, want, why);
+    assert.deepEqual(annotationUpdate(want, attrs, keys).changes, {}, `${why}: then nothing`);
+    // what peers read back is what was published
+    const back = nodeToLease(
+      node(["10.5.1.0/24", "fd00:10:5:1::/64"], { ...want }),
+      keys,
+      attrs.publicIP ? dualConfig : v6Config,
+    );
+    if (attrs.publicIPv6 && want[A + "public-ipv6"]) {
+      assert.equal((back as Lease).attrs.publicIPv6, u.published.publicIPv6, why);
+    }
+  }
 });
 
 Deno.test("networkAvailablePatch() matches flannel's NetworkUnavailable condition", () => {

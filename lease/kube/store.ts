@@ -33,7 +33,14 @@ import process from "node:process";
 import { linkedController } from "../../core/abort.ts";
 import { type Clock, systemClock } from "../../core/clock.ts";
 import { ConfigError, LeaseConflictError, StoreUnavailableError } from "../../core/errors.ts";
-import { formatIPv4Net, formatIPv6Net } from "../../core/ip.ts";
+import {
+  equalIPv4Net,
+  equalIPv6Net,
+  formatIPv4Net,
+  formatIPv6Net,
+  formatSubnetPair,
+  subnetPair,
+} from "../../core/ip.ts";
 import type { Logger } from "../../core/log.ts";
 import { nullLogger } from "../../core/log.ts";
 import type { Registry as Metrics } from "../../core/metrics.ts";
@@ -300,18 +307,13 @@ class OwnNode {
     if (typeof cidrs === "string") throw new ConfigError(cidrs, "spec.podCIDRs");
     const bad = checkPodCidrs(name, cidrs, cfg, this.#shared.netConfigPath);
     if (bad) throw new ConfigError(bad, "Network");
-    if (!cidrs.v4) {
-      throw new ConfigError(
-        `node ${name} has no IPv4 podCIDR: IPv6-only networks are not supported yet`,
-        "EnableIPv4",
-      );
-    }
-    return {
-      subnet: cidrs.v4,
-      ...(cfg.enableIPv6 && cidrs.v6 ? { ipv6Subnet: cidrs.v6 } : {}),
-      attrs,
-      expiration: null,
-    };
+    // checkPodCidrs made sure each enabled family has its CIDR
+    const pair = subnetPair(
+      cfg.enableIPv4 ? cidrs.v4 : undefined,
+      cfg.enableIPv6 ? cidrs.v6 : undefined,
+    );
+    if (!pair) throw new ConfigError(`node ${name} has no podCIDR`, "spec.podCIDRs");
+    return { ...pair, attrs, expiration: null };
   }
 
   async #resolveName(signal?: AbortSignal): Promise<string> {
@@ -426,9 +428,9 @@ export function createKubeLeaseStore(options: KubeLeaseStoreOptions = {}): KubeL
       own.ready();
       log.info("lease acquired from the node's podCIDR", {
         node: node.metadata.name,
-        subnet: formatIPv4Net(draft.subnet),
+        ...(draft.subnet ? { subnet: formatIPv4Net(draft.subnet) } : {}),
         ...(draft.ipv6Subnet ? { ipv6Subnet: formatIPv6Net(draft.ipv6Subnet) } : {}),
-        publicIP: attrs.publicIP,
+        publicIP: attrs.publicIP || attrs.publicIPv6 || "",
       });
       return { ...draft, attrs };
     },
@@ -439,17 +441,18 @@ export function createKubeLeaseStore(options: KubeLeaseStoreOptions = {}): KubeL
       if (!node) {
         throw new LeaseConflictError(
           `node ${name} no longer exists in the API server: its podCIDR ${
-            formatIPv4Net(lease.subnet)
+            formatSubnetPair(lease)
           } is gone; acquire again once the node is re-registered`,
         );
       }
       const cidrs = podCidrsOf(node);
-      if (
-        typeof cidrs === "string" || !cidrs.v4 || cidrs.v4.ip !== lease.subnet.ip ||
-        cidrs.v4.prefixLen !== lease.subnet.prefixLen
-      ) {
+      const same = typeof cidrs !== "string" &&
+        (lease.subnet === undefined ||
+          (cidrs.v4 !== undefined && equalIPv4Net(cidrs.v4, lease.subnet))) &&
+        (lease.ipv6Subnet === undefined || equalIPv6Net(cidrs.v6, lease.ipv6Subnet));
+      if (!same) {
         throw new LeaseConflictError(
-          `node ${name}'s podCIDR changed from ${formatIPv4Net(lease.subnet)} to ${
+          `node ${name}'s podCIDR changed from ${formatSubnetPair(lease)} to ${
             typeof cidrs === "string" ? cidrs : JSON.stringify(cidrs.text)
           }: acquire again`,
         );

@@ -157,7 +157,7 @@ async function kubeHarness(loader: Loader): Promise<ContractHarness> {
       return Promise.resolve();
     },
     removeExternally(lease) {
-      const cidr = formatIPv4Net(lease.subnet);
+      const cidr = formatIPv4Net(lease.subnet!);
       const name = kube.nodeNames().find((n) => kube.getNode(n)!.spec.podCIDRs?.[0] === cidr);
       if (!name) throw new Error(`no node has podCIDR ${cidr}`);
       kube.deleteNode(name);
@@ -187,7 +187,7 @@ function expected(kube: FakeKube): string[] {
 
 function final(initial: Parameters<typeof replay>[0], events: LeaseEvent[]): string[] {
   return [...replay(initial, events).values()]
-    .map((l) => `${formatIPv4Net(l.subnet)} ${l.attrs.publicIP}`)
+    .map((l) => `${formatIPv4Net(l.subnet!)} ${l.attrs.publicIP}`)
     .sort();
 }
 
@@ -274,7 +274,7 @@ for (const loader of LOADERS) {
       kube.annotate("n1", { unrelated: "change" }); // still no podCIDR: keep waiting quietly
       kube.setPodCIDR("n1", ["10.5.7.0/24"]);
       const lease = await pending;
-      assert.equal(formatIPv4Net(lease.subnet), "10.5.7.0/24");
+      assert.equal(formatIPv4Net(lease.subnet!), "10.5.7.0/24");
       assert.equal(s.status(), null);
       assert.equal(log.lines.filter((l) => l.includes("no podCIDR yet")).length, 1, "said once");
       const lists = kube.requests.filter((r) => r.method === "GET" && !r.url.includes("watch="));
@@ -304,7 +304,7 @@ for (const loader of LOADERS) {
         "status() says the node is missing",
       );
       kube.addNode("n1", { podCIDRs: ["10.5.3.0/24"] });
-      assert.equal(formatIPv4Net((await pending).subnet), "10.5.3.0/24");
+      assert.equal(formatIPv4Net((await pending).subnet!), "10.5.3.0/24");
     });
   });
 
@@ -436,7 +436,7 @@ for (const loader of LOADERS) {
         env: { KUBERNETES_SERVICE_HOST: "127.0.0.1", KUBERNETES_SERVICE_PORT: String(kube.port) },
       });
       const lease = await s.acquire(await s.getNetworkConfig(), { attrs: VXLAN });
-      assert.equal(formatIPv4Net(lease.subnet), "10.5.1.0/24");
+      assert.equal(formatIPv4Net(lease.subnet!), "10.5.1.0/24");
       const { leases } = await s.list();
       assert.equal(leases.length, 1);
     }, { fake: { tls: { cert, key } } });
@@ -478,7 +478,7 @@ for (const loader of LOADERS) {
       );
       kube.injectFailure({ method: "PATCH", status: 503, times: 2 });
       const lease = await s.acquire(cfg, { attrs: VXLAN });
-      assert.equal(formatIPv4Net(lease.subnet), "10.5.1.0/24");
+      assert.equal(formatIPv4Net(lease.subnet!), "10.5.1.0/24");
       assert.deepEqual(
         kube.requests.filter((r) => r.method === "PATCH").map((r) => r.status),
         [403, 503, 503, 200],
@@ -520,7 +520,7 @@ for (const loader of LOADERS) {
       await s.getNetworkConfig();
       const snap = await s.list();
       await s.list();
-      assert.deepEqual(snap.leases.map((l) => formatIPv4Net(l.subnet)), ["10.5.2.0/24"]);
+      assert.deepEqual(snap.leases.map((l) => formatIPv4Net(l.subnet!)), ["10.5.2.0/24"]);
       const events = await watchUntil(
         s,
         snap.revision,
@@ -657,7 +657,7 @@ for (const loader of LOADERS) {
       const s = store({ pageSize: 2 });
       await s.getNetworkConfig();
       const { leases } = await s.list();
-      assert.deepEqual(leases.map((l) => formatIPv4Net(l.subnet)).sort(), [
+      assert.deepEqual(leases.map((l) => formatIPv4Net(l.subnet!)).sort(), [
         "10.5.1.0/24",
         "10.5.2.0/24",
         "10.5.3.0/24",
@@ -682,7 +682,7 @@ for (const loader of LOADERS) {
       });
       assert.deepEqual(
         events.map((e) =>
-          e.type === "snapshot" ? e.type : `${e.type} ${formatIPv4Net(e.lease.subnet)}`
+          e.type === "snapshot" ? e.type : `${e.type} ${formatIPv4Net(e.lease.subnet!)}`
         ),
         [
           "removed 10.5.1.0/24",
@@ -822,7 +822,7 @@ Deno.test("kube store loads @kubernetes/client-node only for an exec plugin, whi
     const log = memoryLogger();
     const s = store({ kubeconfigFile: file, loader: "auto", logger: log });
     const lease = await s.acquire(await s.getNetworkConfig(), { attrs: VXLAN });
-    assert.equal(formatIPv4Net(lease.subnet), "10.5.1.0/24");
+    assert.equal(formatIPv4Net(lease.subnet!), "10.5.1.0/24");
     assert.ok(kube.requests.every((r) => r.status === 200));
     assert.ok(
       log.lines.some((l) => l.includes("loaded @kubernetes/client-node") && l.includes("exec")),

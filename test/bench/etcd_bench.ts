@@ -92,7 +92,7 @@ export async function benchEtcdAcquire(
           },
         });
         times.push(performance.now() - t0);
-        subnets.add(lease.subnet.ip);
+        subnets.add(lease.subnet!.ip);
       } finally {
         await store.close();
       }

@@ -5,7 +5,10 @@
  * numbers to `.bench/latest.json`.
  *
  * `deno task bench [section …]` runs only the named sections:
- * store, etcd-client, reconcile, netlink, kube, kube-config, checksum, udp, lab, udp-lab.
+ * store, etcd-client, reconcile, netlink, kube, kube-config, checksum, udp, lab, udp-lab, aws,
+ * gce, dist, outage-load;
+ * `churn` (10 minutes: the reliability churn for 5 minutes per backend) runs
+ * only when named.
  *
  * `deno task bench --soak` runs the soak instead (30 minutes: one vxlan agent,
  * 500 peers, steady churn; see soak_bench.ts); `--soak=3` a 3-minute check.
@@ -21,13 +24,14 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import process from "node:process";
 import { runtimeVersion } from "../../core/runtime.ts";
+import { benchGceCalls, benchGceLoad, reportGce } from "./gce_bench.ts";
 
 // deno-lint-ignore no-explicit-any
 type Any = any;
 
 type Section = {
   name: string;
-  /** Runs only when asked for by name (or `--soak`), never in the default run. */
+  /** Runs only when named (or `--soak`: it takes many minutes), never in the default run. */
   optIn?: boolean;
   run: () => Promise<Record<string, unknown>>;
   report: (r: Any) => string[] | Promise<string[]>;
@@ -228,15 +232,118 @@ const sections: Section[] = [
     ],
   },
   {
-    name: "soak",
+    name: "gce",
+    run: async () => ({ load: await benchGceLoad(3), calls: await benchGceCalls() }),
+    report: (r: Any) => reportGce(r.load, r.calls),
+  },
+  {
+    name: "dist",
+    run: async () => {
+      const m = await import("./dist_bench.ts");
+      return { dist: await m.benchDist({}) };
+    },
+    report: (r: Any) => {
+      const mib = (b: number) => fmt(b / 1048576, 1);
+      const binary = r.dist.forms.find((f: Any) => f.form === "binary");
+      const bunSource = r.dist.forms.find((f: Any) => f.form === "source, Bun");
+      return [
+        ...r.dist.forms.map((f: Any) =>
+          `${f.form}: ${
+            f.form === "binary"
+              ? `${mib(f.sizeBytes)} MiB (${fmt(f.sizeBytes / 1e6, 1)} MB) with its runtime`
+              : `${fmt(f.sizeBytes / 1e6, 2)} MB + the runtime`
+          }, --version ${
+            fmt(f.versionMs, 0)
+          } ms (median of ${r.dist.versionRuns}), idle vxlan agent RSS ${
+            fmt(f.idleRssMB, 0)
+          } MB (median of ${r.dist.rssRuns})`
+        ),
+        `runtimes: deno ${mib(r.dist.runtimeBytes.deno)} MiB, bun ${
+          mib(r.dist.runtimeBytes.bun)
+        } MiB; a Bun binary printing one line: ${mib(r.dist.bunFloor.sizeBytes)} MiB, ${
+          fmt(r.dist.bunFloor.runMs, 0)
+        } ms; binary goals: ≤ 110 MiB ${
+          goal(binary.sizeBytes <= 110 * 1048576)
+        }, --version ≤ 100 ms ${goal(binary.versionMs <= 100)}, idle RSS ≤ source on Bun (${
+          fmt(bunSource.idleRssMB, 0)
+        } MB) + 10% ${goal(binary.idleRssMB <= bunSource.idleRssMB * 1.1)}`,
+      ];
+    },
+  },
+  {
+    // what N agents cost an etcd that is down 20 s and comes back (README: Reliability)
+    name: "outage-load",
+    run: async () => {
+      const m = await import("./outage_bench.ts");
+      return { load: await m.benchOutageLoad({ watchers: 100, downMs: 20_000 }) };
+    },
+    report: (r: Any) => [
+      `etcd down ${fmt(r.load.downMs / 1000, 0)} s under ${r.load.watchers} agents' watches: ${
+        fmt(r.load.connectionsPerWatcherPerSecond, 2)
+      } refused connections/s per agent while down; on its return ${
+        fmt(r.load.requestsPerWatcherAtRecovery, 2)
+      } request per agent (the watch resuming), peak ${r.load.peakRequestsPerSecond} requests/s (${
+        r.load.requestsPer100ms.join(" ")
+      } per 100 ms)`,
+    ],
+  },
+  {
+    // the issue's 5 minutes of churn per backend (CI runs 2: test/e2e_churn_test.ts)
+    name: "churn",
     optIn: true,
     run: async () => {
-      const m = await import("./soak_bench.ts");
-      return { soak: await m.benchSoak({ minutes: soakMinutes }) };
+      const { churn } = await import("../lab/churn.ts");
+      const durationMs = 300_000;
+      return {
+        vxlan: await churn({ backend: "vxlan", durationMs, rate: 100 }),
+        hostGw: await churn({ backend: "host-gw", durationMs, rate: 100 }),
+      };
     },
-    report: async (r: Any) => (await import("./soak_bench.ts")).reportSoak(r.soak),
+    report: (r: Any) =>
+      [r.vxlan, r.hostGw].map((f: Any) =>
+        `churn ${f.backend}: ${f.writer.ops} lease changes in ${
+          fmt(f.writer.elapsedMs / 1000, 0)
+        } s (${fmt(f.writer.rate)}/s, ${
+          f.writer.events.put + f.writer.events.delete
+        } etcd events) against 3 agents: every agent handled all of them ${f.handledMs} ms after the last, kernel equal to etcd ${f.convergedMs} ms after it, ${f.peersAtEnd} peer leases left, 0 pings lost`
+      ),
   },
 ];
+
+sections.push({
+  name: "aws",
+  run: async () => {
+    const m = await import("./aws_bench.ts");
+    return { vpc: await m.benchAwsVpc({ nodes: 200, idleMinutes: 10 }) };
+  },
+  report: (r: Any) => [
+    `aws-vpc, ${r.vpc.nodes} nodes against the EC2 fake: EC2 calls per node join ${
+      fmt(r.vpc.joinCallsMean, 1)
+    } by the joining node (max ${r.vpc.joinCallsMax}) + ${r.vpc.othersCallsPerJoinTotal} by all others over all joins (goal O(1): ${
+      goal(r.vpc.joinCallsMax <= 6 && r.vpc.othersCallsPerJoinTotal === 0)
+    })`,
+    `aws-vpc idle: ${
+      fmt(r.vpc.idleCallsPerNodeMinute, 2)
+    } EC2 calls per node per minute over ${r.vpc.idleMinutes} simulated minutes, ${r.vpc.idleWrites} writes (goal ≤ 1: ${
+      goal(r.vpc.idleCallsPerNodeMinute <= 1 && r.vpc.idleWrites === 0)
+    })`,
+    `aws-vpc lease acquired → route in the table: p50 ${fmt(r.vpc.leaseToRouteP50Ms)} ms, p99 ${
+      fmt(r.vpc.leaseToRouteP99Ms)
+    } ms; one gone lease: ${r.vpc.removalDeletes} DeleteRoute call(s) cluster-wide, route gone after ${
+      fmt(r.vpc.removalSeconds)
+    } simulated s`,
+  ],
+});
+
+sections.push({
+  name: "soak",
+  optIn: true,
+  run: async () => {
+    const m = await import("./soak_bench.ts");
+    return { soak: await m.benchSoak({ minutes: soakMinutes }) };
+  },
+  report: async (r: Any) => (await import("./soak_bench.ts")).reportSoak(r.soak),
+});
 
 const wanted: string[] = [];
 let soakMinutes = 30;

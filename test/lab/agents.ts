@@ -40,6 +40,11 @@ export interface StartAgentOptions {
   readonly env?: Record<string, string>;
   /** subnet.env path (default `<lab.dir>/<host ns>.subnet.env`). */
   readonly subnetFile?: string;
+  /**
+   * A command the agent's command line is appended to, e.g. `["sh", "-c",
+   * "mount … && exec \"$@\"", "sh"]` to run it with a read-only /proc/sys.
+   */
+  readonly wrap?: readonly string[];
 }
 
 /** One JSON log record of an agent. */
@@ -95,7 +100,8 @@ export function startAgent(lab: Lab, host: LabHost, options: StartAgentOptions =
     "json",
     ...(options.args ?? []),
   ]);
-  const proc = lab.spawn(host.ns, cmd, args, { cwd: REPO_ROOT, env: options.env });
+  const [first, ...rest] = [...(options.wrap ?? []), cmd, ...args];
+  const proc = lab.spawn(host.ns, first, rest, { cwd: REPO_ROOT, env: options.env });
   const logs = (): AgentLogRecord[] => {
     const out: AgentLogRecord[] = [];
     for (const line of proc.stderr().split("\n")) {

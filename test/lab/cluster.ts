@@ -22,6 +22,7 @@ import type { AgentProcess, AgentRuntime } from "./agents.ts";
 import { startAgent as startLabAgent } from "./agents.ts";
 import { createLab, type Lab, type LabHost } from "./lab.ts";
 import { type EtcdServer, startEtcd } from "../../testing/etcd_server.ts";
+import { type EtcdCluster, startEtcdCluster } from "../../testing/etcd_cluster.ts";
 import { containsIPv4, formatIPv4, parseIPv4, parseIPv4Net } from "../../core/ip.ts";
 import { waitFor } from "../../testing/wait.ts";
 
@@ -55,6 +56,12 @@ export interface ClusterOptions {
   readonly prefix?: string;
   /** Extra keys of `Backend` in the network config. */
   readonly backendOptions?: Readonly<Record<string, unknown>>;
+  /**
+   * etcd members: 1 (default, {@link Cluster.etcd}) or more, as separate
+   * processes in the underlay ({@link Cluster.etcdCluster}; agents get every
+   * endpoint).
+   */
+  readonly etcdMembers?: number;
 }
 
 /** A wired pod and its address. */
@@ -89,10 +96,24 @@ export interface PeerState {
 /** A running cluster. */
 export interface Cluster extends AsyncDisposable {
   readonly lab: Lab;
+  /** The single etcd member (throws with `etcdMembers` > 1: use {@link etcdCluster}). */
   readonly etcd: EtcdServer;
+  /** The etcd members, with `etcdMembers` > 1. */
+  readonly etcdCluster?: EtcdCluster;
   readonly backend: OverlayBackend;
-  /** `http://<serviceIP>:2379`, reachable from every host. */
+  /** `http://<serviceIP>:2379`, reachable from every host (the first member's). */
   readonly endpoint: string;
+  /**
+   * The `--etcd-endpoints` agents started from now on get (default: every
+   * member, in order); a test may reorder them.
+   */
+  agentEndpoints: readonly string[];
+  /**
+   * Run etcdctl against every member (it picks one that answers).
+   *
+   * @throws {Error} When etcdctl exits non-zero, with its stderr.
+   */
+  etcdctl(args: string[], options?: { input?: string }): Promise<string>;
   /** Running agents by host index. */
   readonly agents: Map<number, AgentProcess>;
   /** Each agent's subnet (CIDR) by host index, as it last reported ready. */
@@ -332,6 +353,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     internet: options.internet,
   });
   let etcd: EtcdServer | undefined;
+  let etcdCluster: EtcdCluster | undefined;
   const agents = new Map<number, AgentProcess>();
   const subnets = new Map<number, string>();
   const pods: PodAddress[] = [];
@@ -342,20 +364,28 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     try {
       await Promise.all([...agents.values()].map((a) => a.stop()));
       await etcd?.close();
+      await etcdCluster?.close();
     } finally {
       await lab.teardown();
     }
   };
   try {
-    etcd = await startEtcd({ netns: lab.underlay.ns, host: lab.underlay.serviceIP });
-    await etcd.etcdctl([
+    const where = { netns: lab.underlay.ns, host: lab.underlay.serviceIP };
+    if ((options.etcdMembers ?? 1) > 1) {
+      etcdCluster = await startEtcdCluster({ ...where, members: options.etcdMembers });
+    } else {
+      etcd = await startEtcd(where);
+    }
+    const single = etcd;
+    const etcdctl = (args: string[], o?: { input?: string }) =>
+      single ? single.etcdctl(args, o) : etcdCluster!.etcdctl(args, o);
+    await etcdctl([
       "put",
       `${ETCD_PREFIX}/config`,
       networkConfigJson(options.backend, options.backendOptions),
     ]);
     const endpoint = `http://${lab.underlay.serviceIP}:2379`;
     const runtimeOf = options.runtimeOf ?? ((i: number) => (i === 2 ? "bun" : "deno"));
-    const e = etcd;
     const host = (index: number) => {
       const h = lab.hosts[index - 1];
       if (!h) {
@@ -365,9 +395,19 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     };
     const cluster: Cluster = {
       lab,
-      etcd: e,
+      get etcd(): EtcdServer {
+        if (!single) {
+          throw new Error(
+            `this cluster has ${options.etcdMembers} etcd members: use cluster.etcdCluster`,
+          );
+        }
+        return single;
+      },
+      etcdCluster,
       backend: options.backend,
       endpoint,
+      agentEndpoints: etcdCluster?.endpoints ?? [endpoint],
+      etcdctl,
       agents,
       subnets,
       pods,
@@ -375,7 +415,13 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
       async startAgent(index, runtime = runtimeOf(index)) {
         const a = startLabAgent(lab, host(index), {
           runtime,
-          args: ["--etcd-endpoints", endpoint, "--iface", "eth0", ...(options.agentArgs ?? [])],
+          args: [
+            "--etcd-endpoints",
+            cluster.agentEndpoints.join(","),
+            "--iface",
+            "eth0",
+            ...(options.agentArgs ?? []),
+          ],
         });
         agents.set(index, a);
         const subnet = await a.waitReady();
@@ -392,7 +438,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
         return added;
       },
       async leases() {
-        return parseEtcdLeases(await e.etcdctl(["get", "--prefix", `${ETCD_PREFIX}/subnets/`]));
+        return parseEtcdLeases(await etcdctl(["get", "--prefix", `${ETCD_PREFIX}/subnets/`]));
       },
       leaseKey(subnet) {
         return `${ETCD_PREFIX}/subnets/${subnet.replace("/", "-")}`;

@@ -2,7 +2,9 @@
  * The aws-vpc provider against moto, a second EC2 written by others: the
  * route-provider contract runs against it as steps of one test that owns
  * the moto process (started once, reset between steps, stopped in
- * `finally`). What moto does not reproduce is ignored with the reason —
+ * `finally`); so do the cloud route target's contract (the reconcile loop
+ * of aws-vpc) and the aws-vpc backend itself. What moto does not reproduce
+ * is ignored with the reason —
  * and a step checks that each such gap is still there, so a moto upgrade
  * that closes one fails here and says which test to turn back on.
  */
@@ -16,6 +18,12 @@ import {
   runRouteProviderContract,
 } from "../../../testing/route_provider_contract.ts";
 import { RouteProviderError } from "../provider.ts";
+import { ThrottleGate } from "../throttle.ts";
+import { awsVpcBackend } from "../../routed/aws_vpc.ts";
+import { runCloudTargetContract } from "../../../testing/cloud_target_contract.ts";
+import { hostContext } from "../../../testing/aws_hosts.ts";
+import { FakeClock } from "../../../testing/fake_clock.ts";
+import { peerLease } from "../../../testing/routing.ts";
 
 const REGION = "eu-west-3";
 
@@ -113,6 +121,41 @@ Deno.test({
       });
 
       await runRouteProviderContract(t, () => motoHarness(moto), MOTO_MISSING);
+      await runCloudTargetContract(t, () => motoHarness(moto), MOTO_MISSING);
+
+      await t.step(
+        "the aws-vpc backend on moto: registers, writes its route, keeps peers'",
+        async () => {
+          const h = await motoHarness(moto);
+          try {
+            const clock = new FakeClock();
+            const ctx = hostContext({ backend: { Type: "aws-vpc" }, index: 0, clock });
+            const backend = awsVpcBackend({
+              aws: h.awsOptions,
+              gate: new ThrottleGate({ clock }),
+              random: () => 0.5,
+            });
+            await h.provider.create(h.table, "10.5.2.0/24", h.targets[1]); // a peer's
+            await h.provider.create(h.table, "10.5.9.0/24", h.targets[1]); // a gone lease's
+            const network = await backend.register(ctx);
+            assert.deepEqual(ctx.acquired, [{ publicIP: "192.0.2.10" }]);
+            assert.equal(network.notReadyReason?.(), null);
+            await network.syncPeers([peerLease("10.5.2.0/24", "192.0.2.11")]);
+            await clock.advance(200_000); // past the listing period
+            await network.syncPeers([peerLease("10.5.2.0/24", "192.0.2.11")]);
+            const routes = (await h.provider.list(h.table))
+              .filter((r) => r.destination.startsWith("10.5."))
+              .map((r) => `${r.destination} ${r.target}`)
+              .sort();
+            assert.deepEqual(routes, [
+              `10.5.1.0/24 ${h.targets[0]}`,
+              `10.5.2.0/24 ${h.targets[1]}`,
+            ]);
+          } finally {
+            await h.close();
+          }
+        },
+      );
 
       await t.step(
         "discover() on moto: subnet table, SourceDestCheck off, another VPC's table refused",

@@ -1,0 +1,282 @@
+/**
+ * The aws-vpc backend: weft's route mode on EC2, flannel's `aws-vpc` done
+ * right. No encapsulation and no per-peer kernel state: each host's pod
+ * subnet is a route in the VPC's route tables whose next hop is that host's
+ * network interface, and the VPC router carries pod traffic between hosts
+ * (a host reaches a peer's pods through its default route, the VPC router).
+ *
+ * State it creates, and why:
+ * - In EC2, per route table (`Backend.RouteTableID`, a string or a list;
+ *   else the table of this host's subnet, else the VPC's main table): a
+ *   route `<lease subnet> → <this host's ENI>` (`NetworkInterfaceId`,
+ *   never the instance id: multi-interface instances cannot be a route
+ *   target); SourceDestCheck turned off on that ENI, so the VPC delivers
+ *   packets addressed to pods. Stale routes inside `Network` (blackholes,
+ *   leases gone) are removed; nothing outside `Network` is touched.
+ * - In the kernel: nothing. Pod MTU = the external interface's MTU.
+ *
+ * The lease is flannel's aws-vpc lease: `{"PublicIP":"…","PublicIPv6":null}`
+ * with no `BackendType` and no `BackendData` (flannel's backend published
+ * only the public IP; peers need nothing else, since each host writes its
+ * own route). With `EnableIPv6` and an `IPv6Network`, the lease's IPv6
+ * subnet gets a route too (`DestinationIpv6CidrBlock`, same ENI).
+ *
+ * The reconcile loop is the cloud target of `backends/cloud/target.ts` on
+ * the routed-peer engine: joining costs this host 2–3 discovery calls plus
+ * one list and one create per table, and the other hosts nothing; idle,
+ * each host lists each table once per `Backend.RouteResyncSeconds` (weft's
+ * key, default 120, jittered ±25 %). Every EC2 call waits at one
+ * process-wide throttle gate. The AWS module and SDK load only here, on
+ * register (`backends/cloud/load.ts`).
+ *
+ * @module
+ */
+
+import * as v from "valibot";
+import { type Logger, nullLogger } from "../../core/log.ts";
+import { ConfigError } from "../../core/errors.ts";
+import type { IPv4Net, IPv6Net } from "../../core/ip.ts";
+import { foldKeys, type NetworkConfig } from "../../lease/config.ts";
+import type { Lease } from "../../lease/types.ts";
+import type { AwsVpcProviderOptions } from "../cloud/aws/provider.ts";
+import { guardProvider } from "../cloud/calls.ts";
+import { loadAws } from "../cloud/load.ts";
+import { isRouteProviderError, type ProviderSelf, type RouteProvider } from "../cloud/provider.ts";
+import { type CloudEntry, cloudRouteTarget, leaseDestinations } from "../cloud/target.ts";
+import { processThrottleGate, type ThrottleGate } from "../cloud/throttle.ts";
+import type { Backend, BackendContext } from "../types.ts";
+import { type RoutedNetwork, routedNetwork, type RoutedOptions } from "./engine.ts";
+
+/** Default `RouteResyncSeconds`: how often each host re-reads each table. */
+export const DEFAULT_ROUTE_RESYNC_SECONDS = 120;
+
+const CloudOptionsSchema = v.object({
+  RouteTableID: v.optional(v.unknown()),
+  RouteResyncSeconds: v.optional(
+    v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(86_400)),
+  ),
+});
+
+/** The cloud keys of `Backend` (aws-vpc) or of `Backend.CloudRoutes` (hybrid vxlan). */
+export interface CloudRouteOptions {
+  /** `RouteTableID` as written (validated by the provider module). */
+  readonly routeTableIds: unknown;
+  /** Listing period, ms. */
+  readonly listIntervalMs: number;
+}
+
+/**
+ * Read `RouteTableID` and `RouteResyncSeconds` (case-insensitive keys).
+ *
+ * @param raw The object holding them.
+ * @param where Its path for messages (`Backend`, `Backend.CloudRoutes`).
+ * @returns The options (RouteTableID still unchecked: see {@link openCloudRoutes}).
+ * @throws {ConfigError} When `RouteResyncSeconds` is not an integer from 1 to 86400.
+ */
+export function parseCloudRouteOptions(
+  raw: Readonly<Record<string, unknown>>,
+  where: string,
+): CloudRouteOptions {
+  const { values } = foldKeys(raw, ["RouteTableID", "RouteResyncSeconds"]);
+  const parsed = v.safeParse(CloudOptionsSchema, values);
+  if (!parsed.success) {
+    const key = String(parsed.issues[0].path?.[0]?.key ?? "");
+    throw new ConfigError(
+      `the network config: "${where}.${key}" is invalid (${
+        parsed.issues[0].message
+      }): current value is ${
+        JSON.stringify((values as Record<string, unknown>)[key])
+      }; give the seconds between two readings of the route tables, e.g. ${DEFAULT_ROUTE_RESYNC_SECONDS}`,
+      `${where}.${key}`,
+    );
+  }
+  return {
+    routeTableIds: parsed.output.RouteTableID,
+    listIntervalMs: (parsed.output.RouteResyncSeconds ?? DEFAULT_ROUTE_RESYNC_SECONDS) * 1000,
+  };
+}
+
+/** Options shared by aws-vpc and the hybrid vxlan mode. */
+export interface CloudBackendOptions {
+  /** Provider settings for tests and simulations (IMDS client, endpoint, credentials, env). */
+  readonly aws?: Omit<AwsVpcProviderOptions, "routeTableIds" | "clock">;
+  /** The throttle gate (default: the process-wide one). */
+  readonly gate?: ThrottleGate;
+  /** Randomness for the listing jitter. */
+  readonly random?: () => number;
+}
+
+/** A provider ready to use, and what it found about this host. */
+export interface OpenedCloud {
+  readonly provider: RouteProvider;
+  readonly self: ProviderSelf;
+}
+
+/**
+ * Load the provider for `type`, validate its table option, wrap it with the
+ * throttle gate and call counters, and discover this host.
+ *
+ * @param type The cloud (`aws-vpc`).
+ * @param routeTableIds `RouteTableID` as written.
+ * @param where Path of the option for messages.
+ * @param ctx Register context (clock, metrics, signal).
+ * @param options Provider settings, gate.
+ * @returns The guarded provider and this host.
+ * @throws {ConfigError} For a malformed `RouteTableID` or an unknown type.
+ * @throws {RouteProviderError} When discovery fails (the agent retries).
+ */
+export async function openCloudRoutes(
+  type: string,
+  routeTableIds: unknown,
+  where: string,
+  ctx: BackendContext,
+  options: CloudBackendOptions,
+): Promise<OpenedCloud> {
+  if (type !== "aws-vpc") {
+    throw new ConfigError(
+      `the network config: "${where}.Type" ${JSON.stringify(type)} is not a cloud weft can ` +
+        `route in: use "aws-vpc"`,
+      `${where}.Type`,
+    );
+  }
+  const aws = await loadAws();
+  let ids: string[];
+  try {
+    ids = aws.parseRouteTableIds(routeTableIds);
+  } catch (e) {
+    if (!(isRouteProviderError(e))) throw e;
+    throw new ConfigError(
+      `the network config: ${e.message.replace("Backend.RouteTableID", `${where}.RouteTableID`)}`,
+      `${where}.RouteTableID`,
+      { cause: e },
+    );
+  }
+  const provider = guardProvider(
+    aws.createAwsVpcProvider({
+      ...options.aws,
+      routeTableIds: ids.length > 0 ? ids : undefined,
+      clock: ctx.clock,
+    }),
+    {
+      gate: options.gate ?? processThrottleGate(ctx.clock),
+      clock: ctx.clock,
+      metrics: ctx.metrics,
+    },
+  );
+  const self = await provider.discover(ctx.signal);
+  return { provider, self };
+}
+
+/**
+ * The cluster networks a cloud backend routes: `Network`, and `IPv6Network`
+ * with `EnableIPv6`.
+ *
+ * @param config The network config.
+ * @param backend Backend name for messages.
+ * @returns The networks (IPv4 first) and whether IPv6 routes are written.
+ * @throws {ConfigError} When there is no IPv4 network (leases are keyed by it).
+ */
+export function cloudNetworks(
+  config: NetworkConfig,
+  backend: string,
+): { networks: (IPv4Net | IPv6Net)[]; withIPv6: boolean } {
+  if (!config.enableIPv4 || !config.network) {
+    throw new ConfigError(
+      `the ${backend} backend of weft needs an IPv4 cluster network (IPv6-only is not supported): ` +
+        `set "Network" and leave "EnableIPv4" on`,
+      "Network",
+    );
+  }
+  const withIPv6 = config.enableIPv6 && config.ipv6Network !== undefined;
+  return {
+    networks: withIPv6 ? [config.network, config.ipv6Network!] : [config.network],
+    withIPv6,
+  };
+}
+
+/** Options for {@link awsVpcBackend}. */
+export interface AwsVpcBackendOptions extends RoutedOptions, CloudBackendOptions {
+  /** Defaults to the context's logger. */
+  readonly logger?: Logger;
+}
+
+/** The aws-vpc Network, with what tests and the status API may inspect. */
+export interface AwsVpcNetwork extends RoutedNetwork {
+  /** What discovery found: this host's ENI, its tables, its VPC. */
+  readonly self: ProviderSelf;
+}
+
+/**
+ * The aws-vpc backend.
+ *
+ * @param options Provider settings (tests), gate, timings.
+ * @returns The backend, type `aws-vpc`.
+ * @example
+ * ```ts
+ * const backend = awsVpcBackend();
+ * const network = await backend.register(ctx); // discovers, leases, writes its route
+ * await network.syncPeers(peerLeases);
+ * ```
+ */
+export function awsVpcBackend(options: AwsVpcBackendOptions = {}): Backend {
+  return { type: "aws-vpc", register: (ctx) => registerAwsVpc(options, ctx) };
+}
+
+async function registerAwsVpc(
+  options: AwsVpcBackendOptions,
+  ctx: BackendContext,
+): Promise<AwsVpcNetwork> {
+  const log = (options.logger ?? ctx.logger ?? nullLogger).with({ backend: "aws-vpc" });
+  const { networks, withIPv6 } = cloudNetworks(ctx.config, "aws-vpc");
+  const cloud = parseCloudRouteOptions(ctx.config.backend, "Backend");
+  const { provider, self } = await openCloudRoutes(
+    "aws-vpc",
+    cloud.routeTableIds,
+    "Backend",
+    ctx,
+    options,
+  );
+  log.info("this host in EC2", {
+    networkInterface: self.target,
+    vpc: self.location,
+    tables: self.tables.join(","),
+  });
+
+  // flannel's aws-vpc lease: the public IP only
+  const lease = await ctx.acquire({ publicIP: ctx.extIface.extAddr }, ctx.signal);
+  const destinationsOf = (l: Lease) => leaseDestinations(l.subnet, l.ipv6Subnet, withIPv6);
+  const own: CloudEntry = { kind: "own", destinations: destinationsOf(lease) };
+  const target = cloudRouteTarget({
+    provider,
+    self,
+    networks,
+    ownKey: own.destinations[0],
+    clock: ctx.clock,
+    logger: log,
+    metrics: ctx.metrics,
+    random: options.random,
+    listIntervalMs: cloud.listIntervalMs,
+  });
+  const first = await target.ensureOwn(own, ctx.signal);
+  for (const f of first.failures) {
+    log.error("cannot write this host's route yet; retrying", { error: f.error.message });
+  }
+
+  const network = routedNetwork<CloudEntry>(
+    "aws-vpc",
+    {
+      lease,
+      mtu: ctx.extIface.mtu,
+      target,
+      // every lease keeps its route (flannel's leases say nothing more)
+      peerEntries: (peer) => ({ entries: { kind: "peer", destinations: destinationsOf(peer) } }),
+      ownEntries: own,
+      release: (signal) => target.release(own, signal),
+    },
+    ctx,
+    log,
+    // no kernel state: the only periodic work is the target's own listing
+    { resyncIntervalMs: 0, ...options },
+  );
+  return { ...network, self };
+}
