@@ -11,7 +11,9 @@
  * - the Kubernetes fake with a bearer token in the kubeconfig: one agent
  *   with the right token (under Bun), one with a wrong token;
  * - the file store, with the etcd password set but unused;
- * - every agent runs with AWS credentials in its environment.
+ * - an aws-vpc agent (on the same etcd) against the EC2 and metadata fakes,
+ *   signing its EC2 calls with the AWS secret key and session token;
+ * - every agent runs with those AWS credentials in its environment.
  *
  * Also: the status API listens on loopback by default — reachable at
  * 127.0.0.1, not at the host's own address.
@@ -27,10 +29,12 @@ import { createLab, type Lab, type LabHost } from "./lab/lab.ts";
 import { type AgentProcess, type AgentRuntime, startAgent } from "./lab/agents.ts";
 import { startEtcd } from "../testing/etcd_server.ts";
 import { startLabKube } from "../testing/fake_kube_main.ts";
+import { type LabVpc, startLabVpc } from "../testing/aws_lab_main.ts";
 import { writeKubeconfig } from "../testing/fake_kube.ts";
 
 const PREFIX = "wsc";
 const PORT = 10256;
+const AWS_PREFIX = "/weft-aws/network";
 const ETCD_USER = "weft";
 /** Secrets with characters that URL-encoding and JSON escape differently. */
 const SECRETS = {
@@ -101,10 +105,11 @@ Deno.test({
   sanitizeResources: false,
   sanitizeOps: false,
   fn: async () => {
-    const lab = await createLab({ prefix: PREFIX, hosts: 5 });
+    const lab = await createLab({ prefix: PREFIX, hosts: 6 });
     const agents: { name: string; agent: AgentProcess; host: LabHost; answers?: string }[] = [];
     try {
-      const [h1, h2, h3, h4, h5] = lab.hosts;
+      const [h1, h2, h3, h4, h5, h6] = lab.hosts;
+      let vpc: LabVpc | undefined;
       const etcd = await startEtcd({
         tls: true,
         auth: { username: ETCD_USER, password: SECRETS.etcdPassword },
@@ -190,7 +195,25 @@ Deno.test({
           path.join(lab.dir, "leases.json"),
         ], { FLANNELD_ETCD_PASSWORD: SECRETS.etcdPassword });
 
-        await Promise.all([etcdGood, kubeGood, file].map((a) => a.waitReady(60_000)));
+        // aws-vpc against the EC2 and metadata fakes: the AWS credentials sign real requests
+        await etcd.etcdctl([
+          "put",
+          `${AWS_PREFIX}/config`,
+          '{"Network":"10.7.0.0/16","Backend":{"Type":"aws-vpc"}}',
+        ]);
+        vpc = await startLabVpc(lab, { hosts: [h6], network: "10.7.0.0/16" });
+        const aws = start("aws-vpc on etcd", h6, [...etcdArgs, "--etcd-prefix", AWS_PREFIX], {
+          ...vpc.envFor(h6),
+          ...CLOUD_ENV,
+          FLANNELD_ETCD_PASSWORD: SECRETS.etcdPassword,
+        });
+
+        await Promise.all([etcdGood, kubeGood, file, aws].map((a) => a.waitReady(60_000)));
+        const ec2Calls = await vpc.calls();
+        assert.ok(
+          Object.values(ec2Calls).reduce((a, b) => a + b, 0) > 0,
+          `the aws-vpc agent made no EC2 calls: ${JSON.stringify(ec2Calls)}`,
+        );
         // the refused ones fail, say why, and keep trying
         const refused = await etcdWrong.waitLog(
           (r) => r.level !== "debug" && /auth|password|denied|refused/i.test(JSON.stringify(r)),
@@ -282,6 +305,7 @@ Deno.test({
           `searched ${searched} characters of logs and status API answers for ${needles.length} forms of the secrets`,
         );
       } finally {
+        await vpc?.stop();
         await etcd.close();
       }
     } finally {
