@@ -1,7 +1,7 @@
 /**
  * Every file weft writes has a deliberate mode, whatever the umask it runs
  * under (systemd's `UMask=`, a container's 0000): the files others must
- * read (subnet.env for the CNI plugin, the lease file, the IPAM files) are
+ * read (subnet.env for the CNI plugin, the docker-opts output, the lease file, the IPAM files) are
  * 0644, the extension backend's state (it holds the commands' inputs) and
  * the lock files are 0600, and no directory weft creates is writable by
  * group or others (a world-writable /run/flannel would let any user swap
@@ -18,6 +18,7 @@ import process from "node:process";
 import { writeSubnetEnv } from "../lease/subnet_env.ts";
 import { createFileLeaseStore } from "../lease/file_store.ts";
 import { allocateAddress } from "../cli/ipam.ts";
+import { dockerOptsCommand } from "../cli/docker_opts.ts";
 import { PeerStateFile } from "../backends/extension/state.ts";
 import { withLockFile, writeFileAtomic } from "../core/files.ts";
 import { parseIPv4, parseIPv4Net } from "../core/ip.ts";
@@ -57,6 +58,18 @@ for (const mask of [0o000, 0o022, 0o077]) {
         });
         assert.equal(octal(mode(env)), "0644", "subnet.env");
         assertDirsPrivate(root, env);
+
+        // weft docker-opts' output, made from that subnet.env (read by docker's unit)
+        const dockerOpts = path.join(root, "run/docker_opts.env");
+        const errs: string[] = [];
+        const code = await dockerOptsCommand(["-f", env, "-d", dockerOpts, "-c"], {
+          env: {},
+          listRoutes: () => Promise.resolve(""),
+          stderr: (t) => void errs.push(t),
+        });
+        assert.equal(code, 0, `weft docker-opts failed: ${errs.join("")}`);
+        assert.equal(octal(mode(dockerOpts)), "0644", "docker opts file");
+        assertDirsPrivate(root, dockerOpts);
 
         // the file store's lease file (and its lock, while held)
         const conf = path.join(root, "etc/net-conf.json");
