@@ -71,7 +71,7 @@ Deno.test("fuzz decodeRecord(): mutated keys and values (10 000 inputs)", () => 
         return;
       }
       const sn = parseSubnetKey(key)!;
-      assert.equal(formatIPv4Net(out.subnet), formatIPv4Net(sn.subnet));
+      assert.equal(formatIPv4Net(out.subnet!), formatIPv4Net(sn.subnet!));
       assert.ok(isIPv4(out.attrs.publicIP), `PublicIP ${out.attrs.publicIP}`);
       assert.equal(out.expiration, expiration);
       encodeLeaseAttrs(out.attrs); // what the agent republishes must encode
@@ -84,7 +84,11 @@ Deno.test("fuzz decodeRecord(): mutated keys and values (10 000 inputs)", () => 
 // ---- the store and the reducer together ------------------------------------------------
 
 const PEERS = 6;
-const OWN = { subnet: { ip: 0x0a05fa00, prefixLen: 24 }, publicIP: "192.0.2.250" };
+const OWN = {
+  subnet: { ip: 0x0a05fa00, prefixLen: 24 },
+  publicIP: "192.0.2.250",
+  attrs: { publicIP: "192.0.2.250", publicIPv6: null },
+};
 const OWN_KEY = "10.5.250.0-24";
 const SENTINEL_KEY = "10.5.251.0-24";
 const peerKey = (i: number) => `10.5.${i + 1}.0-24`;

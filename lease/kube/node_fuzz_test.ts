@@ -135,9 +135,9 @@ Deno.test("fuzz parseKubeNode() + nodeToLease(): mutated nodes under four config
       }
       if (lease === null) return;
       assert.ok(isIPv4(lease.attrs.publicIP), `PublicIP ${lease.attrs.publicIP}`);
-      if (config?.network) assert.ok(containsIPv4Net(config.network, lease.subnet));
+      if (config?.network) assert.ok(containsIPv4Net(config.network, lease.subnet!));
       const cidrs = node.spec?.podCIDRs?.length ? node.spec.podCIDRs : [node.spec?.podCIDR];
-      assert.ok(cidrs.includes(formatIPv4Net(lease.subnet)), "the lease is the node's podCIDR");
+      assert.ok(cidrs.includes(formatIPv4Net(lease.subnet!)), "the lease is the node's podCIDR");
       assert.equal(lease.expiration, null);
     }),
     fuzzParameters(),

@@ -46,8 +46,8 @@ function setUp() {
 const subnets = (batch: LeaseEvent[]) =>
   batch.map((e) =>
     e.type === "snapshot"
-      ? `snapshot ${e.leases.map((l) => formatIPv4Net(l.subnet)).join(",")}`
-      : `${e.type} ${formatIPv4Net(e.lease.subnet)}`
+      ? `snapshot ${e.leases.map((l) => formatIPv4Net(l.subnet!)).join(",")}`
+      : `${e.type} ${formatIPv4Net(e.lease.subnet!)}`
   );
 
 // Found by lease/kube/peers_fuzz_test.ts (counterexample: a 410 on the watch, node-0
