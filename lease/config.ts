@@ -222,7 +222,7 @@ export function parseNetworkConfig(text: string, options: ParseConfigOptions = {
     try {
       parse(text);
     } catch {
-      fail(key, `"${key}" must be ${EXPECTED[key]}: current value is ${JSON.stringify(text)}`);
+      fail(key, `"${key}" must be ${EXPECTED[key]}: current value is ${quote(text)}`);
     }
   }
 

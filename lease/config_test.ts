@@ -618,6 +618,10 @@ Deno.test("parseNetworkConfig() quotes a huge value in part", () => {
       JSON.stringify("a".repeat(2000)),
       `{"Network":"10.5.0.0/16","EnableIPv4":${JSON.stringify("a".repeat(2000))}}`,
       `{"Network":"10.5.0.0/16","Backend":${"[".repeat(1000)}1${"]".repeat(1000)}}`,
+      // found again after main's IPv6 keys came in (counterexample shrunk to 2 000 a's)
+      `{"Network":${JSON.stringify("a".repeat(2000))}}`,
+      `{"Network":"10.5.0.0/16","IPv6Network":${JSON.stringify("a".repeat(2000))}}`,
+      `{"Network":"10.5.0.0/16","IPv6SubnetMin":${JSON.stringify("a".repeat(2000))}}`,
     ]
   ) {
     assert.throws(() => parseNetworkConfig(text), (e: unknown) => {
