@@ -311,7 +311,13 @@ export function parseDuration(text: string): number {
   return Math.round(total);
 }
 
-const IntSchema = v.pipe(v.string(), v.regex(/^-?\d+$/), v.transform(Number));
+/** An integer as Go's flag package takes one: digits, within range (not 1e400 → Infinity). */
+const IntSchema = v.pipe(
+  v.string(),
+  v.regex(/^-?\d+$/),
+  v.transform(Number),
+  v.check((n: number) => Number.isSafeInteger(n)),
+);
 
 /**
  * Where a value came from, as error messages name it: `flag --lease-ttl` or

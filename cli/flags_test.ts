@@ -458,3 +458,21 @@ Deno.test("etcdEndpointUrls() gives host:port endpoints the scheme etcd's Go cli
     "10.0.0.1:2379,[fd00::1]:2379",
   );
 });
+
+// Found by cli/flags_fuzz_test.ts after main's klog flags came in (seed 44682845):
+// FLANNELD_V="9999…9" (400 digits) was taken as -v=Infinity.
+Deno.test("parseFlags() refuses an integer out of range instead of taking Infinity", () => {
+  for (
+    const [argv, env] of [[["-v", "9".repeat(400)], {}], [[], {
+      FLANNELD_V: "9".repeat(400),
+    }]] as const
+  ) {
+    assert.throws(() => parseFlags([...argv], { ...env }), (e: unknown) => {
+      assert.ok(e instanceof UsageError, String(e));
+      assert.match(e.message, /an integer/);
+      assert.ok(!e.message.includes("\n") && e.message.length < 400, e.message);
+      return true;
+    });
+  }
+  assert.equal(parseFlags(["-v", "9007199254740991"], {}).v, 9007199254740991);
+});
