@@ -17,6 +17,7 @@
 
 import * as v from "valibot";
 import { isIPv4, parseIPv6 } from "../core/ip.ts";
+import { quote } from "../core/quote.ts";
 
 type Kind = "string" | "bool" | "int" | "list" | "duration";
 
@@ -315,7 +316,7 @@ export function parseDuration(text: string): number {
   while (rest) {
     const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)/.exec(rest);
     if (!m) {
-      throw new SyntaxError(`Cannot parse duration: current value is ${JSON.stringify(text)}`);
+      throw new SyntaxError(`Cannot parse duration: current value is ${quote(text)}`);
     }
     total += Number(m[1]) * units[m[2]];
     rest = rest.slice(m[0].length);
@@ -323,7 +324,13 @@ export function parseDuration(text: string): number {
   return Math.round(total);
 }
 
-const IntSchema = v.pipe(v.string(), v.regex(/^-?\d+$/), v.transform(Number));
+/** An integer as Go's flag package takes one: digits, within range (not 1e400 → Infinity). */
+const IntSchema = v.pipe(
+  v.string(),
+  v.regex(/^-?\d+$/),
+  v.transform(Number),
+  v.check((n: number) => Number.isSafeInteger(n)),
+);
 
 /**
  * Where a value came from, as error messages name it: `flag --lease-ttl` or
@@ -337,7 +344,7 @@ function convert(name: FlagName, raw: string, envName?: string): string | boolea
   const spec: FlagSpec = FLAGS[name];
   const bad = (expected: string): never => {
     throw new UsageError(
-      `${origin(name, envName)}: expected ${expected}, got ${JSON.stringify(raw)}`,
+      `${origin(name, envName)}: expected ${expected}, got ${quote(raw)}`,
     );
   };
   let value: string | boolean | number = raw;
@@ -422,7 +429,7 @@ export function parseFlags(
     if (!Object.hasOwn(FLAGS, name)) {
       const near = closestFlag(name);
       throw new UsageError(
-        `unknown flag ${a.split("=")[0]}${
+        `unknown flag ${printable(a.split("=")[0])}${
           near ? ` (did you mean --${near}?)` : ""
         }; run weft --help for the list`,
       );
@@ -452,15 +459,22 @@ export function parseFlags(
         for (const part of raw.split(",")) {
           if (part.trim()) set(name, part.trim(), envName);
         }
+        // only blanks and commas: as if unset (the list was left undefined)
+        if (explicit.has(name)) continue;
       } else {
         set(name, raw, envName);
+        continue;
       }
-      continue;
     }
     const def = FLAGS[name].def;
     values[camel(name)] = Array.isArray(def) ? [...def] : def;
   }
   return { ...values, explicit, args } as unknown as Flags;
+}
+
+/** A flag as typed, quoted when it is long or has spaces or control characters (a usage error is one line). */
+function printable(text: string): string {
+  return /^[\x21-\x7e]{1,100}$/.test(text) ? text : quote(text, 100);
 }
 
 /** klog's flags that flanneld v0.28 does not take (it sets them itself). */
@@ -543,6 +557,8 @@ function closestFlag(name: string): string | undefined {
   let best: string | undefined;
   let bestDist = 3;
   for (const flag of Object.keys(FLAGS)) {
+    // the distance is at least the difference in length: skip the O(n·m) table (a 70 000-character typo took seconds)
+    if (Math.abs(name.length - flag.length) >= bestDist) continue;
     const d = editDistance(name, flag);
     if (d < bestDist) {
       best = flag;

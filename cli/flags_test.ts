@@ -387,6 +387,37 @@ Deno.test("parseFlags() takes --iface-can-reach of either family and refuses a m
   );
 });
 
+// Found by cli/flags_fuzz_test.ts (counterexample: FLANNELD_IFACE_REGEX="\n"): a list
+// variable of only blanks and commas left the flag undefined instead of its default, so
+// the agent crashed reading `flags.ifaceRegex.length`.
+Deno.test("parseFlags() treats a list variable of blanks and commas as unset", () => {
+  for (const raw of ["\n", " ", ",", " , ,"]) {
+    const f = parseFlags([], { FLANNELD_IFACE_REGEX: raw, FLANNELD_IFACE: raw });
+    assert.deepEqual(f.ifaceRegex, []);
+    assert.deepEqual(f.iface, []);
+    assert.ok(!f.explicit.has("iface"));
+  }
+});
+
+// Found by the same fuzz test: usage errors quoted whole values (a 70 000-character one
+// made a 70 000-character line), an unknown flag with a newline broke the one-line rule,
+// and suggesting a near flag for a 70 000-character typo took seconds.
+Deno.test("parseFlags() usage errors stay one short line whatever was typed", () => {
+  const cases: [string[], Record<string, string>][] = [
+    [["--etcd-endpoints", "a".repeat(70_000)], {}],
+    [[], { FLANNELD_ETCD_ENDPOINTS: "a".repeat(70_000) }],
+    [["-\t\r\n"], {}],
+    [["--" + "x".repeat(70_000)], {}],
+  ];
+  for (const [argv, env] of cases) {
+    assert.throws(() => parseFlags(argv, env), (e: unknown) => {
+      assert.ok(e instanceof UsageError);
+      assert.ok(!e.message.includes("\n") && e.message.length < 400, e.message.slice(0, 500));
+      return true;
+    });
+  }
+});
+
 Deno.test("parseFlags() takes flannel's three klog flags, also from FLANNELD_V and friends", () => {
   const f = parseFlags(["-v=2", "--vmodule=kube=4,main=1", "-log_backtrace_at", "kube.go:100"], {});
   assert.deepEqual([f.v, f.vmodule, f.log_backtrace_at], [2, "kube=4,main=1", "kube.go:100"]);
@@ -439,4 +470,22 @@ Deno.test("etcdEndpointUrls() gives host:port endpoints the scheme etcd's Go cli
     parseFlags(["--etcd-endpoints=10.0.0.1:2379,[fd00::1]:2379"], {}).etcdEndpoints,
     "10.0.0.1:2379,[fd00::1]:2379",
   );
+});
+
+// Found by cli/flags_fuzz_test.ts after main's klog flags came in (seed 44682845):
+// FLANNELD_V="9999…9" (400 digits) was taken as -v=Infinity.
+Deno.test("parseFlags() refuses an integer out of range instead of taking Infinity", () => {
+  for (
+    const [argv, env] of [[["-v", "9".repeat(400)], {}], [[], {
+      FLANNELD_V: "9".repeat(400),
+    }]] as const
+  ) {
+    assert.throws(() => parseFlags([...argv], { ...env }), (e: unknown) => {
+      assert.ok(e instanceof UsageError, String(e));
+      assert.match(e.message, /an integer/);
+      assert.ok(!e.message.includes("\n") && e.message.length < 400, e.message);
+      return true;
+    });
+  }
+  assert.equal(parseFlags(["-v", "9007199254740991"], {}).v, 9007199254740991);
 });

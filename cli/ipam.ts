@@ -23,7 +23,7 @@
 
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { withLockFile, writeFileAtomic } from "../core/files.ts";
+import { ensureDir, withLockFile, writeFileAtomic } from "../core/files.ts";
 import { formatIPv4, formatIPv4Net, type IPv4Net, lastIPv4, parseIPv4 } from "../core/ip.ts";
 
 /** Who holds an address. */
@@ -135,7 +135,7 @@ export interface AllocateOptions {
  * @throws {AddressExhaustedError} When the subnet is full.
  */
 export async function allocateAddress(options: AllocateOptions): Promise<number> {
-  fs.mkdirSync(options.dir, { recursive: true });
+  ensureDir(options.dir);
   const file = ipamFile(options.dir, options.subnet);
   return await withLockFile(`${file}.lock`, () => {
     const state = load(file, options.subnet);

@@ -44,12 +44,28 @@ export function processAlive(pid: number): boolean {
  * writeFileAtomic("/run/flannel/subnet.env", "FLANNEL_MTU=1450\n", { mode: 0o644 });
  * ```
  */
+/**
+ * Create a directory and its missing parents as `0755` (less what the umask
+ * takes away): never writable by group or others, whatever the umask — a
+ * world-writable /run/flannel would let any user swap subnet.env.
+ *
+ * @param dir The directory.
+ * @throws {Error} When it cannot be created.
+ * @example
+ * ```ts
+ * ensureDir("/run/flannel");
+ * ```
+ */
+export function ensureDir(dir: string): void {
+  fs.mkdirSync(dir, { recursive: true, mode: 0o755 });
+}
+
 export function writeFileAtomic(
   file: string,
   data: string | Uint8Array,
   options: { mode?: number } = {},
 ): void {
-  fs.mkdirSync(path.dirname(file), { recursive: true });
+  ensureDir(path.dirname(file));
   const tmp = `${file}.${process.pid}.${Math.random().toString(36).slice(2, 10)}.tmp`;
   try {
     fs.writeFileSync(tmp, data, { mode: options.mode ?? 0o644 });
@@ -107,7 +123,7 @@ export async function withLockFile<T>(
   const timeoutMs = options.timeoutMs ?? 30_000;
   const staleMs = options.staleMs ?? 10_000;
   const start = Date.now();
-  fs.mkdirSync(path.dirname(lockPath), { recursive: true });
+  ensureDir(path.dirname(lockPath));
   for (let attempt = 0;; attempt++) {
     options.signal?.throwIfAborted();
     if (tryCreateLock(lockPath)) break;

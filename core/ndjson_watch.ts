@@ -153,7 +153,11 @@ export async function* readNdjson<L = unknown>(
           pending = [];
           pendingLength = 0;
         }
-        if (line.length > maxLine) throw tooLong(line.length);
+        if (line.length > maxLine) {
+          // as for a bad line: the lines before it are good, hand them over first
+          if (batch.length) yield batch;
+          throw tooLong(line.length);
+        }
         if (line.trim() === "") continue;
         let value: L | undefined;
         try {
@@ -168,7 +172,10 @@ export async function* readNdjson<L = unknown>(
       if (start < text.length) {
         pending.push(text.slice(start));
         pendingLength += text.length - start;
-        if (pendingLength > maxLine) throw tooLong(pendingLength);
+        if (pendingLength > maxLine) {
+          if (batch.length) yield batch;
+          throw tooLong(pendingLength);
+        }
       }
       if (batch.length) yield batch;
       if (chunk.done) {

@@ -438,3 +438,19 @@ Deno.test("resumableNdjson() stops quietly when aborted during a backoff or an o
   never.abort();
   assert.deepEqual(await pending, []);
 });
+
+// Found by core/ndjson_watch_fuzz_test.ts (counterexample: maxLineLength 7, one chunk
+// `{"a":1}\n"xxxxxxx"\n`): the good line before the oversized one was dropped with it,
+// unlike before a garbled line.
+Deno.test("readNdjson() hands over the lines before an oversized one, then fails with too-long", async () => {
+  const got: unknown[] = [];
+  await assert.rejects(
+    async () => {
+      for await (const batch of readNdjson(fixed(['{"a":1}\n"xxxxxxx"\n']), { maxLineLength: 7 })) {
+        got.push(...batch);
+      }
+    },
+    (e: unknown) => e instanceof NdjsonStreamError && e.reason === "too-long",
+  );
+  assert.deepEqual(got, [{ a: 1 }]);
+});

@@ -25,6 +25,7 @@ import {
   sizeIPv4,
 } from "../core/ip.ts";
 import { ConfigError } from "../core/errors.ts";
+import { quote } from "../core/quote.ts";
 
 /** The validated network configuration, with every default filled in. */
 export interface NetworkConfig {
@@ -134,6 +135,9 @@ const EXPECTED: Record<string, string> = {
   Backend: 'an object such as {"Type": "vxlan"}',
 };
 
+/** Unknown keys warned about one by one; the rest are counted in one warning. */
+const MAX_KEY_WARNINGS = 10;
+
 /** Options for {@link parseNetworkConfig}. */
 export interface ParseConfigOptions {
   /** Where the text came from, for messages (e.g. `etcd key /coreos.com/network/config`). */
@@ -176,12 +180,20 @@ export function parseNetworkConfig(text: string, options: ParseConfigOptions = {
     return fail(
       undefined,
       `must be a JSON object such as {"Network": "10.5.0.0/16", "Backend": {"Type": "vxlan"}}: current value is ${
-        JSON.stringify(json)
+        quote(json)
       }`,
     );
   }
   const { values, unknown } = foldKeys(json as Record<string, unknown>, TOP_KEYS);
-  for (const k of unknown) options.onWarning?.(`${source}: unknown key "${k}" ignored`);
+  // one warning per unknown key, but a document of 100 000 keys is not 100 000 warnings
+  for (const k of unknown.slice(0, MAX_KEY_WARNINGS)) {
+    options.onWarning?.(`${source}: unknown key ${quote(k)} ignored`);
+  }
+  if (unknown.length > MAX_KEY_WARNINGS) {
+    options.onWarning?.(
+      `${source}: ${unknown.length - MAX_KEY_WARNINGS} more unknown keys ignored`,
+    );
+  }
   const parsed = v.safeParse(RawConfig, values);
   if (!parsed.success) {
     const issue = parsed.issues[0];
@@ -189,9 +201,7 @@ export function parseNetworkConfig(text: string, options: ParseConfigOptions = {
     const value = (values as Record<string, unknown>)[key];
     return fail(
       key,
-      `"${key}" must be ${EXPECTED[key] ?? issue.expected}: current value is ${
-        JSON.stringify(value)
-      }`,
+      `"${key}" must be ${EXPECTED[key] ?? issue.expected}: current value is ${quote(value)}`,
     );
   }
   const raw = parsed.output;
@@ -212,7 +222,7 @@ export function parseNetworkConfig(text: string, options: ParseConfigOptions = {
     try {
       parse(text);
     } catch {
-      fail(key, `"${key}" must be ${EXPECTED[key]}: current value is ${JSON.stringify(text)}`);
+      fail(key, `"${key}" must be ${EXPECTED[key]}: current value is ${quote(text)}`);
     }
   }
 
@@ -232,7 +242,7 @@ export function parseNetworkConfig(text: string, options: ParseConfigOptions = {
       fail(
         "Backend.Type",
         `"Backend.Type" must name a backend (vxlan, host-gw, udp, alloc): current value is ${
-          JSON.stringify(t)
+          quote(t)
         }`,
       );
     }
@@ -260,7 +270,7 @@ export function parseNetworkConfig(text: string, options: ParseConfigOptions = {
     } catch {
       fail(
         "Network",
-        `"Network" must be ${EXPECTED.Network}: current value is ${JSON.stringify(raw.Network)}`,
+        `"Network" must be ${EXPECTED.Network}: current value is ${quote(raw.Network)}`,
       );
     }
     const net = network!;
@@ -311,7 +321,7 @@ export function parseNetworkConfig(text: string, options: ParseConfigOptions = {
       try {
         ip = parseIPv4(text);
       } catch {
-        fail(key, `"${key}" must be ${EXPECTED[key]}: current value is ${JSON.stringify(text)}`);
+        fail(key, `"${key}" must be ${EXPECTED[key]}: current value is ${quote(text)}`);
       }
       if (!containsIPv4(net, ip)) {
         fail(
@@ -358,9 +368,7 @@ export function parseNetworkConfig(text: string, options: ParseConfigOptions = {
     } catch {
       fail(
         "IPv6Network",
-        `"IPv6Network" must be ${EXPECTED.IPv6Network}: current value is ${
-          JSON.stringify(raw.IPv6Network)
-        }`,
+        `"IPv6Network" must be ${EXPECTED.IPv6Network}: current value is ${quote(raw.IPv6Network)}`,
       );
     }
     const net = ipv6Network!;
@@ -409,7 +417,7 @@ export function parseNetworkConfig(text: string, options: ParseConfigOptions = {
       try {
         ip = parseIPv6(text);
       } catch {
-        fail(key, `"${key}" must be ${EXPECTED[key]}: current value is ${JSON.stringify(text)}`);
+        fail(key, `"${key}" must be ${EXPECTED[key]}: current value is ${quote(text)}`);
       }
       if (!containsIPv6(net, ip)) {
         fail(
@@ -480,7 +488,7 @@ export function parseBackendOptions<
     const key = String(issue.path?.[0]?.key ?? "");
     throw new ConfigError(
       `${source}: "Backend.${key}" for backend ${config.backendType} is invalid (${issue.message}): current value is ${
-        JSON.stringify((values as Record<string, unknown>)[key])
+        quote((values as Record<string, unknown>)[key])
       }`,
       `Backend.${key}`,
     );

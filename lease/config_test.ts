@@ -609,3 +609,35 @@ Deno.test("parseBackendOptions() names Backend.<Key>, the backend and the value 
     );
   }
 });
+
+// Found by lease/config_fuzz_test.ts: the message quoted the whole value, so
+// a 4 MiB string made a 4 MiB error (and log line).
+Deno.test("parseNetworkConfig() quotes a huge value in part", () => {
+  for (
+    const text of [
+      JSON.stringify("a".repeat(2000)),
+      `{"Network":"10.5.0.0/16","EnableIPv4":${JSON.stringify("a".repeat(2000))}}`,
+      `{"Network":"10.5.0.0/16","Backend":${"[".repeat(1000)}1${"]".repeat(1000)}}`,
+      // found again after main's IPv6 keys came in (counterexample shrunk to 2 000 a's)
+      `{"Network":${JSON.stringify("a".repeat(2000))}}`,
+      `{"Network":"10.5.0.0/16","IPv6Network":${JSON.stringify("a".repeat(2000))}}`,
+      `{"Network":"10.5.0.0/16","IPv6SubnetMin":${JSON.stringify("a".repeat(2000))}}`,
+    ]
+  ) {
+    assert.throws(() => parseNetworkConfig(text), (e: unknown) => {
+      assert.ok(e instanceof ConfigError);
+      assert.ok(e.message.length < 400, `${e.message.length} characters: ${e.message}`);
+      assert.match(e.message, /current value is .*… \(\d+ characters\)$/);
+      return true;
+    });
+  }
+});
+
+Deno.test("parseNetworkConfig() warns about ten unknown keys one by one, then counts the rest", () => {
+  const keys = Array.from({ length: 1000 }, (_, i) => `"k${i}":1`).join(",");
+  const warnings: string[] = [];
+  parseNetworkConfig(`{"Network":"10.5.0.0/16",${keys}}`, { onWarning: (m) => warnings.push(m) });
+  assert.equal(warnings.length, 11);
+  assert.equal(warnings[0], `${SRC}: unknown key "k0" ignored`);
+  assert.equal(warnings[10], `${SRC}: 990 more unknown keys ignored`);
+});

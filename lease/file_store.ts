@@ -34,7 +34,7 @@ import type { Logger } from "../core/log.ts";
 import type { Registry as Metrics } from "../core/metrics.ts";
 import { sleepQuietly } from "../core/abort.ts";
 import { type Clock, systemClock } from "../core/clock.ts";
-import { LockTimeoutError, withLockFile, writeFileAtomic } from "../core/files.ts";
+import { ensureDir, LockTimeoutError, withLockFile, writeFileAtomic } from "../core/files.ts";
 import {
   createKvLeaseStore,
   type LeaseRegistry,
@@ -237,7 +237,7 @@ export function createFileRegistry(options: FileRegistryOptions): LeaseRegistry 
       const poke = () => wake?.();
       let watcher: fs.FSWatcher | undefined;
       try {
-        fs.mkdirSync(path.dirname(file), { recursive: true });
+        ensureDir(path.dirname(file));
         // the directory also sees the lock and temporary files: wake only for the
         // rename that lands a new version of the lease file
         const base = path.basename(file);

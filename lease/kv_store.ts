@@ -4,6 +4,12 @@
  * registry speaks raw keys and JSON text; this layer owns flannel's record
  * format, allocation with bounded retries, and re-lists after compaction.
  *
+ * A record that cannot be decoded is skipped with a warning (once per bad
+ * value) and counted; when its key held a readable lease before, that last
+ * readable lease stands in for it — in watches and in re-lists alike — so
+ * garbage written over a live peer's key never tears down its routes, and
+ * garbage over this host's own key does not make it give up its subnet.
+ *
  * @module
  */
 
@@ -40,6 +46,7 @@ import {
   NO_PUBLIC_IP,
 } from "./types.ts";
 import { ConfigError, LeaseConflictError } from "../core/errors.ts";
+import { clip, quote } from "../core/quote.ts";
 
 /** One stored lease record as the registry sees it. */
 export interface RawRecord {
@@ -134,7 +141,7 @@ export function decodeRecord(record: RawRecord): Lease | string {
   const sn = parseSubnetKey(record.key);
   if (!sn) {
     return `key ${
-      JSON.stringify(record.key)
+      quote(record.key)
     } is not a subnet key like 10.5.34.0-24, 10.5.34.0-24&fd00:12:13::-56 or 0.0.0.0-0&fd00:12:13::-56`;
   }
   let json: unknown;
@@ -151,14 +158,14 @@ export function decodeRecord(record: RawRecord): Lease | string {
     const path = issue.path?.map((p) => p.key).join(".") ?? "";
     return `value ${JSON.stringify(record.value.slice(0, 120))} is not a lease: ${
       path ? path + ": " : ""
-    }${issue.message}`;
+    }${clip(issue.message)}`;
   }
   const o = parsed.output;
   if (o.PublicIPv6) {
     try {
       parseIPv6(o.PublicIPv6);
     } catch {
-      return `PublicIPv6 ${JSON.stringify(o.PublicIPv6)} is not an IPv6 address`;
+      return `PublicIPv6 ${quote(o.PublicIPv6)} is not an IPv6 address`;
     }
   }
   const attrs: LeaseAttrs = {
@@ -230,24 +237,39 @@ export function createKvLeaseStore(
     "Failed requests to the lease store",
   );
   const warned = new Map<string, string>();
+  /**
+   * The last lease each key decoded to, for the keys in the store: stands in
+   * for a record that turned unreadable (see the module doc).
+   */
+  const lastGood = new Map<string, Lease>();
 
-  const decode = (record: RawRecord): Lease | null => {
+  /** The lease a record stands for: decoded, or the key's last readable one; null when neither. */
+  const decode = (record: RawRecord): { lease: Lease | null; fresh: boolean } => {
     const lease = decodeRecord(record);
     if (typeof lease === "string") {
+      const kept = lastGood.get(record.key);
       malformed?.inc({ store: registry.name });
       // one warning per bad record value, not one per list
       if (warned.get(record.key) !== record.value) {
         warned.set(record.key, record.value);
-        log.warn("skipping malformed lease record", {
-          store: registry.name,
-          key: record.key,
-          reason: lease,
-        });
+        log.warn(
+          kept
+            ? "skipping malformed lease record, keeping its last readable value"
+            : "skipping malformed lease record",
+          { store: registry.name, key: clip(record.key, 80), reason: lease },
+        );
       }
-      return null;
+      return { lease: kept ? { ...kept, expiration: record.expiration } : null, fresh: false };
     }
     warned.delete(record.key);
-    return lease;
+    lastGood.set(record.key, lease);
+    return { lease, fresh: true };
+  };
+
+  /** A key is gone from the store: forget what was kept for it. */
+  const forget = (key: string) => {
+    lastGood.delete(key);
+    warned.delete(key);
   };
 
   const counted = async <T>(p: Promise<T>): Promise<T> => {
@@ -266,8 +288,10 @@ export function createKvLeaseStore(
     const { records, revision } = await counted(registry.list(signal, { exactExpiry }));
     const leases: Lease[] = [];
     const occupied: Lease[] = [];
+    const present = new Set<string>();
     for (const r of records) {
-      const l = decode(r);
+      present.add(r.key);
+      const l = decode(r).lease;
       if (l) {
         leases.push(l);
         occupied.push(l);
@@ -276,6 +300,8 @@ export function createKvLeaseStore(
         if (sn) occupied.push({ ...sn, attrs: { publicIP: "" }, expiration: r.expiration });
       }
     }
+    for (const key of lastGood.keys()) if (!present.has(key)) forget(key);
+    for (const key of warned.keys()) if (!present.has(key)) forget(key);
     return { leases, occupied, revision: String(revision) };
   };
 
@@ -398,12 +424,14 @@ export function createKvLeaseStore(
                 break;
               }
               if (ev.type === "put") {
-                const lease = decode(ev.record);
-                if (lease) {
+                // an unreadable value keeps the last readable one: nothing changed
+                const { lease, fresh } = decode(ev.record);
+                if (lease && fresh) {
                   known.set(ev.record.key, lease);
                   out.push({ type: "added", lease });
                 }
               } else {
+                forget(ev.key);
                 const sn = parseSubnetKey(ev.key);
                 if (!sn) continue;
                 const lease = known.get(ev.key) ??

@@ -1,7 +1,13 @@
 import assert from "node:assert/strict";
 import { formatIPv4Net, formatIPv6Net, parseIPv4Net, parseIPv6Net } from "../core/ip.ts";
 import { createKvLeaseStore, decodeRecord, leaseKey, type RawRecord } from "./kv_store.ts";
-import { encodeLeaseAttrs, goJsonStringify, type Lease, type LeaseAttrs } from "./types.ts";
+import {
+  encodeLeaseAttrs,
+  goJsonStringify,
+  type Lease,
+  type LeaseAttrs,
+  type LeaseEvent,
+} from "./types.ts";
 import {
   CONTRACT_CONFIG,
   type ContractHarness,
@@ -9,6 +15,7 @@ import {
 } from "../testing/lease_contract.ts";
 import { createMemoryRegistry } from "../testing/memory_registry.ts";
 import { FakeClock } from "../testing/fake_clock.ts";
+import { memoryLogger } from "../testing/memory_logger.ts";
 
 /**
  * The key-value LeaseStore over the in-memory registry, on a FakeClock: the
@@ -366,4 +373,56 @@ Deno.test("goJsonStringify() differs from JSON.stringify only in Go's HTML-safe 
     assert.equal(goJsonStringify(value), want);
     assert.deepEqual(JSON.parse(goJsonStringify(value)), value);
   }
+});
+
+// Found by lease/kv_store_fuzz_test.ts (counterexample: garble peer 10.5.1.0/24 with "",
+// compact, put another peer): the re-list after the compaction left the garbled peer out,
+// so the agent removed its routes.
+Deno.test("a record garbled over a live peer keeps the peer's last readable lease, in the watch and after a re-list", async () => {
+  const registry = createMemoryRegistry({ config: null });
+  const log = memoryLogger("warn");
+  const lines = log.lines;
+  const store = createKvLeaseStore(registry, { logger: log });
+  const good = encodeLeaseAttrs({ publicIP: "192.0.2.1", backendType: "host-gw" });
+  await registry.put("10.5.1.0-24", good, null);
+  const snap = await store.list();
+  const ac = new AbortController();
+  const events = store.watch(snap.revision, ac.signal)[Symbol.asyncIterator]();
+  await registry.put("10.5.1.0-24", "", null);
+  await registry.put("10.5.2.0-24", good.replace("192.0.2.1", "192.0.2.2"), null);
+  let batch: LeaseEvent[] = (await events.next()).value!;
+  assert.deepEqual(batch.map((e) => e.type === "added" && formatIPv4Net(e.lease.subnet!)), [
+    "10.5.2.0/24",
+  ], "the garbled value changes nothing in the watch");
+  // the watch falls behind a compaction: it re-lists
+  await registry.put("10.5.3.0-24", good.replace("192.0.2.1", "192.0.2.3"), null);
+  registry.compact();
+  batch = (await events.next()).value!;
+  ac.abort();
+  await events.return?.(undefined);
+  assert.equal(batch[0].type, "snapshot");
+  const listed: Lease[] = batch[0].type === "snapshot" ? batch[0].leases : [];
+  const kept = listed.find((l) => formatIPv4Net(l.subnet!) === "10.5.1.0/24");
+  assert.ok(kept, "the garbled peer is still in the re-list");
+  assert.equal(kept.attrs.publicIP, "192.0.2.1");
+  const malformed = lines.filter((l) => l.includes("malformed"));
+  assert.equal(malformed.length, 1, "one warning per bad value, not one per list");
+  assert.match(malformed[0], /keeping its last readable value .*key=10.5.1.0-24/);
+  // deleted for real (and seen so by a list): nothing is kept for the key any more
+  await registry.delete("10.5.1.0-24");
+  await store.list();
+  await registry.put("10.5.1.0-24", "{", null);
+  assert.ok(!(await store.list()).leases.some((l) => l.subnet?.ip === kept.subnet!.ip));
+});
+
+Deno.test("decodeRecord() quotes a huge key or value in part", () => {
+  const out = decodeRecord({ key: "a".repeat(5000), value: "{}", expiration: null });
+  assert.equal(typeof out, "string");
+  assert.ok((out as string).length < 300, out as string);
+  const bad = decodeRecord({
+    key: "10.5.1.0-24",
+    value: JSON.stringify("a".repeat(5000)),
+    expiration: null,
+  });
+  assert.ok((bad as string).length < 600, bad as string);
 });

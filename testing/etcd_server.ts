@@ -172,6 +172,7 @@ function run(
 
 async function makeCertificates(
   dir: string,
+  host = "127.0.0.1",
 ): Promise<{ server: EtcdTlsFiles; client: EtcdTlsFiles }> {
   const ossl = (args: string[]) => run("openssl", args, { cwd: dir });
   const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
@@ -226,7 +227,9 @@ async function makeCertificates(
     "server",
     "127.0.0.1",
     "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n" +
-      "extendedKeyUsage=serverAuth,clientAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n",
+      `extendedKeyUsage=serverAuth,clientAuth\nsubjectAltName=IP:127.0.0.1,${
+        host === "127.0.0.1" ? "" : `IP:${host},`
+      }DNS:localhost\n`,
   );
   // No Common Name: with auth enabled, etcd's JSON gateway refuses client
   // certificates that carry one (it cannot map a CN to a user through the gateway).
@@ -273,7 +276,9 @@ export async function startEtcd(options: EtcdServerOptions = {}): Promise<EtcdSe
 }
 
 async function startIn(dir: string, options: EtcdServerOptions): Promise<EtcdServer> {
-  const certs = options.tls ? await makeCertificates(dir) : undefined;
+  const certs = options.tls
+    ? await makeCertificates(dir, options.netns ? options.host ?? "127.0.0.1" : "127.0.0.1")
+    : undefined;
   const scheme = certs ? "https" : "http";
   const fetcher = certs
     ? createFetch({
@@ -294,6 +299,14 @@ async function startIn(dir: string, options: EtcdServerOptions): Promise<EtcdSer
   const endpoint = () => `${scheme}://${host}:${clientPort}`;
   const inNs = (cmd: string, cmdArgs: string[]): [string, string[]] =>
     options.netns ? ["ip", ["netns", "exec", options.netns, cmd, ...cmdArgs]] : [cmd, cmdArgs];
+
+  const tlsFlags = certs
+    ? [
+      `--cacert=${certs.client.caFile}`,
+      `--cert=${certs.client.certFile}`,
+      `--key=${certs.client.keyFile}`,
+    ]
+    : [];
 
   const args = () => [
     "--name",
@@ -365,6 +378,7 @@ async function startIn(dir: string, options: EtcdServerOptions): Promise<EtcdSer
         if (options.netns) {
           const [cmd, cmdArgs] = inNs("etcdctl", [
             `--endpoints=${endpoint()}`,
+            ...tlsFlags,
             "endpoint",
             "health",
           ]);
@@ -412,13 +426,6 @@ async function startIn(dir: string, options: EtcdServerOptions): Promise<EtcdSer
     }
   }
 
-  const tlsFlags = certs
-    ? [
-      `--cacert=${certs.client.caFile}`,
-      `--cert=${certs.client.certFile}`,
-      `--key=${certs.client.keyFile}`,
-    ]
-    : [];
   const etcdctl = (cmdArgs: string[], o: { input?: string } = {}) =>
     run(
       ...inNs("etcdctl", [

@@ -126,6 +126,8 @@ export interface FakeGce {
   readonly instanceLink: string;
   /** Calls per method so far. */
   readonly calls: Readonly<Record<string, number>>;
+  /** Every access token the metadata servers issued (for tests that look for leaks). */
+  readonly issuedTokens: readonly string[];
   resetCalls(): void;
   /** Resolves once `method` has been called `n` times in all. */
   waitForCalls(method: string, n: number): Promise<void>;
@@ -679,6 +681,9 @@ export async function startFakeGce(options: FakeGceOptions = {}): Promise<FakeGc
     networkLink: netLink(networkName),
     instanceLink: instLink(zone, instanceName),
     calls,
+    get issuedTokens() {
+      return [...tokens.keys()];
+    },
     resetCalls() {
       for (const k of Object.keys(calls)) delete calls[k];
     },

@@ -27,7 +27,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import * as v from "valibot";
-import { writeFileAtomic } from "../../core/files.ts";
+import { ensureDir, writeFileAtomic } from "../../core/files.ts";
 
 /** A peer as its commands saw it: the inputs of its add and remove commands. */
 export interface PeerState {
@@ -244,8 +244,9 @@ export class PeerStateFile {
       this.#writeSnapshot();
       return;
     }
-    fs.mkdirSync(path.dirname(this.journalPath), { recursive: true });
-    fs.appendFileSync(this.journalPath, line + "\n");
+    ensureDir(path.dirname(this.journalPath));
+    // the mode, always: without one Deno 2.9's appendFileSync makes an existing file 0666
+    fs.appendFileSync(this.journalPath, line + "\n", { mode: 0o600 });
     this.#journalLines++;
   }
 
@@ -262,6 +263,7 @@ export class PeerStateFile {
     writeFileAtomic(this.snapshotPath, JSON.stringify(snapshot) + "\n", { mode: 0o600 });
     // a crash between the two writes leaves lines of the old generation, which load() skips
     fs.writeFileSync(this.journalPath, "", { mode: 0o600 });
+    fs.chmodSync(this.journalPath, 0o600); // one left by an older version keeps its mode otherwise
     this.#journalLines = 0;
     this.#hasSnapshot = true;
   }

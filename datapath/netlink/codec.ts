@@ -416,43 +416,53 @@ export function listAttrs(bytes: Uint8Array): [number, Uint8Array][] {
   return out;
 }
 
-function view(b: Uint8Array): DataView {
+function view(b: Uint8Array, need: number, what: string): DataView {
+  if (b.length < need) {
+    throw new SyntaxError(
+      `Cannot read netlink attribute as ${what}: its payload is ${b.length} bytes, need ${need}`,
+    );
+  }
   return new DataView(b.buffer, b.byteOffset, b.byteLength);
 }
 
-/** Read a byte attribute payload. */
+/**
+ * Read a byte attribute payload.
+ *
+ * @throws {SyntaxError} When the payload is empty (so for every reader: too short).
+ */
 export function readU8(b: Uint8Array): number {
+  if (b.length < 1) view(b, 1, "a u8");
   return b[0];
 }
 
 /** Read a host-order 16-bit payload. */
 export function readU16(b: Uint8Array): number {
-  return view(b).getUint16(0, true);
+  return view(b, 2, "a u16").getUint16(0, true);
 }
 
 /** Read a network-order 16-bit payload. */
 export function readBe16(b: Uint8Array): number {
-  return view(b).getUint16(0, false);
+  return view(b, 2, "a big-endian u16").getUint16(0, false);
 }
 
 /** Read a host-order 32-bit payload. */
 export function readU32(b: Uint8Array): number {
-  return (b[0] | (b[1] << 8) | (b[2] << 16) | (b[3] << 24)) >>> 0;
+  return view(b, 4, "a u32").getUint32(0, true);
 }
 
 /** Read a host-order signed 32-bit payload. */
 export function readI32(b: Uint8Array): number {
-  return view(b).getInt32(0, true);
+  return view(b, 4, "an s32").getInt32(0, true);
 }
 
 /** Read an IPv4 address (network order) as a uint32. */
 export function readIPv4(b: Uint8Array): number {
-  return ((b[0] << 24) | (b[1] << 16) | (b[2] << 8) | b[3]) >>> 0;
+  return view(b, 4, "an IPv4 address").getUint32(0, false);
 }
 
 /** Read an IPv6 address (16 bytes, network order) as a bigint. */
 export function readIPv6(b: Uint8Array): bigint {
-  const v = view(b);
+  const v = view(b, 16, "an IPv6 address");
   let n = 0n;
   for (let i = 0; i < 4; i++) n = (n << 32n) | BigInt(v.getUint32(i * 4, false));
   return n;
@@ -501,7 +511,7 @@ export function decodeError(msg: NlMessage): NlErrorMessage {
   if (b.length < 4 + NLMSG_HDRLEN) {
     throw new SyntaxError(`Cannot parse NLMSG_ERROR: body is ${b.length} bytes, need 20`);
   }
-  const v = view(b);
+  const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
   const err = v.getInt32(0, true);
   const origLen = v.getUint32(4, true);
   const request = {
@@ -518,5 +528,6 @@ export function decodeError(msg: NlMessage): NlErrorMessage {
       if (m) extMessage = readString(m);
     }
   }
-  return { errno: err === 0 ? 0 : -err, request, extMessage };
+  // the kernel sends -errno; a positive value (never from Linux) is read as the same errno
+  return { errno: Math.abs(err), request, extMessage };
 }

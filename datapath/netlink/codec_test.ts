@@ -11,11 +11,15 @@ import {
   parseAttrs,
   parseMessages,
   readBe16,
+  readI32,
   readIPv4,
   readMac,
   readString,
+  readU16,
   readU32,
+  readU8,
 } from "./codec.ts";
+import { decodeLink } from "./link_messages.ts";
 import {
   be16Attr,
   encodeAttrs,
@@ -221,4 +225,36 @@ Deno.test("NlWriter.mac rejects malformed addresses", () => {
   ) {
     assert.throws(() => new NlWriter().mac(1, bad), SyntaxError, bad);
   }
+});
+
+// Found by datapath/netlink/codec_fuzz_test.ts (counterexample: an RTM_NEWLINK for cni0
+// whose IFLA_MTU attribute has a 1-byte payload): readU32 threw the DataView's
+// RangeError "Offset is outside the bounds of the DataView" instead of the
+// documented SyntaxError.
+Deno.test("attribute readers throw SyntaxError for a payload that is too short", () => {
+  for (
+    const [read, n] of [[readU32, 4], [readIPv4, 4], [readBe16, 2], [readU16, 2], [readI32, 4], [
+      readU8,
+      1,
+    ]] as const
+  ) {
+    assert.throws(
+      () => read(new Uint8Array(n - 1)),
+      (e: unknown) => e instanceof SyntaxError && /payload is \d bytes, need \d/.test(e.message),
+    );
+  }
+  const link = bytes(`
+    00 00 00 00 02 00 00 00 00 00 00 00 00 00 00 00
+    09 00 03 00 63 6e 69 30 00 00 00 00
+    05 00 04 00 dc 00 00 00`); // ifinfomsg, IFLA_IFNAME "cni0", IFLA_MTU with 1 byte
+  assert.throws(() => decodeLink(link), SyntaxError);
+});
+
+// Found by the same fuzz test: an NLMSG_ERROR with a positive error field (Linux
+// sends -errno) gave a negative errno.
+Deno.test("decodeError() reads a positive error field as the same errno", () => {
+  const body = new Uint8Array(20);
+  new DataView(body.buffer).setInt32(0, 22, true);
+  const e = decodeError({ type: NLMSG_ERROR, flags: 0, seq: 1, pid: 0, body });
+  assert.equal(e.errno, 22);
 });

@@ -30,6 +30,7 @@ import {
   TtlReply,
   TxnReply,
 } from "./codec.ts";
+import { clip } from "../../core/quote.ts";
 import { EtcdTransport, type EtcdTransportOptions } from "./transport.ts";
 import { type EtcdWatchOptions, type EtcdWatchResponse, watchEtcd } from "./watch.ts";
 
@@ -234,7 +235,7 @@ export class EtcdClient {
       signal,
     );
     if (r.error) {
-      throw new EtcdError(`lease grant failed: ${r.error}`, this.#transport.currentEndpoint);
+      throw new EtcdError(`lease grant failed: ${clip(r.error)}`, this.#transport.currentEndpoint);
     }
     return { id: r.ID, ttl: Number(r.TTL) };
   }

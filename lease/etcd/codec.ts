@@ -16,6 +16,7 @@
 import { Buffer } from "node:buffer";
 import * as v from "valibot";
 import { StoreUnavailableError, type StoreUnavailableOptions } from "../../core/errors.ts";
+import { clip, quote } from "../../core/quote.ts";
 
 /** gRPC status codes etcd answers with that callers may act on. */
 export const GrpcCode = {
@@ -126,7 +127,7 @@ function describeBadKv(kvs: unknown[]): string {
   const issue = parsed.issues[0];
   const field = issue.path?.map((p) => p.key).join(".");
   if (!field) return `entry ${i} is not an object`;
-  return `entry ${i}: ${field} ${issue.message}, got ${JSON.stringify(issue.input)}`;
+  return `entry ${i}: ${clip(field, 100)} ${clip(issue.message)}, got ${quote(issue.input)}`;
 }
 
 /** The reply of `/v3/kv/range`; key-values are checked by {@link isKeyValue}. */
@@ -309,8 +310,8 @@ export function parseReply<T extends v.GenericSchema>(
     const issue = parsed.issues[0];
     throw new EtcdError(
       `etcd at ${endpoint} answered ${path} unexpectedly (${
-        issue.path?.map((p) => p.key).join(".") ?? ""
-      }: ${issue.message}): ${JSON.stringify(text.slice(0, 120))}`,
+        clip(issue.path?.map((p) => p.key).join(".") ?? "", 100)
+      }: ${clip(issue.message)}): ${JSON.stringify(text.slice(0, 120))}`,
       endpoint,
     );
   }

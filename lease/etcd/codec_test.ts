@@ -118,3 +118,24 @@ Deno.test("parseReply() explains answers that are not etcd's", () => {
     (e: Error) => e instanceof EtcdError && e.code === GrpcCode.InvalidArgument,
   );
 });
+
+// Found by lease/etcd/codec_fuzz_test.ts: the message quoted valibot's issue,
+// which quotes the whole offending value (here a 3000-character string).
+Deno.test("parseReply() quotes a huge offending value in part", () => {
+  for (
+    const text of [
+      JSON.stringify("a".repeat(3000)),
+      JSON.stringify({ header: "a".repeat(3000) }),
+      JSON.stringify({ header: {}, kvs: [{ key: "a".repeat(3000), value: 7 }] }),
+    ]
+  ) {
+    assert.throws(
+      () => parseReply(text, RangeReply, "http://e:1", "/v3/kv/range"),
+      (e: unknown) => {
+        assert.ok(e instanceof EtcdError, String(e));
+        assert.ok(e.message.length < 700, `${e.message.length}: ${e.message}`);
+        return true;
+      },
+    );
+  }
+});

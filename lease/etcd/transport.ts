@@ -25,6 +25,7 @@ import type { Logger } from "../../core/log.ts";
 import { nullLogger } from "../../core/log.ts";
 import { createFetch, type TlsClientOptions } from "../../core/runtime.ts";
 import { AuthReply, ErrorReply, EtcdError, GrpcCode, parseReply } from "./codec.ts";
+import { clip } from "../../core/quote.ts";
 
 /** Options of {@link EtcdTransport} (and of the client built on it). */
 export interface EtcdTransportOptions {
@@ -181,7 +182,7 @@ export class EtcdTransport {
       release();
       if (!response.ok) {
         const err = parseReply(text, ErrorReply, endpoint, path);
-        const message = err.message ?? err.error ?? text;
+        const message = clip(err.message ?? err.error ?? text);
         if (err.code === GrpcCode.Unauthenticated && this.#username && attempt === 0) {
           this.#log.info("etcd auth token expired, authenticating again", { endpoint });
           this.dropToken();

@@ -16,6 +16,7 @@
 
 import { linkedController } from "../../core/abort.ts";
 import { resumableNdjson } from "../../core/ndjson_watch.ts";
+import { clip } from "../../core/quote.ts";
 import {
   b64,
   decodeKv,
@@ -127,7 +128,7 @@ export async function* watchEtcd(
             opened.release();
             const err = parseReply(text, ErrorReply, endpoint, PATH);
             throw new EtcdError(
-              `etcd at ${endpoint} refused ${PATH}: ${err.message ?? err.error ?? text}`,
+              `etcd at ${endpoint} refused ${PATH}: ${clip(err.message ?? err.error ?? text)}`,
               endpoint,
               err.code,
             );
@@ -143,7 +144,9 @@ export async function* watchEtcd(
         step(message, cursor) {
           if (message.error) {
             throw new EtcdError(
-              `etcd watch on ${endpoint} failed: ${message.error.message ?? message.error.error}`,
+              `etcd watch on ${endpoint} failed: ${
+                clip(String(message.error.message ?? message.error.error))
+              }`,
               endpoint,
               message.error.code,
             );
@@ -159,7 +162,7 @@ export async function* watchEtcd(
                 done: true,
               };
             }
-            const reason = res.cancel_reason ?? "no reason given";
+            const reason = clip(res.cancel_reason ?? "no reason given");
             throw new EtcdError(
               `etcd canceled the watch on ${key} at ${endpoint}: ${reason}`,
               endpoint,
@@ -176,8 +179,13 @@ export async function* watchEtcd(
             kv: decodeKv(e.kv),
           }));
           let next = cursor;
-          if (events.length) next = Math.max(...events.map((e) => e.kv.modRevision)) + 1;
-          else if (res.created) next = cursor ?? revision + 1; // watching from "now"
+          if (events.length) {
+            // a loop, not Math.max(...events): one message may carry 100 000 events;
+            // and never back: an event older than the cursor must not rewind it
+            let newest = cursor === undefined ? 0 : cursor - 1;
+            for (const e of events) if (e.kv.modRevision > newest) newest = e.kv.modRevision;
+            next = newest + 1;
+          } else if (res.created) next = cursor ?? revision + 1; // watching from "now"
           else if (revision > 0) next = Math.max(cursor ?? 0, revision + 1); // progress
           return { items: [{ revision, created: res.created ?? false, events }], cursor: next };
         },

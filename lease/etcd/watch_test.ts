@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { FakeClock } from "../../testing/fake_clock.ts";
+import { waitFor } from "../../testing/wait.ts";
 import { b64, fakeFetch, header, json, lines, stream } from "../../testing/fake_etcd_gateway.ts";
 import { EtcdClient, EtcdError, type EtcdWatchResponse, GrpcCode } from "./client.ts";
 
@@ -268,4 +269,44 @@ Deno.test("watch() ends when the client is closed", async () => {
   await until(() => got.length === 1, "created");
   await c.close();
   await watching;
+});
+
+// Found by lease/etcd/watch_fuzz_test.ts (counterexample: watch from 13, a stream
+// delivering an event at mod_revision 11): the resume point went back to 12. And the
+// newest revision was taken with Math.max(...events), which overflows the stack for a
+// message of ~150 000 events (Deno 2.9; Bun copes).
+Deno.test("watch() never resumes before its cursor, and reads a message of 150 000 events", async () => {
+  const many = {
+    result: {
+      header: header(150_020),
+      events: Array.from({ length: 150_000 }, (_, i) => put("/p/k", 20 + i).result.events[0]),
+    },
+  };
+  const answers: (() => Response)[] = [
+    () => stream(lines(created(12), put("/p/a", 11)), true),
+    () => stream(lines(created(13), many), true),
+    () => stream(lines(created(150_020))),
+  ];
+  const { fetch, calls } = fakeFetch(() => answers.shift()!());
+  const clock = new FakeClock(0);
+  const c = new EtcdClient({ endpoints: ["http://e:1"], fetch, clock });
+  const ac = new AbortController();
+  const got: EtcdWatchResponse[] = [];
+  const watching = (async () => {
+    for await (const r of c.watch("/p/", { startRevision: 13, random: () => 1 }, ac.signal)) {
+      got.push(r);
+    }
+  })();
+  // parsing and checking the 30 MB message takes a while: move the clock until all three ran
+  await waitFor("three watch requests", async () => {
+    await clock.advance(1000);
+    return calls.length === 3 ? null : `${calls.length} so far`;
+  }, 60_000);
+  ac.abort();
+  await watching;
+  assert.deepEqual(
+    calls.map((x) => (x.body.create_request as { start_revision?: string }).start_revision),
+    ["13", "13", "150020"],
+  );
+  assert.equal(got.reduce((n, r) => n + r.events.length, 0), 150_001);
 });

@@ -192,12 +192,24 @@ export function followNodes(
       };
     },
     parse(line) {
+      let ev: unknown;
       try {
-        return JSON.parse(line);
+        ev = JSON.parse(line);
       } catch {
         log.warn("ignoring an unreadable watch event", { server, line: line.slice(0, 120) });
         return undefined;
       }
+      // an event is an object with a type; anything else (null, a number) is not one
+      if (
+        typeof ev !== "object" || ev === null || typeof (ev as NodeWatchEvent).type !== "string"
+      ) {
+        log.warn("ignoring a watch line that is not an event", {
+          server,
+          line: line.slice(0, 120),
+        });
+        return undefined;
+      }
+      return ev as NodeWatchEvent;
     },
     step(ev, rv) {
       const objRv: string | undefined = ev.object?.metadata?.resourceVersion || undefined;

@@ -30,6 +30,7 @@ import {
   NO_PUBLIC_IP,
 } from "../types.ts";
 import { ConfigError } from "../../core/errors.ts";
+import { clip, quote } from "../../core/quote.ts";
 
 /** flannel's default annotation prefix. */
 export const DEFAULT_ANNOTATION_PREFIX = "flannel.alpha.coreos.com";
@@ -68,9 +69,7 @@ export function annotationKeys(prefix: string = DEFAULT_ANNOTATION_PREFIX): Kube
   const slashes = prefix.split("/").length - 1;
   if (slashes > 1) {
     throw new ConfigError(
-      `--kube-annotation-prefix must contain at most one "/": current value is ${
-        JSON.stringify(prefix)
-      }`,
+      `--kube-annotation-prefix must contain at most one "/": current value is ${quote(prefix)}`,
       "kube-annotation-prefix",
     );
   }
@@ -79,7 +78,7 @@ export function annotationKeys(prefix: string = DEFAULT_ANNOTATION_PREFIX): Kube
   if (!/^(?:[a-z0-9_-]+\.)+[a-z0-9_-]+\/(?:[a-z0-9_-]+-)?$/.test(p)) {
     throw new ConfigError(
       `--kube-annotation-prefix must look like a DNS name with an optional "/name", e.g. flannel.alpha.coreos.com: current value is ${
-        JSON.stringify(prefix)
+        quote(prefix)
       }`,
       "kube-annotation-prefix",
     );
@@ -124,7 +123,7 @@ export function parseKubeNode(obj: unknown): KubeNode | string {
   if (r.success) return r.output;
   const issue = r.issues[0];
   const path = issue.path?.map((p) => p.key).join(".") ?? "";
-  return `not a Node object: ${path ? path + ": " : ""}${issue.message}`;
+  return `not a Node object: ${path ? clip(path, 100) + ": " : ""}${clip(issue.message)}`;
 }
 
 /** A node's pod CIDRs by family. */
@@ -143,7 +142,7 @@ export interface PodCidrs {
  *   one family.
  */
 export function podCidrsOf(node: KubeNode): PodCidrs | string {
-  const name = node.metadata.name;
+  const name = clip(node.metadata.name, 100);
   const list = node.spec?.podCIDRs?.length
     ? node.spec.podCIDRs
     : node.spec?.podCIDR
@@ -151,7 +150,7 @@ export function podCidrsOf(node: KubeNode): PodCidrs | string {
     : [];
   if (list.length > 2) {
     return `node ${name} has ${list.length} podCIDRs ${
-      JSON.stringify(list)
+      quote(list)
     }: expected one IPv4 and/or one IPv6 CIDR`;
   }
   let v4: IPv4Net | undefined, v6: IPv6Net | undefined;
@@ -161,11 +160,11 @@ export function podCidrsOf(node: KubeNode): PodCidrs | string {
       try {
         net = parseIPv6Net(text);
       } catch {
-        return `node ${name} has podCIDR ${JSON.stringify(text)}, which is not a CIDR`;
+        return `node ${name} has podCIDR ${quote(text)}, which is not a CIDR`;
       }
       if (v6) {
         return `node ${name} has two IPv6 podCIDRs ${
-          JSON.stringify(list)
+          quote(list)
         }: a node has at most one CIDR per family`;
       }
       v6 = net;
@@ -174,11 +173,11 @@ export function podCidrsOf(node: KubeNode): PodCidrs | string {
       try {
         net = parseIPv4Net(text);
       } catch {
-        return `node ${name} has podCIDR ${JSON.stringify(text)}, which is not a CIDR`;
+        return `node ${name} has podCIDR ${quote(text)}, which is not a CIDR`;
       }
       if (v4) {
         return `node ${name} has two IPv4 podCIDRs ${
-          JSON.stringify(list)
+          quote(list)
         }: a node has at most one CIDR per family`;
       }
       v4 = net;
@@ -209,11 +208,11 @@ export function checkPodCidrs(
 ): string | null {
   const fam = families(config);
   if (fam.v4 && !cidrs.v4) {
-    return `node ${name} has no IPv4 podCIDR (podCIDRs ${JSON.stringify(cidrs.text)})`;
+    return `node ${name} has no IPv4 podCIDR (podCIDRs ${quote(cidrs.text)})`;
   }
   if (fam.v6 && !cidrs.v6) {
     return `node ${name} has no IPv6 podCIDR (podCIDRs ${
-      JSON.stringify(cidrs.text)
+      quote(cidrs.text)
     }) while EnableIPv6 is true`;
   }
   if (fam.v4 && config?.network && !containsIPv4Net(config.network, cidrs.v4!)) {
@@ -239,7 +238,7 @@ function parseJsonAnnotation(name: string, key: string, text: string | undefined
     return JSON.parse(text);
   } catch {
     throw new Error(
-      `node ${name} has annotation ${key} that is not JSON: ${JSON.stringify(text.slice(0, 80))}`,
+      `node ${name} has annotation ${key} that is not JSON: ${quote(text, 80)}`,
     );
   }
 }
@@ -267,7 +266,7 @@ export function nodeToLease(
 ): Lease | null | string {
   const ann = node.metadata.annotations ?? {};
   if (ann[keys.subnetKubeManaged] !== "true") return null;
-  const name = node.metadata.name;
+  const name = clip(node.metadata.name, 100); // for messages
   const cidrs = podCidrsOf(node);
   if (typeof cidrs === "string") return cidrs;
   const bad = checkPodCidrs(name, cidrs, config, source);
@@ -278,7 +277,7 @@ export function nodeToLease(
     publicIP = ann[keys.publicIP] ?? "";
     if (!isIPv4(publicIP)) {
       return `node ${name} has annotation ${keys.publicIP} ${
-        JSON.stringify(publicIP)
+        quote(publicIP)
       }, which is not an IPv4 address`;
     }
   }
@@ -289,7 +288,7 @@ export function nodeToLease(
       parseIPv6(text);
     } catch {
       return `node ${name} has annotation ${keys.publicIPv6} ${
-        JSON.stringify(text)
+        quote(text)
       }, which is not an IPv6 address (an agent without IPv6 support, or one that has not published it yet)`;
     }
     publicIPv6 = canonicalIPv6(text);

@@ -397,3 +397,39 @@ Deno.test("networkAvailablePatch() matches flannel's NetworkUnavailable conditio
     },
   });
 });
+
+// Found by lease/kube/node_fuzz_test.ts: messages quoted whole values (an
+// annotation, a podCIDR list, an invalid field's input, a huge key in the
+// issue path), so one hostile node made a multi-kilobyte log line.
+Deno.test("node messages quote huge values in part", () => {
+  const big = "💥".repeat(3000);
+  const messages = [
+    parseKubeNode(big),
+    parseKubeNode({ metadata: { name: "n", annotations: { ["a".repeat(3000)]: 1 } } }),
+    nodeToLease(
+      {
+        metadata: {
+          name: big,
+          annotations: { [keys.subnetKubeManaged]: "true", [keys.publicIP]: big },
+        },
+        spec: { podCIDR: "10.244.1.0/24" },
+      },
+      keys,
+    ),
+    nodeToLease(
+      {
+        metadata: { name: "n", annotations: { [keys.subnetKubeManaged]: "true" } },
+        spec: { podCIDR: big },
+      },
+      keys,
+    ),
+  ];
+  for (const m of messages) {
+    assert.equal(typeof m, "string");
+    assert.ok((m as string).length < 600, `${(m as string).length}: ${m}`);
+  }
+  assert.throws(() => annotationKeys("a".repeat(3000)), (e: unknown) => {
+    assert.ok(e instanceof ConfigError && e.message.length < 400, String(e));
+    return true;
+  });
+});

@@ -5,6 +5,10 @@
  * `added`/`removed` only when something peers see changed (not for the
  * kubelet's heartbeats), and a re-list after a 410 becomes a `snapshot`.
  *
+ * A node whose flannel data turns unreadable keeps its last readable lease
+ * (as flannel ignores a bad update) — in watch events and in re-lists
+ * alike, so garbage on a live peer's node never tears down its routes.
+ *
  * @module
  */
 
@@ -41,6 +45,12 @@ export interface Shared {
 interface Known {
   readonly lease: Lease;
   readonly fingerprint: string;
+}
+
+/** A node object's name, when it has a readable one. */
+function nameOf(obj: unknown): string | undefined {
+  const name = (obj as { metadata?: { name?: unknown } } | null)?.metadata?.name;
+  return typeof name === "string" && name !== "" ? name : undefined;
 }
 
 const fingerprint = (l: Lease) => subnetKey(l.subnet, l.ipv6Subnet) + encodeLeaseAttrs(l.attrs);
@@ -98,6 +108,11 @@ export class PeerView {
   readonly #decoder: NodeDecoder;
   /** The last list, so a watch from its revision starts knowing every lease. */
   #lastList?: { revision: string; known: Map<string, Known> };
+  /**
+   * The last readable lease of each node (by name) that exists: stands in
+   * for the node while its data is unreadable, also in a re-list.
+   */
+  readonly #lastGood = new Map<string, Known>();
 
   constructor(shared: Shared, decoder: NodeDecoder) {
     this.#shared = shared;
@@ -106,13 +121,15 @@ export class PeerView {
 
   async list(signal?: AbortSignal): Promise<LeaseSnapshot> {
     const known = new Map<string, Known>();
+    const listed = new Set<string>();
     const revision = await listNodes(this.#shared.api, {
-      onItem: (item) => this.#remember(known, item),
-      onRestart: () => known.clear(),
+      onItem: (item) => this.#remember(known, item, listed),
+      onRestart: () => (known.clear(), listed.clear()),
       signal,
       pageSize: this.#shared.pageSize,
       logger: this.#shared.log,
     });
+    this.#forgetAllBut(listed);
     this.#lastList = { revision, known };
     return { leases: [...known.values()].map((k) => k.lease), revision };
   }
@@ -150,16 +167,38 @@ export class PeerView {
     }
   }
 
-  #remember(known: Map<string, Known>, item: unknown): void {
+  /** One listed node into `known`: its lease, or its last readable one while it is malformed. */
+  #remember(known: Map<string, Known>, item: unknown, listed: Set<string>): void {
     const d = this.#decoder.decode(item);
-    if (d?.lease) known.set(d.name, { lease: d.lease, fingerprint: fingerprint(d.lease) });
+    if (!d) {
+      const name = nameOf(item);
+      const kept = name === undefined ? undefined : this.#lastGood.get(name);
+      if (name !== undefined) listed.add(name);
+      if (kept) known.set(name!, kept);
+      return;
+    }
+    listed.add(d.name);
+    if (d.lease) this.#keep(known, d.name, { lease: d.lease, fingerprint: fingerprint(d.lease) });
+    else this.#lastGood.delete(d.name);
+  }
+
+  #keep(known: Map<string, Known>, name: string, k: Known): void {
+    known.set(name, k);
+    this.#lastGood.set(name, k);
+  }
+
+  /** After a full list: forget the nodes that are gone. */
+  #forgetAllBut(listed: ReadonlySet<string>): void {
+    for (const name of this.#lastGood.keys()) if (!listed.has(name)) this.#lastGood.delete(name);
   }
 
   /** One change → lease events, keeping `known` in step. */
   #apply(known: Map<string, Known>, change: NodeChange, out: LeaseEvent[]): void {
     if (change.type === "LISTED") {
       known.clear();
-      for (const item of change.items) this.#remember(known, item);
+      const listed = new Set<string>();
+      for (const item of change.items) this.#remember(known, item, listed);
+      this.#forgetAllBut(listed);
       out.push({ type: "snapshot", leases: [...known.values()].map((k) => k.lease) });
       return;
     }
@@ -167,25 +206,26 @@ export class PeerView {
     if (!d) {
       // Malformed: a deleted node is gone all the same; a bad update keeps
       // the last good lease, as flannel ignores it.
-      const name = change.object?.metadata?.name;
-      const prev = change.type === "DELETED" ? known.get(name) : undefined;
-      if (prev) {
-        known.delete(name);
-        out.push({ type: "removed", lease: prev.lease });
-      }
+      const name = nameOf(change.object);
+      if (name === undefined || change.type !== "DELETED") return;
+      const prev = known.get(name);
+      known.delete(name);
+      this.#lastGood.delete(name);
+      if (prev) out.push({ type: "removed", lease: prev.lease });
       return;
     }
     const prev = known.get(d.name);
     if (change.type === "DELETED" || !d.lease) {
       const gone = prev?.lease ?? (change.type === "DELETED" ? d.lease : null);
       known.delete(d.name);
+      this.#lastGood.delete(d.name);
       if (gone) out.push({ type: "removed", lease: gone });
       return;
     }
     const fp = fingerprint(d.lease);
     if (prev?.fingerprint === fp) return; // a heartbeat or an unrelated field
     if (prev && !sameSubnet(prev.lease, d.lease)) out.push({ type: "removed", lease: prev.lease });
-    known.set(d.name, { lease: d.lease, fingerprint: fp });
+    this.#keep(known, d.name, { lease: d.lease, fingerprint: fp });
     out.push({ type: "added", lease: d.lease });
   }
 }

@@ -49,6 +49,7 @@ import { createNetns, deleteNetns, sweepNetns } from "../../testing/netns.ts";
 import { REPO_ROOT } from "../lab/lab.ts";
 import type { DriverRequest, Step } from "./scale_driver.ts";
 import { roundTo } from "./stats.ts";
+import { hold } from "../../testing/wait.ts";
 
 /** CPU ms per event of each layer, at one peer count. */
 export interface LayerCosts {
@@ -107,7 +108,7 @@ async function costPerEvent(
   for (let round = 1; round <= rounds; round++) {
     const i0 = cpuMs();
     const w0 = performance.now();
-    await new Promise((r) => setTimeout(r, 500));
+    await hold("an idle window to measure the agent's idle CPU", 500);
     const idle = (cpuMs() - i0) / (performance.now() - w0);
     const c0 = cpuMs();
     const t0 = performance.now();
@@ -177,7 +178,7 @@ async function until(
         `event cost: ${what} did not happen in ${timeoutMs} ms: ${JSON.stringify(state())}`,
       );
     }
-    await new Promise((r) => setTimeout(r, 20));
+    await hold("the poll interval", 20);
   }
 }
 
@@ -303,7 +304,7 @@ async function oneSize(n: number, events: number, rate: number): Promise<LayerCo
       await churn(40_000 + round * 1000);
       const deadline = Date.now() + 60_000;
       while ((routesNow = await synced()) !== before && Date.now() < deadline) {
-        await new Promise((r) => setTimeout(r, 50));
+        await hold("the poll interval", 50);
       }
     });
     stop.abort();

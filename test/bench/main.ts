@@ -10,6 +10,10 @@
  * `churn` (10 minutes: the reliability churn for 5 minutes per backend) and
  * `event-cost` (one lease event's CPU per layer) run only when named.
  *
+ * `deno task bench --soak` runs the soak instead (30 minutes: one vxlan agent,
+ * 500 peers, steady churn; see soak_bench.ts); `--soak=3` a 3-minute check.
+ * The soak never runs by default.
+ *
  * Needs root (network-namespace labs) like the tests; touches nothing
  * outside the namespaces it creates.
  *
@@ -28,7 +32,7 @@ type Any = any;
 
 type Section = {
   name: string;
-  /** Runs only when named (it takes many minutes). */
+  /** Runs only when named (or `--soak`: it takes many minutes), never in the default run. */
   optIn?: boolean;
   run: () => Promise<Record<string, unknown>>;
   report: (r: Any) => string[] | Promise<string[]>;
@@ -362,7 +366,30 @@ sections.push({
   ],
 });
 
-const wanted = process.argv.slice(2);
+sections.push({
+  name: "soak",
+  optIn: true,
+  run: async () => {
+    const m = await import("./soak_bench.ts");
+    return { soak: await m.benchSoak({ minutes: soakMinutes }) };
+  },
+  report: async (r: Any) => (await import("./soak_bench.ts")).reportSoak(r.soak),
+});
+
+const wanted: string[] = [];
+let soakMinutes = 30;
+for (const arg of process.argv.slice(2)) {
+  const soak = /^--soak(?:=(\d+(?:\.\d+)?))?$/.exec(arg);
+  if (soak) {
+    wanted.push("soak");
+    if (soak[1]) soakMinutes = Number(soak[1]);
+  } else if (arg.startsWith("-")) {
+    console.error(`bench: unknown option ${arg}; use --soak or --soak=<minutes>, or section names`);
+    process.exit(2);
+  } else {
+    wanted.push(arg);
+  }
+}
 const results: Record<string, unknown> = {
   when: new Date().toISOString(),
   runtime: runtimeVersion(),

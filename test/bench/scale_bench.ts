@@ -48,6 +48,7 @@ import { execPath, runtimeName } from "../../core/runtime.ts";
 import type { DriverRequest, Step } from "./scale_driver.ts";
 import { KernelMonitor, processCpuMs, rssMB, threadsCpuNs } from "./scale_kernel.ts";
 import { median, percentile, roundTo } from "./stats.ts";
+import { hold } from "../../testing/wait.ts";
 
 /** Options of {@link benchScale}. */
 export interface ScaleOptions {
@@ -368,7 +369,7 @@ async function churn(
     const wait = start + (i * 1000) / rate - (performance.timeOrigin + performance.now());
     // a timer turn even when behind: the file store's writes are all but
     // synchronous, and the RSS sampler must still run
-    await new Promise((r) => setTimeout(r, Math.max(0, wait)));
+    await hold("the writer's pace", Math.max(0, wait));
     t0s.push(await write(driver, step));
   }
   return { t0s, seconds: (performance.timeOrigin + performance.now() - start) / 1000 };
@@ -403,7 +404,7 @@ async function oneAtATime(
   // idle rate first, so the per-event mean can leave it out
   const idle0 = processCpuMs(pid);
   const w0 = performance.now();
-  await new Promise((r) => setTimeout(r, 2000));
+  await hold("an idle window to measure the agent's idle CPU", 2000);
   const idleRate = (processCpuMs(pid) - idle0) / (performance.now() - w0);
   const adds: number[] = [];
   const removes: number[] = [];
@@ -590,7 +591,7 @@ export async function benchScale(options: ScaleOptions): Promise<ScaleResult> {
       kernel = await countKernel(lab, host.ns);
       const c0 = processCpuMs(pid);
       const w0 = performance.now();
-      await new Promise((r) => setTimeout(r, 3000));
+      await hold("an idle window to measure the agent's idle CPU", 3000);
       idleCpu = ((processCpuMs(pid) - c0) / (performance.now() - w0)) * 100;
       large = await oneAtATime(s, driver, monitor, agent, events, EVENT_BASE + events, n);
       steady = await sustained(s, driver, monitor, pid, rate, seconds, EVENT_BASE + 2 * events);

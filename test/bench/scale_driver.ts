@@ -27,6 +27,7 @@
 import process from "node:process";
 import { createInterface } from "node:readline";
 import { EtcdClient } from "../../lease/etcd/client.ts";
+import { hold } from "../../testing/wait.ts";
 
 /** One store write. */
 export type Step =
@@ -123,7 +124,7 @@ async function churn(steps: readonly Step[], rate: number, seconds: number) {
   for (let i = 0; i < total; i++) {
     const due = start + (i * 1000) / rate;
     const wait = due - now();
-    if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+    if (wait > 0) await hold("the writer's pace", wait);
     else behindMs = Math.max(behindMs, -wait);
     times.push(now());
     await run(steps[i % steps.length]);

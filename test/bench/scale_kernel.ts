@@ -26,6 +26,7 @@ import { openNetlinkClient } from "../../datapath/netlink/client.ts";
 import type { FdbEntry, Neighbour, Route } from "../../datapath/netlink/kernel.ts";
 import { createNetns, deleteNetns, sweepNetns } from "../../testing/netns.ts";
 import { median, roundTo } from "./stats.ts";
+import { hold } from "../../testing/wait.ts";
 
 /** Clock ticks per second of /proc/<pid>/stat (`getconf CLK_TCK`; 100 on Linux). */
 const CLK_TCK = 100;
@@ -150,7 +151,7 @@ export class KernelMonitor {
     for (let i = 0; i < 100 && !m.#seen.has(`+route ${probe}`); i++) {
       route("del"); // an identical replace is not notified: delete and add each time
       route("add");
-      await Promise.race([seen, new Promise((r) => setTimeout(r, 100))]);
+      await Promise.race([seen, hold("a grace period for the last kernel events", 100)]);
     }
     await seen;
     route("del");

@@ -41,6 +41,7 @@ import { encodeLeaseAttrs } from "../../lease/types.ts";
 import { startEtcd } from "../../testing/etcd_server.ts";
 import { createFakeKube, writeKubeconfig } from "../../testing/fake_kube.ts";
 import { roundTo } from "./stats.ts";
+import { hold } from "../../testing/wait.ts";
 
 /** Options of {@link benchStoreLoad}. */
 export interface StoreLoadOptions {
@@ -117,13 +118,11 @@ async function etcdCounters(endpoint: string): Promise<Map<string, number>> {
   return out;
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
 async function until(what: string, done: () => boolean, timeoutMs = 120_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!done()) {
     if (Date.now() > deadline) throw new Error(`store load: ${what} within ${timeoutMs} ms`);
-    await sleep(50);
+    await hold("the poll interval", 50);
   }
 }
 
@@ -229,7 +228,7 @@ async function etcdLoad(o: Required<StoreLoadOptions>, dir: string): Promise<Sto
         k < 200 && (c1.get("etcd_debugging_mvcc_watch_stream_total") ?? 0) < o.agents;
         k++
       ) {
-        await sleep(50);
+        await hold("the poll interval", 50);
         c1 = await etcdCounters(etcd.endpoint);
       }
       let joined = 0;
@@ -237,7 +236,7 @@ async function etcdLoad(o: Required<StoreLoadOptions>, dir: string): Promise<Sto
         if (!k.startsWith("etcd_") && k !== "Watch (opened)") joined += v - (c0.get(k) ?? 0);
       }
       const t1 = performance.now();
-      await sleep(o.idleSeconds * 1000);
+      await hold("the idle window", o.idleSeconds * 1000);
       const c2 = await etcdCounters(etcd.endpoint);
       const idle = window(
         c1,
@@ -254,7 +253,7 @@ async function etcdLoad(o: Required<StoreLoadOptions>, dir: string): Promise<Sto
       const writes = Math.round(o.churnRate * o.churnSeconds);
       for (let w = 0; w < writes; w++) {
         const due = t2 + (w * 1000) / o.churnRate;
-        if (due > performance.now()) await sleep(due - performance.now());
+        if (due > performance.now()) await hold("the writer's pace", due - performance.now());
         const j = w >> 1;
         const key = `/coreos.com/network/subnets/10.200.${j & 255}.0-24`;
         if (w % 2 === 0) {
@@ -367,14 +366,14 @@ async function kubeLoad(o: Required<StoreLoadOptions>, dir: string): Promise<Sto
       let joined = 0;
       for (const [k, v] of k1) if (k !== "events") joined += v - (k0.get(k) ?? 0);
       const t1 = performance.now();
-      await sleep(o.idleSeconds * 1000);
+      await hold("the idle window", o.idleSeconds * 1000);
       const k2 = counts();
       const idle = window(k1, k2, (performance.now() - t1) / 1000, o.agents, new Map(), "events");
       const t2 = performance.now();
       const writes = Math.round(o.churnRate * o.churnSeconds);
       for (let w = 0; w < writes; w++) {
         const due = t2 + (w * 1000) / o.churnRate;
-        if (due > performance.now()) await sleep(due - performance.now());
+        if (due > performance.now()) await hold("the writer's pace", due - performance.now());
         const j = w >> 1;
         if (w % 2 === 0) {
           kube.addNode(`churn-${j}`, {
