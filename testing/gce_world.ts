@@ -10,10 +10,7 @@
  */
 
 import { createGceMetadata } from "../backends/cloud/gce/metadata.ts";
-import {
-  createGceRouteProvider,
-  type GceProviderOptions,
-} from "../backends/cloud/gce/provider.ts";
+import { createGceRouteProvider, type GceProviderOptions } from "../backends/cloud/gce/provider.ts";
 import type { Clock } from "../core/clock.ts";
 import { type FakeGce, type FakeGceOptions, startFakeGce } from "./fake_gce.ts";
 import type { ProviderHarness } from "./route_provider_contract.ts";
