@@ -8,6 +8,7 @@ import { FakeDatapath } from "../../testing/datapath_fake.ts";
 import type { FakeGce } from "../../testing/fake_gce.ts";
 import { addVm, gceHostContext, setupGce, type SimVm } from "../../testing/gce_world.ts";
 import { peerLease } from "../../testing/routing.ts";
+import { waitFor } from "../../testing/wait.ts";
 import { RouteProviderError } from "../cloud/provider.ts";
 import { ThrottleGate } from "../cloud/throttle.ts";
 import type { AwsVpcNetwork } from "./aws_vpc.ts";
@@ -104,10 +105,11 @@ test("peers' routes are kept and cost no call; a gone lease's route goes at the 
     try {
       await a.clock.advance(80_000); // 60 s ± 25 %
       await fake.waitForCalls("globalOperations.wait", 1);
-      const deadline = Date.now() + 10_000;
-      while ("10.5.2.0/24" in podRoutes(fake) && Date.now() < deadline) {
-        await new Promise((r) => setTimeout(r, 20));
-      }
+      await waitFor(
+        "the gone lease's route leaves",
+        () => "10.5.2.0/24" in podRoutes(fake) ? JSON.stringify(podRoutes(fake)) : null,
+        10_000,
+      );
       assert.deepEqual(podRoutes(fake), { "10.5.1.0/24": fake.instanceLink });
       assert.deepEqual(apiCalls(fake), {
         "routes.list": 1,

@@ -165,8 +165,7 @@ export async function benchGceCluster(
       await quiet();
       if (!fake.routes().some((r) => r.destRange === goneSubnet)) removalMs = t + 100;
     }
-    // let the operation finish and the others' next listings pass
-    await new Promise((r) => setTimeout(r, pendingMs + runningMs + 200));
+    // the route leaves when its operation is DONE: the deleting node's wait returns then
     await quiet();
     return {
       nodes,
