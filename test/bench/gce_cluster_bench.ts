@@ -70,6 +70,8 @@ export async function benchGceCluster(
     idleMinutes?: number;
     pendingMs?: number;
     runningMs?: number;
+    /** Progress lines (default: none). */
+    progress?: (line: string) => void;
   } = {},
 ): Promise<GceClusterBenchResult> {
   const nodes = options.nodes ?? 200;
@@ -77,6 +79,7 @@ export async function benchGceCluster(
   const idleMinutes = options.idleMinutes ?? 10;
   const pendingMs = options.pendingMs ?? 500;
   const runningMs = options.runningMs ?? 1500;
+  const progress = options.progress ?? (() => {});
   const world = await setupGce({ pendingMs, runningMs, routesQuota: nodes + 10 });
   const fake = world.fake;
   const clock = new FakeClock();
@@ -123,6 +126,7 @@ export async function benchGceCluster(
       // the wave's calls, per joining node (all nodes of a wave join alike)
       joinApi.push(apiTotal(fake.calls) / ids.length);
       joinMeta.push(metadataTotal(fake.calls) / ids.length);
+      progress(`joined ${wave + ids.length}/${nodes}`);
       fake.resetCalls();
       for (const network of networks) {
         const lease = network.lease;
@@ -136,7 +140,10 @@ export async function benchGceCluster(
     // idle: every node runs its periodic listing on the shared fake clock
     for (const j of joined) running.push(j.network.run(stop.signal));
     fake.resetCalls();
-    for (let t = 0; t < idleMinutes * 60_000; t += 5_000) await clock.advance(5_000);
+    for (let t = 0; t < idleMinutes * 60_000; t += 5_000) {
+      await clock.advance(5_000);
+      if (t % 60_000 === 0) progress(`idle ${t / 60_000} min: ${JSON.stringify(fake.calls)}`);
+    }
     const idle = { ...fake.calls };
     const idleWrites = (idle["routes.insert"] ?? 0) + (idle["routes.delete"] ?? 0);
 
