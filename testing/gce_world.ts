@@ -155,7 +155,9 @@ export async function addVm(
     gce: {
       env,
       metadata: createGceMetadata({ env }),
-      operationPollMs: 1,
+      // never pause between waits: the backends run on a FakeClock nobody advances during a
+      // join, and the fake's wait blocks until the operation moves on anyway
+      operationPollMs: 0,
       ...options,
     },
   };
