@@ -33,6 +33,7 @@ import { pathToFileURL } from "node:url";
 import { CLOUD_MODULES } from "../backends/cloud/loader.ts";
 import type { SplitModule } from "../core/split_module.ts";
 import { KUBE_CLIENT_MODULE } from "../lease/kube/client_node_split.ts";
+import { COMPUTE_SPECIFIERS } from "./bun_build.ts";
 
 /** The repository root. */
 export const ROOT: string = path.resolve(path.dirname(new URL(import.meta.url).pathname), "..");
@@ -42,6 +43,24 @@ export const DENO_BIN: string = path.join(ROOT, "node_modules/.bin/deno");
 export const BUN_BIN: string = path.join(ROOT, "node_modules/.bin/bun");
 
 const WORKER_SOURCE = "backends/udp/worker.ts";
+const BUN_BUILD = "scripts/bun_build.ts";
+
+/**
+ * Build the lean Compute client module (`scripts/bun_build.ts lean-compute`:
+ * REST only, no gRPC, protos pruned to the two services) into `dir`.
+ *
+ * @param root Repository root.
+ * @param dir Work directory.
+ * @returns The module's path.
+ */
+async function buildLeanCompute(root: string, dir: string): Promise<string> {
+  const out = path.join(dir, "compute_rest.js");
+  await run(BUN_BIN, [BUN_BUILD, "lean-compute", out, root], root);
+  return out;
+}
+
+/** Whether a split module is the gce one (whose SDK the build trims). */
+const isGce = (m: SplitModule) => m.source === CLOUD_MODULES.gce.source;
 const WORKER_EMBED = "backends/udp/embedded_worker.ts";
 
 /**
@@ -244,8 +263,18 @@ export async function buildJs(options: BuildOptions = {}): Promise<BuildResult> 
     const splitFiles: string[] = [];
     for (const m of [...splitModules, ...swaps.map((s) => s.module)]) {
       const file = path.join(outDir, m.file);
+      let map: string | undefined;
+      if (isGce(m)) {
+        log("building the lean Compute client (REST, pruned protos)");
+        const lean = pathToFileURL(await buildLeanCompute(root, work)).href;
+        map = path.join(work, "gce_import_map.json");
+        fs.writeFileSync(
+          map,
+          JSON.stringify({ imports: Object.fromEntries(COMPUTE_SPECIFIERS.map((s) => [s, lean])) }),
+        );
+      }
       log(`bundling ${m.source} → ${file}`);
-      await run(DENO_BIN, bundleArgs(m.source, file), root);
+      await run(DENO_BIN, bundleArgs(m.source, file, map), root);
       finishBundle(file, log);
       splitFiles.push(file);
     }
@@ -261,9 +290,10 @@ export async function buildJs(options: BuildOptions = {}): Promise<BuildResult> 
  * Flags: `--minify --format=esm` (fastest start that keeps top-level
  * await), `--splitting` (the Worker and split modules share weft's modules),
  * `--root` (entry points keep their paths from the repository root, where
- * `thread.ts` and `loader.ts` look for them), and no autoloading of `.env`,
- * `bunfig.toml` or `tsconfig.json` from the working directory of a system
- * service.
+ * `thread.ts` and `loader.ts` look for them), and no autoloading of `.env`
+ * or `bunfig.toml` from the working directory of a system service. Run
+ * through Bun's API (`scripts/bun_build.ts compile`) so that the gce entry
+ * point gets the lean Compute client (no gRPC, pruned protos).
  *
  * @param options Output directory, entry, split modules.
  * @returns The binary's path.
@@ -277,23 +307,30 @@ export async function buildBinary(options: BuildOptions = {}): Promise<BuildResu
   const main = path.join(outDir, entry === "mod.ts" ? "weft" : path.basename(entry, ".ts"));
   const splitModules = options.splitModules ?? presentCloudModules(root);
   fs.mkdirSync(outDir, { recursive: true });
-  (options.log ?? (() => {}))(`compiling ${entry} → ${main} (bun)`);
-  await run(BUN_BIN, [
-    "build",
-    "--compile",
-    "--minify",
-    "--format=esm",
-    "--splitting",
-    "--root",
-    ".",
-    "--no-compile-autoload-dotenv",
-    "--no-compile-autoload-bunfig",
-    entry,
-    WORKER_SOURCE,
-    ...splitModules.map((m) => m.source),
-    "--outfile",
-    main,
-  ], root);
+  const log = options.log ?? (() => {});
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), "weft-build-"));
+  try {
+    let leanCompute: string | undefined;
+    if (splitModules.some(isGce)) {
+      log("building the lean Compute client (REST, pruned protos)");
+      leanCompute = await buildLeanCompute(root, work);
+    }
+    log(`compiling ${entry} → ${main} (bun)`);
+    // the API form of `bun build --compile --minify --format=esm --splitting --root .
+    // --no-compile-autoload-dotenv --no-compile-autoload-bunfig`, plus the lean Compute client
+    await run(BUN_BIN, [
+      BUN_BUILD,
+      "compile",
+      JSON.stringify({
+        root,
+        entrypoints: [entry, WORKER_SOURCE, ...splitModules.map((m) => m.source)],
+        outfile: main,
+        leanCompute,
+      }),
+    ], root);
+  } finally {
+    fs.rmSync(work, { recursive: true, force: true });
+  }
   return { main, splitFiles: [], ms: performance.now() - t0 };
 }
 

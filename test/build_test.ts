@@ -19,6 +19,8 @@ import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { createLab, type LabProcess } from "./lab/lab.ts";
+import { pingFailures, type PodAddress } from "./lab/cluster.ts";
+import { startLabGce } from "../testing/gce_lab_main.ts";
 import { RUNTIME_BIN } from "./lab/agents.ts";
 import { waitFor } from "../testing/wait.ts";
 import { built } from "../testing/build_cache.ts";
@@ -131,6 +133,93 @@ Deno.test({
         );
       }
     } finally {
+      await lab.teardown();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "gce from the built files: weft-gce.js is the trimmed SDK (REST only, pruned protos); agents from weft.js on Deno and Bun and the binary write their routes and pods ping through the VPC router",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  fn: async () => {
+    const [js, bin] = await Promise.all([built("js"), built("binary")]);
+    const gceJs = js.splitFiles.find((f) => f.endsWith("/weft-gce.js"));
+    assert.ok(gceJs, `no weft-gce.js among ${js.splitFiles.join(", ")}`);
+    const text = fs.readFileSync(gceJs, "utf8");
+    assert.ok(!text.includes("ChannelCredentials"), "weft-gce.js carries no @grpc/grpc-js");
+    assert.ok(!text.includes("InstanceGroupManager"), "the protos are pruned to the two services");
+    assert.ok(
+      fs.statSync(gceJs).size < 2_000_000,
+      `weft-gce.js is ${fs.statSync(gceJs).size} bytes`,
+    );
+
+    const lab = await createLab({ prefix: "wbg", hosts: 3, podsPerHost: 1, underlay: "router" });
+    const agents: LabProcess[] = [];
+    try {
+      for (const k of ["all", "default", "br0", "br1"]) {
+        await lab.run(lab.underlay.ns, `sysctl -q -w net.ipv4.conf.${k}.send_redirects=0`);
+      }
+      const network = "10.8.0.0/16";
+      const gce = await startLabGce(lab, { hosts: lab.hosts, network });
+      const netConfig = path.join(lab.dir, "net.json");
+      fs.writeFileSync(
+        netConfig,
+        JSON.stringify({ Network: network, Backend: { Type: "gce", RouteResyncSeconds: 2 } }),
+      );
+      const entries = Object.entries(forms(js.main, bin.main));
+      const subnetFile = (ns: string) => path.join(lab.dir, `${ns}.env`);
+      for (const [i, host] of lab.hosts.entries()) {
+        const [cmd, pre] = entries[i][1];
+        agents.push(lab.spawn(host.ns, cmd, [
+          ...pre,
+          "--lease-file",
+          path.join(lab.dir, "leases.json"),
+          "--net-config-path",
+          netConfig,
+          "--subnet-file",
+          subnetFile(host.ns),
+          "--iface",
+          "eth0",
+          "--log-format",
+          "json",
+        ], { env: gce.envFor(host) }));
+      }
+      await waitFor(
+        "each form's route is in the project, to its VM, and in the VPC router",
+        async () => {
+          const [routes, mirror] = [await gce.routes(), await gce.mirror()];
+          const ours = Object.entries(routes).filter(([d]) => d.startsWith("10.8."));
+          const targets = ours.map(([, t]) => t).sort();
+          const want = lab.hosts.map((h) => gce.instanceOf(h)).sort();
+          return JSON.stringify(targets) === JSON.stringify(want) &&
+              Object.keys(mirror).length === 3
+            ? null
+            : `${JSON.stringify(ours)} ${JSON.stringify(mirror)}\n${
+              agents.map((a) => a.stderr().slice(-1500)).join("\n")
+            }`;
+        },
+        60_000,
+        200,
+      );
+      await waitFor("every agent wrote its subnet.env", () => {
+        const missing = lab.hosts.filter((h) => !fs.existsSync(subnetFile(h.ns)));
+        return missing.length ? missing.map((h) => h.ns).join(", ") : null;
+      }, 30_000);
+      const pods: PodAddress[] = [];
+      for (const host of lab.hosts) {
+        const wired = await lab.attachPods(host, subnetFile(host.ns));
+        pods.push(
+          ...wired.map((w, i) => ({ ns: host.pods[i].ns, ip: w.ip, hostIndex: host.index })),
+        );
+      }
+      assert.deepEqual(await pingFailures(lab, pods), []);
+      for (const [i, a] of agents.entries()) {
+        assert.doesNotMatch(a.stderr(), /Cannot load|not found/i, entries[i][0]);
+      }
+    } finally {
+      await Promise.all(agents.map((a) => a.stop()));
       await lab.teardown();
     }
   },

@@ -17,6 +17,7 @@ import { waitFor } from "../testing/wait.ts";
 import { type AgentProcess, startAgent } from "./lab/agents.ts";
 import { ETCD_PREFIX, parseEtcdLeases, pingFailures, type PodAddress } from "./lab/cluster.ts";
 import { createLab, type Lab, type LabHost } from "./lab/lab.ts";
+import { linkKinds, tunnelLinks, vxlanTxPackets } from "./lab/links.ts";
 
 const PREFIX = "waw";
 const NETWORK = "10.5.0.0/16";
@@ -80,23 +81,6 @@ async function withAwsLab(
   }
 }
 
-/** Link kinds in a host namespace, by name. */
-async function linkKinds(lab: Lab, ns: string): Promise<Record<string, string>> {
-  const links = JSON.parse(await lab.run(ns, "ip -j -d link show")) as {
-    ifname: string;
-    linkinfo?: { info_kind?: string };
-  }[];
-  return Object.fromEntries(links.map((l) => [l.ifname, l.linkinfo?.info_kind ?? "-"]));
-}
-
-/** Packets flannel.1 sent so far in a host. */
-async function vxlanTxPackets(lab: Lab, ns: string): Promise<number> {
-  const [link] = JSON.parse(await lab.run(ns, "ip -j -s link show flannel.1")) as {
-    stats64: { tx: { packets: number } };
-  }[];
-  return link.stats64.tx.packets;
-}
-
 const printCalls = (what: string, calls: Record<string, number>) =>
   console.log(`${what}: EC2 route-table calls ${JSON.stringify(calls)}`);
 
@@ -124,14 +108,10 @@ Deno.test({
 
         assert.deepEqual(await pingFailures(lab, pods), []);
         for (const host of lab.hosts) {
-          const kinds = await linkKinds(lab, host.ns);
-          const tunnels = Object.entries(kinds).filter(([name, kind]) =>
-            kind === "vxlan" || kind === "tun" || name.startsWith("flannel")
-          );
           assert.deepEqual(
-            tunnels,
+            await tunnelLinks(lab, host.ns),
             [],
-            `${host.ns} has no tunnel device: ${JSON.stringify(kinds)}`,
+            `${host.ns} has no tunnel device: ${JSON.stringify(await linkKinds(lab, host.ns))}`,
           );
         }
         // the leases are flannel's aws-vpc leases: the public IP only

@@ -1,11 +1,12 @@
 /**
  * A VPC for the netns lab: the EC2 fake and the IMDS fake as a process in
  * the lab's underlay namespace (the router), plus a test-only loop that
- * makes the underlay play the VPC router — it mirrors the fake's route
- * table into the underlay's routing table: a route `subnet → ENI` becomes
- * `ip route replace subnet via <that host's underlay IP> proto 99`, a
- * blackhole becomes `blackhole subnet`, and a route that is gone is deleted.
- * Only routes inside `--network` and only its own (`proto 99`) are touched.
+ * makes the underlay play the VPC router (`lab_route_mirror.ts`) — it mirrors
+ * the fake's route table into the underlay's routing table: a route
+ * `subnet → ENI` becomes `ip route replace subnet via <that host's underlay
+ * IP> proto 99`, a blackhole becomes `blackhole subnet`, and a route that is
+ * gone is deleted. Only routes inside `--network` and only its own
+ * (`proto 99`) are touched.
  *
  * The process builds the world (a VPC, a subnet with its own route table,
  * one network interface per host, each host an instance in the metadata
@@ -24,17 +25,16 @@
 import process from "node:process";
 import { fileURLToPath } from "node:url";
 import * as sdk from "@aws-sdk/client-ec2";
-import { systemExec } from "../core/exec.ts";
 import { containsIPv4Net, parseIPv4Net } from "../core/ip.ts";
 import { execPath, runtimeName, serveHttp } from "../core/runtime.ts";
 import { buildEc2World, TEST_CREDENTIALS, testEc2Client } from "./ec2_world.ts";
 import { createFakeEc2 } from "./fake_ec2.ts";
 import { createFakeImds } from "./fake_imds.ts";
+import { startRouteMirror } from "./lab_route_mirror.ts";
 import type { Lab, LabHost, LabProcess } from "../test/lab/lab.ts";
 import { REPO_ROOT } from "../test/lab/lab.ts";
 
-/** The route protocol number the mirror marks its routes with. */
-export const MIRROR_PROTO = 99;
+export { MIRROR_PROTO } from "./lab_route_mirror.ts";
 const REGION = "eu-west-3";
 
 /** What the process prints once it listens. */
@@ -110,33 +110,9 @@ async function serverMain(argv: string[]): Promise<void> {
   const ipOfEni = new Map(instances.map((x) => [x.eni, x.ip]));
 
   // the VPC router: mirror the table into this namespace's routing table
-  let mirrored = new Map<string, string>();
-  let stopping = false;
-  const mirror = async () => {
-    const want = mirrorOf(ec2.routeTable(world.table)!.routes, network, ipOfEni);
-    const lines: string[] = [];
-    for (const [dest, how] of want) {
-      if (mirrored.get(dest) === how) continue;
-      lines.push(
-        how === "blackhole"
-          ? `route replace blackhole ${dest} proto ${MIRROR_PROTO}`
-          : `route replace ${dest} ${how} proto ${MIRROR_PROTO}`,
-      );
-    }
-    for (const dest of mirrored.keys()) {
-      if (!want.has(dest)) lines.push(`route del ${dest} proto ${MIRROR_PROTO}`);
-    }
-    if (lines.length === 0) return;
-    const r = await systemExec("ip", ["-batch", "-"], { input: lines.join("\n") + "\n" });
-    if (r.code !== 0) console.error(`mirror: ip -batch failed: ${r.stderr.trim()}`);
-    else mirrored = want;
-  };
-  const loop = (async () => {
-    while (!stopping) {
-      await mirror().catch((e) => console.error(`mirror: ${e}`));
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  })();
+  const mirror = startRouteMirror(() =>
+    mirrorOf(ec2.routeTable(world.table)!.routes, network, ipOfEni)
+  );
 
   const control = await serveHttp({
     hostname,
@@ -154,7 +130,7 @@ async function serverMain(argv: string[]): Promise<void> {
             ),
           );
         case "mirror":
-          return Response.json(Object.fromEntries(mirrored));
+          return Response.json(Object.fromEntries(mirror.installed()));
         case "calls":
           return Response.json(
             Object.fromEntries(
@@ -179,8 +155,7 @@ async function serverMain(argv: string[]): Promise<void> {
   };
   console.log(JSON.stringify(info));
   const stop = async () => {
-    stopping = true;
-    await loop;
+    await mirror.stop();
     await Promise.all([ec2.close(), imds.close(), control.shutdown()]).catch(() => {});
     process.exit(0);
   };

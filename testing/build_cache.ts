@@ -36,6 +36,7 @@ const EXTRA_FILES = [
   "deno.json",
   "package-lock.json",
   "scripts/build.ts",
+  "scripts/bun_build.ts",
   "testing/build_cache.ts",
 ];
 const MAX_AGE_MS = 6 * 3600_000;

@@ -9,11 +9,12 @@
  */
 
 import type { AwsVpcProviderOptions } from "./aws/provider.ts";
+import type { GceProviderOptions, GceRouteProvider } from "./gce/provider.ts";
 import { loadCloudModule } from "./loader.ts";
 import type { RouteProvider } from "./provider.ts";
 
 /** The route clouds weft knows, by `Backend.Type` / `CloudRoutes.Type`. */
-export const CLOUD_ROUTE_TYPES = ["aws-vpc"] as const;
+export const CLOUD_ROUTE_TYPES = ["aws-vpc", "gce"] as const;
 
 /** One of {@link CLOUD_ROUTE_TYPES}. */
 export type CloudRouteType = typeof CLOUD_ROUTE_TYPES[number];
@@ -37,4 +38,24 @@ export interface AwsModule {
  */
 export async function loadAws(): Promise<AwsModule> {
   return await loadCloudModule<AwsModule>("aws");
+}
+
+/** What a loaded GCE module offers. */
+export interface GceModule {
+  createGceRouteProvider(options: GceProviderOptions): GceRouteProvider;
+}
+
+/**
+ * Load the gce provider module (the Compute client library loads on its
+ * first API call).
+ *
+ * @returns The module's factory.
+ * @example
+ * ```ts
+ * const gce = await loadGce();
+ * const provider = gce.createGceRouteProvider({});
+ * ```
+ */
+export async function loadGce(): Promise<GceModule> {
+  return await loadCloudModule<GceModule>("gce");
 }

@@ -39,8 +39,9 @@ import type { IPv4Net, IPv6Net } from "../../core/ip.ts";
 import { foldKeys, type NetworkConfig } from "../../lease/config.ts";
 import type { Lease } from "../../lease/types.ts";
 import type { AwsVpcProviderOptions } from "../cloud/aws/provider.ts";
+import type { GceProviderOptions } from "../cloud/gce/provider.ts";
 import { guardProvider } from "../cloud/calls.ts";
-import { loadAws } from "../cloud/load.ts";
+import { CLOUD_ROUTE_TYPES, type CloudRouteType, loadAws, loadGce } from "../cloud/load.ts";
 import { isRouteProviderError, type ProviderSelf, type RouteProvider } from "../cloud/provider.ts";
 import { type CloudEntry, cloudRouteTarget, leaseDestinations } from "../cloud/target.ts";
 import { processThrottleGate, type ThrottleGate } from "../cloud/throttle.ts";
@@ -96,10 +97,12 @@ export function parseCloudRouteOptions(
   };
 }
 
-/** Options shared by aws-vpc and the hybrid vxlan mode. */
+/** Options shared by aws-vpc, gce and the hybrid vxlan mode. */
 export interface CloudBackendOptions {
   /** Provider settings for tests and simulations (IMDS client, endpoint, credentials, env). */
   readonly aws?: Omit<AwsVpcProviderOptions, "routeTableIds" | "clock">;
+  /** GCE provider settings for tests and simulations (metadata client, env, timeouts). */
+  readonly gce?: Omit<GceProviderOptions, "clock">;
   /** The throttle gate (default: the process-wide one). */
   readonly gate?: ThrottleGate;
   /** Randomness for the listing jitter. */
@@ -116,13 +119,14 @@ export interface OpenedCloud {
  * Load the provider for `type`, validate its table option, wrap it with the
  * throttle gate and call counters, and discover this host.
  *
- * @param type The cloud (`aws-vpc`).
- * @param routeTableIds `RouteTableID` as written.
+ * @param type The cloud (`aws-vpc` or `gce`).
+ * @param routeTableIds `RouteTableID` as written (aws-vpc only: a gce route
+ *   goes into the network of the VM's first interface).
  * @param where Path of the option for messages.
  * @param ctx Register context (clock, metrics, signal).
  * @param options Provider settings, gate.
  * @returns The guarded provider and this host.
- * @throws {ConfigError} For a malformed `RouteTableID` or an unknown type.
+ * @throws {ConfigError} For a malformed `RouteTableID` (or one given to gce), or an unknown type.
  * @throws {RouteProviderError} When discovery fails (the agent retries).
  */
 export async function openCloudRoutes(
@@ -132,13 +136,45 @@ export async function openCloudRoutes(
   ctx: BackendContext,
   options: CloudBackendOptions,
 ): Promise<OpenedCloud> {
-  if (type !== "aws-vpc") {
+  if (!(CLOUD_ROUTE_TYPES as readonly string[]).includes(type)) {
     throw new ConfigError(
       `the network config: "${where}.Type" ${JSON.stringify(type)} is not a cloud weft can ` +
-        `route in: use "aws-vpc"`,
+        `route in: use ${CLOUD_ROUTE_TYPES.map((t) => JSON.stringify(t)).join(" or ")}`,
       `${where}.Type`,
     );
   }
+  const guard = (provider: RouteProvider) =>
+    guardProvider(provider, {
+      gate: options.gate ?? processThrottleGate(ctx.clock),
+      clock: ctx.clock,
+      metrics: ctx.metrics,
+    });
+  let provider: RouteProvider;
+  if (type === "gce") {
+    if (routeTableIds !== undefined) {
+      throw new ConfigError(
+        `the network config: "${where}.RouteTableID" is an aws-vpc key, but gce routes go into ` +
+          `the network of this VM's first interface: current value is ${
+            JSON.stringify(routeTableIds)
+          }; remove it`,
+        `${where}.RouteTableID`,
+      );
+    }
+    const gce = await loadGce();
+    provider = guard(gce.createGceRouteProvider({ ...options.gce, clock: ctx.clock }));
+  } else {
+    provider = guard(await openAws(routeTableIds, where, ctx, options));
+  }
+  const self = await provider.discover(ctx.signal);
+  return { provider, self };
+}
+
+async function openAws(
+  routeTableIds: unknown,
+  where: string,
+  ctx: BackendContext,
+  options: CloudBackendOptions,
+): Promise<RouteProvider> {
   const aws = await loadAws();
   let ids: string[];
   try {
@@ -151,20 +187,11 @@ export async function openCloudRoutes(
       { cause: e },
     );
   }
-  const provider = guardProvider(
-    aws.createAwsVpcProvider({
-      ...options.aws,
-      routeTableIds: ids.length > 0 ? ids : undefined,
-      clock: ctx.clock,
-    }),
-    {
-      gate: options.gate ?? processThrottleGate(ctx.clock),
-      clock: ctx.clock,
-      metrics: ctx.metrics,
-    },
-  );
-  const self = await provider.discover(ctx.signal);
-  return { provider, self };
+  return aws.createAwsVpcProvider({
+    ...options.aws,
+    routeTableIds: ids.length > 0 ? ids : undefined,
+    clock: ctx.clock,
+  });
 }
 
 /**
@@ -173,12 +200,15 @@ export async function openCloudRoutes(
  *
  * @param config The network config.
  * @param backend Backend name for messages.
+ * @param cloud The cloud the routes go to (`gce` routes are IPv4 only).
  * @returns The networks (IPv4 first) and whether IPv6 routes are written.
- * @throws {ConfigError} When there is no IPv4 network (leases are keyed by it).
+ * @throws {ConfigError} When there is no IPv4 network (leases are keyed by
+ *   it), or IPv6 routes are asked of gce.
  */
 export function cloudNetworks(
   config: NetworkConfig,
   backend: string,
+  cloud = backend,
 ): { networks: (IPv4Net | IPv6Net)[]; withIPv6: boolean } {
   if (!config.enableIPv4 || !config.network) {
     throw new ConfigError(
@@ -188,21 +218,29 @@ export function cloudNetworks(
     );
   }
   const withIPv6 = config.enableIPv6 && config.ipv6Network !== undefined;
+  if (withIPv6 && cloud === "gce") {
+    throw new ConfigError(
+      `the ${backend} backend of weft writes IPv4 routes only on GCE: "EnableIPv6" is on with ` +
+        `"IPv6Network" ${JSON.stringify(String(config.ipv6Network))}; turn "EnableIPv6" off, or ` +
+        `use vxlan for IPv6`,
+      "EnableIPv6",
+    );
+  }
   return {
     networks: withIPv6 ? [config.network, config.ipv6Network!] : [config.network],
     withIPv6,
   };
 }
 
-/** Options for {@link awsVpcBackend}. */
+/** Options for {@link awsVpcBackend} and `gceBackend`. */
 export interface AwsVpcBackendOptions extends RoutedOptions, CloudBackendOptions {
   /** Defaults to the context's logger. */
   readonly logger?: Logger;
 }
 
-/** The aws-vpc Network, with what tests and the status API may inspect. */
+/** The aws-vpc (or gce) Network, with what tests and the status API may inspect. */
 export interface AwsVpcNetwork extends RoutedNetwork {
-  /** What discovery found: this host's ENI, its tables, its VPC. */
+  /** What discovery found: this host's ENI (VM), its tables (network), its VPC. */
   readonly self: ProviderSelf;
 }
 
@@ -219,30 +257,42 @@ export interface AwsVpcNetwork extends RoutedNetwork {
  * ```
  */
 export function awsVpcBackend(options: AwsVpcBackendOptions = {}): Backend {
-  return { type: "aws-vpc", register: (ctx) => registerAwsVpc(options, ctx) };
+  return { type: "aws-vpc", register: (ctx) => registerCloudRouted("aws-vpc", options, ctx) };
 }
 
-async function registerAwsVpc(
+/**
+ * Register a pure cloud-route backend (`aws-vpc`, `gce`): discover this
+ * host, lease with the public IP only (as flannel's backends of that name),
+ * write its route, and keep the other leases' routes through the shared
+ * cloud target on the routed engine.
+ *
+ * @param type The backend type, which is also its cloud.
+ * @param options Provider settings (tests), gate, timings.
+ * @param ctx Register context.
+ * @returns The network.
+ */
+export async function registerCloudRouted(
+  type: CloudRouteType,
   options: AwsVpcBackendOptions,
   ctx: BackendContext,
 ): Promise<AwsVpcNetwork> {
-  const log = (options.logger ?? ctx.logger ?? nullLogger).with({ backend: "aws-vpc" });
-  const { networks, withIPv6 } = cloudNetworks(ctx.config, "aws-vpc");
+  const log = (options.logger ?? ctx.logger ?? nullLogger).with({ backend: type });
+  const { networks, withIPv6 } = cloudNetworks(ctx.config, type);
   const cloud = parseCloudRouteOptions(ctx.config.backend, "Backend");
   const { provider, self } = await openCloudRoutes(
-    "aws-vpc",
+    type,
     cloud.routeTableIds,
     "Backend",
     ctx,
     options,
   );
-  log.info("this host in EC2", {
-    networkInterface: self.target,
-    vpc: self.location,
+  log.info(`this host in ${type}`, {
+    target: self.target,
+    location: self.location,
     tables: self.tables.join(","),
   });
 
-  // flannel's aws-vpc lease: the public IP only
+  // flannel's aws-vpc and gce leases: the public IP only
   const lease = await ctx.acquire({ publicIP: ctx.extIface.extAddr }, ctx.signal);
   const destinationsOf = (l: Lease) => leaseDestinations(l.subnet, l.ipv6Subnet, withIPv6);
   const own: CloudEntry = { kind: "own", destinations: destinationsOf(lease) };
@@ -263,7 +313,7 @@ async function registerAwsVpc(
   }
 
   const network = routedNetwork<CloudEntry>(
-    "aws-vpc",
+    type,
     {
       lease,
       mtu: ctx.extIface.mtu,

@@ -12,7 +12,10 @@
  * {"Network":"10.5.0.0/16","Backend":{"Type":"vxlan","VNI":1,
  *  "CloudRoutes":{"Type":"aws-vpc","RouteTableID":["rtb-0a1b2c3d4e5f60718"]}}}
  * ```
- * `CloudRoutes` takes the aws-vpc keys (`RouteTableID`, `RouteResyncSeconds`).
+ * `CloudRoutes` takes the aws-vpc keys (`RouteTableID`, `RouteResyncSeconds`);
+ * with `"Type":"gce"` only `RouteResyncSeconds` (the route goes into the
+ * network of the VM's first interface; `Location` is that network's selfLink,
+ * `Target` the VM's selfLink).
  *
  * Lease (BackendType stays "vxlan"; flannel's vxlan backend decodes
  * BackendData into {VNI, VtepMAC} and ignores other keys, so flannel nodes
@@ -23,7 +26,8 @@
  *  "Target":"eni-0123456789abcdef0"}}}
  * ```
  * A host not in the cloud publishes no `CloudRoute` and is a plain vxlan
- * host: `AWS_EC2_METADATA_DISABLED=true` says so at once; otherwise a
+ * host: `AWS_EC2_METADATA_DISABLED=true` (aws-vpc) or
+ * `METADATA_SERVER_DETECTION=none` (gce, google-auth's variable) says so at once; otherwise a
  * discovery that fails twice as `unavailable` (no instance metadata, or the
  * EC2 API unreachable) makes it one until weft restarts — traffic still
  * flows, through vxlan. Discovery that fails for another reason (denied,
@@ -193,15 +197,19 @@ export async function cloudRoutesExtension(
   const record = raw as Record<string, unknown>;
   const type = String(foldKeys(record, ["Type"]).values.Type ?? "");
   const cloud = parseCloudRouteOptions(record, where);
-  const { networks, withIPv6 } = cloudNetworks(config, "hybrid vxlan");
+  const { networks, withIPv6 } = cloudNetworks(config, "hybrid vxlan", type);
 
   const plain: VxlanExtension = {
     backendData: {},
     extend: (setup) => Promise.resolve(setup),
   };
-  const env = options.aws?.env ?? process.env;
+  const env = (type === "gce" ? options.gce?.env : options.aws?.env) ?? process.env;
   if (type === "aws-vpc" && env.AWS_EC2_METADATA_DISABLED?.toLowerCase() === "true") {
     log.info("AWS_EC2_METADATA_DISABLED=true: an on-prem host (vxlan to every peer)");
+    return plain;
+  }
+  if (type === "gce" && env.METADATA_SERVER_DETECTION?.toLowerCase() === "none") {
+    log.info("METADATA_SERVER_DETECTION=none: an on-prem host (vxlan to every peer)");
     return plain;
   }
   let opened: Awaited<ReturnType<typeof openCloudRoutes>> | undefined;
@@ -213,8 +221,9 @@ export async function cloudRoutesExtension(
       if (attempt >= DISCOVERY_ATTEMPTS) {
         log.warn(
           `not in ${type}: this host joins as an on-prem host (vxlan to every peer); ` +
-            `restart weft to try again. On-prem hosts may set AWS_EC2_METADATA_DISABLED=true ` +
-            `to skip this check`,
+            `restart weft to try again. On-prem hosts may set ${
+              type === "gce" ? "METADATA_SERVER_DETECTION=none" : "AWS_EC2_METADATA_DISABLED=true"
+            } to skip this check`,
           { error: e.message },
         );
         return plain;

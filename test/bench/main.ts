@@ -262,8 +262,34 @@ const sections: Section[] = [
   },
   {
     name: "gce",
-    run: async () => ({ load: await benchGceLoad(3), calls: await benchGceCalls() }),
-    report: (r: Any) => reportGce(r.load, r.calls),
+    run: async () => {
+      const m = await import("./gce_cluster_bench.ts");
+      return {
+        load: await benchGceLoad(3),
+        calls: await benchGceCalls(),
+        cluster: await m.benchGceCluster({ nodes: 200, idleMinutes: 10 }),
+      };
+    },
+    report: (r: Any) => [
+      ...reportGce(r.load, r.calls),
+      `gce, ${r.cluster.nodes} nodes against the GCE fake: API calls per node join ${
+        fmt(r.cluster.joinApiCallsMean, 1)
+      } (max ${r.cluster.joinApiCallsMax}) + ${
+        fmt(r.cluster.joinMetadataMean, 0)
+      } metadata reads by the joining node, ${r.cluster.othersCallsTotal} by all others over all joins (goal O(1): ${
+        goal(r.cluster.joinApiCallsMax <= 6 && r.cluster.othersCallsTotal === 0)
+      })`,
+      `gce idle: ${
+        fmt(r.cluster.idleCallsPerNodeMinute, 2)
+      } API calls per node per minute over ${r.cluster.idleMinutes} simulated minutes, ${r.cluster.idleWrites} writes (goal ≤ 1: ${
+        goal(r.cluster.idleCallsPerNodeMinute <= 1 && r.cluster.idleWrites === 0)
+      })`,
+      `gce lease acquired → route in place, operation DONE (operations ${r.cluster.pendingMs} ms PENDING + ${r.cluster.runningMs} ms RUNNING): p50 ${
+        fmt(r.cluster.leaseToRouteP50Ms)
+      } ms, p99 ${fmt(r.cluster.leaseToRouteP99Ms)} ms; one gone lease: ${
+        JSON.stringify(r.cluster.removalCalls)
+      } cluster-wide, route gone after ${fmt(r.cluster.removalSeconds)} simulated s`,
+    ],
   },
   {
     name: "dist",

@@ -41,6 +41,7 @@ import { type Clock, systemClock } from "../../../core/clock.ts";
 import {
   type ProviderRoute,
   type ProviderSelf,
+  ROUTE_PROVIDER_API_VERSION,
   type RouteProvider,
   RouteProviderError,
 } from "../provider.ts";
@@ -59,6 +60,9 @@ import {
   WEFT_ROUTE_DESCRIPTION,
 } from "./names.ts";
 import type { CallOptions, ComputeClients, IOperation, IRoute } from "./sdk.ts";
+
+/** The route provider seam this module implements (checked by `loadCloudModule`). */
+export const API_VERSION = ROUTE_PROVIDER_API_VERSION;
 
 /** Options of {@link createGceRouteProvider}. */
 export interface GceProviderOptions {

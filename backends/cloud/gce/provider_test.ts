@@ -1,81 +1,15 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { execPath } from "../../../core/runtime.ts";
-import { type FakeGce, type FakeGceOptions, startFakeGce } from "../../../testing/fake_gce.ts";
-import {
-  type ProviderHarness,
-  routeProviderContract,
-} from "../../../testing/route_provider_contract.ts";
+import { type FakeGce, startFakeGce } from "../../../testing/fake_gce.ts";
+import { makeFakeGceHarness, setupGce } from "../../../testing/gce_world.ts";
+import { routeProviderContract } from "../../../testing/route_provider_contract.ts";
 import { RouteProviderError } from "../provider.ts";
-import { createGceMetadata } from "./metadata.ts";
-import { computeEndpoint, createGceRouteProvider, type GceProviderOptions } from "./provider.ts";
+import { computeEndpoint, createGceRouteProvider } from "./provider.ts";
 
-/** The fake's foreign routes: GCE's default route and the subnet route of `default`. */
-function addForeignRoutes(fake: FakeGce): void {
-  fake.addRoute({
-    name: "default-route-4a5b6c7d8e9f0a1b",
-    description: "Default route to the Internet.",
-    network: fake.networkLink,
-    destRange: "0.0.0.0/0",
-    priority: 1000,
-    nextHopGateway:
-      `https://www.googleapis.com/compute/v1/projects/${fake.projectId}/global/gateways/default-internet-gateway`,
-  });
-  fake.addRoute({
-    name: "default-route-1a2b3c4d5e6f7a8b",
-    description: "Default local route to the subnetwork 10.132.0.0/20.",
-    network: fake.networkLink,
-    destRange: "10.132.0.0/20",
-    priority: 0,
-    nextHopNetwork: fake.networkLink,
-    routeType: "SUBNET",
-  });
-}
+const setup = setupGce;
 
-async function setup(
-  fakeOptions: FakeGceOptions = {},
-  providerOptions: GceProviderOptions = {},
-) {
-  const fake = await startFakeGce(fakeOptions);
-  addForeignRoutes(fake);
-  const second = fake.addInstance("europe-west1-c", "node-2");
-  const provider = createGceRouteProvider({
-    env: fake.env,
-    metadata: createGceMetadata({ env: fake.env }),
-    operationPollMs: 1,
-    ...providerOptions,
-  });
-  return {
-    fake,
-    provider,
-    second,
-    async close() {
-      await provider.close();
-      await fake.close();
-    },
-  };
-}
-
-routeProviderContract("gce on the GCE fake", async (): Promise<ProviderHarness> => {
-  const { fake, provider, second, close } = await setup();
-  return {
-    provider,
-    table: fake.networkLink,
-    targets: [fake.instanceLink, second],
-    foreignDestinations: ["0.0.0.0/0", "10.132.0.0/20"],
-    faults: {
-      limit: (n) => fake.setRoutesQuota(n),
-      throttle: (calls) => fake.throttle(calls),
-      denyWrites: () => {
-        fake.deny("compute.routes.create");
-        return "compute.routes.create";
-      },
-      removeTarget: (target) => fake.deleteInstance(target),
-    },
-    missing: {},
-    close,
-  };
-});
+routeProviderContract("gce on the GCE fake", () => makeFakeGceHarness());
 
 const test = (name: string, fn: () => Promise<void>) =>
   Deno.test({ name, sanitizeOps: false, sanitizeResources: false, fn });
