@@ -41,7 +41,7 @@ import type { Lease } from "../../lease/types.ts";
 import { NetlinkBatchError, NetlinkError } from "../../datapath/netlink/error.ts";
 import type { ApplyResult, Drift, EntryFailure } from "../../datapath/types.ts";
 import { Repairs, type RepairWork } from "../repair.ts";
-import type { BackendContext, Network, PeerChange } from "../types.ts";
+import type { BackendContext, Network, PeerChange, PeerKernelState } from "../types.ts";
 
 /** A peer's entries, or why the peer gets none. */
 export type PeerResult<E> = { readonly entries: E } | { readonly skip: string };
@@ -142,6 +142,11 @@ class SkipWarner {
 
   constructor(readonly logger: Logger) {}
 
+  /** Why `key` is skipped, if it is. */
+  reason(key: string): string | undefined {
+    return this.#warned.get(key);
+  }
+
   skip(key: string, lease: Lease, reason: string): void {
     if (this.#warned.get(key) === reason) return;
     this.#warned.set(key, reason);
@@ -213,6 +218,10 @@ export function routedNetwork<E>(
   const desired = new Map<string, E>();
   const warner = new SkipWarner(log);
   const serial = new Serial();
+  /** Peers whose last write failed, with the error (for `peerStates`). */
+  const failedKeys = new Map<string, string>();
+  /** A failure of the last full sync that names no peer (all peers are in doubt). */
+  let unkeyedFailure: string | null = null;
   const idle = new AbortController().signal;
 
   /** A peer's entries (null: none), warning about a skipped peer once. */
@@ -253,7 +262,21 @@ export function routedNetwork<E>(
   });
 
   /** Log, schedule retries of failed writes, and throw them. */
-  const finish = (r: ApplyResult, what: string, peersCount: number): SyncResult => {
+  const finish = (
+    r: ApplyResult,
+    what: string,
+    peersCount: number,
+    keys: Iterable<string> | null,
+  ): SyncResult => {
+    // keys: what this write covered (null: everything)
+    if (keys === null) {
+      failedKeys.clear();
+      unkeyedFailure = null;
+    } else for (const k of keys) failedKeys.delete(k);
+    for (const f of r.failures) {
+      if (f.key !== undefined) failedKeys.set(f.key, f.error.message);
+      else unkeyedFailure = f.error.message;
+    }
     if (r.written + r.deleted + r.failures.length > 0) {
       log.info(`${type} peers ${what}`, {
         peers: peersCount,
@@ -286,14 +309,14 @@ export function routedNetwork<E>(
       if (e !== null) desired.set(k, e);
     }
     warner.retain(peers);
-    return finish(await target.sync(desired, signal), "synced", desired.size);
+    return finish(await target.sync(desired, signal), "synced", desired.size, null);
   };
 
   const incremental = async (keys: Iterable<string>, signal: AbortSignal): Promise<SyncResult> => {
     const changes = new Map<string, E | null>();
     for (const k of keys) changes.set(k, desired.get(k) ?? null);
     if (changes.size === 0) return { added: 0, removed: 0, failed: 0 };
-    return finish(await target.update(changes, signal), "updated", desired.size);
+    return finish(await target.update(changes, signal), "updated", desired.size, changes.keys());
   };
 
   const repair = async (work: RepairWork, signal: AbortSignal): Promise<void> => {
@@ -347,6 +370,24 @@ export function routedNetwork<E>(
     release: (signal) => serial.run(() => setup.release?.(signal ?? idle) ?? Promise.resolve()),
     run: (signal) => repairs.run(signal),
     notReadyReason: () => target.notReadyReason?.() ?? null,
+    peerStates: () => {
+      const states = new Map<string, PeerKernelState>();
+      for (const k of peers.keys()) {
+        const skipped = warner.reason(k);
+        const failed = failedKeys.get(k) ?? unkeyedFailure;
+        states.set(
+          k,
+          skipped !== undefined
+            ? { state: "skipped", detail: skipped }
+            : failed !== null
+            ? { state: "failed", detail: failed }
+            : desired.has(k)
+            ? { state: "applied" }
+            : { state: "failed", detail: "not written yet" },
+        );
+      }
+      return states;
+    },
   };
 }
 
