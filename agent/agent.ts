@@ -282,6 +282,8 @@ export function createAgent(deps: AgentDeps): Agent {
         config,
         lease: registration?.lease,
         peers: [...follower.peers.values()],
+        peerChangedAt: follower.changedAt,
+        peerStates: registration?.network.peerStates?.(),
         backendType: config?.backendType,
         extIface: deps.extIface,
         storeName: deps.store.name,
