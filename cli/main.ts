@@ -14,6 +14,7 @@ import { createAgent } from "../agent/agent.ts";
 import { createStatusApp } from "../api/app.ts";
 import { type HttpServer, runtimeVersion, serveHttp } from "../core/runtime.ts";
 import { createLogger, type Logger } from "../core/log.ts";
+import { EventRing, recordingLogger } from "../core/events.ts";
 import { Registry } from "../core/metrics.ts";
 import {
   type AddressFacts,
@@ -146,10 +147,13 @@ export async function main(
 async function runAgent(
   flags: Flags,
   env: Record<string, string | undefined>,
-  logger: Logger,
+  baseLogger: Logger,
   parent: AbortSignal | undefined,
   notify: (state: NotifyState) => Promise<unknown>,
 ): Promise<number> {
+  // what the agent, its store and backends log at info and above is the status page's events
+  const events = new EventRing({ capacity: 200 });
+  const logger = recordingLogger(baseLogger, events);
   const metrics = new Registry();
   const stop = stopOnSignals(logger, parent);
   const table = backendTable();
@@ -215,7 +219,12 @@ async function runAgent(
       metrics,
     });
     if (flags.healthzPort > 0) {
-      const app = createStatusApp({ status: () => agent.status(), metrics, version: VERSION });
+      const app = createStatusApp({
+        status: () => agent.status(),
+        metrics,
+        version: VERSION,
+        events,
+      });
       try {
         server = await serveHttp({
           hostname: flags.healthzIp,
