@@ -122,11 +122,21 @@ export async function main(
   if (command === "attach" || command === "detach") {
     return await podCommand(command, rest, flags, io, logger);
   }
+  if ((command === "doctor" || command === "status") && rest.length === 0) {
+    // their own output is the answer: the store's info lines would only clutter it
+    const quiet = createLogger({ format: flags.logFormat as "text" | "json", level: "warn" });
+    if (command === "doctor") {
+      const { doctorCommand } = await import("./doctor.ts");
+      return await doctorCommand(flags, env, io, quiet);
+    }
+    const { statusCommand } = await import("./status.ts");
+    return await statusCommand(flags, env, io, quiet);
+  }
   if (command !== undefined) {
     io.stderr(
       `weft: unexpected argument ${
         JSON.stringify(command)
-      } (commands: attach, detach, docker-opts; run weft --help)`,
+      } (commands: attach, detach, docker-opts, doctor, status; run weft --help)`,
     );
     return 2;
   }
