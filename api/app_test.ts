@@ -211,7 +211,7 @@ Deno.test("GET / renders an HTML page with self first, peers in order and text e
     html.includes("not ready: store said &lt;b&gt;&quot;no&quot;&lt;/b&gt; &amp; closed"),
     html,
   );
-  assert.ok(html.includes("backend &lt;vxlan&gt;"));
+  assert.ok(html.includes("<dt>backend</dt><dd>&lt;vxlan&gt;</dd>"), html);
   assert.ok(html.includes("<td>&lt;img src=x&gt;</td>"));
   assert.ok(!html.includes("<img"), "no markup from data");
   assert.ok(!html.includes("<b>"), "no markup from data");

@@ -144,11 +144,13 @@ export function renderLive(o: Overview): string {
   const own = n.lease;
   const node = `<section class="node"><div>${state}</div><dl>` +
     `<dt>lease</dt><dd>${own ? escape(subnetsOf(own)) : "none yet"}</dd>` +
-    `<dt>backend</dt><dd>backend ${escape(n.backend ?? "?")}</dd>` +
+    `<dt>backend</dt><dd>${escape(n.backend ?? "?")}</dd>` +
     `<dt>network</dt><dd>${escape(n.network ?? "?")}</dd>` +
-    `<dt>store</dt><dd>store ${escape(n.store)}</dd>` +
+    `<dt>store</dt><dd>${escape(n.store)}</dd>` +
     `<dt>interface</dt><dd>${escape(n.iface)} ${escape(n.publicIP)}</dd>` +
-    `<dt>lease expires</dt><dd>${escape(own ? own.expiration ?? "never" : "")}</dd>` +
+    `<dt>lease expires</dt><dd>${
+      escape(own ? own.expiration?.replace(/\.\d+Z$/, "Z") ?? "never" : "")
+    }</dd>` +
     `</dl></section>`;
   const ownRow = own
     ? `<tr class="self"><td>${escape(subnetsOf(own))}</td><td>${escape(ipsOf(own))}</td><td>${
