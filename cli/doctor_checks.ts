@@ -475,7 +475,9 @@ export function checkPeers(probes: readonly PeerProbe[], backend: BackendFacts):
     out.push({
       check: "peers",
       level: probes.length ? "ok" : "skip",
-      message: probes.length ? `${good} peers answer through ${via}` : "no peers",
+      message: probes.length
+        ? `${good} ${good === 1 ? "peer answers" : "peers answer"} through ${via}`
+        : "no peers",
     });
   }
   return out;

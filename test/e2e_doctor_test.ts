@@ -76,7 +76,7 @@ Deno.test({
           assert.equal(r.code, 0, r.out);
           assert.doesNotMatch(r.out, /^✗/m);
           assert.match(line(r, "✓", "store"), /the etcd store answers: 2 leases/);
-          assert.match(line(r, "✓", "peers"), /1 peers answer through vxlan \(UDP 8472\)/);
+          assert.match(line(r, "✓", "peers"), /1 peer answers through vxlan \(UDP 8472\)/);
           assert.match(line(r, "✓", "clock"), /clock within \d s of the store's/);
           assert.match(line(r, "✓", "port"), /UDP port 8472 is free or weft's/);
         },
