@@ -31,6 +31,26 @@ export {
 export type { AgentState, AgentStateName } from "./agent/state.ts";
 export { allocBackend } from "./backends/alloc.ts";
 export type { Backend, BackendContext, Network, PeerChange } from "./backends/types.ts";
+// The plug-in seams (versioned): a route provider, or a full backend, loaded as a module
+// with "Backend": {"Type": "module", "Module": "/abs/path.js", …}.
+export {
+  isRouteProviderError,
+  type ProviderRoute,
+  type ProviderSelf,
+  ROUTE_PROVIDER_API_VERSION,
+  type RouteProvider,
+  RouteProviderError,
+  type RouteProviderErrorKind,
+} from "./backends/cloud/provider.ts";
+export {
+  BACKEND_MODULE_API_VERSION,
+  type BackendModule,
+  type ModuleContext,
+  type RouteProviderModule,
+  type StandardResult,
+  type StandardSchema,
+  type WeftModule,
+} from "./backends/module/types.ts";
 export type { ExternalInterface } from "./datapath/iface.ts";
 export { pickExternalInterface } from "./datapath/iface.ts";
 export type { Datapath } from "./datapath/types.ts";

@@ -1,28 +1,31 @@
 /**
  * An immutable set of peer leases by key that shares structure between
- * versions: the keys are spread over {@link PEER_SET_BUCKETS} buckets, and
- * a new version copies only the buckets an edit touches. A one-event batch
- * at 5000 peers copies about 80 entries instead of 5000, so the reducer
- * stays pure without its per-event cost growing with the peer count.
+ * versions: a two-level trie, {@link PEER_SET_FANOUT} × {@link PEER_SET_FANOUT}
+ * leaf maps picked by a hash of the key. A new version copies only the path
+ * to the leaves an edit touches: two arrays of 64 slots and one leaf map of
+ * ~1 entry at 5000 peers (~24 at 100 000), so a one-event batch costs about
+ * the same at 10 peers as at 5000 and the reducer stays pure.
  *
  * @module
  */
 
 import type { Lease } from "../lease/types.ts";
 
-/** Number of buckets (a power of two). */
-export const PEER_SET_BUCKETS = 64;
+/** Slots per trie level (a power of two); 64 × 64 leaves. */
+export const PEER_SET_FANOUT = 64;
 
 const NO_PEERS: ReadonlyMap<string, Lease> = new Map();
+type Leaves = readonly ReadonlyMap<string, Lease>[];
+const NO_LEAVES: Leaves = new Array(PEER_SET_FANOUT).fill(NO_PEERS);
 
-/** FNV-1a of the key, folded to a bucket index. */
-function bucketOf(key: string): number {
+/** FNV-1a of the key, folded to a leaf number (0 … FANOUT² − 1). */
+function leafOf(key: string): number {
   let hash = 0x811c9dc5;
   for (let i = 0; i < key.length; i++) {
     hash ^= key.charCodeAt(i);
     hash = Math.imul(hash, 0x01000193);
   }
-  return (hash >>> 0) & (PEER_SET_BUCKETS - 1);
+  return (hash >>> 0) & (PEER_SET_FANOUT * PEER_SET_FANOUT - 1);
 }
 
 /**
@@ -37,14 +40,14 @@ function bucketOf(key: string): number {
  */
 export class PeerSet {
   /** The empty set. */
-  static readonly EMPTY: PeerSet = new PeerSet(new Array(PEER_SET_BUCKETS).fill(NO_PEERS), 0);
+  static readonly EMPTY: PeerSet = new PeerSet(new Array(PEER_SET_FANOUT).fill(NO_LEAVES), 0);
 
-  readonly #buckets: readonly ReadonlyMap<string, Lease>[];
+  readonly #branches: readonly Leaves[];
   /** Number of peers. */
   readonly size: number;
 
-  private constructor(buckets: readonly ReadonlyMap<string, Lease>[], size: number) {
-    this.#buckets = buckets;
+  private constructor(branches: readonly Leaves[], size: number) {
+    this.#branches = branches;
     this.size = size;
   }
 
@@ -58,29 +61,37 @@ export class PeerSet {
     return PeerSet.EMPTY.with(new Map(entries));
   }
 
+  #leaf(key: string): ReadonlyMap<string, Lease> {
+    const leaf = leafOf(key);
+    return this.#branches[leaf >>> 6][leaf & (PEER_SET_FANOUT - 1)];
+  }
+
   /** The lease under `key`, if any. */
   get(key: string): Lease | undefined {
-    return this.#buckets[bucketOf(key)].get(key);
+    return this.#leaf(key).get(key);
   }
 
   /** Whether a lease is under `key`. */
   has(key: string): boolean {
-    return this.#buckets[bucketOf(key)].has(key);
+    return this.#leaf(key).has(key);
   }
 
   /** Key/lease pairs (in no particular order). */
   *entries(): IterableIterator<[string, Lease]> {
-    for (const bucket of this.#buckets) yield* bucket.entries();
+    for (const leaves of this.#branches) {
+      if (leaves === NO_LEAVES) continue;
+      for (const leaf of leaves) yield* leaf.entries();
+    }
   }
 
   /** The keys. */
   *keys(): IterableIterator<string> {
-    for (const bucket of this.#buckets) yield* bucket.keys();
+    for (const [key] of this.entries()) yield key;
   }
 
   /** The leases. */
   *values(): IterableIterator<Lease> {
-    for (const bucket of this.#buckets) yield* bucket.values();
+    for (const [, lease] of this.entries()) yield lease;
   }
 
   /** Same as {@link PeerSet.entries}. */
@@ -90,32 +101,38 @@ export class PeerSet {
 
   /**
    * A new set with these edits: a lease sets its key, `null` deletes it.
-   * Only the buckets the edits touch are copied.
+   * Only the paths to the leaves the edits touch are copied.
    *
    * @param edits Key → lease, or null to delete.
    * @returns The new set (`this` when there are no edits).
    */
   with(edits: ReadonlyMap<string, Lease | null>): PeerSet {
     if (edits.size === 0) return this;
-    const buckets = [...this.#buckets];
+    const branches = [...this.#branches];
     const copied = new Set<number>();
     let size = this.size;
     for (const [key, lease] of edits) {
-      const index = bucketOf(key);
-      if (!copied.has(index)) {
-        buckets[index] = new Map(buckets[index]);
-        copied.add(index);
+      const leafNo = leafOf(key);
+      const b = leafNo >>> 6;
+      const l = leafNo & (PEER_SET_FANOUT - 1);
+      if (!copied.has(leafNo)) {
+        if (!copied.has(-1 - b)) {
+          branches[b] = [...branches[b]];
+          copied.add(-1 - b);
+        }
+        (branches[b] as ReadonlyMap<string, Lease>[])[l] = new Map(branches[b][l]);
+        copied.add(leafNo);
       }
-      const bucket = buckets[index] as Map<string, Lease>;
-      const had = bucket.has(key);
+      const leaf = branches[b][l] as Map<string, Lease>;
+      const had = leaf.has(key);
       if (lease === null) {
         if (had) size--;
-        bucket.delete(key);
+        leaf.delete(key);
       } else {
         if (!had) size++;
-        bucket.set(key, lease);
+        leaf.set(key, lease);
       }
     }
-    return new PeerSet(buckets, size);
+    return new PeerSet(branches, size);
   }
 }

@@ -80,7 +80,7 @@ export function peerDiffers(a: Lease, b: Lease): boolean {
  * Apply a batch of lease events to the peer set (pure: the input set is
  * immutable and is returned unchanged when the batch changes nothing).
  *
- * Cost: constant work per event plus, per batch, a copy of the buckets the
+ * Cost: constant work per event plus, per batch, a copy of the trie paths the
  * batch touched (see agent/peer_set.ts) — not a copy of the whole set. A
  * snapshot costs one pass over the old and the new set.
  *

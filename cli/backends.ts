@@ -13,7 +13,7 @@ import type { Datapath } from "../datapath/types.ts";
 
 /** Backend factories and the datapath they share. */
 export interface BackendTable {
-  /** Factories by type name: `alloc`, `vxlan`, `host-gw`, `udp`, `extension`, `aws-vpc`. */
+  /** Factories by type name: `alloc`, `vxlan`, `host-gw`, `udp`, `extension`, `aws-vpc`, `module`. */
   readonly backends: Readonly<Record<string, () => Promise<Backend>>>;
   /** Close the datapath, if a backend opened it. */
   close(): Promise<void>;
@@ -49,6 +49,7 @@ export function backendTable(): BackendTable {
         (await import("../backends/udp/backend.ts")).udpBackend({ datapath: await openDatapath() }),
       extension: async () => (await import("../backends/extension/backend.ts")).extensionBackend(),
       "aws-vpc": async () => (await import("../backends/routed/aws_vpc.ts")).awsVpcBackend(),
+      module: async () => (await import("../backends/module/backend.ts")).moduleBackend(),
     },
     async close() {
       (await datapath?.catch(() => undefined))?.close();

@@ -324,6 +324,12 @@ export function rssBytes(): number {
   return process.memoryUsage().rss;
 }
 
+/** CPU time (user + system, all threads) this process has used so far, in ms. */
+export function cpuTimeMs(): number {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1000;
+}
+
 /** The path of the running runtime's executable (to spawn more agents). */
 export function execPath(): string {
   if (deno) return deno.execPath();

@@ -118,7 +118,8 @@ Deno.test("planChanges writes what is missing or different, deletes stale object
 Deno.test("DesiredTable.set reports the object keys of the old and the new entries", () => {
   const d = new DesiredTable();
   d.set("a", peer(2));
-  const touched = d.set("a", peer(2, "02:00:00:00:00:22"));
+  const touched = noneTouched();
+  d.set("a", peer(2, "02:00:00:00:00:22"), touched);
   assert.deepEqual([...touched.routes], [`${ip("10.5.2.0")}/24`]);
   assert.deepEqual([...touched.fdb], [
     "flannel.1/02:00:00:00:00:02",

@@ -17,7 +17,13 @@
  * expired records, logging their deletion, so TTLs behave as in etcd.
  * The log keeps the last {@link LOG_LIMIT} changes; a watcher further
  * behind gets `compacted` and re-lists. Watchers wake on fs.watch of the
- * directory, with a poll as a fallback, and on the next expiry.
+ * directory, with a poll as a fallback, and on the next expiry; they parse
+ * the file only when its revision changed (read from its first bytes).
+ *
+ * Cost: every write and every watcher's read handle the whole file. At 1000
+ * leases (about 600 KB with a full log) a write took ~13 ms of CPU and a
+ * watcher's read ~6 ms here, so the store suits one machine and tens of
+ * changes per second, not a cluster.
  *
  * @module
  */
@@ -243,9 +249,34 @@ export function createFileRegistry(options: FileRegistryOptions): LeaseRegistry 
         // no inotify: the poll below still works
       }
       signal.addEventListener("abort", poke, { once: true });
+      // The whole file is parsed only when its revision (written first, and
+      // moved by every write) changed: at 1000 leases the file is ~600 KB and
+      // a parse ~6 ms of CPU, which the 250 ms poll paid four times a second.
+      let seen: { revision: string; state: FileState } | undefined;
+      const head = new Uint8Array(64);
+      const readIfChanged = (): FileState => {
+        let revision: string | undefined;
+        try {
+          const fd = fs.openSync(file, "r");
+          try {
+            const n = fs.readSync(fd, head, 0, head.length, 0);
+            revision = new TextDecoder().decode(head.subarray(0, n)).match(/^\{"revision":(\d+),/)
+              ?.[1];
+          } finally {
+            fs.closeSync(fd);
+          }
+        } catch (e) {
+          if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
+          revision = "absent";
+        }
+        if (revision === undefined || seen?.revision !== revision) {
+          seen = { revision: revision ?? "", state: read() };
+        }
+        return seen.state;
+      };
       try {
         while (!signal.aborted) {
-          const s = read();
+          const s = readIfChanged();
           if (rev < s.compacted) {
             yield { events: [{ type: "compacted" } as RawEvent], revision: s.revision };
             return;

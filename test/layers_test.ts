@@ -24,6 +24,8 @@ const RANK: Record<string, number> = {
   api: 4,
   cli: 5,
   "mod.ts": 6,
+  // examples of third-party code (backend modules): above everything, imported by nothing
+  examples: 7,
 };
 /** Test code and tooling (scripts/: the build): never imported by product code. */
 const TEST_FOLDERS = new Set(["test", "testing", "scripts"]);

@@ -112,6 +112,8 @@ export interface FakeKube {
   readonly resourceVersion: number;
   /** Number of open watch streams. */
   readonly watchCount: number;
+  /** Events written to watch streams so far (bookmarks included). */
+  readonly watchEventsSent: number;
   /** Requests answered so far. */
   readonly requests: RequestRecord[];
   /** Create a node (as the kubelet registering). */
@@ -429,6 +431,8 @@ export async function createFakeKube(options: FakeKubeOptions = {}): Promise<Fak
   const pods = new Map<string, Obj>();
   const history: { rv: number; type: "ADDED" | "MODIFIED" | "DELETED"; object: Obj }[] = [];
   const watchers = new Set<Watcher>();
+  /** Events written to watch streams, for load counts. */
+  let eventsSent = 0;
   const snapshots = new Map<number, Obj[]>();
   const failures: (InjectedFailure & { left: number })[] = [];
   const requests: RequestRecord[] = [];
@@ -654,7 +658,9 @@ export async function createFakeKube(options: FakeKubeOptions = {}): Promise<Fak
       start(controller) {
         let open = true;
         const send = (ev: WatchEvent) => {
-          if (open) controller.enqueue(enc.encode(JSON.stringify(ev) + "\n"));
+          if (!open) return;
+          eventsSent++;
+          controller.enqueue(enc.encode(JSON.stringify(ev) + "\n"));
         };
         const end = (abrupt: boolean) => {
           if (!open) return;
@@ -888,6 +894,9 @@ export async function createFakeKube(options: FakeKubeOptions = {}): Promise<Fak
     },
     get watchCount() {
       return watchers.size;
+    },
+    get watchEventsSent() {
+      return eventsSent;
     },
     requests,
     addNode(name, o = {}) {

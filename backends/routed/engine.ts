@@ -36,6 +36,7 @@
 
 import { formatSubnetPair, type IPv4Net } from "../../core/ip.ts";
 import type { Logger } from "../../core/log.ts";
+import { cpuTimeMs } from "../../core/runtime.ts";
 import type { NetworkConfig } from "../../lease/config.ts";
 import type { Lease } from "../../lease/types.ts";
 import { NetlinkBatchError, NetlinkError } from "../../datapath/netlink/error.ts";
@@ -266,6 +267,8 @@ export function routedNetwork<E>(
     r: ApplyResult,
     what: string,
     peersCount: number,
+    startedAt: number,
+    cpuAt: number,
     keys: Iterable<string> | null,
   ): SyncResult => {
     // keys: what this write covered (null: everything)
@@ -278,12 +281,18 @@ export function routedNetwork<E>(
       else unkeyedFailure = f.error.message;
     }
     if (r.written + r.deleted + r.failures.length > 0) {
-      log.info(`${type} peers ${what}`, {
+      const fields = {
         peers: peersCount,
         written: r.written,
         deleted: r.deleted,
         failed: r.failures.length,
-      });
+        durationMs: ctx.clock.now() - startedAt,
+        // the whole process's CPU meanwhile: unlike durationMs, not stretched by a busy machine
+        cpuMs: Math.round(cpuTimeMs() - cpuAt),
+      };
+      // a full sync is news; an update follows one lease event, which the agent logged already
+      if (what === "synced") log.info(`${type} peers synced`, fields);
+      else log.debug(`${type} peers ${what}`, fields);
     }
     for (const f of r.failures) {
       log.warn("could not write peer state", { peer: f.key, error: f.error.message });
@@ -301,6 +310,8 @@ export function routedNetwork<E>(
   };
 
   const full = async (signal: AbortSignal): Promise<SyncResult> => {
+    const startedAt = ctx.clock.now();
+    const cpuAt = cpuTimeMs();
     await setup.refresh?.();
     desired.clear();
     if (setup.ownEntries !== undefined) desired.set(ownKey, setup.ownEntries);
@@ -309,14 +320,30 @@ export function routedNetwork<E>(
       if (e !== null) desired.set(k, e);
     }
     warner.retain(peers);
-    return finish(await target.sync(desired, signal), "synced", desired.size, null);
+    return finish(
+      await target.sync(desired, signal),
+      "synced",
+      desired.size,
+      startedAt,
+      cpuAt,
+      null,
+    );
   };
 
   const incremental = async (keys: Iterable<string>, signal: AbortSignal): Promise<SyncResult> => {
     const changes = new Map<string, E | null>();
     for (const k of keys) changes.set(k, desired.get(k) ?? null);
     if (changes.size === 0) return { added: 0, removed: 0, failed: 0 };
-    return finish(await target.update(changes, signal), "updated", desired.size, changes.keys());
+    const startedAt = ctx.clock.now();
+    const cpuAt = cpuTimeMs();
+    return finish(
+      await target.update(changes, signal),
+      "updated",
+      desired.size,
+      startedAt,
+      cpuAt,
+      changes.keys(),
+    );
   };
 
   const repair = async (work: RepairWork, signal: AbortSignal): Promise<void> => {

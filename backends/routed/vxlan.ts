@@ -140,6 +140,15 @@ export function parseVxlanLeaseData(
   if (typeof data !== "object" || data === null || Array.isArray(data)) {
     return { error: `BackendData is not an object: ${JSON.stringify(data) ?? "undefined"}` };
   }
+  // The common case without valibot (a full sync reads every peer's): the
+  // exact keys flannel writes, with valid values. Anything else validates.
+  const { VNI: vni, VtepMAC: mac } = data as { VNI?: unknown; VtepMAC?: unknown };
+  if (
+    typeof vni === "number" && Number.isInteger(vni) && vni >= 0 && typeof mac === "string" &&
+    MAC_RE.test(mac)
+  ) {
+    return { vni, vtepMac: mac.toLowerCase() };
+  }
   const { values } = foldKeys(data as Record<string, unknown>, ["VNI", "VtepMAC"] as const);
   const r = v.safeParse(VxlanLeaseData, values);
   if (!r.success) {

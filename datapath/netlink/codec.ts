@@ -98,10 +98,13 @@ export function encodeMessage(
 // ---- streaming writer ------------------------------------------------------
 
 const HEX: Record<string, number> = {};
+/** Byte → two lowercase hex digits. */
+const HEX_BYTE: string[] = [];
 for (let i = 0; i < 256; i++) {
   const h = i.toString(16).padStart(2, "0");
   HEX[h] = i;
   HEX[h.toUpperCase()] = i;
+  HEX_BYTE.push(h);
 }
 
 /**
@@ -357,8 +360,20 @@ export function parseMessages(buf: Uint8Array): NlMessage[] {
  * @throws {SyntaxError} When an attribute length is impossible.
  */
 export function parseAttrs(bytes: Uint8Array): Map<number, Uint8Array> {
+  // one pass without the pairs of listAttrs: every notification goes through here
   const m = new Map<number, Uint8Array>();
-  for (const [t, val] of listAttrs(bytes)) m.set(t, val);
+  let off = 0;
+  while (off + 4 <= bytes.length) {
+    const len = bytes[off] | (bytes[off + 1] << 8);
+    const type = (bytes[off + 2] | (bytes[off + 3] << 8)) & NLA_TYPE_MASK;
+    if (len < 4 || off + len > bytes.length) {
+      throw new SyntaxError(
+        `Cannot parse netlink attribute ${type} at offset ${off}: length ${len} does not fit ${bytes.length} bytes`,
+      );
+    }
+    m.set(type, bytes.subarray(off + 4, off + len));
+    off += align4(len);
+  }
   return m;
 }
 
@@ -408,7 +423,7 @@ export function readBe16(b: Uint8Array): number {
 
 /** Read a host-order 32-bit payload. */
 export function readU32(b: Uint8Array): number {
-  return view(b).getUint32(0, true);
+  return (b[0] | (b[1] << 8) | (b[2] << 16) | (b[3] << 24)) >>> 0;
 }
 
 /** Read a host-order signed 32-bit payload. */
@@ -418,7 +433,7 @@ export function readI32(b: Uint8Array): number {
 
 /** Read an IPv4 address (network order) as a uint32. */
 export function readIPv4(b: Uint8Array): number {
-  return view(b).getUint32(0, false);
+  return ((b[0] << 24) | (b[1] << 16) | (b[2] << 8) | b[3]) >>> 0;
 }
 
 /** Read a NUL-terminated string payload. */
@@ -429,7 +444,9 @@ export function readString(b: Uint8Array): string {
 
 /** Read a MAC address payload (first 6 bytes) as `aa:bb:cc:dd:ee:ff`. */
 export function readMac(b: Uint8Array): string {
-  return Array.from(b.subarray(0, 6), (x) => x.toString(16).padStart(2, "0")).join(":");
+  return `${HEX_BYTE[b[0]]}:${HEX_BYTE[b[1]]}:${HEX_BYTE[b[2]]}:${HEX_BYTE[b[3]]}:${
+    HEX_BYTE[b[4]]
+  }:${HEX_BYTE[b[5]]}`;
 }
 
 /** An `NLMSG_ERROR` message, decoded. */

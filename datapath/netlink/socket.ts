@@ -86,6 +86,8 @@ export class NetlinkSocket {
   readonly #out = new NlWriter(64 * 1024);
   #seq: number;
   #closed = false;
+  /** recvmmsg buffers, made on the first {@link drain} (only event sockets drain). */
+  #batch: DrainBatch | undefined;
   #queue: Promise<unknown> = Promise.resolve();
 
   private constructor(libc: Libc, fd: number, options: NetlinkSocketOptions) {
@@ -360,29 +362,82 @@ export class NetlinkSocket {
   }
 
   /**
-   * Read every queued multicast message without blocking.
+   * Read every queued multicast message without blocking: up to
+   * {@link DRAIN_BATCH} datagrams per `recvmmsg` call (one system call, one
+   * FFI call), since a large write makes the kernel queue one notification
+   * datagram per object and a call each cost more than the message itself.
    *
-   * @returns The messages, and whether the kernel dropped some (ENOBUFS).
+   * @returns The messages (copies, safe to keep), and whether the kernel
+   *   dropped some (ENOBUFS) or a datagram did not fit its slot (then it is
+   *   lost too, and reported the same way).
    * @throws {NetlinkError} On other receive errors.
    */
   drain(): { messages: NlMessage[]; overrun: boolean } {
     this.#check("read netlink events");
+    const b = this.#batch ??= drainBatch(this.#libc);
     const messages: NlMessage[] = [];
     let overrun = false;
-    for (let i = 0; i < 4096; i++) {
-      let d: Uint8Array | null;
-      try {
-        d = this.#recvOnce();
-      } catch (e) {
-        if (e instanceof NetlinkError && e.errno === ENOBUFS) {
+    for (let calls = 0; calls < 4096; calls++) {
+      const n = this.#libc.fn.recvmmsg(this.#fd, b.headers, DRAIN_BATCH, MSG_DONTWAIT, null);
+      if (n < 0) {
+        const errno = this.#libc.errno();
+        if (errno === EINTR) continue;
+        if (errno === EAGAIN) break;
+        if (errno === ENOBUFS) {
           overrun = true;
           continue;
         }
-        throw e;
+        throw new NetlinkError(errno, "recvmmsg");
       }
-      if (d === null) break;
-      for (const m of parseMessages(d)) messages.push(m);
+      for (let i = 0; i < n; i++) {
+        const h = i * MMSGHDR;
+        if (b.view.getUint32(h + MSG_FLAGS, true) & MSG_TRUNC) {
+          overrun = true; // the rest of the datagram is gone: as good as dropped
+          continue;
+        }
+        const len = b.view.getUint32(h + MSG_LEN, true);
+        const at = i * DRAIN_SLOT;
+        for (const m of parseMessages(b.data.slice(at, at + len))) messages.push(m);
+      }
+      if (n < DRAIN_BATCH) break;
     }
     return { messages, overrun };
   }
+}
+
+/** Datagrams read per `recvmmsg` in {@link NetlinkSocket.drain}. */
+export const DRAIN_BATCH = 32;
+/** Room for one notification datagram (link notifications are the largest, a few KiB). */
+const DRAIN_SLOT = 32 * 1024;
+const MSG_DONTWAIT = 0x40;
+/** `struct mmsghdr`: `struct msghdr` (56 bytes on 64-bit Linux) and `msg_len`, padded. */
+const MMSGHDR = 64;
+const IOVEC = 16;
+/** Offset of `msg_hdr.msg_flags` in a `struct mmsghdr`. */
+const MSG_FLAGS = 48;
+/** Offset of `msg_len` in a `struct mmsghdr`. */
+const MSG_LEN = 56;
+
+/** The buffers of one `recvmmsg`: headers with one iovec each, pointing at the slots of `data`. */
+interface DrainBatch {
+  readonly headers: Uint8Array;
+  readonly view: DataView;
+  readonly data: Uint8Array;
+}
+
+function drainBatch(libc: Libc): DrainBatch {
+  const headers = new Uint8Array(new ArrayBuffer(DRAIN_BATCH * (MMSGHDR + IOVEC)));
+  const data = new Uint8Array(new ArrayBuffer(DRAIN_BATCH * DRAIN_SLOT));
+  const view = new DataView(headers.buffer);
+  const base = libc.addressOf(headers);
+  const dataBase = libc.addressOf(data);
+  for (let i = 0; i < DRAIN_BATCH; i++) {
+    const h = i * MMSGHDR;
+    const iov = DRAIN_BATCH * MMSGHDR + i * IOVEC;
+    view.setBigUint64(h + 16, BigInt(base + iov), true); // msg_iov
+    view.setBigUint64(h + 24, 1n, true); // msg_iovlen
+    view.setBigUint64(iov, BigInt(dataBase + i * DRAIN_SLOT), true); // iov_base
+    view.setBigUint64(iov + 8, BigInt(DRAIN_SLOT), true); // iov_len
+  }
+  return { headers, view, data };
 }

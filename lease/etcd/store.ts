@@ -12,10 +12,12 @@
  * - list: one range over the prefix. Expiry of a lease this store granted or
  *   already looked up is exact. For others etcd tells the TTL only one lease
  *   per request (5000 took 1.1–2.2 s here, most of it etcd CPU), so up to
- *   `maxTtlLookups` (default 64) unknown leases are looked up per list or
- *   watch batch and the rest are reported as `now + ttlMs` until a later call
- *   looks them up. Only this host's own expiry drives renewals, and that one
- *   is always exact.
+ *   `maxTtlLookups` (default 64) unknown leases are looked up per list and
+ *   the rest are reported as `now + ttlMs` until a later list looks them up.
+ *   The watch looks nothing up (its events report `now + ttlMs` for leases
+ *   it does not know): with N agents every lease change would otherwise
+ *   cost etcd N requests. Only this host's own expiry drives renewals, and
+ *   that one is always exact.
  * - watch: from `revision + 1` over the prefix with progress notifications;
  *   a broken or silent stream is resumed by the client from the revision
  *   after the last one delivered (logged and counted here); a compacted start
@@ -67,7 +69,7 @@ export interface EtcdStoreOptions {
   readonly keyFile?: string;
   /** Per-request timeout in ms (default 5000). */
   readonly requestTimeoutMs?: number;
-  /** TTL lookups per list or watch batch for leases not granted here (default 64). */
+  /** TTL lookups per list for leases not granted here (default 64). */
   readonly maxTtlLookups?: number;
   /** Reconnect a watch that received nothing for this long (default 15 min). */
   readonly watchIdleTimeoutMs?: number;
@@ -372,8 +374,9 @@ export function createEtcdRegistry(options: EtcdStoreOptions): EtcdLeaseRegistry
           }
           continue;
         }
-        const puts = res.events.filter((e) => e.type === "put").map((e) => e.kv);
-        await lookUpExpiries(puts, signal);
+        // No TTL lookups here: a watch event is another host's lease (its
+        // exact expiry drives nothing), and a lookup per event would cost
+        // every agent one request per change in the cluster.
         const now = clock.now();
         const events: RawEvent[] = [];
         for (const e of res.events) {

@@ -5,10 +5,10 @@
  * numbers to `.bench/latest.json`.
  *
  * `deno task bench [section …]` runs only the named sections:
- * store, etcd-client, reconcile, netlink, kube, kube-config, checksum, udp, lab, udp-lab, aws,
- * gce, dist, outage-load;
- * `churn` (10 minutes: the reliability churn for 5 minutes per backend) runs
- * only when named.
+ * store, etcd-client, reconcile, netlink, kube, kube-config, checksum, udp, lab, repair, udp-lab,
+ * aws, gce, dist, outage-load, scale, store-load;
+ * `churn` (10 minutes: the reliability churn for 5 minutes per backend) and
+ * `event-cost` (one lease event's CPU per layer) run only when named.
  *
  * Needs root (network-namespace labs) like the tests; touches nothing
  * outside the namespaces it creates.
@@ -21,6 +21,7 @@ import * as os from "node:os";
 import process from "node:process";
 import { runtimeVersion } from "../../core/runtime.ts";
 import { benchGceCalls, benchGceLoad, reportGce } from "./gce_bench.ts";
+import { scaleSections } from "./scale_sections.ts";
 
 // deno-lint-ignore no-explicit-any
 type Any = any;
@@ -207,6 +208,20 @@ const sections: Section[] = [
     ],
   },
   {
+    name: "repair",
+    run: async () => {
+      const m = await import("./repair_bench.ts");
+      return { repair: await m.benchRepair({ rounds: 10 }) };
+    },
+    report: (r: Any) => [
+      `datapath repaired after deletion by hand (${r.repair.rounds} rounds each): ${
+        Object.entries(r.repair.kinds).map(([k, v]: [string, Any]) =>
+          `${k} p50 ${fmt(v.p50Ms, 0)} / p99 ${fmt(v.p99Ms, 0)} ms`
+        ).join("; ")
+      } (goal p99 ≤ 1000: ${goal(r.repair.worstP99Ms <= 1000)})`,
+    ],
+  },
+  {
     name: "udp-lab",
     run: async () => {
       const m = await import("./udp_lab_bench.ts");
@@ -305,6 +320,8 @@ const sections: Section[] = [
       ),
   },
 ];
+
+sections.push(...scaleSections);
 
 sections.push({
   name: "aws",
