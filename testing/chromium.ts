@@ -12,6 +12,7 @@ import { spawn } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
+import process from "node:process";
 
 /** The Debian package's browser. */
 export const CHROMIUM_BIN = "/usr/bin/chromium";
@@ -64,14 +65,30 @@ export async function openPage(
     `--remote-debugging-port=${port}`,
     `--window-size=${options.width ?? 1100},${options.height ?? 720}`,
     url,
-  ], { stdio: ["ignore", "ignore", "pipe"] });
+  ], { stdio: ["ignore", "ignore", "pipe"], detached: true });
   let stderr = "";
   child.stderr!.on("data", (d) => (stderr = (stderr + d).slice(-4000)));
   const exited = new Promise<void>((resolve) => child.on("exit", () => resolve()));
+  // its own process group: the renderer and helper processes go with it
   const kill = async () => {
-    child.kill("SIGKILL");
+    try {
+      process.kill(-child.pid!, "SIGKILL");
+    } catch {
+      // already gone
+    }
     await exited;
-    fs.rmSync(profile, { recursive: true, force: true });
+    // a helper may still be flushing into the profile for a moment after the kill
+    for (let i = 0;; i++) {
+      try {
+        fs.rmSync(profile, { recursive: true, force: true });
+        return;
+      } catch (e) {
+        if (i >= 20) {
+          throw new Error(`Cannot remove Chromium's profile ${profile}: ${(e as Error).message}`);
+        }
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
   };
   try {
     const wsUrl = await pageSocketUrl(port, url, () => stderr);
