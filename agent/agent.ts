@@ -333,6 +333,8 @@ export function createAgent(deps: AgentDeps): Agent {
         config,
         lease: registration?.lease,
         peers: [...follower.peers.values()],
+        peerChangedAt: follower.changedAt,
+        peerStates: registration?.network.peerStates?.(),
         backendType: config?.backendType,
         extIface,
         storeName: deps.store.name,

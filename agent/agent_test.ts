@@ -354,10 +354,14 @@ Deno.test("agent hands peers to the backend and leaves its own lease out", async
     const last = a.peersSeen[a.peersSeen.length - 1];
     assert.deepEqual(last.map((l) => l.attrs.publicIP), ["192.0.2.11"]);
     assert.equal(a.metrics.gauge("weft_peers", "").get(), 1);
+    const seenAt = [...a.agent.status().peerChangedAt!];
+    assert.deepEqual(seenAt.map(([k]) => k), [formatIPv4Net(b.agent.status().lease!.subnet!)]);
+    assert.ok(seenAt[0][1] <= clock.now() && seenAt[0][1] > 0, `changedAt ${seenAt[0][1]}`);
     await b.stop();
     await reg.delete(leaseKey(b.agent.status().lease!));
     await until(clock, () => a.agent.status().peers.length === 0, "b gone");
     assert.deepEqual(a.peersSeen[a.peersSeen.length - 1], []);
+    assert.equal(a.agent.status().peerChangedAt!.size, 0);
   } finally {
     await a.stop();
   }

@@ -13,7 +13,7 @@ import { type LinkedController, linkedController, sleepQuietly } from "../core/a
 import { formatSubnetPair } from "../core/ip.ts";
 import type { Logger } from "../core/log.ts";
 import { leaseKey } from "../lease/kv_store.ts";
-import type { LeaseEvent, LeaseStore } from "../lease/types.ts";
+import type { Lease, LeaseEvent, LeaseStore } from "../lease/types.ts";
 import type { AgentMetrics } from "./metrics.ts";
 import type { PeerSync } from "./peer_sync.ts";
 import { type OwnLease, PeerSet, type PeerUpdate, reducePeers } from "./peers.ts";
@@ -48,6 +48,8 @@ export interface PeerFollowerOptions {
 export class PeerFollower {
   readonly #options: PeerFollowerOptions;
   #peers: PeerSet = PeerSet.EMPTY;
+  /** When each peer (by `formatSubnetPair`) was added or last changed, ms since the epoch. */
+  readonly #changedAt = new Map<string, number>();
   #round: LinkedController | undefined;
 
   constructor(options: PeerFollowerOptions) {
@@ -57,6 +59,11 @@ export class PeerFollower {
   /** The peer set as last reduced. */
   get peers(): PeerSet {
     return this.#peers;
+  }
+
+  /** When each peer (keyed by `formatSubnetPair(lease)`) was added or last changed. */
+  get changedAt(): ReadonlyMap<string, number> {
+    return this.#changedAt;
   }
 
   /**
@@ -117,11 +124,41 @@ export class PeerFollower {
     const update = reducePeers(before, this.#options.own(), events);
     this.#peers = update.peers;
     metrics.peers.set(update.peers.size);
+    this.#noteChanges(before, update);
     if (!update.snapshot) logChanges(logger, before, update);
     if (update.lost !== null) this.#options.onLost(update.lost);
     if (update.snapshot) sync.requestWholeSet();
     else sync.requestChanges(update.changes);
   }
+
+  #noteChanges(before: PeerSet, update: PeerUpdate): void {
+    const now = this.#options.clock.now();
+    if (update.snapshot) {
+      // keep the times of peers listed again unchanged; new or changed ones are new
+      const seen = new Set<string>();
+      for (const lease of update.peers.values()) {
+        const key = formatSubnetPair(lease);
+        seen.add(key);
+        const old = before.get(leaseKey(lease));
+        if (!this.#changedAt.has(key) || !sameLease(old, lease)) this.#changedAt.set(key, now);
+      }
+      for (const key of [...this.#changedAt.keys()]) {
+        if (!seen.has(key)) this.#changedAt.delete(key);
+      }
+      return;
+    }
+    for (const change of update.changes) {
+      const key = formatSubnetPair(change.lease);
+      if (change.type === "removed") this.#changedAt.delete(key);
+      else this.#changedAt.set(key, now);
+    }
+  }
+}
+
+/** Whether a lease says the same as before (attributes and subnets). */
+function sameLease(a: Lease | undefined, b: Lease): boolean {
+  return a !== undefined && formatSubnetPair(a) === formatSubnetPair(b) &&
+    JSON.stringify(a.attrs) === JSON.stringify(b.attrs);
 }
 
 function logChanges(logger: Logger, before: PeerSet, update: PeerUpdate): void {

@@ -10,7 +10,7 @@ import type { Registry as Metrics } from "../core/metrics.ts";
 import type { Clock } from "../core/clock.ts";
 import type { NetworkConfig } from "../lease/config.ts";
 import type { Lease, LeaseStore } from "../lease/types.ts";
-import type { Backend } from "../backends/types.ts";
+import type { Backend, PeerKernelState } from "../backends/types.ts";
 import type { ExternalInterface } from "../datapath/iface.ts";
 import type { AgentStateName } from "./state.ts";
 
@@ -85,6 +85,13 @@ export interface AgentStatus {
   readonly config?: NetworkConfig;
   readonly lease?: Lease;
   readonly peers: readonly Lease[];
+  /** When each peer (keyed by `formatSubnetPair(lease)`) was added or last changed, ms since the epoch. */
+  readonly peerChangedAt?: ReadonlyMap<string, number>;
+  /**
+   * Whether each peer's kernel state is in place (keyed as `peerChangedAt`),
+   * when the backend tells (see `Network.peerStates`).
+   */
+  readonly peerStates?: ReadonlyMap<string, PeerKernelState>;
   readonly backendType?: string;
   /** The external interface, once picked. */
   readonly extIface?: ExternalInterface;

@@ -1,8 +1,9 @@
 /**
  * The status API (hono): `/healthz`, `/readyz`, `/metrics`, `/v1/lease`,
  * `/v1/leases`, `/v1/status` (both families: `network` and `ipv6Network`,
- * `publicIP` and `publicIPv6`, the lease's `subnet` and `ipv6Subnet`) and a
- * small status page at `/`. Served only when
+ * `publicIP` and `publicIPv6`, the lease's `subnet` and `ipv6Subnet`),
+ * `/v1/overview` (node, peers with their kernel state, recent events) and
+ * the status page at `/` (./page.ts). Served only when
  * `--healthz-port` is set, on `--healthz-ip` (127.0.0.1 by default).
  *
  * @module
@@ -13,6 +14,8 @@ import type { AgentStatus } from "../agent/agent.ts";
 import { formatIPv4Net, formatIPv6Net } from "../core/ip.ts";
 import type { Lease } from "../lease/types.ts";
 import type { Registry as Metrics } from "../core/metrics.ts";
+import type { EventRing } from "../core/events.ts";
+import { byAddress, overviewOf, renderLive, renderPage } from "./page.ts";
 
 /** A lease as the API shows it (`subnet` absent for an IPv6-only lease). */
 export interface LeaseView {
@@ -43,25 +46,10 @@ export function leaseView(lease: Lease): LeaseView {
 }
 
 /**
- * Peers in address order (10.5.2.0 before 10.5.10.0), as people read them;
- * by IPv4 subnet, then IPv6 subnet (IPv6-only leases after the others).
- */
-const byAddress = (leases: readonly Lease[]): Lease[] => {
-  const cmp = <T extends number | bigint>(x: T | undefined, y: T | undefined) =>
-    x === y ? 0 : x === undefined ? 1 : y === undefined ? -1 : x < y ? -1 : 1;
-  return [...leases].sort((a, b) =>
-    cmp(a.subnet?.ip, b.subnet?.ip) || cmp(a.subnet?.prefixLen, b.subnet?.prefixLen) ||
-    cmp(a.ipv6Subnet?.ip, b.ipv6Subnet?.ip) || cmp(a.ipv6Subnet?.prefixLen, b.ipv6Subnet?.prefixLen)
-  );
-};
-
-const escape = (s: string) =>
-  s.replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]!);
-
-/**
  * Build the status app.
  *
- * @param source Where status and metrics come from (the agent and its registry).
+ * @param source Where status and metrics come from (the agent and its
+ *   registry), the recent events (`events`) and the time (`now`).
  * @returns A hono app; serve `app.fetch`, or test with `app.request("/readyz")`.
  * @example
  * ```ts
@@ -73,8 +61,17 @@ export function createStatusApp(source: {
   status(): AgentStatus;
   metrics: Metrics;
   version?: string;
+  events?: EventRing;
+  now?: () => number;
 }): Hono {
   const app = new Hono();
+  const overview = () =>
+    overviewOf(
+      source.status(),
+      source.events?.recent() ?? [],
+      source.version,
+      (source.now ?? Date.now)(),
+    );
   app.get("/healthz", (c) => c.text("ok\n"));
   app.get("/readyz", (c) => {
     const s = source.status();
@@ -117,38 +114,8 @@ export function createStatusApp(source: {
       peers: s.peers.length,
     });
   });
-  app.get("/", (c) => {
-    const s = source.status();
-    const rows = [
-      ...(s.lease ? [{ l: s.lease, self: true }] : []),
-      ...byAddress(s.peers).map((l) => ({ l, self: false })),
-    ].map(({ l, self }) => {
-      const v = leaseView(l);
-      const subnets = [v.subnet, v.ipv6Subnet].filter((x) => x !== undefined).join(" ");
-      const ips = [v.publicIP, v.publicIPv6].filter((x) => x).join(" ");
-      return `<tr${self ? ' class="self"' : ""}><td>${escape(subnets)}</td><td>${
-        escape(ips)
-      }</td><td>${escape(v.backendType ?? "")}</td><td>${
-        escape(v.expiration ?? "never")
-      }</td></tr>`;
-    }).join("");
-    return c.html(
-      `<!doctype html><meta charset="utf-8"><title>weft</title>` +
-        `<style>body{font:14px system-ui;margin:2em}td,th{padding:2px 10px;text-align:left}.self{font-weight:bold}</style>` +
-        `<h1>weft ${escape(source.version ?? "")}</h1>` +
-        `<p>${s.ready ? "ready" : `not ready: ${escape(s.reason ?? "")}`} · store ${
-          escape(s.storeName)
-        } · backend ${escape(s.backendType ?? "?")} · ${
-          escape(
-            s.extIface
-              ? [s.extIface.name, s.extIface.extAddr, s.extIface.extV6Addr ?? ""].filter((x) => x)
-                .join(" ")
-              : "no interface yet",
-          )
-        }</p>` +
-        `<table><tr><th>subnet</th><th>public IP</th><th>backend</th><th>expires</th></tr>${rows}</table>` +
-        `<p><a href="/metrics">metrics</a> · <a href="/v1/leases">/v1/leases</a></p>`,
-    );
-  });
+  app.get("/v1/overview", (c) => c.json(overview()));
+  app.get("/v1/overview.html", (c) => c.html(renderLive(overview())));
+  app.get("/", (c) => c.html(renderPage(overview())));
   return app;
 }

@@ -4,6 +4,9 @@ import { parseNetworkConfig } from "../lease/config.ts";
 import { parseIPv4Net, parseIPv6Net } from "../core/ip.ts";
 import type { Lease } from "../lease/types.ts";
 import { createStatusApp, leaseView } from "./app.ts";
+import { ago } from "./page.ts";
+import { EventRing } from "../core/events.ts";
+import type { PeerKernelState } from "../backends/types.ts";
 import { Registry } from "../core/metrics.ts";
 
 const extIface = {
@@ -274,7 +277,7 @@ Deno.test("GET / renders an HTML page with self first, peers in order and text e
     html.includes("not ready: store said &lt;b&gt;&quot;no&quot;&lt;/b&gt; &amp; closed"),
     html,
   );
-  assert.ok(html.includes("backend &lt;vxlan&gt;"));
+  assert.ok(html.includes("<dt>backend</dt><dd>&lt;vxlan&gt;</dd>"), html);
   assert.ok(html.includes("<td>&lt;img src=x&gt;</td>"));
   assert.ok(!html.includes("<img"), "no markup from data");
   assert.ok(!html.includes("<b>"), "no markup from data");
@@ -282,7 +285,82 @@ Deno.test("GET / renders an HTML page with self first, peers in order and text e
   assert.ok(order.every((i) => i > 0), String(order));
   assert.deepEqual([...order].sort((a, b) => a - b), order, "self, then peers by address");
   assert.ok(html.includes('<tr class="self"><td>10.5.3.0/24</td>'));
-  assert.ok(html.includes("<td>never</td>"), "a lease without expiry");
+  assert.ok(html.includes("<td>this node</td>"), "the own row says so");
+  assert.ok(html.includes("<script>"), "the page updates itself");
+});
+
+Deno.test("GET /v1/overview and the page show each peer's last change, kernel state and the recent events", async () => {
+  const ring = new EventRing({ now: () => Date.UTC(2030, 0, 1, 0, 0, 0) });
+  let status: AgentStatus = {
+    ready: true,
+    state: "ready",
+    reason: null,
+    peers: [
+      lease("10.5.2.0/24", "192.0.2.2"),
+      lease("10.5.4.0/24", "192.0.2.4"),
+      lease("10.5.6.0/24", "192.0.2.6"),
+    ],
+    peerChangedAt: new Map([["10.5.2.0/24", Date.UTC(2030, 0, 1, 0, 0, 0) - 125_000]]),
+    peerStates: new Map<string, PeerKernelState>([
+      ["10.5.2.0/24", { state: "applied" }],
+      ["10.5.4.0/24", { state: "failed", detail: "ENOBUFS <x>" }],
+    ]),
+    lease: lease("10.5.3.0/24", "192.0.2.1"),
+    backendType: "vxlan",
+    extIface,
+    storeName: "etcd",
+  };
+  const app = createStatusApp({
+    status: () => status,
+    metrics: new Registry(),
+    events: ring,
+    now: () => Date.UTC(2030, 0, 1, 0, 0, 0),
+  });
+  ring.record("info", "peer added", { subnet: "10.5.2.0/24" });
+  ring.record("warn", "could not write peer state", { peer: "10.5.4.0/24", error: "ENOBUFS" });
+  const o = await (await app.request("/v1/overview")).json();
+  assert.equal(o.node.ready, true);
+  assert.equal(o.node.lease.subnet, "10.5.3.0/24");
+  assert.deepEqual(
+    o.peers.map((
+      p: { subnet: string; changedAt: string | null; kernel: unknown },
+    ) => [p.subnet, p.changedAt, p.kernel]),
+    [
+      ["10.5.2.0/24", "2029-12-31T23:57:55.000Z", { state: "applied" }],
+      ["10.5.4.0/24", null, { state: "failed", detail: "ENOBUFS <x>" }],
+      ["10.5.6.0/24", null, null],
+    ],
+  );
+  assert.deepEqual(o.events.map((e: { msg: string }) => e.msg), [
+    "could not write peer state",
+    "peer added",
+  ]);
+  const live = await (await app.request("/v1/overview.html")).text();
+  assert.ok(!live.startsWith("<!doctype"), "the live part only");
+  assert.ok(live.includes("2 min ago"), live);
+  assert.ok(live.includes('<td class="k-applied">✓ in place</td>'), live);
+  assert.ok(live.includes('✗ failed<div class="detail">ENOBUFS &lt;x&gt;</div>'), live);
+  assert.ok(live.includes('<td class="muted">not reported</td>'), live);
+  assert.ok(
+    live.includes('<strong>peer added</strong> <span class="f">subnet=10.5.2.0/24</span>'),
+    live,
+  );
+  assert.ok(live.indexOf("could not write") < live.indexOf("peer added"), "newest first");
+  status = { ...status, peers: [...status.peers, lease("10.5.7.0/24", "192.0.2.7")] };
+  assert.ok((await (await app.request("/")).text()).includes("10.5.7.0/24"));
+});
+
+Deno.test("ago() says how long ago in people's units", () => {
+  const now = "2030-01-01T12:00:00.000Z";
+  const at = (s: number) => new Date(Date.parse(now) - s * 1000).toISOString();
+  assert.deepEqual([0, 89, 600, 7200, 200_000].map((s) => ago(at(s), now)), [
+    "0 s ago",
+    "89 s ago",
+    "10 min ago",
+    "2 h ago",
+    "2 d ago",
+  ]);
+  assert.equal(ago(null, now), "");
 });
 
 Deno.test("unknown paths answer 404", async () => {

@@ -42,6 +42,17 @@ export type PeerChange =
   | { readonly type: "added"; readonly lease: Lease }
   | { readonly type: "removed"; readonly lease: Lease };
 
+/**
+ * Whether the kernel (or cloud) state for one peer is in place, as the
+ * status page shows it: `applied` (written, no failure since), `failed`
+ * (the last write failed; `detail` says why, a retry is scheduled),
+ * `skipped` (the backend cannot serve this peer; `detail` says why).
+ */
+export interface PeerKernelState {
+  readonly state: "applied" | "failed" | "skipped";
+  readonly detail?: string;
+}
+
 /** A registered network: this host's lease plus the means to reach peers. */
 export interface Network {
   /** This host's lease. */
@@ -69,6 +80,11 @@ export interface Network {
   run(signal: AbortSignal): Promise<void>;
   /** Why the datapath is not ready yet, or `null` when it is. */
   notReadyReason?(): string | null;
+  /**
+   * Per peer, keyed by `formatSubnetPair(lease)`, whether its state is in
+   * place. Optional: backends that cannot tell leave it out.
+   */
+  peerStates?(): ReadonlyMap<string, PeerKernelState>;
 }
 
 /** A backend type. */

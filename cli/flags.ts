@@ -595,6 +595,8 @@ export function helpText(): string {
     "       weft detach <netns>     undo attach",
     "       weft docker-opts [-d file] [-k key] [-c] [-m] [-i]",
     "                               docker options from subnet.env (flannel's mk-docker-opts.sh)",
+    "       weft doctor [flags]     check this host (sysctls, MTU, ports, routes, store, clock, peers)",
+    "       weft status [flags]     the lease table: from --healthz-port's API, else from the store",
     "",
     "Every flag can also be set as FLANNELD_<FLAG> (e.g. FLANNELD_ETCD_ENDPOINTS) when not given.",
     "Store: --kube-subnet-mgr → Kubernetes; --etcd-endpoints given → etcd; --lease-file given (or that",

@@ -14,6 +14,7 @@ import { createAgent } from "../agent/agent.ts";
 import { createStatusApp } from "../api/app.ts";
 import { type HttpServer, runtimeVersion, serveHttp } from "../core/runtime.ts";
 import { createLogger, type Logger } from "../core/log.ts";
+import { EventRing, recordingLogger } from "../core/events.ts";
 import { Registry } from "../core/metrics.ts";
 import type { NetworkConfig } from "../lease/config.ts";
 import {
@@ -121,11 +122,21 @@ export async function main(
   if (command === "attach" || command === "detach") {
     return await podCommand(command, rest, flags, io, logger);
   }
+  if ((command === "doctor" || command === "status") && rest.length === 0) {
+    // their own output is the answer: the store's info lines would only clutter it
+    const quiet = createLogger({ format: flags.logFormat as "text" | "json", level: "warn" });
+    if (command === "doctor") {
+      const { doctorCommand } = await import("./doctor.ts");
+      return await doctorCommand(flags, env, io, quiet);
+    }
+    const { statusCommand } = await import("./status.ts");
+    return await statusCommand(flags, env, io, quiet);
+  }
   if (command !== undefined) {
     io.stderr(
       `weft: unexpected argument ${
         JSON.stringify(command)
-      } (commands: attach, detach, docker-opts; run weft --help)`,
+      } (commands: attach, detach, docker-opts, doctor, status; run weft --help)`,
     );
     return 2;
   }
@@ -171,10 +182,13 @@ function interfacePicker(
 async function runAgent(
   flags: Flags,
   env: Record<string, string | undefined>,
-  logger: Logger,
+  baseLogger: Logger,
   parent: AbortSignal | undefined,
   notify: (state: NotifyState) => Promise<unknown>,
 ): Promise<number> {
+  // what the agent, its store and backends log at info and above is the status page's events
+  const events = new EventRing({ capacity: 200 });
+  const logger = recordingLogger(baseLogger, events);
   const metrics = new Registry();
   const stop = stopOnSignals(logger, parent);
   const table = backendTable();
@@ -224,7 +238,12 @@ async function runAgent(
       metrics,
     });
     if (flags.healthzPort > 0) {
-      const app = createStatusApp({ status: () => agent.status(), metrics, version: VERSION });
+      const app = createStatusApp({
+        status: () => agent.status(),
+        metrics,
+        version: VERSION,
+        events,
+      });
       try {
         server = await serveHttp({
           hostname: flags.healthzIp,

@@ -31,12 +31,12 @@ Deno.test("main() returns 2 with one line on stderr for usage errors", async () 
     [
       ["run"],
       {},
-      `weft: unexpected argument "run" (commands: attach, detach, docker-opts; run weft --help)`,
+      `weft: unexpected argument "run" (commands: attach, detach, docker-opts, doctor, status; run weft --help)`,
     ],
     [
       ["--ip-masq", "false"],
       {},
-      `weft: unexpected argument "false" (commands: attach, detach, docker-opts; run weft --help)`,
+      `weft: unexpected argument "false" (commands: attach, detach, docker-opts, doctor, status; run weft --help)`,
     ],
     [["attach"], {}, "weft: usage: weft attach <netns name or path> [--subnet-file path]"],
     [

@@ -46,6 +46,8 @@ want systemd-analyze systemd
 want setpriv util-linux
 want unshare util-linux
 want python3 python3
+want chromium chromium    # the status page test (DevTools protocol, headless)
+want ethtool ethtool      # weft doctor reads the vxlan device's checksum offload
 if [ -n "$need" ]; then
   echo "setup: installing$need" >&2
   export DEBIAN_FRONTEND=noninteractive

@@ -43,7 +43,7 @@ import type { Lease } from "../../lease/types.ts";
 import { NetlinkBatchError, NetlinkError } from "../../datapath/netlink/error.ts";
 import type { ApplyResult, Drift, EntryFailure } from "../../datapath/types.ts";
 import { Repairs, type RepairWork } from "../repair.ts";
-import type { BackendContext, Network, PeerChange } from "../types.ts";
+import type { BackendContext, Network, PeerChange, PeerKernelState } from "../types.ts";
 
 /**
  * A peer's entries (with `partial`: why some of them are missing, e.g. a
@@ -149,6 +149,11 @@ class SkipWarner {
 
   constructor(readonly logger: Logger) {}
 
+  /** Why `key` is skipped, if it is. */
+  reason(key: string): string | undefined {
+    return this.#warned.get(key);
+  }
+
   skip(key: string, lease: Lease, reason: string, message = "skipping peer lease"): void {
     if (this.#warned.get(key) === reason) return;
     this.#warned.set(key, reason);
@@ -221,6 +226,10 @@ export function routedNetwork<E>(
   const desired = new Map<string, E>();
   const warner = new SkipWarner(log);
   const serial = new Serial();
+  /** Peers whose last write failed, with the error (for `peerStates`). */
+  const failedKeys = new Map<string, string>();
+  /** A failure of the last full sync that names no peer (all peers are in doubt). */
+  let unkeyedFailure: string | null = null;
   const idle = new AbortController().signal;
 
   /** A peer's entries (null: none), warning about a skipped peer once. */
@@ -268,7 +277,17 @@ export function routedNetwork<E>(
     peersCount: number,
     startedAt: number,
     cpuAt: number,
+    keys: Iterable<string> | null,
   ): SyncResult => {
+    // keys: what this write covered (null: everything)
+    if (keys === null) {
+      failedKeys.clear();
+      unkeyedFailure = null;
+    } else for (const k of keys) failedKeys.delete(k);
+    for (const f of r.failures) {
+      if (f.key !== undefined) failedKeys.set(f.key, f.error.message);
+      else unkeyedFailure = f.error.message;
+    }
     if (r.written + r.deleted + r.failures.length > 0) {
       const fields = {
         peers: peersCount,
@@ -309,7 +328,14 @@ export function routedNetwork<E>(
       if (e !== null) desired.set(k, e);
     }
     warner.retain(peers);
-    return finish(await target.sync(desired, signal), "synced", desired.size, startedAt, cpuAt);
+    return finish(
+      await target.sync(desired, signal),
+      "synced",
+      desired.size,
+      startedAt,
+      cpuAt,
+      null,
+    );
   };
 
   const incremental = async (keys: Iterable<string>, signal: AbortSignal): Promise<SyncResult> => {
@@ -324,6 +350,7 @@ export function routedNetwork<E>(
       desired.size,
       startedAt,
       cpuAt,
+      changes.keys(),
     );
   };
 
@@ -378,6 +405,24 @@ export function routedNetwork<E>(
     release: (signal) => serial.run(() => setup.release?.(signal ?? idle) ?? Promise.resolve()),
     run: (signal) => repairs.run(signal),
     notReadyReason: () => target.notReadyReason?.() ?? null,
+    peerStates: () => {
+      const states = new Map<string, PeerKernelState>();
+      for (const k of peers.keys()) {
+        const skipped = warner.reason(k);
+        const failed = failedKeys.get(k) ?? unkeyedFailure;
+        states.set(
+          k,
+          skipped !== undefined
+            ? { state: "skipped", detail: skipped }
+            : failed !== null
+            ? { state: "failed", detail: failed }
+            : desired.has(k)
+            ? { state: "applied" }
+            : { state: "failed", detail: "not written yet" },
+        );
+      }
+      return states;
+    },
   };
 }
 

@@ -330,3 +330,24 @@ Deno.test("a target's own schedule (nextSyncInMs) drives full syncs, only once t
     await running;
   }
 });
+
+Deno.test("peerStates says per peer whether its state is applied, failed (and why) or skipped", async () => {
+  const h = kernelSetup();
+  const states = () =>
+    Object.fromEntries(
+      [...h.network.peerStates!()].map(([k, s]) => [k, `${s.state} ${s.detail ?? ""}`.trim()]),
+    );
+  h.dp.failKey("10.5.3.0/24", 105);
+  await assert.rejects(h.network.syncPeers([OWN, peer(2), peer(3), peer(5, "vxlan")]), /ENOBUFS/);
+  const before = states();
+  assert.equal(before["10.5.2.0/24"], "applied");
+  assert.match(before["10.5.3.0/24"], /^failed .*ENOBUFS/);
+  assert.match(before["10.5.5.0/24"], /^skipped .*vxlan/);
+  assert.equal(Object.keys(before).length, 3, "the own lease is no peer");
+  h.dp.failKey("10.5.3.0/24", 0);
+  await h.network.updatePeers!([
+    { type: "added", lease: peer(3) },
+    { type: "removed", lease: peer(2) },
+  ]);
+  assert.deepEqual(states(), { "10.5.3.0/24": "applied", "10.5.5.0/24": before["10.5.5.0/24"] });
+});

@@ -42,7 +42,7 @@ import {
   RT_SCOPE_UNIVERSE,
 } from "../../datapath/types.ts";
 import { openTun } from "../../datapath/tun.ts";
-import type { Backend, BackendContext, Network } from "../types.ts";
+import type { Backend, BackendContext, Network, PeerKernelState } from "../types.ts";
 import { Repairs } from "../repair.ts";
 import { ensureDevices } from "../routed/target.ts";
 import { openUdpSocket, type SocketIoMode } from "./io.ts";
@@ -340,6 +340,10 @@ async function registerUdp(options: UdpBackendOptions, ctx: BackendContext): Pro
   const record = metricsSink(udpMetrics(ctx.metrics));
   let routes: PeerRoute[] = [];
   let skippedKeys = new Set<string>();
+  /** The peers skipped by the last sync, with why (for `peerStates`). */
+  let skipped = new Map<string, string>();
+  /** The peers routed by the last sync, by `formatSubnetPair`. */
+  let routedKeys: string[] = [];
   let worker: UdpWorker | undefined;
 
   const syncPeers = (peers: readonly Lease[]): Promise<void> => {
@@ -353,6 +357,8 @@ async function registerUdp(options: UdpBackendOptions, ctx: BackendContext): Pro
       }
     }
     skippedKeys = keys;
+    skipped = new Map(r.skipped.map((x) => [formatSubnetPair(x.lease), x.reason]));
+    routedKeys = peers.map(formatSubnetPair).filter((k) => !skipped.has(k));
     routes = r.routes;
     worker?.setRoutes(routes);
     return Promise.resolve();
@@ -444,5 +450,19 @@ async function registerUdp(options: UdpBackendOptions, ctx: BackendContext): Pro
     syncPeers,
     run,
     notReadyReason: () => (worker ? null : "udp packet engine is not running"),
+    peerStates: () => {
+      // a route is in place once the running engine has it (setRoutes hands it over at once)
+      const states = new Map<string, PeerKernelState>();
+      for (const k of routedKeys) {
+        states.set(
+          k,
+          worker
+            ? { state: "applied" }
+            : { state: "failed", detail: "udp packet engine is not running" },
+        );
+      }
+      for (const [k, reason] of skipped) states.set(k, { state: "skipped", detail: reason });
+      return states;
+    },
   };
 }

@@ -180,6 +180,7 @@ Deno.test("two registered hosts carry packets once peers are synced; metrics cou
   await na.syncPeers([leaseOf(nb)]);
   await nb.syncPeers([leaseOf(na)]);
   assert.equal(na.notReadyReason?.(), null);
+  assert.deepEqual([...na.peerStates!()], [["10.5.2.0/24", { state: "applied" }]]);
 
   a.io.tun.inject(packet("10.5.1.9", "10.5.2.7"));
   a.io.tun.inject(packet("10.5.1.9", "10.5.9.9")); // nobody's
@@ -228,6 +229,10 @@ Deno.test("syncPeers() warns once about a peer of another backend type", async (
   await n.syncPeers([vx]);
   await n.syncPeers([vx]);
   assert.equal(h.log.lines.filter((l) => l.includes("skipping peer")).length, 1);
+  assert.deepEqual([...n.peerStates!()], [["10.5.4.0/24", {
+    state: "skipped",
+    detail: "backend type is vxlan, not udp",
+  }]]);
 });
 
 Deno.test("run() recreates flannel0 and restarts the engine after it fails", async () => {

@@ -45,6 +45,11 @@ export interface StartAgentOptions {
    * "mount … && exec \"$@\"", "sh"]` to run it with a read-only /proc/sys.
    */
   readonly wrap?: readonly string[];
+  /**
+   * Program and arguments that run weft instead of `mod.ts` under
+   * `runtime`, e.g. `[bun, "dist/weft.js"]` or `["dist/weft"]` (a built form).
+   */
+  readonly command?: readonly string[];
 }
 
 /** One JSON log record of an agent. */
@@ -93,13 +98,10 @@ export interface AgentProcess {
 export function startAgent(lab: Lab, host: LabHost, options: StartAgentOptions = {}): AgentProcess {
   const runtime = options.runtime ?? "deno";
   const subnetFile = options.subnetFile ?? path.join(lab.dir, `${host.ns}.subnet.env`);
-  const { cmd, args } = agentCommand(runtime, [
-    "--subnet-file",
-    subnetFile,
-    "--log-format",
-    "json",
-    ...(options.args ?? []),
-  ]);
+  const flags = ["--subnet-file", subnetFile, "--log-format", "json", ...(options.args ?? [])];
+  const { cmd, args } = options.command
+    ? { cmd: options.command[0], args: [...options.command.slice(1), ...flags] }
+    : agentCommand(runtime, flags);
   const [first, ...rest] = [...(options.wrap ?? []), cmd, ...args];
   const proc = lab.spawn(host.ns, first, rest, { cwd: REPO_ROOT, env: options.env });
   const logs = (): AgentLogRecord[] => {

@@ -46,6 +46,11 @@ export interface ClusterOptions {
   readonly start?: number;
   /** Runtime of host i's agent (default: Bun for host 2, Deno for the rest). */
   readonly runtimeOf?: (hostIndex: number) => AgentRuntime;
+  /**
+   * Program and arguments that run host i's weft instead of `mod.ts` (a
+   * built form: see `StartAgentOptions.command`); undefined: from source.
+   */
+  readonly commandOf?: (hostIndex: number) => readonly string[] | undefined;
   /** Extra agent flags (`--etcd-endpoints` and `--iface eth0` are always given). */
   readonly agentArgs?: readonly string[];
   /** Add the lab's internet namespace. */
@@ -415,6 +420,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
       async startAgent(index, runtime = runtimeOf(index)) {
         const a = startLabAgent(lab, host(index), {
           runtime,
+          command: options.commandOf?.(index),
           args: [
             "--etcd-endpoints",
             cluster.agentEndpoints.join(","),
