@@ -24,36 +24,26 @@
 
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
-import * as path from "node:path";
 import { Buffer } from "node:buffer";
 import { type Cluster, ETCD_PREFIX, pingFailures, podsOf, startCluster } from "./lab/cluster.ts";
-import type { Lab, LabHost } from "./lab/lab.ts";
+import {
+  inWgMount,
+  WG_DEVICE,
+  wgKeyFile,
+  type WgPeerRow,
+  wgShow as wgShowIn,
+} from "./lab/wireguard.ts";
 import { replySeqs } from "./lab/scenarios.ts";
 import { hold, waitFor } from "../testing/wait.ts";
 
-const DEVICE = "flannel-wg";
+const DEVICE = WG_DEVICE;
 const PORT = 51820;
 /** How long each killed agent stays down in the restart step: part of the scenario. */
 const AGENT_DOWN_MS = 300;
-
-/** Host's own /var/run/wireguard. */
-function wgDir(lab: Lab, host: LabHost): string {
-  return path.join(lab.dir, `${host.ns}-wireguard`);
-}
-
-/** A command prefix: a new mount namespace with host's directory over /var/run/wireguard. */
-function inWgMount(lab: Lab, host: LabHost): string[] {
-  const dir = wgDir(lab, host);
-  fs.mkdirSync(dir, { recursive: true });
-  return ["unshare", "-m", "sh", "-c", `mount --bind ${dir} /var/run/wireguard && exec "$@"`, "sh"];
-}
-
-function keyFile(lab: Lab, host: LabHost): string {
-  return path.join(lab.dir, `${host.ns}.wgkey`);
-}
+const keyFile = wgKeyFile;
+type WgPeer = WgPeerRow;
 
 function startWgCluster(hosts: number): Promise<Cluster> {
-  fs.mkdirSync("/var/run/wireguard", { recursive: true });
   return startCluster({
     backend: "wireguard",
     prefix: "w1g",
@@ -64,27 +54,8 @@ function startWgCluster(hosts: number): Promise<Cluster> {
   });
 }
 
-/** One WireGuard peer as `wg show <dev> dump` lists it. */
-interface WgPeer {
-  readonly publicKey: string;
-  readonly endpoint: string;
-  readonly allowedIPs: string;
-  readonly keepalive: string;
-}
-
-async function wgShow(
-  c: Cluster,
-  index: number,
-): Promise<{ publicKey: string; port: number; peers: WgPeer[] }> {
-  const h = c.host(index);
-  const out = await c.lab.run(h.ns, [...inWgMount(c.lab, h), "wg", "show", DEVICE, "dump"]);
-  const [dev, ...rest] = out.trim().split("\n").map((l) => l.split("\t"));
-  return {
-    publicKey: dev[1],
-    port: Number(dev[2]),
-    peers: rest.map((p) => ({ publicKey: p[0], endpoint: p[2], allowedIPs: p[3], keepalive: p[7] }))
-      .sort((a, b) => a.allowedIPs.localeCompare(b.allowedIPs)),
-  };
+function wgShow(c: Cluster, index: number) {
+  return wgShowIn(c.lab, c.host(index));
 }
 
 /** Lease values by subnet, raw as etcd holds them. */

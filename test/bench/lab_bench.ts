@@ -112,14 +112,14 @@ const round = (x: number, digits = 2) => roundTo(x, digits);
  * Run each measurement `reps` times, reversing the order every round
  * (A B, B A, …) so a trend in the machine's load hits all sides alike.
  */
-async function interleaved(reps: number, runs: (() => Promise<unknown>)[]): Promise<void> {
+export async function interleaved(reps: number, runs: (() => Promise<unknown>)[]): Promise<void> {
   for (let r = 0; r < reps; r++) {
     for (const run of r % 2 ? [...runs].reverse() : runs) await run();
   }
 }
 
 /** An iperf3 server in `ns`, ready for clients. */
-async function iperfServer(lab: Lab, ns: string): Promise<LabProcess> {
+export async function iperfServer(lab: Lab, ns: string): Promise<LabProcess> {
   // server on CPU 1, client on CPU 0: both sides of every comparison get the same placement,
   // which takes most of the run-to-run noise of a 2-core machine out
   const p = lab.spawn(ns, "taskset", ["-c", "1", "iperf3", "-s", "--forceflush"]);
@@ -133,7 +133,12 @@ async function iperfServer(lab: Lab, ns: string): Promise<LabProcess> {
  * @returns Gbit/s received.
  * @throws {Error} When iperf3 fails.
  */
-async function iperf(lab: Lab, fromNs: string, ip: string, seconds: number): Promise<number> {
+export async function iperf(
+  lab: Lab,
+  fromNs: string,
+  ip: string,
+  seconds: number,
+): Promise<number> {
   const r = await lab.exec(fromNs, [
     "taskset",
     "-c",
@@ -159,7 +164,7 @@ async function iperf(lab: Lab, fromNs: string, ip: string, seconds: number): Pro
  * from hand-written subnet.env files (10.6.1.0/24, 10.6.2.0/24), and whose
  * hosts route to each other with `peer(lab, i, j)`'s commands.
  */
-async function handBuiltPair(
+export async function handBuiltPair(
   mtu: number,
   setup: (lab: Lab, host: number) => string[][],
   peer: (lab: Lab, host: number, other: number, macs: string[]) => string[][],
