@@ -71,12 +71,9 @@ Deno.test("readNdjson() reads a line of many megabytes spread over many chunks",
   const line = JSON.stringify({ big }) + "\n";
   const parts: string[] = [];
   for (let i = 0; i < line.length; i += 16 * 1024) parts.push(line.slice(i, i + 16 * 1024));
-  const t0 = performance.now();
   const batches = await collect(readNdjson(fixed([...parts, '{"after":true}\n'])));
-  const ms = performance.now() - t0;
   assert.equal((batches[0][0] as { big: string }).big.length, big.length);
   assert.deepEqual(batches[1], [{ after: true }]);
-  assert.ok(ms < 2000, `a 5 MB line in 320 chunks took ${ms.toFixed(0)} ms`);
 });
 
 Deno.test("readNdjson() refuses a line longer than maxLineLength, complete or not", async () => {

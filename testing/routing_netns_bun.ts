@@ -52,7 +52,7 @@ const running = hosts[0].network.run(ac.signal);
 spawnSync("ip", ["-n", ns1, "route", "del", "10.5.2.0/24"]);
 const t0 = performance.now();
 let restoredMs = -1;
-while (performance.now() - t0 < 3000) {
+while (performance.now() - t0 < 15_000) {
   const out = spawnSync("ip", ["-n", ns1, "route", "show", "10.5.2.0/24"], { encoding: "utf8" });
   if (out.stdout.includes("10.5.2.0/24 via 10.5.2.0 dev flannel.1 onlink")) {
     restoredMs = Math.round(performance.now() - t0);
@@ -64,5 +64,5 @@ ac.abort();
 await running;
 for (const h of hosts) h.dp.close();
 console.log(
-  JSON.stringify({ runtime: runtimeName, restoredMs: restoredMs < 0 ? 99999 : restoredMs }),
+  JSON.stringify({ runtime: runtimeName, restoredMs: restoredMs < 0 ? null : restoredMs }),
 );

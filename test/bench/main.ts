@@ -5,8 +5,8 @@
  * numbers to `.bench/latest.json`.
  *
  * `deno task bench [section …]` runs only the named sections:
- * store, etcd-client, reconcile, netlink, kube, kube-config, checksum, udp, lab, udp-lab, wireguard, aws,
- * gce, dist, outage-load;
+ * store, etcd-client, reconcile, netlink, kube, kube-config, checksum, udp, lab, repair, udp-lab,
+ * wireguard, aws, gce, dist, outage-load;
  * `churn` (10 minutes: the reliability churn for 5 minutes per backend) runs
  * only when named.
  *
@@ -204,6 +204,20 @@ const sections: Section[] = [
       } ms, p99 ${fmt(r.leaseToRoute.allPeersP99Ms)} ms (goal ≤ 100: ${
         goal(r.leaseToRoute.allPeersP99Ms <= 100)
       })`,
+    ],
+  },
+  {
+    name: "repair",
+    run: async () => {
+      const m = await import("./repair_bench.ts");
+      return { repair: await m.benchRepair({ rounds: 10 }) };
+    },
+    report: (r: Any) => [
+      `datapath repaired after deletion by hand (${r.repair.rounds} rounds each): ${
+        Object.entries(r.repair.kinds).map(([k, v]: [string, Any]) =>
+          `${k} p50 ${fmt(v.p50Ms, 0)} / p99 ${fmt(v.p99Ms, 0)} ms`
+        ).join("; ")
+      } (goal p99 ≤ 1000: ${goal(r.repair.worstP99Ms <= 1000)})`,
     ],
   },
   {
