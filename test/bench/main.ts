@@ -253,6 +253,11 @@ const sections: Section[] = [
       } Gbit/s vs wireguard-go wired by hand with wg ${fmt(r.wg.handGbps)} Gbit/s → ${
         fmt(r.wg.ratio, 3)
       }× (goal ≥ 0.95: ${goal(r.wg.ratio >= 0.95)}), MTU ${r.wg.mtu}`,
+      `the same weft-configured wireguard-go devices with weft's agents and etcd stopped ${
+        fmt(r.wg.withoutAgents.weftGbps)
+      } Gbit/s vs by hand ${fmt(r.wg.withoutAgents.handGbps)} Gbit/s → ${
+        fmt(r.wg.withoutAgents.ratio, 3)
+      }× (tells weft's configuration from its agents' CPU)`,
     ],
   },
   {

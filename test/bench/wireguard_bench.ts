@@ -3,7 +3,10 @@
  * started and configured by the agents) vs the same two hosts wired by hand
  * with `wireguard-go` and `wg` (the same device name, MTU 1420, port 51820,
  * address, route and peers flannel's wireguard backend sets up), in the
- * same run, alternating sides.
+ * same run, alternating sides. A second phase measures weft's devices again
+ * after its agents and etcd are killed (wireguard-go keeps running): on a
+ * busy 2-core machine the agents' CPU shows in a CPU-bound userspace
+ * datapath, and this phase tells the two apart.
  *
  * Run alone: `deno run -A test/bench/wireguard_bench.ts [seconds] [repetitions]`.
  *
@@ -35,7 +38,22 @@ export interface WireguardThroughputResult {
   /** weft / hand (goal ≥ 0.95). */
   readonly ratio: number;
   readonly mtu: number;
-  readonly runs: { readonly weft: number[]; readonly hand: number[] };
+  /**
+   * The same weft-configured devices after its agents and etcd were killed
+   * (wireguard-go keeps running), against the hand-wired pair in the same
+   * phase: separates what weft configured from the CPU its agents take.
+   */
+  readonly withoutAgents: {
+    readonly weftGbps: number;
+    readonly handGbps: number;
+    readonly ratio: number;
+  };
+  readonly runs: {
+    readonly weft: number[];
+    readonly hand: number[];
+    readonly weftWithoutAgents: number[];
+    readonly handWithoutAgents: number[];
+  };
 }
 
 async function wg(args: string[], input?: string): Promise<string> {
@@ -122,14 +140,35 @@ export async function benchWireguardThroughput(
       async () => weft.push(await iperf(c.lab, w1.ns, w2.ip, seconds)),
       async () => hand.push(await iperf(p.lab, p.lab.hosts[0].pods[0].ns, p.podIPs[1], seconds)),
     ]);
+    for (const a of c.agents.values()) await a.kill9();
+    c.agents.clear();
+    await c.etcd.close();
+    const weftAlone: number[] = [];
+    const handAlone: number[] = [];
+    await interleaved(reps, [
+      async () => weftAlone.push(await iperf(c.lab, w1.ns, w2.ip, seconds)),
+      async () =>
+        handAlone.push(await iperf(p.lab, p.lab.hosts[0].pods[0].ns, p.podIPs[1], seconds)),
+    ]);
     const weftGbps = median(weft);
     const handGbps = median(hand);
+    const r2 = (xs: number[]) => xs.map((x) => roundTo(x, 2));
     return {
       weftGbps: roundTo(weftGbps, 2),
       handGbps: roundTo(handGbps, 2),
       ratio: roundTo(weftGbps / handGbps, 3),
       mtu,
-      runs: { weft: weft.map((x) => roundTo(x, 2)), hand: hand.map((x) => roundTo(x, 2)) },
+      withoutAgents: {
+        weftGbps: roundTo(median(weftAlone), 2),
+        handGbps: roundTo(median(handAlone), 2),
+        ratio: roundTo(median(weftAlone) / median(handAlone), 3),
+      },
+      runs: {
+        weft: r2(weft),
+        hand: r2(hand),
+        weftWithoutAgents: r2(weftAlone),
+        handWithoutAgents: r2(handAlone),
+      },
     };
   } finally {
     await pair?.lab.teardown();
