@@ -16,14 +16,16 @@
  * from port 51820 between hosts and no pod addresses; the private key is
  * in no log line and no lease; `kill -9` and restart of the Deno and the
  * Bun agent loses no echo reply and keeps wireguard-go running; a peer
- * removed by hand with `wg` comes back; a lease written by hand in
- * flannel's wireguard format is peered by every host.
+ * removed by hand with `wg` comes back; a fourth host wired by hand as
+ * flannel's wireguard backend does (wireguard-go, `wg`, `ip`, its lease
+ * written by hand in flannel's format) is peered and its pod pings all.
  *
  * @module
  */
 
 import assert from "node:assert/strict";
 import * as fs from "node:fs";
+import * as path from "node:path";
 import { Buffer } from "node:buffer";
 import { type Cluster, ETCD_PREFIX, pingFailures, podsOf, startCluster } from "./lab/cluster.ts";
 import {
@@ -43,11 +45,12 @@ const AGENT_DOWN_MS = 300;
 const keyFile = wgKeyFile;
 type WgPeer = WgPeerRow;
 
-function startWgCluster(hosts: number): Promise<Cluster> {
+function startWgCluster(hosts: number, start: number): Promise<Cluster> {
   return startCluster({
     backend: "wireguard",
     prefix: "w1g",
     hosts,
+    start,
     podsPerHost: 1,
     agentWrap: (h, lab) => inWgMount(lab, h),
     agentEnv: (h, lab) => ({ WIREGUARD_KEY_FILE: keyFile(lab, h) }),
@@ -120,8 +123,8 @@ async function wireguardGoPids(c: Cluster, index: number): Promise<number[]> {
   }).sort();
 }
 
-Deno.test("wireguard e2e (wireguard-go): three hosts (Deno, Bun) peer, ping, encrypt, survive kill -9, repair, and peer a flannel-written lease", async (t) => {
-  const c = await startWgCluster(3);
+Deno.test("wireguard e2e (wireguard-go): three hosts (Deno, Bun) peer, ping, encrypt, survive kill -9, repair, and peer a host wired by hand as flannel does", async (t) => {
+  const c = await startWgCluster(4, 3);
   try {
     assert.equal(c.agents.get(2)?.runtime, "bun", "host 2's agent runs under Bun");
 
@@ -275,26 +278,60 @@ Deno.test("wireguard e2e (wireguard-go): three hosts (Deno, Bun) peer, ping, enc
     });
 
     await t.step(
-      "a lease written in flannel's wireguard format is peered by every host",
+      "a host wired by hand as flannel's wireguard backend does, with its lease written by hand, is peered and its pod pings every pod",
       async () => {
-        // flannel's form, by hand: PublicKey from `wg genkey | wg pubkey`, a host that does not exist
+        // host 4: no agent; wireguard-go, wg, ip and the lease exactly as flannel v0.28 makes them
+        const h4 = c.host(4);
+        const subnet = "10.5.250.0/24";
         const priv = (await c.lab.run(c.lab.underlay.ns, ["wg", "genkey"])).trim();
-        const pub = (await c.lab.run(c.lab.underlay.ns, ["wg", "pubkey"], priv)).trim();
+        const pub = (await c.lab.run(c.lab.underlay.ns, ["wg", "pubkey"], priv + "\n")).trim();
+        const privFile = keyFile(c.lab, h4);
+        fs.writeFileSync(privFile, priv, { mode: 0o400 });
+        const inH4 = (cmd: string[]) => c.lab.run(h4.ns, [...inWgMount(c.lab, h4), ...cmd]);
+        await inH4(["wireguard-go", DEVICE]);
+        await inH4(["wg", "set", DEVICE, "private-key", privFile, "listen-port", String(PORT)]);
+        await c.lab.run(h4.ns, ["ip", "addr", "add", "10.5.250.0/32", "dev", DEVICE]);
+        await c.lab.run(h4.ns, ["ip", "link", "set", DEVICE, "mtu", "1420", "up"]);
+        await c.lab.run(h4.ns, ["ip", "route", "add", "10.5.0.0/16", "dev", DEVICE]);
+        for (const [s, raw] of await rawLeases(c)) {
+          const v = JSON.parse(raw);
+          // deno-fmt-ignore
+          await inH4(["wg", "set", DEVICE, "peer", v.BackendData.PublicKey, "endpoint",
+            `${v.PublicIP}:${v.BackendData.Port}`, "allowed-ips", s]);
+        }
+        const env = path.join(c.lab.dir, `${h4.ns}.subnet.env`);
+        fs.writeFileSync(
+          env,
+          "FLANNEL_NETWORK=10.5.0.0/16\nFLANNEL_SUBNET=10.5.250.1/24\nFLANNEL_MTU=1420\nFLANNEL_IPMASQ=false\n",
+        );
+        const [pod4] = await c.lab.attachPods(h4, env);
         const value =
-          `{"PublicIP":"192.0.2.99","PublicIPv6":null,"BackendType":"wireguard","BackendData":{"PublicKey":"${pub}","Port":${PORT}}}`;
-        const key = c.leaseKey("10.5.250.0/24");
-        await c.etcdctl(["put", key, value]);
+          `{"PublicIP":"${h4.ip}","PublicIPv6":null,"BackendType":"wireguard","BackendData":{"PublicKey":"${pub}","Port":${PORT}}}`;
+        await c.etcdctl(["put", c.leaseKey(subnet), value]);
         await waitPeered(c);
         for (const i of [1, 2, 3]) {
           const peer = (await wgShow(c, i)).peers.find((p) => p.publicKey === pub);
           assert.deepEqual(peer, {
             publicKey: pub,
-            endpoint: "192.0.2.99:51820",
-            allowedIPs: "10.5.250.0/24",
+            endpoint: `${h4.ip}:51820`,
+            allowedIPs: subnet,
             keepalive: "off",
           });
         }
-        await c.etcdctl(["del", key]);
+        const pods = [...c.pods, { ns: h4.pods[0].ns, ip: pod4.ip, hostIndex: 4 }];
+        const touches4 = (a: { hostIndex: number }, b: { hostIndex: number }) =>
+          a.hostIndex === 4 || b.hostIndex === 4;
+        const ms = await waitFor(
+          "the hand-wired host's pod and weft's pods ping each other",
+          async () => {
+            const failed = await pingFailures(c.lab, pods, touches4);
+            return failed.length ? failed.join(", ") : null;
+          },
+          20_000,
+          200,
+        );
+        console.log(`hand-wired host reached from and to all pods after ${Math.round(ms)} ms`);
+        await c.etcdctl(["del", c.leaseKey(subnet)]);
         await waitPeered(c);
       },
     );
