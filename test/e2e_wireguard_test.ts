@@ -43,6 +43,8 @@ const PORT = 51820;
 /** How long each killed agent stays down in the restart step: part of the scenario. */
 const AGENT_DOWN_MS = 300;
 const keyFile = wgKeyFile;
+/** Where each agent serves its status API, inside its own host namespace. */
+const HEALTHZ_PORT = 9182;
 type WgPeer = WgPeerRow;
 
 function startWgCluster(hosts: number, start: number): Promise<Cluster> {
@@ -52,6 +54,7 @@ function startWgCluster(hosts: number, start: number): Promise<Cluster> {
     hosts,
     start,
     podsPerHost: 1,
+    agentArgs: ["--healthz-port", String(HEALTHZ_PORT)],
     agentWrap: (h, lab) => inWgMount(lab, h),
     agentEnv: (h, lab) => ({ WIREGUARD_KEY_FILE: keyFile(lab, h) }),
   });
@@ -150,20 +153,32 @@ Deno.test("wireguard e2e (wireguard-go): three hosts (Deno, Bun) peer, ping, enc
       assert.equal(show.port, PORT);
     });
 
-    await t.step("the private key is in no log and no lease; its file is mode 0400", async () => {
-      const leases = [...(await rawLeases(c)).values()].join("\n");
-      for (const i of [1, 2, 3]) {
-        const file = keyFile(c.lab, c.host(i));
-        const key = fs.readFileSync(file, "utf8");
-        assert.match(key, /^[A-Za-z0-9+/]{43}=$/, "base64 key, no newline");
-        assert.equal(fs.statSync(file).mode & 0o777, 0o400, `${file} mode`);
-        const hex = Buffer.from(key, "base64").toString("hex");
-        const a = c.agents.get(i)!.process;
-        for (const text of [a.stderr(), a.stdout(), leases]) {
-          assert.ok(!text.includes(key) && !text.includes(hex), `host ${i}'s private key leaked`);
+    await t.step(
+      "the private key is in no log, lease or status API answer; its file is mode 0400",
+      async () => {
+        const leases = [...(await rawLeases(c)).values()].join("\n");
+        for (const i of [1, 2, 3]) {
+          const file = keyFile(c.lab, c.host(i));
+          const key = fs.readFileSync(file, "utf8");
+          assert.match(key, /^[A-Za-z0-9+/]{43}=$/, "base64 key, no newline");
+          assert.equal(fs.statSync(file).mode & 0o777, 0o400, `${file} mode`);
+          const hex = Buffer.from(key, "base64").toString("hex");
+          const api: string[] = [];
+          for (const route of ["/v1/status", "/v1/lease", "/v1/leases", "/metrics"]) {
+            const url = `http://127.0.0.1:${HEALTHZ_PORT}${route}`;
+            api.push(await c.lab.run(c.host(i).ns, ["curl", "-sf", url]));
+          }
+          assert.ok(
+            api[1].includes((await wgShow(c, i)).publicKey),
+            "the status API shows the public key",
+          );
+          const a = c.agents.get(i)!.process;
+          for (const text of [a.stderr(), a.stdout(), leases, ...api]) {
+            assert.ok(!text.includes(key) && !text.includes(hex), `host ${i}'s private key leaked`);
+          }
         }
-      }
-    });
+      },
+    );
 
     await t.step(
       "tcpdump on the underlay: only UDP port 51820 between hosts, no pod address",
