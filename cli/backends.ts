@@ -13,7 +13,7 @@ import type { Datapath } from "../datapath/types.ts";
 
 /** Backend factories and the datapath they share. */
 export interface BackendTable {
-  /** Factories by type name: `alloc`, `vxlan`, `host-gw`, `udp`, `extension`, `aws-vpc`, `gce`, `module`. */
+  /** Factories by type name: `alloc`, `vxlan`, `host-gw`, `udp`, `wireguard`, `extension`, `aws-vpc`, `gce`, `module`. */
   readonly backends: Readonly<Record<string, () => Promise<Backend>>>;
   /** Close the datapath, if a backend opened it. */
   close(): Promise<void>;
@@ -48,6 +48,10 @@ export function backendTable(): BackendTable {
       udp: async () =>
         (await import("../backends/udp/backend.ts")).udpBackend({ datapath: await openDatapath() }),
       extension: async () => (await import("../backends/extension/backend.ts")).extensionBackend(),
+      wireguard: async () =>
+        (await import("../backends/wireguard/backend.ts")).wireguardBackend({
+          datapath: await openDatapath(),
+        }),
       "aws-vpc": async () => (await import("../backends/routed/aws_vpc.ts")).awsVpcBackend(),
       gce: async () => (await import("../backends/routed/gce.ts")).gceBackend(),
       module: async () => (await import("../backends/module/backend.ts")).moduleBackend(),

@@ -25,6 +25,11 @@ export interface ExecOptions {
   readonly env?: Readonly<Record<string, string>>;
   /** Abort kills the command (SIGKILL). */
   readonly signal?: AbortSignal;
+  /**
+   * Start it in a new session (setsid), so what it leaves running (a
+   * daemon) is not in this process's group and outlives a kill of it.
+   */
+  readonly detached?: boolean;
 }
 
 /**
@@ -86,6 +91,7 @@ export const systemExec: Exec = (cmd, args, options = {}) =>
       env: options.env ? { ...process.env, ...options.env } : undefined,
       signal: options.signal,
       killSignal: "SIGKILL",
+      detached: options.detached ?? false,
     });
     const out: Uint8Array[] = [];
     const err: Uint8Array[] = [];

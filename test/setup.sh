@@ -34,6 +34,8 @@ want npm npm              # pulls in nodejs
 want node nodejs
 want kubectl kubernetes-client   # a real client-go client for the fake API server
 want python3 python3      # sd_notify receiver in the readiness tests
+want wireguard-go wireguard-go   # userspace WireGuard: the wireguard backend's lab tests and bench
+want wg wireguard-tools   # wg: the tests check and hand-wire WireGuard peers with it
 for plugin in bridge host-local; do
   [ -x "/usr/lib/cni/$plugin" ] || case " $need " in
     *" containernetworking-plugins "*) ;;

@@ -65,6 +65,8 @@ export interface NetlinkSocketOptions {
    * `/proc/<pid>/ns/net`. Default: the calling thread's namespace.
    */
   readonly netns?: string;
+  /** Netlink protocol: `NETLINK_ROUTE` (0, the default) or `NETLINK_GENERIC` (16). */
+  readonly protocol?: number;
   /** Multicast groups (`RTMGRP_*` bit mask) to subscribe to. */
   readonly groups?: number;
   /** Receive buffer size (SO_RCVBUFFORCE). Default 4 MiB. */
@@ -75,7 +77,7 @@ export interface NetlinkSocketOptions {
   readonly chunkSize?: number;
 }
 
-/** A NETLINK_ROUTE socket. Not safe for concurrent use without {@link NetlinkSocket.lock}. */
+/** A NETLINK_ROUTE (or, by option, NETLINK_GENERIC) socket. Not safe for concurrent use without {@link NetlinkSocket.lock}. */
 export class NetlinkSocket {
   readonly #libc: Libc;
   readonly #fd: number;
@@ -110,8 +112,9 @@ export class NetlinkSocket {
    */
   static openWith(libc: Libc, options: NetlinkSocketOptions = {}): NetlinkSocket {
     const create = () => {
-      const fd = libc.fn.socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, NETLINK_ROUTE);
-      if (fd < 0) throw new NetlinkError(libc.errno(), "socket(AF_NETLINK, NETLINK_ROUTE)");
+      const protocol = options.protocol ?? NETLINK_ROUTE;
+      const fd = libc.fn.socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, protocol);
+      if (fd < 0) throw new NetlinkError(libc.errno(), `socket(AF_NETLINK, protocol ${protocol})`);
       return fd;
     };
     const fd = options.netns

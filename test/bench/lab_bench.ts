@@ -164,7 +164,7 @@ export async function iperf(
  * from hand-written subnet.env files (10.6.1.0/24, 10.6.2.0/24), and whose
  * hosts route to each other with `peer(lab, i, j)`'s commands.
  */
-async function handBuiltPair(
+export async function handBuiltPair(
   mtu: number,
   setup: (lab: Lab, host: number) => string[][],
   peer: (lab: Lab, host: number, other: number, macs: string[]) => string[][],

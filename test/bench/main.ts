@@ -6,7 +6,7 @@
  *
  * `deno task bench [section …]` runs only the named sections:
  * store, etcd-client, reconcile, netlink, kube, kube-config, checksum, udp, lab, ipv6, repair,
- * udp-lab, aws, gce, dist, outage-load, scale, store-load;
+ * udp-lab, wireguard, aws, gce, dist, outage-load, scale, store-load;
  * `churn` (10 minutes: the reliability churn for 5 minutes per backend) and
  * `event-cost` (one lease event's CPU per layer) run only when named.
  *
@@ -258,6 +258,25 @@ const sections: Section[] = [
       } (vxlan ${fmt(r.lab.vxlan.pps, 0)}); agent CPU during TCP (sender): Deno ${
         fmt(r.lab.udpDeno.tcpCpuSender, 0)
       }%, Bun ${fmt(r.lab.udpBun.tcpCpuSender, 0)}%; Bun/Deno TCP ${fmt(r.lab.bunOverDenoTcp, 2)}×`,
+    ],
+  },
+  {
+    name: "wireguard",
+    run: async () => {
+      const m = await import("./wireguard_bench.ts");
+      return { wg: await m.benchWireguardThroughput({}) };
+    },
+    report: (r: Any) => [
+      `iperf3 pod-to-pod over weft wireguard (wireguard-go) ${
+        fmt(r.wg.weftGbps)
+      } Gbit/s vs wireguard-go wired by hand with wg ${fmt(r.wg.handGbps)} Gbit/s → ${
+        fmt(r.wg.ratio, 3)
+      }× (goal ≥ 0.95: ${goal(r.wg.ratio >= 0.95)}), MTU ${r.wg.mtu}`,
+      `the same weft-configured wireguard-go devices with weft's agents and etcd stopped ${
+        fmt(r.wg.withoutAgents.weftGbps)
+      } Gbit/s vs by hand ${fmt(r.wg.withoutAgents.handGbps)} Gbit/s → ${
+        fmt(r.wg.withoutAgents.ratio, 3)
+      }× (tells weft's configuration from its agents' CPU)`,
     ],
   },
   {

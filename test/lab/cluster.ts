@@ -26,8 +26,12 @@ import { type EtcdCluster, startEtcdCluster } from "../../testing/etcd_cluster.t
 import { containsIPv4, formatIPv4, parseIPv4, parseIPv4Net } from "../../core/ip.ts";
 import { waitFor } from "../../testing/wait.ts";
 
-/** Backends a cluster can run; udp keeps no per-peer kernel state (its Worker routes). */
-export type OverlayBackend = "vxlan" | "host-gw" | "udp";
+/**
+ * Backends a cluster can run; udp keeps no per-peer kernel state (its Worker
+ * routes), nor does wireguard (its peers live in the WireGuard device: see
+ * test/e2e_wireguard_test.ts).
+ */
+export type OverlayBackend = "vxlan" | "host-gw" | "udp" | "wireguard";
 
 /** The overlay network of every cluster. */
 export const NETWORK = "10.5.0.0/16";
@@ -57,6 +61,10 @@ export interface ClusterOptions {
   readonly internet?: boolean;
   /** Wire pods with weft attach when an agent is ready (default true). */
   readonly attach?: boolean;
+  /** A command each host's agent command line is appended to (see `StartAgentOptions.wrap`). */
+  readonly agentWrap?: (host: LabHost, lab: Lab) => readonly string[];
+  /** Extra environment of each host's agent. */
+  readonly agentEnv?: (host: LabHost, lab: Lab) => Record<string, string>;
   /** Lab name prefix (default `wex`). */
   readonly prefix?: string;
   /** Extra keys of `Backend` in the network config. */
@@ -428,6 +436,8 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
             "eth0",
             ...(options.agentArgs ?? []),
           ],
+          wrap: options.agentWrap?.(host(index), lab),
+          env: options.agentEnv?.(host(index), lab),
         });
         agents.set(index, a);
         const subnet = await a.waitReady();
