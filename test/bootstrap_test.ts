@@ -178,6 +178,14 @@ Deno.test("examples/weft.service passes `systemd-analyze verify` with weft insta
     const ok = verify("weft.service");
     assert.equal(ok.status, 0, ok.stderr);
     assert.equal(ok.stderr + ok.stdout, "", "systemd-analyze verify has nothing to say");
+    // with the wireguard drop-in (examples/weft-wireguard.conf)
+    fs.mkdirSync(path.join(root, "etc/systemd/system/weft.service.d"));
+    fs.copyFileSync(
+      path.join(REPO_ROOT, "examples/weft-wireguard.conf"),
+      path.join(root, "etc/systemd/system/weft.service.d/wireguard.conf"),
+    );
+    const withDropIn = verify("weft.service");
+    assert.equal(withDropIn.stderr + withDropIn.stdout, "", "the wireguard drop-in verifies too");
     fs.writeFileSync(
       path.join(root, "etc/systemd/system/bad.service"),
       fs.readFileSync(UNIT, "utf8").replace("ProtectSystem=strict", "ProtectSystem=very"),
