@@ -18,7 +18,10 @@
  * families); every pod pair pings over IPv4 and over IPv6; a fourth
  * flannel-annotated Node without a host, added, re-annotated with `kubectl
  * annotate` (new IPv6 VtepMAC and public-ipv6) and deleted, is followed
- * exactly on both weft hosts.
+ * exactly on both weft hosts; finally weft takes over the flannel host
+ * (kube mode, dual stack) while its pod is pinged over IPv6 every 50 ms: no
+ * reply lost, flannel.1 and flannel-v6.1 kept (index, MAC, MTU), the
+ * annotations flannel wrote kept byte for byte.
  *
  * @module
  */
@@ -31,6 +34,7 @@ import { type AgentProcess, type AgentRuntime, startAgent } from "./lab/agents.t
 import { cniAdd } from "./lab/cni.ts";
 import { mapLimit } from "./lab/cluster.ts";
 import { ping } from "./lab/dualstack.ts";
+import { replySeqs } from "./lab/scenarios.ts";
 import {
   buildFlannelHost,
   createFlannelNode,
@@ -175,7 +179,7 @@ function eventually(
 }
 
 Deno.test(
-  "kube mode, dual-stack vxlan: weft (Deno, Bun) writes flannel's annotations, routes a flannel-annotated dual-stack Node on both families, and every pod pair pings over IPv4 and IPv6",
+  "kube mode, dual-stack vxlan: weft (Deno, Bun) writes flannel's annotations, routes a flannel-annotated dual-stack Node on both families, and every pod pair pings over IPv4 and IPv6; weft takes the flannel host over without losing a ping6",
   async () => {
     const lab = await createLab({ prefix: "wk6", hosts: 3, podsPerHost: 1, ipv6: true });
     try {
@@ -375,6 +379,55 @@ Deno.test(
         assert.ok(!/10\.244\.4\.|fd00:10:244:4:|fd00::10[45]/.test(left), left);
       }
       assert.deepEqual(await pingFailures(lab, pods, 6), [], "IPv6 still works after");
+
+      // weft takes over the flannel host: same devices, same MACs, same annotations
+      const links = async () =>
+        (JSON.parse(await lab.run(h3.ns, "ip -j -d link show type vxlan")) as Node[])
+          .map((l) => `${l.ifname} #${l.ifindex} ${l.address} mtu ${l.mtu}`).sort();
+      const before = await links();
+      const annBefore = flannelAnnotationsOf(
+        (await kubectlNodes(kube)).find((n) => n.metadata.name === h3.ns)!,
+      );
+      // pod 1 pings pod 3 over IPv6 every 50 ms throughout
+      const ping6 = lab.spawn(pods[0].ns, "ping", ["-6", "-n", "-i", "0.05", pods[2].ipv6]);
+      await ping6.waitForOutput(/icmp_seq=3 /, 10_000);
+      const a3 = startAgent(lab, h3, {
+        args: [
+          ...["--kube-subnet-mgr", "--kubeconfig-file", kube.kubeconfig],
+          ...["--net-config-path", netConf, "--iface", "eth0"],
+        ],
+        env: { NODE_NAME: h3.ns },
+        subnetFile: path.join(lab.dir, `${h3.ns}.subnet.env`),
+      });
+      agents.push(a3);
+      assert.equal(await a3.waitReady(60_000), podCidrs(3).join(" + "));
+      assert.deepEqual(await links(), before, "flannel's devices kept as they were");
+      assert.deepEqual(
+        flannelAnnotationsOf((await kubectlNodes(kube)).find((n) => n.metadata.name === h3.ns)!),
+        annBefore,
+        "flannel's annotations kept byte for byte",
+      );
+      const seen = replySeqs(ping6.stdout()).size;
+      await waitFor(
+        "10 more echo replies after the takeover",
+        () => Promise.resolve(replySeqs(ping6.stdout()).size >= seen + 10 ? null : "waiting"),
+      );
+      ping6.kill("SIGINT");
+      await ping6.exited;
+      const seqs = replySeqs(ping6.stdout());
+      const last = Math.max(...seqs);
+      const lost = Array.from({ length: last }, (_, i) => i + 1).filter((n) => !seqs.has(n));
+      assert.deepEqual(
+        lost,
+        [],
+        `ping6 replies lost out of ${last}: ${ping6.stdout().slice(-500)}`,
+      );
+      console.log(
+        `ping6 pod 1 → pod 3 across weft's takeover of the flannel host: ${last} sent, 0 lost`,
+      );
+      for (const family of [4, 6] as const) {
+        assert.deepEqual(await pingFailures(lab, pods, family), [], `IPv${family} after takeover`);
+      }
 
       for (const a of agents) {
         assert.deepEqual(a.logs().filter((r) => r.level === "error"), [], "no agent error");
