@@ -16,6 +16,14 @@
  *   lladdr <VtepMAC>` (NeighSet = create|replace), a permanent `self` fdb
  *   entry `<VtepMAC> dst <peer PublicIP>`, and `ip route replace <peer
  *   subnet> via <peer subnet.ip> dev flannel.1 onlink` (proto boot).
+ * - vxlan with IPv6 (`EnableIPv6`, `vxlan.go:222-247`): also `flannel-v6.<VNI>`
+ *   with its own MAC, the same MTU request (external − 50), `local` = the
+ *   public IPv6 address, address `<ipv6Subnet.ip>/128`; per IPv6 peer a
+ *   permanent neighbour `<peer ipv6Subnet.ip> lladdr <v6 VtepMAC>`, fdb
+ *   `<v6 VtepMAC> dst <peer PublicIPv6> self permanent` and `<peer
+ *   ipv6Subnet> via <peer ipv6Subnet.ip> dev flannel-v6.1 onlink`
+ *   (`vxlan_network.go:398-453`); ip6tables FLANNEL-FWD (and FLANNEL-POSTRTG
+ *   with `ff00::/8`, `iptables.go:171-231`).
  * - host-gw: per peer `ip route replace <peer subnet> via <peer PublicIP> dev
  *   <ext>` (`route_network.go`, `hostgw.go`).
  * - iptables (`pkg/trafficmngr/iptables/iptables.go`): nat chain
@@ -38,6 +46,7 @@ import { cniAdd } from "./cni.ts";
 import type { Lab, LabHost } from "./lab.ts";
 import type { EtcdServer } from "../../testing/etcd_server.ts";
 import type { LabKube } from "../../testing/fake_kube_main.ts";
+import { formatIPv6, parseIPv6Net } from "../../core/ip.ts";
 
 /** The flannel annotation prefix. */
 export const FLANNEL_ANNOTATIONS = "flannel.alpha.coreos.com/";
@@ -51,6 +60,12 @@ export interface FlannelNode {
   readonly publicIP: string;
   /** vxlan only. */
   readonly vtepMac?: string;
+  /** With IPv6 (`FlannelSetup.ipv6Network`): e.g. `fd00:10:244:1::/64`. */
+  readonly ipv6Subnet?: string;
+  /** With IPv6: what the lease publishes as PublicIPv6. */
+  readonly publicIPv6?: string;
+  /** vxlan with IPv6: flannel-v6.1's MAC (`BackendV6Data.VtepMAC`). */
+  readonly vtepMacV6?: string;
 }
 
 /** How the flannel cluster ran. */
@@ -60,6 +75,8 @@ export interface FlannelSetup {
   readonly network: string;
   /** `--ip-masq`. */
   readonly ipMasq: boolean;
+  /** `IPv6Network` when `EnableIPv6` (dual stack), e.g. `fd00:10:244::/48`. */
+  readonly ipv6Network?: string;
 }
 
 /** A random locally-administered unicast MAC, as flannel's `mac.NewHardwareAddr`. */
@@ -76,12 +93,25 @@ export function flannelLeaseJson(setup: FlannelSetup, node: FlannelNode): string
     : `{"PublicIP":"${node.publicIP}","PublicIPv6":null,"BackendType":"host-gw"}`;
 }
 
-/** The node annotations flannel's kube subnet manager writes. */
+/**
+ * The node annotations flannel's kube subnet manager writes (`kube.go:420-464`):
+ * with IPv6 also `backend-v6-data` (vxlan: `{"VNI":1,"VtepMAC":…}`, host-gw:
+ * `null`) and `public-ipv6`.
+ */
 export function flannelAnnotations(
   setup: FlannelSetup,
   node: FlannelNode,
 ): Record<string, string> {
+  const v6: Record<string, string> = setup.ipv6Network && node.publicIPv6
+    ? {
+      [FLANNEL_ANNOTATIONS + "backend-v6-data"]: setup.backend === "vxlan"
+        ? `{"VNI":1,"VtepMAC":"${node.vtepMacV6}"}`
+        : "null",
+      [FLANNEL_ANNOTATIONS + "public-ipv6"]: node.publicIPv6,
+    }
+    : {};
   return {
+    ...v6,
     [FLANNEL_ANNOTATIONS + "backend-data"]: setup.backend === "vxlan"
       ? `{"VNI":1,"VtepMAC":"${node.vtepMac}"}`
       : "null",
@@ -91,22 +121,37 @@ export function flannelAnnotations(
   };
 }
 
-/** subnet.env as flannel writes it (IPv4 only). */
+/** subnet.env as flannel writes it (`subnet.go:70-90`; IPv6 lines with `ipv6Network`). */
 export function flannelSubnetEnv(setup: FlannelSetup, node: FlannelNode, mtu: number): string {
   const [net, len] = node.subnet.split("/");
   const o = net.split(".").map(Number);
+  const v6: string[] = [];
+  if (setup.ipv6Network && node.ipv6Subnet) {
+    const sn = parseIPv6Net(node.ipv6Subnet);
+    v6.push(
+      `FLANNEL_IPV6_NETWORK=${setup.ipv6Network}`,
+      `FLANNEL_IPV6_SUBNET=${formatIPv6(sn.ip + 1n)}/${sn.prefixLen}`,
+    );
+  }
   return [
     `FLANNEL_NETWORK=${setup.network}`,
     `FLANNEL_SUBNET=${o[0]}.${o[1]}.${o[2]}.${o[3] + 1}/${len}`,
+    ...v6,
     `FLANNEL_MTU=${mtu}`,
     `FLANNEL_IPMASQ=${setup.ipMasq}`,
     "",
   ].join("\n");
 }
 
-/** flannel's iptables rules for this host, as one `iptables-restore --noflush` payload. */
-export function flannelIptables(setup: FlannelSetup, node: FlannelNode): string {
-  const n = setup.network, s = node.subnet;
+/**
+ * flannel's iptables rules for this host, as one `iptables-restore --noflush`
+ * payload; with `family: 6` the ip6tables ones (IPv6Network, the IPv6
+ * subnet, `ff00::/8`) for `ip6tables-restore`.
+ */
+export function flannelIptables(setup: FlannelSetup, node: FlannelNode, family: 4 | 6 = 4): string {
+  const n = family === 4 ? setup.network : setup.ipv6Network!;
+  const s = family === 4 ? node.subnet : node.ipv6Subnet!;
+  const multicast = family === 4 ? "224.0.0.0/4" : "ff00::/8";
   const masq = '-m comment --comment "flanneld masq"';
   const fwd = '-m comment --comment "flanneld forward"';
   const lines: string[] = [];
@@ -119,7 +164,7 @@ export function flannelIptables(setup: FlannelSetup, node: FlannelNode): string 
       `-A FLANNEL-POSTRTG -s ${s} -d ${n} ${masq} -j RETURN`,
       `-A FLANNEL-POSTRTG -s ${n} -d ${s} ${masq} -j RETURN`,
       `-A FLANNEL-POSTRTG ! -s ${n} -d ${s} ${masq} -j RETURN`,
-      `-A FLANNEL-POSTRTG -s ${n} ! -d 224.0.0.0/4 ${masq} -j MASQUERADE --random-fully`,
+      `-A FLANNEL-POSTRTG -s ${n} ! -d ${multicast} ${masq} -j MASQUERADE --random-fully`,
       `-A FLANNEL-POSTRTG ! -s ${n} -d ${n} ${masq} -j MASQUERADE --random-fully`,
       "COMMIT",
     );
@@ -156,7 +201,7 @@ export interface BuildOptions {
  *
  * @param lab The lab.
  * @param options The cluster's setup, this host and its peers, the subnet file.
- * @returns The pods' addresses.
+ * @returns The pods' (first) addresses: IPv4 when enabled.
  * @throws {Error} When a command fails.
  */
 export async function buildFlannelHost(lab: Lab, options: BuildOptions): Promise<string[]> {
@@ -185,13 +230,40 @@ export async function buildFlannelHost(lab: Lab, options: BuildOptions): Promise
         ...["dst", p.publicIP, "self", "permanent"],
       ]);
     }
+    if (setup.ipv6Network && node.ipv6Subnet) {
+      const v6 = "flannel-v6.1";
+      // flannel asks for external − 50 here too (device.go:63)
+      await ip(
+        `link add ${v6} address ${node.vtepMacV6} mtu ${mtu} type vxlan id 1 local ${node.publicIPv6} dev ${node.host.iface} nolearning`,
+      );
+      await lab.run(ns, ["sh", "-c", `echo 0 > /proc/sys/net/ipv6/conf/${v6}/accept_ra`]);
+      await ip(`-6 addr add ${node.ipv6Subnet.split("/")[0]}/128 dev ${v6}`);
+      await ip(`link set ${v6} up`);
+      for (const p of peers.filter((p) => p.ipv6Subnet)) {
+        const gw = p.ipv6Subnet!.split("/")[0];
+        batch.push(
+          `neigh replace ${gw} lladdr ${p.vtepMacV6} dev ${v6} nud permanent`,
+          `route replace ${p.ipv6Subnet} via ${gw} dev ${v6} onlink`,
+        );
+        await lab.run(ns, [
+          ...["bridge", "fdb", "replace", p.vtepMacV6!, "dev", v6],
+          ...["dst", p.publicIPv6!, "self", "permanent"],
+        ]);
+      }
+    }
   } else {
     for (const p of peers) {
       batch.push(`route replace ${p.subnet} via ${p.publicIP} dev ${node.host.iface}`);
     }
+    for (const p of setup.ipv6Network ? peers.filter((p) => p.ipv6Subnet) : []) {
+      batch.push(`route replace ${p.ipv6Subnet} via ${p.publicIPv6} dev ${node.host.iface}`);
+    }
   }
   if (batch.length) await lab.run(ns, ["ip", "-batch", "-"], batch.join("\n") + "\n");
   await lab.run(ns, ["iptables-restore", "--noflush"], flannelIptables(setup, node));
+  if (setup.ipv6Network && node.ipv6Subnet) {
+    await lab.run(ns, ["ip6tables-restore", "--noflush"], flannelIptables(setup, node, 6));
+  }
   fs.mkdirSync(path.dirname(options.subnetFile), { recursive: true });
   fs.writeFileSync(options.subnetFile, flannelSubnetEnv(setup, node, mtu), { mode: 0o644 });
   const ips: string[] = [];
@@ -254,7 +326,10 @@ export async function createFlannelNode(
     apiVersion: "v1",
     kind: "Node",
     metadata: { name: node.host.ns, annotations: { ...flannelAnnotations(setup, node), ...extra } },
-    spec: { podCIDR: node.subnet, podCIDRs: [node.subnet] },
+    spec: {
+      podCIDR: node.subnet,
+      podCIDRs: node.ipv6Subnet ? [node.subnet, node.ipv6Subnet] : [node.subnet],
+    },
     status: { addresses: [{ type: "InternalIP", address: node.host.ip }] },
   };
   await kube.kubectl(["create", "--validate=false", "-f", "-"], JSON.stringify(object));
