@@ -58,10 +58,14 @@ export interface EtcdKeyValue {
   readonly lease?: string;
 }
 
-const INT64 = /^-?\d+$/;
+const INT64 = /^-?\d{1,19}$/;
+const INT64_MAX = 2n ** 63n - 1n;
+/** An int64 in decimal: at most 19 digits and inside int64's range (no Infinity from 1000 nines). */
+const isInt64 = (s: string) =>
+  INT64.test(s) && (s.length < 19 || (BigInt(s) <= INT64_MAX && BigInt(s) >= -INT64_MAX - 1n));
 const Int64 = v.pipe(
   v.string("must be an int64 string"),
-  v.regex(INT64, "must be an int64 string"),
+  v.check(isInt64, "must be an int64 string"),
 );
 const Header = v.object({ revision: v.optional(Int64) });
 
@@ -110,7 +114,7 @@ function flatChecker(schema: v.ObjectSchema<v.ObjectEntries, undefined>): (x: un
         if (f.optional) continue;
         return false;
       }
-      if (typeof value !== "string" || (f.int64 && !INT64.test(value))) return false;
+      if (typeof value !== "string" || (f.int64 && !isInt64(value))) return false;
     }
     return true;
   };

@@ -139,3 +139,19 @@ Deno.test("parseReply() quotes a huge offending value in part", () => {
     );
   }
 });
+
+// Found by lease/etcd/watch_fuzz_test.ts (seed 1662942838): a revision of a thousand nines
+// passed the int64 pattern and became Infinity.
+Deno.test("parseReply() refuses int64 fields outside int64's range", () => {
+  const reply = (revision: string) => JSON.stringify({ header: { revision }, kvs: [], count: "0" });
+  for (const bad of ["9".repeat(1000), "9223372036854775808", "-9223372036854775809"]) {
+    assert.throws(
+      () => parseReply(reply(bad), RangeReply, "http://e:1", "/v3/kv/range"),
+      (e: unknown) => e instanceof EtcdError && /int64/.test(e.message),
+      bad.slice(0, 30),
+    );
+  }
+  for (const ok of ["9223372036854775807", "-9223372036854775808", "0", "12"]) {
+    parseReply(reply(ok), RangeReply, "http://e:1", "/v3/kv/range");
+  }
+});

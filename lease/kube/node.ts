@@ -255,8 +255,9 @@ function parseJsonAnnotation(name: string, key: string, text: string | undefined
  * @param keys Annotation keys.
  * @param config The network config, when known (families and containment).
  * @param source Where the config came from, for messages.
- * @returns The lease; `null` when the node is not managed by flannel/weft;
- *   a message when it is but cannot be read (flannel skips such a node too).
+ * @returns The lease; `null` when the node is not managed by flannel/weft
+ *   or has no podCIDR (yet); a message when it is but cannot be read
+ *   (flannel skips such a node too).
  */
 export function nodeToLease(
   node: KubeNode,
@@ -266,6 +267,15 @@ export function nodeToLease(
 ): Lease | null | string {
   const ann = node.metadata.annotations ?? {};
   if (ann[keys.subnetKubeManaged] !== "true") return null;
+  // No podCIDR at all (not assigned yet, or taken away) on an otherwise
+  // well-formed node: no peer, and nothing malformed either.
+  const spec: unknown = node.spec;
+  if (
+    spec === undefined ||
+    (typeof spec === "object" && spec !== null && !Array.isArray(spec) &&
+      !(spec as { podCIDR?: unknown }).podCIDR &&
+      !((spec as { podCIDRs?: unknown }).podCIDRs as unknown[] | undefined)?.length)
+  ) return null;
   const name = clip(node.metadata.name, 100); // for messages
   const cidrs = podCidrsOf(node);
   if (typeof cidrs === "string") return cidrs;

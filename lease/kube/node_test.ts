@@ -130,7 +130,6 @@ Deno.test("nodeToLease() explains why a managed node is unusable", () => {
       /podCIDR 10\.6\.1\.0\/24 of node n1 is not inside Network 10\.5\.0\.0\/16 from/,
     ],
     [node(["10.5.1.0/24", "10.5.2.0/24"], managed()), /two IPv4 podCIDRs/],
-    [node(undefined, managed()), /has no IPv4 podCIDR/],
   ];
   for (const [n, re] of table) {
     const r = nodeToLease(n, keys, v4config, "/etc/kube-flannel/net-conf.json");
@@ -139,6 +138,14 @@ Deno.test("nodeToLease() explains why a managed node is unusable", () => {
   }
   const v6missing = nodeToLease(node(["10.5.1.0/24"], managed()), keys, dualConfig);
   assert.match(v6missing as string, /no IPv6 podCIDR.*EnableIPv6/);
+});
+
+Deno.test("nodeToLease() takes a managed node without any podCIDR for no peer, not for garbage", () => {
+  // not assigned yet, or taken away: nothing to route to, and no warning either
+  assert.equal(nodeToLease(node(undefined, managed()), keys, v4config), null);
+  // a spec that is no object is garbage: a message (the peer view keeps the last good lease)
+  const garbled = { ...node(undefined, managed()), spec: [[1]] } as unknown as KubeNode;
+  assert.equal(typeof nodeToLease(garbled, keys, v4config), "string");
 });
 
 Deno.test("nodeToLease() reads an IPv6-only node as flannel annotates it", () => {
