@@ -187,7 +187,8 @@ const KNOWN_DIFFERENCES: Readonly<Record<string, string>> = {
     "weft refuses a node with two IPv4 podCIDRs; flannel takes the first",
   "kube/nodeToLease/podcidr-outside-network":
     "weft skips a peer whose podCIDR lies outside Network; flannel routes it",
-  "kube/nodeToLease/ipv6-only": "weft has no IPv6-only leases (a Lease needs an IPv4 subnet)",
+  "kube/nodeToLease/ipv6-only":
+    "weft reads an IPv6-only node's public IP as empty; flannel as its zero value 0.0.0.0 (subnet, IPv6 fields and backend agree)",
   "kube/nodeToLease/public-ip-ipv4-mapped":
     "weft refuses ::ffff:a.b.c.d in the public-ip annotation; Go accepts it",
   // iptables
