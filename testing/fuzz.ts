@@ -349,7 +349,9 @@ function applyEdit(doc: unknown, edit: JsonEdit): unknown {
   const all = paths(doc);
   const path = all[edit.at % all.length];
   if (path.length === 0) {
-    if (edit.op === "set") return edit.value;
+    // a copy: fast-check may hand the same value object to two edits, and
+    // setting it inside itself would make a cycle JSON cannot write
+    if (edit.op === "set") return structuredClone(edit.value);
     if (edit.op === "wrap") return [doc];
     if (edit.op === "stringify") return JSON.stringify(doc);
     return doc;
@@ -360,7 +362,7 @@ function applyEdit(doc: unknown, edit: JsonEdit): unknown {
   const key = path[path.length - 1];
   switch (edit.op) {
     case "set":
-      parent[key] = edit.value;
+      parent[key] = structuredClone(edit.value);
       break;
     case "delete":
       if (Array.isArray(parent)) parent.splice(key as number, 1);
