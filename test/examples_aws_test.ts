@@ -10,7 +10,7 @@ import { fileURLToPath } from "node:url";
 import { systemExec } from "../core/exec.ts";
 import { parseNetworkConfig } from "../lease/config.ts";
 import { AWS_IAM_ACTIONS, parseRouteTableIds } from "../backends/cloud/aws/provider.ts";
-import { parseCloudRouteOptions } from "../backends/routed/aws_vpc.ts";
+import { parseCloudRouteOptions } from "../backends/routed/cloud.ts";
 import { parseVxlanConfig } from "../backends/routed/vxlan.ts";
 
 const example = (name: string) =>

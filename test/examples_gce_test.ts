@@ -11,7 +11,7 @@ import { load as loadYaml } from "js-yaml";
 import { systemExec } from "../core/exec.ts";
 import { parseNetworkConfig } from "../lease/config.ts";
 import { COMPUTE_SCOPE, REQUIRED_PERMISSIONS } from "../backends/cloud/gce/errors.ts";
-import { parseCloudRouteOptions } from "../backends/routed/aws_vpc.ts";
+import { parseCloudRouteOptions } from "../backends/routed/cloud.ts";
 import { parseVxlanConfig } from "../backends/routed/vxlan.ts";
 
 const example = (name: string) =>

@@ -36,7 +36,7 @@ import type { Lease } from "../../lease/types.ts";
 import { guardProvider } from "../cloud/calls.ts";
 import { type CloudEntry, cloudRouteTarget, leaseDestinations } from "../cloud/target.ts";
 import { processThrottleGate, type ThrottleGate } from "../cloud/throttle.ts";
-import { cloudNetworks, DEFAULT_ROUTE_RESYNC_SECONDS } from "../routed/aws_vpc.ts";
+import { cloudNetworks, DEFAULT_ROUTE_RESYNC_SECONDS } from "../routed/cloud.ts";
 import { routedNetwork, type RoutedOptions } from "../routed/engine.ts";
 import type { Backend, BackendContext, Network } from "../types.ts";
 import {

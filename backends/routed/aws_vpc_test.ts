@@ -10,7 +10,8 @@ import { FakeClock } from "../../testing/fake_clock.ts";
 import { peerLease } from "../../testing/routing.ts";
 import { RouteProviderError } from "../cloud/provider.ts";
 import { ThrottleGate } from "../cloud/throttle.ts";
-import { awsVpcBackend, type AwsVpcNetwork, parseCloudRouteOptions } from "./aws_vpc.ts";
+import { awsVpcBackend, type AwsVpcNetwork } from "./aws_vpc.ts";
+import { parseCloudRouteOptions } from "./cloud.ts";
 
 const REGION = "eu-west-3";
 type Harness = AwsHarness & { ec2: FakeEc2 };

@@ -41,10 +41,10 @@
  */
 
 import type { Backend } from "../types.ts";
-import { type AwsVpcBackendOptions, registerCloudRouted } from "./aws_vpc.ts";
+import { type CloudRoutedOptions, registerCloudRouted } from "./cloud.ts";
 
 /** Options for {@link gceBackend}: provider settings (`gce`), gate, timings. */
-export type GceBackendOptions = AwsVpcBackendOptions;
+export type GceBackendOptions = CloudRoutedOptions;
 
 /**
  * The gce backend.

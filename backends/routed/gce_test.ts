@@ -11,7 +11,7 @@ import { peerLease } from "../../testing/routing.ts";
 import { waitFor } from "../../testing/wait.ts";
 import { RouteProviderError } from "../cloud/provider.ts";
 import { ThrottleGate } from "../cloud/throttle.ts";
-import type { AwsVpcNetwork } from "./aws_vpc.ts";
+import type { CloudRoutedNetwork } from "./cloud.ts";
 import { gceBackend } from "./gce.ts";
 import { parseCloudRouteData } from "./hybrid.ts";
 import { vxlanBackend, type VxlanNetwork } from "./vxlan.ts";
@@ -48,7 +48,7 @@ async function host(
     vm,
     clock,
     backend,
-    register: async () => await backend.register(ctx) as AwsVpcNetwork,
+    register: async () => await backend.register(ctx) as CloudRoutedNetwork,
   };
 }
 
@@ -130,7 +130,7 @@ test("a node join costs the same few calls whatever the cluster size, and the ot
     const hosts: Awaited<ReturnType<typeof host>>[] = [];
     for (let i = 0; i < 8; i++) hosts.push(await host(fake, { index: i }));
     const leases: Lease[] = [];
-    const networks: AwsVpcNetwork[] = [];
+    const networks: CloudRoutedNetwork[] = [];
     for (const [i, h] of hosts.entries()) {
       fake.resetCalls();
       const n = await h.register();

@@ -63,7 +63,7 @@ import {
   cloudNetworks,
   openCloudRoutes,
   parseCloudRouteOptions,
-} from "./aws_vpc.ts";
+} from "./cloud.ts";
 import type { PeerResult, RoutedSetup, RouteTarget } from "./engine.ts";
 
 /** A hybrid peer's entries: kernel (vxlan) ones when it is elsewhere, and its cloud marker. */

@@ -87,7 +87,7 @@ import {
   type RoutedSetup,
 } from "./engine.ts";
 import { ensureDevices, kernelTarget } from "./target.ts";
-import type { CloudBackendOptions } from "./aws_vpc.ts";
+import type { CloudBackendOptions } from "./cloud.ts";
 
 /** flannel's default VXLAN UDP port (the Linux default too). */
 export const DEFAULT_VXLAN_PORT = 8472;
