@@ -362,7 +362,8 @@ export function createAgent(deps: AgentDeps): Agent {
           serve(live);
           const subnet = formatSubnetPair(live.lease);
           if (first) {
-            following = follower.run(signal);
+            // the listing the registration took (if any) starts the peers: one list at start
+            following = follower.run(signal, registered.listed);
             logger.info("ready", { subnet, mtu: live.network.mtu, subnetFile: deps.subnetFile });
           } else {
             follower.relist();

@@ -460,7 +460,9 @@ Deno.test("agent gives a network with updatePeers only the changes, and the whol
     await until(r.clock, () => writes().length === 5, "the re-list");
     assert.equal(writes()[4], "net1 sync 192.0.2.12");
     assert.equal(r.metrics.gauge("weft_peers", "").get(), 1);
-    assert.equal(counter(r, "weft_lease_events_total", { type: "added" }), 3);
+    // the peers start from the listing taken before acquiring: the watch also sees this
+    // host's own lease being created (counted, not a peer)
+    assert.equal(counter(r, "weft_lease_events_total", { type: "added" }), 4);
     assert.equal(counter(r, "weft_lease_events_total", { type: "removed" }), 1);
   } finally {
     await r.stop();
@@ -586,5 +588,30 @@ Deno.test("agent restarts onto the subnet recorded in subnet.env", async () => {
     ac.abort();
     await run;
     fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+Deno.test("agent lists the leases once at start: acquire and the peers start from that listing", async () => {
+  const clock = new FakeClock();
+  const reg = createMemoryRegistry({ config: CONFIG, clock });
+  await writePeer(reg, "10.5.200.0/24", "192.0.2.11");
+  let lists = 0;
+  const list = reg.list.bind(reg);
+  reg.list = (...args) => (lists++, list(...args));
+  const events: NetworkEvent[] = [];
+  const r = rig({ clock, reg, backend: recordingBackend(events, { incremental: true }) });
+  const writes = () => events.filter((e) => !e.includes(" run"));
+  try {
+    await until(r.clock, () => writes().length === 1, "the first write");
+    assert.deepEqual(writes(), ["net1 sync 192.0.2.11"]);
+    assert.equal(lists, 1, "one list of all leases from start to the first sync");
+    // the own lease, created after that listing, arrives by the watch and is no peer
+    await writePeer(reg, "10.5.201.0/24", "192.0.2.12");
+    await until(r.clock, () => writes().length === 2, "a join");
+    assert.equal(writes()[1], "net1 update added 192.0.2.12");
+    assert.equal(lists, 1);
+    assert.ok(!r.logger.lines.some((l) => l.includes("lease is gone")), r.logger.lines.join("\n"));
+  } finally {
+    await r.stop();
   }
 });

@@ -13,7 +13,7 @@ import { type LinkedController, linkedController, sleepQuietly } from "../core/a
 import { formatSubnetPair } from "../core/ip.ts";
 import type { Logger } from "../core/log.ts";
 import { leaseKey } from "../lease/kv_store.ts";
-import type { Lease, LeaseEvent, LeaseStore } from "../lease/types.ts";
+import type { Lease, LeaseEvent, LeaseSnapshot, LeaseStore } from "../lease/types.ts";
 import type { AgentMetrics } from "./metrics.ts";
 import type { PeerSync } from "./peer_sync.ts";
 import { type OwnLease, PeerSet, type PeerUpdate, reducePeers } from "./peers.ts";
@@ -78,15 +78,20 @@ export class PeerFollower {
    * List and watch until `signal` aborts.
    *
    * @param signal Ends the loop.
+   * @param listed A listing taken moments ago to start from (watching from
+   *   its revision) instead of listing; later rounds list afresh.
    * @returns When `signal` aborts.
    */
-  async run(signal: AbortSignal): Promise<void> {
+  async run(signal: AbortSignal, listed?: LeaseSnapshot): Promise<void> {
     const { clock, logger, maxBackoffMs, random } = this.#options;
     let attempt = 0;
+    let first = listed;
     while (!signal.aborted) {
       const round = this.#round = linkedController({ parents: [signal] });
+      const given = first;
+      first = undefined;
       try {
-        await this.#listAndWatch(round.signal, () => (attempt = 0));
+        await this.#listAndWatch(round.signal, () => (attempt = 0), given);
       } catch (e) {
         if (!round.signal.aborted) {
           const delay = retryDelay(attempt++, e, { max: maxBackoffMs, random });
@@ -102,10 +107,14 @@ export class PeerFollower {
     }
   }
 
-  async #listAndWatch(signal: AbortSignal, listed: () => void): Promise<void> {
+  async #listAndWatch(
+    signal: AbortSignal,
+    listed: () => void,
+    given?: LeaseSnapshot,
+  ): Promise<void> {
     const { store, logger, metrics } = this.#options;
     // peers' exact expiry is not needed (only the own lease's drives renewal)
-    const snapshot = await store.list(signal, { exactExpiry: false });
+    const snapshot = given ?? await store.list(signal, { exactExpiry: false });
     this.#apply([{ type: "snapshot", leases: snapshot.leases }]);
     logger.info("peers listed", { peers: this.#peers.size, revision: snapshot.revision });
     listed();

@@ -15,8 +15,15 @@ import type { Clock } from "../core/clock.ts";
 import { ConfigError } from "../core/errors.ts";
 import type { Logger } from "../core/log.ts";
 import type { NetworkConfig } from "../lease/config.ts";
+import { leaseKey } from "../lease/kv_store.ts";
 import { readSubnetEnv } from "../lease/subnet_env.ts";
-import { type Lease, type LeaseAttrs, type LeaseSubnets, sameHost } from "../lease/types.ts";
+import {
+  type Lease,
+  type LeaseAttrs,
+  type LeaseSnapshot,
+  type LeaseSubnets,
+  sameHost,
+} from "../lease/types.ts";
 import type { ExternalInterface, Network } from "../backends/types.ts";
 import type { AgentDeps } from "./types.ts";
 
@@ -25,6 +32,12 @@ export interface Registered {
   readonly network: Network;
   /** What the backend published; renewals publish the same. */
   readonly attrs: LeaseAttrs;
+  /**
+   * All leases as listed just before the lease was acquired (stores whose
+   * own-lease hint needs a list): the peers can start from them, watching
+   * from their revision, instead of listing again.
+   */
+  readonly listed?: LeaseSnapshot;
 }
 
 /** Options of {@link registerBackend}. */
@@ -68,20 +81,11 @@ export async function registerBackend(
       "Backend.Type",
     );
   }
+  // the hint is read while the backend loads (its module, its datapath)
+  const reading = readHint(deps, options).catch((): Hint => ({}));
   const backend = await factory();
-  let previousLease: Lease | undefined;
-  try {
-    previousLease = deps.previousLease
-      ? await deps.previousLease(signal)
-      : (await deps.store.list(signal, { exactExpiry: false })).leases.find((l) =>
-        sameHost(l.attrs, {
-          publicIP: options.extIface.extAddr,
-          publicIPv6: options.extIface.extV6Addr,
-        })
-      );
-  } catch {
-    // only a hint (e.g. to keep a VTEP MAC); acquire will surface store errors
-  }
+  /** All leases, when the hint came from them: acquire and the peer list start from it. */
+  const { previousLease, listed } = await reading;
   const env = readSubnetEnv(deps.subnetFile);
   // a re-acquisition's subnets first, else subnet.env's; only when they fit the config
   const hint = options.previous ?? env;
@@ -107,10 +111,36 @@ export async function registerBackend(
         attrs: requested,
         previousSubnet,
         previousIPv6Subnet,
+        listed,
       }, acquireSignal ?? signal);
     },
   });
-  return { network, attrs: attrs ?? network.lease.attrs };
+  const own = network.lease;
+  return {
+    network,
+    attrs: attrs ?? own.attrs,
+    // the listing predates the acquisition: it holds this host's lease as acquired
+    listed: listed && {
+      revision: listed.revision,
+      leases: [...listed.leases.filter((l) => leaseKey(l) !== leaseKey(own)), own],
+    },
+  };
+}
+
+type Hint = { readonly previousLease?: Lease; readonly listed?: LeaseSnapshot };
+
+/**
+ * This host's lease in the store, a hint (e.g. to keep a VTEP MAC): from
+ * `deps.previousLease`, else from a list of all leases (returned too, so
+ * that acquire and the peers start from it). A store error is left for
+ * acquire to surface.
+ */
+async function readHint(deps: AgentDeps, options: RegisterOptions): Promise<Hint> {
+  const { signal, extIface } = options;
+  if (deps.previousLease) return { previousLease: await deps.previousLease(signal) };
+  const listed = await deps.store.list(signal, { exactExpiry: false });
+  const me = { publicIP: extIface.extAddr, publicIPv6: extIface.extV6Addr };
+  return { previousLease: listed.leases.find((l) => sameHost(l.attrs, me)), listed };
 }
 
 /**

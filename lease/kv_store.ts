@@ -305,20 +305,30 @@ export function createKvLeaseStore(
     return { leases, occupied, revision: String(revision) };
   };
 
+  /** The subnets each snapshot handed out by `list` found taken (malformed records too). */
+  const occupiedAt = new WeakMap<LeaseSnapshot, Lease[]>();
+
   const list = async (
     signal?: AbortSignal,
     options: { exactExpiry?: boolean } = {},
   ): Promise<LeaseSnapshot> => {
-    const { leases, revision } = await listAll(signal, options.exactExpiry ?? true);
-    return { leases, revision };
+    const { leases, occupied, revision } = await listAll(signal, options.exactExpiry ?? true);
+    const snapshot = { leases, revision };
+    occupiedAt.set(snapshot, occupied);
+    return snapshot;
   };
 
   const tryAcquire = async (
     config: NetworkConfig,
     req: AcquireRequest,
-    signal?: AbortSignal,
+    signal: AbortSignal | undefined,
+    attempt: number,
   ): Promise<Lease | null> => {
-    const { leases, occupied } = await listAll(signal, false);
+    // the caller's fresh listing saves a list of every lease on the first try
+    const listed = attempt === 0 && req.listed ? occupiedAt.get(req.listed) : undefined;
+    const { leases, occupied } = listed
+      ? { leases: req.listed!.leases, occupied: listed }
+      : await listAll(signal, false);
     const value = encodeLeaseAttrs(req.attrs);
     const mine = findLeaseByHost(leases, req.attrs);
     if (mine) {
@@ -374,7 +384,7 @@ export function createKvLeaseStore(
 
     async acquire(config, req, signal) {
       for (let attempt = 0; attempt < maxAttempts; attempt++) {
-        const lease = await tryAcquire(config, req, signal);
+        const lease = await tryAcquire(config, req, signal, attempt);
         if (lease) {
           log.info("lease acquired", {
             subnet: formatSubnetPair(lease),

@@ -129,6 +129,12 @@ export interface AcquireRequest {
   readonly previousSubnet?: IPv4Net;
   /** Previous IPv6 subnet: with `previousSubnet`, or alone in an IPv6-only network. */
   readonly previousIPv6Subnet?: IPv6Net;
+  /**
+   * The leases this store's {@link LeaseStore.list} returned to the caller
+   * moments ago: a store may take its first try from them instead of
+   * listing again (a lost race for a subnet lists afresh).
+   */
+  readonly listed?: LeaseSnapshot;
 }
 
 /**

@@ -27,7 +27,11 @@
  * Agents run with `--iptables-forward-rules=false`, so no rule keeper's
  * `iptables` children run beside them.
  *
- * Run alone: `deno run -A test/bench/scale_bench.ts [etcd|kube|file] …`.
+ * Run alone: `deno run -A test/bench/scale_bench.ts [etcd|kube|file] …`;
+ * environment: `WEFT_SCALE_RUNTIME=bun` (the agent's runtime),
+ * `WEFT_SCALE_V8_FLAGS` (a Deno agent's V8 flags), `WEFT_SCALE_LOGS=/tmp/x`
+ * (each phase's agent log, ms since spawn first, to /tmp/x-<host>.log),
+ * `WEFT_SCALE_DEBUG=1` (the agent at --log-level debug).
  *
  * @module
  */
@@ -552,7 +556,13 @@ export async function benchScale(options: ScaleOptions): Promise<ScaleResult> {
       const spawned = Date.now();
       const agent = startAgent(lab, host, {
         runtime: options.runtime,
-        args: ["--iface", "eth0", "--iptables-forward-rules=false", ...args],
+        args: [
+          "--iface",
+          "eth0",
+          "--iptables-forward-rules=false",
+          ...(process.env.WEFT_SCALE_DEBUG ? ["--log-level", "debug"] : []),
+          ...args,
+        ],
         env: { ...env, ...(options.v8Flags ? { DENO_V8_FLAGS: options.v8Flags } : {}) },
       });
       try {
@@ -567,6 +577,14 @@ export async function benchScale(options: ScaleOptions): Promise<ScaleResult> {
         return { agent, spawned, synced, log };
       } finally {
         await agent.stop();
+        if (process.env.WEFT_SCALE_LOGS) {
+          fs.writeFileSync(
+            `${process.env.WEFT_SCALE_LOGS}-${host.ns}.log`,
+            agent.logs().map((r) => `${Date.parse(r.ts) - spawned} ${JSON.stringify(r)}`).join(
+              "\n",
+            ),
+          );
+        }
       }
     };
 
@@ -632,7 +650,12 @@ if (import.meta.main) {
   const which = process.argv.slice(2);
   for (const store of ["etcd", "kube", "file"] as const) {
     if (which.length && !which.includes(store)) continue;
-    const r = await benchScale({ store, peers: store === "file" ? 1000 : 5000 });
+    const r = await benchScale({
+      store,
+      peers: store === "file" ? 1000 : 5000,
+      runtime: process.env.WEFT_SCALE_RUNTIME as AgentRuntime | undefined,
+      v8Flags: process.env.WEFT_SCALE_V8_FLAGS,
+    });
     console.log(JSON.stringify(r, null, 2));
   }
 }
