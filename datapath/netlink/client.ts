@@ -55,6 +55,10 @@ import {
   replaceNeighbourEncoder,
   replaceRouteEncoder,
   requestEncoder,
+  RTM_DELNEIGH,
+  RTM_DELROUTE,
+  RTM_NEWNEIGH,
+  RTM_NEWROUTE,
   setLinkRequest,
 } from "./messages.ts";
 import {
@@ -106,6 +110,22 @@ export interface KernelSubscription {
   /** Stop receiving. Idempotent. */
   close(): void;
 }
+
+/** Options of {@link NetlinkClient.subscribe}. */
+export interface SubscribeOptions {
+  /**
+   * Leave out the route and neighbour notifications this client's own
+   * requests caused (the kernel names the requesting socket in them), for
+   * a writer that applies its own writes to its view: a full sync of 5000
+   * peers would otherwise read back 10 000 of its own changes. Other
+   * senders' changes, and fdb entries (which the kernel reports without a
+   * sender), still come.
+   */
+  readonly withoutOwnEntryWrites?: boolean;
+}
+
+/** Notification types {@link SubscribeOptions.withoutOwnEntryWrites} leaves out. */
+const OWN_ENTRY_TYPES = new Set([RTM_NEWROUTE, RTM_DELROUTE, RTM_NEWNEIGH, RTM_DELNEIGH]);
 
 // Errnos that mean "already gone" for delete requests.
 const GONE = new Set(["ENOENT", "ESRCH", "ENODEV", "EADDRNOTAVAIL"]);
@@ -369,8 +389,10 @@ export class NetlinkClient {
    * @throws {Error} When the client is closed.
    * @throws {NetlinkError} When the socket cannot be opened.
    */
-  subscribe(): KernelSubscription {
+  subscribe(options: SubscribeOptions = {}): KernelSubscription {
     if (this.#sock.closed) throw new Error("Cannot subscribe to events: the client is closed");
+    // the kernel names the requesting socket in route and neighbour notifications
+    const own = options.withoutOwnEntryWrites ? this.#sock.portId : undefined;
     const sock = NetlinkSocket.openWith(this.#libc, {
       netns: this.netns,
       groups: EVENT_GROUPS,
@@ -383,6 +405,7 @@ export class NetlinkClient {
         const { messages, overrun } = sock.drain();
         const out: KernelEvent[] = overrun ? [{ kind: "overrun" }] : [];
         for (const m of messages) {
+          if (m.pid === own && OWN_ENTRY_TYPES.has(m.type)) continue;
           try {
             const e = decodeEvent(m);
             if (e) out.push(e);

@@ -88,6 +88,7 @@ export class NetlinkSocket {
   readonly #out = new NlWriter(64 * 1024);
   #seq: number;
   #closed = false;
+  #portId: number | undefined;
   /** recvmmsg buffers, made on the first {@link drain} (only event sockets drain). */
   #batch: DrainBatch | undefined;
   #queue: Promise<unknown> = Promise.resolve();
@@ -162,6 +163,24 @@ export class NetlinkSocket {
    */
   static async open(options: NetlinkSocketOptions = {}): Promise<NetlinkSocket> {
     return NetlinkSocket.openWith(await loadLibc(), options);
+  }
+
+  /**
+   * The port id the kernel gave this socket (`nl_pid` of its address): the
+   * kernel names it as the sender of the route and neighbour notifications
+   * its requests cause.
+   */
+  get portId(): number {
+    if (this.#portId === undefined) {
+      this.#check("read the socket's port id");
+      const sa = new Uint8Array(12);
+      const len = new Uint32Array([12]);
+      if (this.#libc.fn.getsockname(this.#fd, sa, new Uint8Array(len.buffer)) !== 0) {
+        throw new NetlinkError(this.#libc.errno(), "getsockname(AF_NETLINK)");
+      }
+      this.#portId = new DataView(sa.buffer).getUint32(4, true);
+    }
+    return this.#portId;
   }
 
   /** Whether {@link close} was called. */
