@@ -201,7 +201,25 @@ export function planChanges(
   scope: EntryScope,
 ): Plan {
   const plan = emptyPlan();
+  // nothing installed of a kind (a fresh host): every desired object is written as it is
+  // (desired holds one object per key), without indexing either side
+  if (installed.routes.length === 0) { for (const r of desired.routes) plan.replaceRoutes.push(r); }
+  if (installed.neighbours.length === 0) {
+    for (const n of desired.neighbours) plan.replaceNeighbours.push(n);
+  }
+  if (installed.fdb.length === 0) { for (const f of desired.fdb) plan.replaceFdb.push(f); }
+  if (installed.routes.length > 0) planRoutes(desired, installed, scope, plan);
+  if (installed.neighbours.length > 0) planNeighbours(desired, installed, scope, plan);
+  if (installed.fdb.length > 0) planFdb(desired, installed, scope, plan);
+  return plan;
+}
 
+function planRoutes(
+  desired: ObjectSet,
+  installed: ObjectSet<InstalledRoute>,
+  scope: EntryScope,
+  plan: Plan,
+): void {
   const haveRoutes = groupBy(installed.routes, routeKey);
   const wantRoutes = new Map<string, RouteSpec>();
   for (const r of desired.routes) wantRoutes.set(routeKey(r), r);
@@ -222,7 +240,14 @@ export function planChanges(
       }
     }
   }
+}
 
+function planNeighbours(
+  desired: ObjectSet,
+  installed: ObjectSet<InstalledRoute>,
+  scope: EntryScope,
+  plan: Plan,
+): void {
   const haveNeigh = new Map<string, NeighbourSpec>();
   for (const n of installed.neighbours) haveNeigh.set(neighbourKey(n), n);
   const wantNeigh = new Map<string, NeighbourSpec>();
@@ -233,7 +258,14 @@ export function planChanges(
   for (const [k, have] of haveNeigh) {
     if (!wantNeigh.has(k) && neighbourInScope(scope, have)) plan.deleteNeighbours.push(have);
   }
+}
 
+function planFdb(
+  desired: ObjectSet,
+  installed: ObjectSet<InstalledRoute>,
+  scope: EntryScope,
+  plan: Plan,
+): void {
   const wantFdb = new Map<string, FdbSpec>();
   for (const e of desired.fdb) wantFdb.set(fdbKey(e), e);
   const haveFdb = groupBy(installed.fdb, fdbKey);
@@ -246,7 +278,6 @@ export function planChanges(
     if (wantFdb.has(k)) continue;
     for (const h of list) if (fdbInScope(scope, h)) plan.deleteFdb.push(h);
   }
-  return plan;
 }
 
 /** The object keys of one peer's entries. */

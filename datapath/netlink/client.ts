@@ -393,19 +393,24 @@ export class NetlinkClient {
     if (this.#sock.closed) throw new Error("Cannot subscribe to events: the client is closed");
     // the kernel names the requesting socket in route and neighbour notifications
     const own = options.withoutOwnEntryWrites ? this.#sock.portId : undefined;
+    const skip = own === undefined
+      ? undefined
+      : (type: number, pid: number) => pid === own && OWN_ENTRY_TYPES.has(type);
     const sock = NetlinkSocket.openWith(this.#libc, {
       netns: this.netns,
       groups: EVENT_GROUPS,
       receiveBufferBytes: this.#options.eventBufferBytes,
     });
+    // the kernel drops them before they are queued; the check in drain stays for a refusal
+    if (own !== undefined) sock.dropNotificationsFrom(own, [...OWN_ENTRY_TYPES]);
     this.#eventSockets.add(sock);
     const sockets = this.#eventSockets;
     return {
       drain: () => {
-        const { messages, overrun } = sock.drain();
+        const { messages, overrun } = sock.drain(skip);
         const out: KernelEvent[] = overrun ? [{ kind: "overrun" }] : [];
         for (const m of messages) {
-          if (m.pid === own && OWN_ENTRY_TYPES.has(m.type)) continue;
+          if (skip?.(m.type, m.pid)) continue; // one of several in a datagram
           try {
             const e = decodeEvent(m);
             if (e) out.push(e);

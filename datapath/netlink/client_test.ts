@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { type IPv4Net, parseIPv4, parseIPv4Net } from "../../core/ip.ts";
 import { NetlinkBatchError, NetlinkError } from "./error.ts";
 import type { Address, KernelEvent, Link, Route } from "./kernel.ts";
-import { type NetlinkClient, openNetlinkClient } from "./client.ts";
+import { type KernelSubscription, type NetlinkClient, openNetlinkClient } from "./client.ts";
 import { createNetns, deleteNetns, nsRun, run, sweepNetns } from "../../testing/netns.ts";
 
 const PREFIX = "wnc";
@@ -543,6 +543,62 @@ Deno.test({
       );
     } finally {
       ac.abort();
+      dp.close();
+      deleteNetns(ns);
+    }
+  },
+});
+
+Deno.test({
+  name: "a subscription without own entry writes misses this client's routes and neighbours only",
+  ...opts,
+  fn: async () => {
+    const ns = createNetns(PREFIX, "c");
+    const dp = await openNetlinkClient({ netns: ns });
+    try {
+      const br = await dp.createBridge({ name: "br8", up: true });
+      await dp.addAddresses([{ index: br.index, ip: parseIPv4("192.0.2.1"), prefixLen: 24 }]);
+      const all = dp.subscribe();
+      const mine = dp.subscribe({ withoutOwnEntryWrites: true });
+      const describe = (events: KernelEvent[]) =>
+        events.flatMap((e) =>
+          e.kind === "route" && e.route.dst.ip === parseIPv4("10.5.2.0")
+            ? [`route ${e.action}`]
+            : e.kind === "neighbour" && e.neighbour.ip === parseIPv4("192.0.2.9")
+            ? [`neighbour ${e.action}`]
+            : e.kind === "link" && e.link.name === "br9"
+            ? [`link ${e.action}`]
+            : []
+        );
+      all.drain();
+      mine.drain();
+      const route = { dst: parseIPv4Net("10.5.2.0/24"), gateway: parseIPv4("192.0.2.2") };
+      await dp.replaceRoutes([{ ...route, index: br.index }]);
+      await dp.replaceNeighbours([{
+        index: br.index,
+        ip: parseIPv4("192.0.2.9"),
+        mac: "02:00:00:00:00:09",
+      }]);
+      await dp.createBridge({ name: "br9", up: false }); // a link: still reported
+      nsRun(ns, "ip", "route", "del", "10.5.2.0/24"); // another process: reported
+      const seen = async (sub: KernelSubscription, want: string) => {
+        const got: string[] = [];
+        for (let i = 0; i < 200 && !got.includes(want); i++) {
+          got.push(...describe(sub.drain()));
+          if (!got.includes(want)) await new Promise((r) => setTimeout(r, 10));
+        }
+        return got;
+      };
+      assert.deepEqual(await seen(all, "route del"), [
+        "route new",
+        "neighbour new",
+        "link new",
+        "route del",
+      ]);
+      assert.deepEqual(await seen(mine, "route del"), ["link new", "route del"]);
+      all.close();
+      mine.close();
+    } finally {
       dp.close();
       deleteNetns(ns);
     }

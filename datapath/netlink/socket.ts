@@ -183,6 +183,45 @@ export class NetlinkSocket {
     return this.#portId;
   }
 
+  /**
+   * Have the kernel drop, before queueing them to this socket, the
+   * notifications of the given types that `port`'s requests caused (a
+   * classic BPF filter on the message header: type at offset 4, sender port
+   * at 12; one message per notification datagram).
+   *
+   * @param port The sender's port id ({@link portId} of the writing socket).
+   * @param types Message types, e.g. `RTM_NEWROUTE`.
+   * @returns False when the kernel refused the filter (then nothing is dropped).
+   */
+  dropNotificationsFrom(port: number, types: readonly number[]): boolean {
+    this.#check("filter notifications");
+    // loads are big-endian; netlink headers are the host's (little-endian) order
+    const swap16 = (x: number) => ((x & 0xff) << 8) | (x >>> 8);
+    const swap32 = (x: number) =>
+      (((x & 0xff) << 24) | ((x & 0xff00) << 8) | ((x >>> 8) & 0xff00) | (x >>> 24)) >>> 0;
+    const code: [number, number, number, number][] = [[BPF_LD_H_ABS, 0, 0, 4]];
+    types.forEach((t, i) => {
+      const last = i === types.length - 1;
+      // a match goes to the port check; no match on the last type accepts
+      code.push([BPF_JEQ_K, types.length - 1 - i, last ? 2 : 0, swap16(t)]);
+    });
+    code.push([BPF_LD_W_ABS, 0, 0, 12], [BPF_JEQ_K, 1, 0, swap32(port)]);
+    code.push([BPF_RET_K, 0, 0, 0xffffffff], [BPF_RET_K, 0, 0, 0]);
+    const filter = new Uint8Array(code.length * 8);
+    const fv = new DataView(filter.buffer);
+    code.forEach(([op, jt, jf, k], i) => {
+      fv.setUint16(i * 8, op, true);
+      fv.setUint8(i * 8 + 2, jt);
+      fv.setUint8(i * 8 + 3, jf);
+      fv.setUint32(i * 8 + 4, k, true);
+    });
+    const prog = new Uint8Array(16); // struct sock_fprog: length, padding, pointer
+    const pv = new DataView(prog.buffer);
+    pv.setUint16(0, code.length, true);
+    pv.setBigUint64(8, BigInt(this.#libc.addressOf(filter)), true);
+    return this.#libc.fn.setsockopt(this.#fd, SOL_SOCKET, SO_ATTACH_FILTER, prog, 16) === 0;
+  }
+
   /** Whether {@link close} was called. */
   get closed(): boolean {
     return this.#closed;
@@ -389,12 +428,17 @@ export class NetlinkSocket {
    * FFI call), since a large write makes the kernel queue one notification
    * datagram per object and a call each cost more than the message itself.
    *
+   * @param skip Datagrams of one message for which this says true (by the
+   *   message's type and sender port) are dropped unread.
    * @returns The messages (copies, safe to keep), and whether the kernel
    *   dropped some (ENOBUFS) or a datagram did not fit its slot (then it is
    *   lost too, and reported the same way).
    * @throws {NetlinkError} On other receive errors.
    */
-  drain(): { messages: NlMessage[]; overrun: boolean } {
+  drain(skip?: (type: number, pid: number) => boolean): {
+    messages: NlMessage[];
+    overrun: boolean;
+  } {
     this.#check("read netlink events");
     const b = this.#batch ??= drainBatch(this.#libc);
     const messages: NlMessage[] = [];
@@ -419,6 +463,10 @@ export class NetlinkSocket {
         }
         const len = b.view.getUint32(h + MSG_LEN, true);
         const at = i * DRAIN_SLOT;
+        if (
+          skip && len >= 16 && b.slots.getUint32(at, true) === len &&
+          skip(b.slots.getUint16(at + 4, true), b.slots.getUint32(at + 12, true))
+        ) continue;
         for (const m of parseMessages(b.data.slice(at, at + len))) messages.push(m);
       }
       if (n < DRAIN_BATCH) break;
@@ -426,6 +474,13 @@ export class NetlinkSocket {
     return { messages, overrun };
   }
 }
+
+const SO_ATTACH_FILTER = 26;
+/** Classic BPF opcodes: load half-word / word at an absolute offset, jump if equal, return. */
+const BPF_LD_H_ABS = 0x28;
+const BPF_LD_W_ABS = 0x20;
+const BPF_JEQ_K = 0x15;
+const BPF_RET_K = 0x06;
 
 /** Datagrams read per `recvmmsg` in {@link NetlinkSocket.drain}. */
 export const DRAIN_BATCH = 32;
@@ -443,8 +498,11 @@ const MSG_LEN = 56;
 /** The buffers of one `recvmmsg`: headers with one iovec each, pointing at the slots of `data`. */
 interface DrainBatch {
   readonly headers: Uint8Array;
+  /** Over `headers`. */
   readonly view: DataView;
   readonly data: Uint8Array;
+  /** Over `data` (the datagrams' own headers). */
+  readonly slots: DataView;
 }
 
 function drainBatch(libc: Libc): DrainBatch {
@@ -461,5 +519,5 @@ function drainBatch(libc: Libc): DrainBatch {
     view.setBigUint64(iov, BigInt(dataBase + i * DRAIN_SLOT), true); // iov_base
     view.setBigUint64(iov + 8, BigInt(DRAIN_SLOT), true); // iov_len
   }
-  return { headers, view, data };
+  return { headers, view, data, slots: new DataView(data.buffer) };
 }
