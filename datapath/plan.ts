@@ -394,7 +394,15 @@ export class DesiredTable {
     this.#routes.clear();
     this.#neighbours.clear();
     this.#fdb.clear();
-    for (const [k, e] of entries) this.set(k, e);
+    // as set() for each, without the removal of old claims (there are none)
+    for (const [key, next] of entries) {
+      this.#entries.set(key, next);
+      if (next.routes) { for (const r of next.routes) claim(this.#routes, dstKey(r.dst), key, r); }
+      if (next.neighbours) {
+        for (const n of next.neighbours) claim(this.#neighbours, neighbourKey(n), key, n);
+      }
+      if (next.fdb) { for (const f of next.fdb) claim(this.#fdb, fdbKey(f), key, f); }
+    }
   }
 
   /** The desired route to a destination and who asked for it. */

@@ -210,13 +210,15 @@ function familyEntries(
 ): { entries: PeerEntries } | { skip: string } {
   const v6 = p.family === "IPv6";
   if (!p.subnet) return { skip: `it has no ${p.family} subnet` };
-  const valid = v6 ? isIPv6(p.publicIP ?? "") : isIPv4(p.publicIP ?? "");
-  if (!valid) {
+  let publicIP: IPAddr;
+  try {
+    // parsed once: a full sync reads every peer's
+    publicIP = v6 ? parseIPv6(p.publicIP ?? "") : parseIPv4(p.publicIP ?? "");
+  } catch {
     return {
       skip: `${v6 ? "PublicIPv6" : "PublicIP"} ${JSON.stringify(p.publicIP)} is not ${p.family}`,
     };
   }
-  const publicIP: IPAddr = v6 ? parseIPv6(p.publicIP!) : parseIPv4(p.publicIP!);
   if (options.directNets.some((n) => containsIP(n, publicIP))) {
     return {
       entries: { routes: [{ dst: p.subnet, gateway: publicIP, device: options.extDevice }] },
@@ -562,18 +564,20 @@ async function registerVxlan(
       )
       .map(networkOf);
   };
-  const entryOptions = () => ({
+  const entryOptions: VxlanEntryOptions = {
     device: networks.ipv4 ? name : null,
     v6Device: networks.ipv6 ? v6Name : null,
     extDevice: ext.name,
-    directNets,
-  });
+    get directNets() {
+      return directNets;
+    },
+  };
 
   const setup: RoutedSetup<PeerEntries> = {
     lease,
     mtu: podMtu,
     target: kernelTarget({ datapath: dp, devices, scope, logger: log }),
-    peerEntries: (peer) => vxlanPeerEntries(peer, entryOptions()),
+    peerEntries: (peer) => vxlanPeerEntries(peer, entryOptions),
     refresh,
   };
   const net = extension

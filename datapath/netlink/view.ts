@@ -31,7 +31,6 @@ import {
   neighbourKey,
   type ObjectSet,
   routeInScope,
-  routeKey,
   sameRoute,
   type Touched,
 } from "../plan.ts";
@@ -191,8 +190,13 @@ export class InstalledView {
    */
   putRoute(r: InstalledRoute, replace = true): void {
     const k = dstKey(r.dst);
-    let list = this.routes.get(k) ?? [];
-    if (replace) list = list.filter((x) => routeKey(x) !== routeKey(r));
+    let list = this.routes.get(k);
+    if (list === undefined) {
+      if (routeInScope(this.scope, r)) this.routes.set(k, [r]);
+      return;
+    }
+    // same destination (one list per destination): the metric decides
+    if (replace) list = list.filter((x) => (x.metric ?? 0) !== (r.metric ?? 0));
     if (routeInScope(this.scope, r)) list.push(r);
     if (list.length > 0) this.routes.set(k, list);
     else this.routes.delete(k);
