@@ -291,7 +291,9 @@ export async function buildJs(options: BuildOptions = {}): Promise<BuildResult> 
  * await), `--splitting` (the Worker and split modules share weft's modules),
  * `--root` (entry points keep their paths from the repository root, where
  * `thread.ts` and `loader.ts` look for them), and no autoloading of `.env`
- * or `bunfig.toml` from the working directory of a system service. Run
+ * or `bunfig.toml` from the working directory of a system service, and
+ * Bun's `--smol` (a smaller heap collected more often: at 5000 peers the
+ * agent stays under 100 MB; see the README's Scale section). Run
  * through Bun's API (`scripts/bun_build.ts compile`) so that the gce entry
  * point gets the lean Compute client (no gRPC, pruned protos).
  *
@@ -317,7 +319,8 @@ export async function buildBinary(options: BuildOptions = {}): Promise<BuildResu
     }
     log(`compiling ${entry} → ${main} (bun)`);
     // the API form of `bun build --compile --minify --format=esm --splitting --root .
-    // --no-compile-autoload-dotenv --no-compile-autoload-bunfig`, plus the lean Compute client
+    // --no-compile-autoload-dotenv --no-compile-autoload-bunfig --compile-exec-argv=--smol`,
+    // plus the lean Compute client
     await run(BUN_BIN, [
       BUN_BUILD,
       "compile",

@@ -108,7 +108,13 @@ async function compile(args: CompileArgs): Promise<void> {
   const r = await bun.build({
     entrypoints: args.entrypoints.map((e) => path.resolve(args.root, e)),
     root: args.root,
-    compile: { outfile: args.outfile, autoloadDotenv: false, autoloadBunfig: false },
+    compile: {
+      outfile: args.outfile,
+      autoloadDotenv: false,
+      autoloadBunfig: false,
+      // a smaller heap, collected more often: an agent of 5000 peers stays under 100 MB
+      execArgv: ["--smol"],
+    },
     minify: true,
     format: "esm",
     splitting: true,

@@ -28,7 +28,8 @@
  * `iptables` children run beside them.
  *
  * Run alone: `deno run -A test/bench/scale_bench.ts [etcd|kube|file] …`;
- * environment: `WEFT_SCALE_RUNTIME=bun` (the agent's runtime),
+ * environment: `WEFT_SCALE_RUNTIME=bun` (the agent's runtime; `binary`:
+ * `dist/weft`, built by `deno task compile:bun`),
  * `WEFT_SCALE_V8_FLAGS` (a Deno agent's V8 flags), `WEFT_SCALE_LOGS=/tmp/x`
  * (each phase's agent log, ms since spawn first, to /tmp/x-<host>.log),
  * `WEFT_SCALE_DEBUG=1` (the agent at --log-level debug).
@@ -71,10 +72,12 @@ export interface ScaleOptions {
   readonly rate?: number;
   /** Length of the sustained run, s (default 20). */
   readonly seconds?: number;
-  /** Runtime of the agent (default deno). */
+  /** Runtime of the agent running `mod.ts` (default deno); ignored with `command`. */
   readonly runtime?: AgentRuntime;
   /** V8 flags for a Deno agent (`DENO_V8_FLAGS`), e.g. `--max-semi-space-size=1`. */
   readonly v8Flags?: string;
+  /** Program and arguments that run weft instead, e.g. `["dist/weft"]` (the binary). */
+  readonly command?: readonly string[];
 }
 
 /** Figures of one-at-a-time lease events. */
@@ -556,6 +559,7 @@ export async function benchScale(options: ScaleOptions): Promise<ScaleResult> {
       const spawned = Date.now();
       const agent = startAgent(lab, host, {
         runtime: options.runtime,
+        command: options.command,
         args: [
           "--iface",
           "eth0",
@@ -648,12 +652,15 @@ export async function benchScale(options: ScaleOptions): Promise<ScaleResult> {
 
 if (import.meta.main) {
   const which = process.argv.slice(2);
+  const form = process.env.WEFT_SCALE_RUNTIME;
   for (const store of ["etcd", "kube", "file"] as const) {
     if (which.length && !which.includes(store)) continue;
     const r = await benchScale({
       store,
       peers: store === "file" ? 1000 : 5000,
-      runtime: process.env.WEFT_SCALE_RUNTIME as AgentRuntime | undefined,
+      ...(form === "binary"
+        ? { command: [path.join(REPO_ROOT, "dist/weft")] }
+        : { runtime: form as AgentRuntime | undefined }),
       v8Flags: process.env.WEFT_SCALE_V8_FLAGS,
     });
     console.log(JSON.stringify(r, null, 2));

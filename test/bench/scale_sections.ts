@@ -5,7 +5,9 @@
  *
  * - `scale`: the kernel's floor for 5000 vxlan peers (`scale_kernel.ts`),
  *   then one real agent per store (`scale_bench.ts`): etcd and Kubernetes
- *   with 5000 peers, the file store with 1000.
+ *   with 5000 peers, the file store with 1000; each in the two forms the
+ *   README documents for large clusters: source under Deno with
+ *   `DENO_AGENT_V8_FLAGS`, and the Bun binary (`--smol` built in).
  * - `store-load`: 50 in-process agents against one etcd and the fake API
  *   server, counted at the server (`store_load_bench.ts`), extrapolated to
  *   5000 nodes.
@@ -38,13 +40,17 @@ const goal = (ok: boolean) => (ok ? "meets goal" : "MISSES goal");
 const SCALE_PEERS = { etcd: 5000, kube: 5000, file: 1000 } as const;
 
 /** The lines of one store's scale figures. */
-export function reportScale(r: ScaleResult, floor?: KernelFloorResult): string[] {
+export function reportScale(
+  r: ScaleResult & { form?: string },
+  floor?: KernelFloorResult,
+): string[] {
   const L = r.large;
+  const name = r.form ? `${r.store}/${r.form}` : r.store;
   const S = r.small;
   const s = r.sustained;
   const cpuRatio = L.cpuPerEventMs / S.cpuPerEventMs;
   const lines = [
-    `scale/${r.store}: spawn → first full sync of ${L.peers} peers done ${
+    `scale/${name}: spawn → first full sync of ${L.peers} peers done ${
       fmt(r.startToSyncedMs, 0)
     } ms (goal ≤ 1000: ${goal(r.startToSyncedMs <= 1000)}); of it: runtime + flags to first log ${
       fmt(r.firstLogMs, 0)
@@ -60,7 +66,7 @@ export function reportScale(r: ScaleResult, floor?: KernelFloorResult): string[]
     const ratio = r.syncMs / floor.ms;
     const cpuRatio = r.syncCpuMs / floor.cpuMs;
     lines.push(
-      `scale/${r.store}: the sync (dumps, plan, ${
+      `scale/${name}: the sync (dumps, plan, ${
         3 * L.peers
       } writes, their echoes) vs the kernel floor (${floor.requests} requests raw in 3 batches): wall ${
         fmt(r.syncMs, 0)
@@ -70,7 +76,7 @@ export function reportScale(r: ScaleResult, floor?: KernelFloorResult): string[]
     );
   }
   lines.push(
-    `scale/${r.store}: one lease at ${L.peers} peers, store write → kernel entry (${L.events} events): add p50 ${
+    `scale/${name}: one lease at ${L.peers} peers, store write → kernel entry (${L.events} events): add p50 ${
       fmt(L.addP50Ms, 2)
     } / p99 ${fmt(L.addP99Ms, 2)} ms, remove p50 ${fmt(L.removeP50Ms, 2)} / p99 ${
       fmt(L.removeP99Ms, 2)
@@ -83,14 +89,14 @@ export function reportScale(r: ScaleResult, floor?: KernelFloorResult): string[]
     } ms; at ${S.peers} peers add p99 ${fmt(S.addP99Ms, 2)}, remove p99 ${
       fmt(S.removeP99Ms, 2)
     } ms`,
-    `scale/${r.store}: agent CPU per event (all threads, median of write-to-write samples) ${
+    `scale/${name}: agent CPU per event (all threads, median of write-to-write samples) ${
       fmt(L.cpuPerEventMs, 3)
     } ms at ${L.peers} peers vs ${fmt(S.cpuPerEventMs, 3)} ms at ${S.peers}: ${
       fmt(cpuRatio, 2)
     }× (goal ≤ 2×: ${goal(cpuRatio <= 2)}); mean from /proc/<pid>/stat less idle ${
       fmt(L.cpuPerEventMeanMs, 3)
     } vs ${fmt(S.cpuPerEventMeanMs, 3)} ms`,
-    `scale/${r.store}: ${s.rate} writes/s asked (${s.achievedRate} done) for ${
+    `scale/${name}: ${s.rate} writes/s asked (${s.achievedRate} done) for ${
       fmt(s.seconds, 0)
     } s at ${L.peers} peers: agent CPU ${fmt(s.cpuPercent)} % of a core, RSS max ${
       fmt(s.rssMaxMB, 0)
@@ -149,11 +155,25 @@ export const scaleSections: BenchSection[] = [
     run: async () => {
       const kernel = await import("./scale_kernel.ts");
       const m = await import("./scale_bench.ts");
+      const { built } = await import("../../testing/build_cache.ts");
+      const { DENO_AGENT_V8_FLAGS } = await import("../lab/agents.ts");
       const out: Record<string, unknown> = {
         floor: await kernel.benchKernelFloor({ peers: 5000, rounds: 3 }),
       };
-      for (const store of ["etcd", "kube", "file"] as const) {
-        out[store] = await m.benchScale({ store, peers: SCALE_PEERS[store] });
+      // the two forms the README documents for a large cluster: source under Deno with its
+      // V8 flags, and the binary (Bun, --smol built in) that the unit and DaemonSet run
+      const binary = (await built("binary")).main;
+      const forms = [
+        { form: "deno", options: { v8Flags: DENO_AGENT_V8_FLAGS } },
+        { form: "binary", options: { command: [binary] } },
+      ];
+      for (const { form, options } of forms) {
+        for (const store of ["etcd", "kube", "file"] as const) {
+          out[`${store}/${form}`] = {
+            form,
+            ...await m.benchScale({ store, peers: SCALE_PEERS[store], ...options }),
+          };
+        }
       }
       return out;
     },
@@ -161,9 +181,9 @@ export const scaleSections: BenchSection[] = [
       `scale: kernel floor, ${r.floor.requests} netlink requests (neighbour, fdb, route per peer) in 3 batched calls into a fresh namespace: median ${
         fmt(r.floor.ms, 0)
       } ms wall, ${fmt(r.floor.cpuMs, 0)} ms CPU (runs ${r.floor.runs.join(", ")} ms)`,
-      ...reportScale(r.etcd, r.floor),
-      ...reportScale(r.kube, r.floor),
-      ...reportScale(r.file),
+      ...Object.entries(r).flatMap(([k, v]: [string, Any]) =>
+        k === "floor" ? [] : reportScale(v, v.store === "file" ? undefined : r.floor)
+      ),
     ],
   },
   {
