@@ -278,6 +278,7 @@ export function routedNetwork<E>(
     startedAt: number,
     cpuAt: number,
     keys: Iterable<string> | null,
+    writing?: { ms: number; cpuMs: number },
   ): SyncResult => {
     // keys: what this write covered (null: everything)
     if (keys === null) {
@@ -297,6 +298,11 @@ export function routedNetwork<E>(
         durationMs: ctx.clock.now() - startedAt,
         // the whole process's CPU meanwhile: unlike durationMs, not stretched by a busy machine
         cpuMs: Math.round(cpuTimeMs() - cpuAt),
+        // of it, the target's part (a kernel datapath: dumps, diff, writes), after the
+        // entries were derived from the leases
+        ...(writing
+          ? { targetMs: Math.round(writing.ms), targetCpuMs: Math.round(writing.cpuMs) }
+          : {}),
       };
       // a full sync is news; an update follows one lease event, which the agent logged already
       if (what === "synced") log.info(`${type} peers synced`, fields);
@@ -328,14 +334,13 @@ export function routedNetwork<E>(
       if (e !== null) desired.set(k, e);
     }
     warner.retain(peers);
-    return finish(
-      await target.sync(desired, signal),
-      "synced",
-      desired.size,
-      startedAt,
-      cpuAt,
-      null,
-    );
+    const writeAt = performance.now();
+    const writeCpuAt = cpuTimeMs();
+    const r = await target.sync(desired, signal);
+    return finish(r, "synced", desired.size, startedAt, cpuAt, null, {
+      ms: performance.now() - writeAt,
+      cpuMs: cpuTimeMs() - writeCpuAt,
+    });
   };
 
   const incremental = async (keys: Iterable<string>, signal: AbortSignal): Promise<SyncResult> => {

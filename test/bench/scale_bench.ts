@@ -140,6 +140,12 @@ export interface ScaleResult {
   readonly syncMs: number;
   /** The agent's CPU (all threads) during that sync, as it logged it, ms. */
   readonly syncCpuMs: number;
+  /**
+   * Of the sync, the datapath's part (dumps, diff, the 15 000 writes), after
+   * the entries were derived from the leases: wall and CPU ms.
+   */
+  readonly syncWriteMs: number;
+  readonly syncWriteCpuMs: number;
   /** Kernel entries found after the sync (each should equal the peers). */
   readonly kernel: { routes: number; neighbours: number; fdb: number };
   /** Agent RSS right after the sync, MB. */
@@ -635,6 +641,8 @@ export async function benchScale(options: ScaleOptions): Promise<ScaleResult> {
       listedMs: listed ? at(listed) - big.spawned : NaN,
       syncMs: Number(big.synced.durationMs),
       syncCpuMs: Number(big.synced.cpuMs),
+      syncWriteMs: Number(big.synced.targetMs),
+      syncWriteCpuMs: Number(big.synced.targetCpuMs),
       kernel,
       rssAfterSyncMB: round(rssAfterSync, 1),
       cpuToSyncedMs: cpuToSynced,
