@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { createFileLeaseStore, createFileRegistry } from "./file_store.ts";
+import { compactLeaseFile, createFileLeaseStore, createFileRegistry } from "./file_store.ts";
 import { leaseKey } from "./kv_store.ts";
 import { encodeLeaseAttrs } from "./types.ts";
 import {
@@ -31,13 +31,7 @@ function fileHarness(): Promise<ContractHarness> {
     writeGarbage: (subnet, value) =>
       registry.put(subnet.replace("/", "-"), value, null).then(() => {}),
     removeExternally: (lease) => registry.delete(leaseKey(lease)),
-    compact: () => {
-      const s = JSON.parse(fs.readFileSync(leaseFile, "utf8"));
-      s.compacted = s.revision;
-      s.log = [];
-      fs.writeFileSync(leaseFile, JSON.stringify(s));
-      return Promise.resolve();
-    },
+    compact: () => compactLeaseFile(leaseFile, { forgetHistory: true }),
     cleanup: () => Promise.resolve(fs.rmSync(dir, { recursive: true, force: true })),
   });
 }
