@@ -209,28 +209,35 @@ export function nextExpiry(view: FileView): number | null {
 }
 
 /**
- * The snapshot line of a view (with its newline), keeping the last
- * {@link LOG_LIMIT} changes of its history.
+ * Write a view as the snapshot of a new file: its history is cut to the last
+ * {@link LOG_LIMIT} changes, which the snapshot keeps, and its identity and
+ * offsets become the new file's.
  *
- * @param view The state to write.
+ * @param view The state to write (changed in place).
+ * @param write Writes the bytes as the new file (atomically) and returns its `dev:ino`.
  * @param forgetHistory Keep no history (watchers behind it must re-list).
- * @returns The line.
  */
-export function snapshotLine(view: FileView, forgetHistory = false): string {
+export function writeSnapshot(
+  view: FileView,
+  write: (bytes: Uint8Array) => string,
+  forgetHistory = false,
+): void {
   const keep = forgetHistory ? 0 : LOG_LIMIT;
   const drop = view.history.length - keep;
-  const compacted = forgetHistory
-    ? view.revision
-    : drop > 0
-    ? Math.max(view.compacted, view.history[drop - 1].revision)
-    : view.compacted;
-  const log = drop > 0 ? view.history.slice(drop) : view.history;
-  return JSON.stringify({
-    revision: view.revision,
-    compacted,
-    records: Object.fromEntries(view.records),
-    log,
-  }) + "\n";
+  if (forgetHistory) view.compacted = view.revision;
+  else if (drop > 0) view.compacted = Math.max(view.compacted, view.history[drop - 1].revision);
+  if (drop > 0) view.history = view.history.slice(drop);
+  const bytes = encoder.encode(
+    JSON.stringify({
+      revision: view.revision,
+      compacted: view.compacted,
+      records: Object.fromEntries(view.records),
+      log: view.history,
+    }) + "\n",
+  );
+  view.id = write(bytes);
+  view.offset = view.snapshotBytes = bytes.length;
+  view.unterminated = false;
 }
 
 /** One change as a journal line (with its newline). */
@@ -240,6 +247,7 @@ export function changeLine(c: Change): string {
 
 const NL = 0x0a;
 const decoder = new TextDecoder();
+const encoder = new TextEncoder();
 
 function unreadable(file: string, e: unknown): StoreUnavailableError {
   return new StoreUnavailableError(`cannot read lease file ${file}: ${(e as Error).message}`, {

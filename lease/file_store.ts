@@ -45,7 +45,7 @@ import {
   type FileView,
   nextExpiry,
   refreshView,
-  snapshotLine,
+  writeSnapshot,
 } from "./file_journal.ts";
 
 export { COMPACT_MIN_BYTES, LOG_LIMIT } from "./file_journal.ts";
@@ -90,9 +90,12 @@ function fileWriter(file: string, logger?: Logger) {
     });
 
   const compact = (view: FileView, forgetHistory = false) => {
-    writeFileAtomic(file, snapshotLine(view, forgetHistory), { mode: 0o644 });
-    // read back under the lock: the new identity and offsets (and nothing else changed)
-    cached = refreshView(file, undefined, warn).view;
+    writeSnapshot(view, (bytes) => {
+      writeFileAtomic(file, bytes, { mode: 0o644 });
+      const st = fs.statSync(file); // ours: writers hold the lock
+      return `${st.dev}:${st.ino}`;
+    }, forgetHistory);
+    cached = view;
   };
 
   /** Under the lock: bring the view up to date, run `fn`, append what it changed. */
