@@ -130,7 +130,12 @@ export function refreshView(
   try {
     const st = fs.fstatSync(fd);
     const id = `${st.dev}:${st.ino}`;
-    if (view && view.id === id && st.size >= view.offset) {
+    // read on only past a whole snapshot line; an empty file, or an older weft's
+    // snapshot without a newline, is read whole again when it grows
+    if (
+      view && view.id === id && st.size >= view.offset && (st.size === view.offset ||
+        (view.snapshotBytes > 0 && !view.unterminated))
+    ) {
       if (st.size === view.offset) return { view, changes: [], tail: 0 };
       const bytes = readRange(fd, view.offset, st.size - view.offset);
       const end = bytes.lastIndexOf(NL) + 1;

@@ -133,7 +133,7 @@ function fileWriter(file: string, logger?: Logger) {
       if (made.length === 0) return out;
       const journal = view.offset - view.snapshotBytes;
       if (
-        view.id === "" || view.unterminated ||
+        view.snapshotBytes === 0 || view.unterminated ||
         journal > Math.max(COMPACT_MIN_BYTES, view.snapshotBytes)
       ) {
         compact(view);

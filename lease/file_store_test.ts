@@ -314,3 +314,24 @@ Deno.test("file store: writers fold the changes into a new snapshot; a watcher f
     t.done();
   }
 });
+
+Deno.test("file store: an empty lease file (created by hand) gets a snapshot line on the first write", async () => {
+  const t = scratch();
+  try {
+    fs.writeFileSync(t.file, "");
+    const reg = createFileRegistry({ path: t.file, configPath: t.configPath });
+    assert.deepEqual(await reg.list(), { records: [], revision: 1 });
+    await reg.put("10.5.1.0-24", attrs(1), null);
+    await reg.put("10.5.2.0-24", attrs(2), null);
+    const text = lines(t.file);
+    assert.equal(text.length, 3, "a snapshot line, a change line and the end");
+    assert.deepEqual(Object.keys(JSON.parse(text[0]).records), ["10.5.1.0-24"]);
+    const fresh = createFileRegistry({ path: t.file, configPath: t.configPath });
+    assert.deepEqual((await fresh.list()).records.map((r) => r.key), [
+      "10.5.1.0-24",
+      "10.5.2.0-24",
+    ]);
+  } finally {
+    t.done();
+  }
+});
