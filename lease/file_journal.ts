@@ -6,27 +6,30 @@
  * made after it:
  *
  * ```text
- * {"revision":7,"compacted":0,"records":{"10.5.3.0-24":{"value":"{\"PublicIP\":…}","expiration":1700000000000}},"log":[…]}
+ * {"revision":7,"compacted":0,"snapshot":"6f1c…","records":{"10.5.3.0-24":{"value":"{\"PublicIP\":…}","expiration":1700000000000}},"log":[…]}
  * {"revision":8,"key":"10.5.4.0-24","value":"{\"PublicIP\":…}","expiration":1700000001000}
  * {"revision":9,"key":"10.5.3.0-24"}
  * ```
  *
- * The snapshot is the format weft wrote before the journal (one JSON object,
- * no newline), so a file written by an older weft is read as a snapshot with
- * no changes, and a just-compacted file is still readable by an older weft.
- * `log` keeps the last {@link LOG_LIMIT} changes before the snapshot for
- * watchers that fall behind; a change line has the same shape as a log
- * entry (no `value` = a deletion).
+ * The snapshot line is the object weft wrote before the journal (plus a
+ * random `snapshot` id that tells one snapshot from the next), so a file
+ * written by an older weft (that object, no newline) is read as a snapshot
+ * with no changes, and a just-compacted file is still readable by an older
+ * weft; one with change lines is refused by it as corrupt (JSON.parse of the
+ * whole text), never misread. `log` keeps the last {@link LOG_LIMIT}
+ * changes before the snapshot for watchers that fall behind; a change line
+ * has the shape of a log entry (no `value` = a deletion).
  *
  * A writer (holding the lock) appends a change as one line with one write;
  * when the changes outgrow the snapshot it writes a new snapshot to a
  * temporary file and renames it over the file (compaction). A reader
- * remembers the file's identity (device and inode) and how many bytes it
- * has consumed, and on the next look decodes only the complete lines after
- * them; a new inode (a compaction, or a whole file written by another
- * version) means a full read. A line still being written (no newline yet) is
- * left for the next look; a writer that finds one left by a crash cuts it
- * off. A complete line that is not a change is skipped with a warning.
+ * remembers the file's identity (device, inode and first bytes — inode
+ * numbers get reused) and how many bytes it has consumed, and on the next
+ * look decodes only the complete lines after them; another identity (a
+ * compaction, or a whole file written by another version) means a full
+ * read. A line still being written (no newline yet) is left for the next
+ * look; a writer that finds one left by a crash cuts it off. A complete line
+ * that is not a change is skipped with a warning.
  *
  * @module
  */
@@ -59,6 +62,12 @@ export interface Change {
 export interface FileView {
   /** `dev:ino` of the file read; `""` when there was none. */
   id: string;
+  /**
+   * The file's first bytes as read (revision, compacted and the snapshot's
+   * random `snapshot` id): an inode number can be reused by a later
+   * snapshot, these bytes are not.
+   */
+  head: Uint8Array;
   /** Bytes consumed: the end of the last complete line. */
   offset: number;
   /** Bytes of the snapshot line (with its newline). */
@@ -88,6 +97,7 @@ export interface Refreshed {
 export function emptyView(): FileView {
   return {
     id: "",
+    head: new Uint8Array(0),
     offset: 0,
     snapshotBytes: 0,
     unterminated: false,
@@ -134,7 +144,8 @@ export function refreshView(
     // snapshot without a newline, is read whole again when it grows
     if (
       view && view.id === id && st.size >= view.offset && (st.size === view.offset ||
-        (view.snapshotBytes > 0 && !view.unterminated))
+        (view.snapshotBytes > 0 && !view.unterminated)) &&
+      sameBytes(readRange(fd, 0, view.head.length), view.head)
     ) {
       if (st.size === view.offset) return { view, changes: [], tail: 0 };
       const bytes = readRange(fd, view.offset, st.size - view.offset);
@@ -154,6 +165,7 @@ export function refreshView(
     const bytes = readRange(fd, 0, st.size);
     const fresh = parseFile(file, bytes, warn);
     fresh.id = id;
+    fresh.head = bytes.slice(0, Math.min(HEAD_BYTES, bytes.length));
     return { view: fresh, changes: null, tail: bytes.length - fresh.offset };
   } catch (e) {
     if (e instanceof StoreUnavailableError) throw e;
@@ -236,11 +248,13 @@ export function writeSnapshot(
     JSON.stringify({
       revision: view.revision,
       compacted: view.compacted,
+      snapshot: crypto.randomUUID().replaceAll("-", "").slice(0, 16),
       records: Object.fromEntries(view.records),
       log: view.history,
     }) + "\n",
   );
   view.id = write(bytes);
+  view.head = bytes.slice(0, Math.min(HEAD_BYTES, bytes.length));
   view.offset = view.snapshotBytes = bytes.length;
   view.unterminated = false;
 }
@@ -251,6 +265,14 @@ export function changeLine(c: Change): string {
 }
 
 const NL = 0x0a;
+/** Enough for `{"revision":…,"compacted":…,"snapshot":"…",` with 15-digit revisions. */
+const HEAD_BYTES = 96;
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
 const decoder = new TextDecoder();
 const encoder = new TextEncoder();
 
