@@ -6,13 +6,14 @@
  * made after it:
  *
  * ```text
- * {"revision":7,"compacted":0,"snapshot":"6f1c…","records":{"10.5.3.0-24":{"value":"{\"PublicIP\":…}","expiration":1700000000000}},"log":[…]}
+ * {"revision":7,"compacted":0,"snapshot":"6f1c…","parent":"09ab…","records":{"10.5.3.0-24":{"value":"{\"PublicIP\":…}","expiration":1700000000000}},"log":[…]}
  * {"revision":8,"key":"10.5.4.0-24","value":"{\"PublicIP\":…}","expiration":1700000001000}
  * {"revision":9,"key":"10.5.3.0-24"}
  * ```
  *
  * The snapshot line is the object weft wrote before the journal (plus a
- * random `snapshot` id that tells one snapshot from the next), so a file
+ * random `snapshot` id, and `parent`, the id of the snapshot it was
+ * compacted from), so a file
  * written by an older weft (that object, no newline) is read as a snapshot
  * with no changes, and a just-compacted file is still readable by an older
  * weft; one with change lines is refused by it as corrupt (JSON.parse of the
@@ -27,7 +28,9 @@
  * numbers get reused) and how many bytes it has consumed, and on the next
  * look decodes only the complete lines after them; another identity (a
  * compaction, or a whole file written by another version) means a full
- * read. A line still being written (no newline yet) is left for the next
+ * read — except for a compaction of the very state the reader holds (same
+ * revision, its snapshot as `parent`), which it takes over from the first
+ * bytes and the end of the snapshot line. A line still being written (no newline yet) is left for the next
  * look; a writer that finds one left by a crash cuts it off. A complete line
  * that is not a change is skipped with a warning.
  *
@@ -68,6 +71,8 @@ export interface FileView {
    * snapshot, these bytes are not.
    */
   head: Uint8Array;
+  /** The snapshot's `snapshot` id (`""` when it has none: an older weft's). */
+  snapshotId: string;
   /** Bytes consumed: the end of the last complete line. */
   offset: number;
   /** Bytes of the snapshot line (with its newline). */
@@ -98,6 +103,7 @@ export function emptyView(): FileView {
   return {
     id: "",
     head: new Uint8Array(0),
+    snapshotId: "",
     offset: 0,
     snapshotBytes: 0,
     unterminated: false,
@@ -142,37 +148,70 @@ export function refreshView(
     const id = `${st.dev}:${st.ino}`;
     // read on only past a whole snapshot line; an empty file, or an older weft's
     // snapshot without a newline, is read whole again when it grows
-    if (
-      view && view.id === id && st.size >= view.offset && (st.size === view.offset ||
-        (view.snapshotBytes > 0 && !view.unterminated)) &&
-      sameBytes(readRange(fd, 0, view.head.length), view.head)
-    ) {
-      if (st.size === view.offset) return { view, changes: [], tail: 0 };
-      const bytes = readRange(fd, view.offset, st.size - view.offset);
-      const end = bytes.lastIndexOf(NL) + 1;
-      const changes: Change[] = [];
-      if (end > 0) {
-        for (const line of splitLines(bytes.subarray(0, end))) {
-          const c = parseChange(line);
-          if (typeof c === "string") {
-            warn("skipping a malformed line of the lease file", { file, reason: c });
-          } else if (applyChange(view, c)) changes.push(c);
-        }
-        view.offset += end;
+    const same = view !== undefined && view.id === id && st.size >= view.offset &&
+      (st.size === view.offset || (view.snapshotBytes > 0 && !view.unterminated)) &&
+      sameBytes(readRange(fd, 0, view.head.length), view.head);
+    let whole: Uint8Array | undefined;
+    if (!same) {
+      whole = readRange(fd, 0, st.size);
+      if (!view || !adoptSnapshot(view, whole, id)) {
+        const fresh = parseFile(file, whole, warn);
+        fresh.id = id;
+        fresh.head = whole.slice(0, Math.min(HEAD_BYTES, whole.length));
+        return { view: fresh, changes: null, tail: whole.length - fresh.offset };
       }
-      return { view, changes, tail: bytes.length - end };
     }
-    const bytes = readRange(fd, 0, st.size);
-    const fresh = parseFile(file, bytes, warn);
-    fresh.id = id;
-    fresh.head = bytes.slice(0, Math.min(HEAD_BYTES, bytes.length));
-    return { view: fresh, changes: null, tail: bytes.length - fresh.offset };
+    const v = view!;
+    if (st.size === v.offset) return { view: v, changes: [], tail: 0 };
+    const bytes = whole ? whole.subarray(v.offset) : readRange(fd, v.offset, st.size - v.offset);
+    const end = bytes.lastIndexOf(NL) + 1;
+    const changes: Change[] = [];
+    if (end > 0) {
+      for (const line of splitLines(bytes.subarray(0, end))) {
+        const c = parseChange(line);
+        if (typeof c === "string") {
+          warn("skipping a malformed line of the lease file", { file, reason: c });
+        } else if (applyChange(v, c)) changes.push(c);
+      }
+      v.offset += end;
+    }
+    return { view: v, changes, tail: bytes.length - end };
   } catch (e) {
     if (e instanceof StoreUnavailableError) throw e;
     throw unreadable(file, e);
   } finally {
     fs.closeSync(fd);
   }
+}
+
+/**
+ * Take a new file whose snapshot is of the state the view already holds — it
+ * was written from the view's snapshot (`parent`) at the view's revision: a
+ * compaction of changes this reader has followed — without decoding the
+ * snapshot: only its first bytes and where it ends.
+ *
+ * @returns Whether the view now reads on from the new file's first change line.
+ */
+function adoptSnapshot(view: FileView, bytes: Uint8Array, id: string): boolean {
+  if (view.id === "" || view.snapshotId === "") return false;
+  const nl = bytes.indexOf(NL);
+  if (nl < 0) return false;
+  const head = bytes.subarray(0, Math.min(nl, HEAD_BYTES));
+  const m = decoder.decode(head).match(
+    /^\{"revision":(\d+),"compacted":(\d+),"snapshot":"(\w+)","parent":"(\w+)",/,
+  );
+  if (!m || Number(m[1]) !== view.revision || m[4] !== view.snapshotId) return false;
+  view.snapshotId = m[3];
+  const compacted = Number(m[2]);
+  if (compacted > view.compacted) {
+    view.compacted = compacted;
+    view.history = view.history.filter((c) => c.revision > compacted);
+  }
+  view.id = id;
+  view.head = bytes.slice(0, Math.min(HEAD_BYTES, bytes.length));
+  view.offset = view.snapshotBytes = nl + 1;
+  view.unterminated = false;
+  return true;
 }
 
 /**
@@ -244,17 +283,20 @@ export function writeSnapshot(
   if (forgetHistory) view.compacted = view.revision;
   else if (drop > 0) view.compacted = Math.max(view.compacted, view.history[drop - 1].revision);
   if (drop > 0) view.history = view.history.slice(drop);
+  const id = crypto.randomUUID().replaceAll("-", "").slice(0, 16);
   const bytes = encoder.encode(
     JSON.stringify({
       revision: view.revision,
       compacted: view.compacted,
-      snapshot: crypto.randomUUID().replaceAll("-", "").slice(0, 16),
+      snapshot: id,
+      parent: view.snapshotId || undefined,
       records: Object.fromEntries(view.records),
       log: view.history,
     }) + "\n",
   );
   view.id = write(bytes);
   view.head = bytes.slice(0, Math.min(HEAD_BYTES, bytes.length));
+  view.snapshotId = id;
   view.offset = view.snapshotBytes = bytes.length;
   view.unterminated = false;
 }
@@ -265,8 +307,8 @@ export function changeLine(c: Change): string {
 }
 
 const NL = 0x0a;
-/** Enough for `{"revision":…,"compacted":…,"snapshot":"…",` with 15-digit revisions. */
-const HEAD_BYTES = 96;
+/** Enough for `{"revision":…,"compacted":…,"snapshot":"…","parent":"…",` with 15-digit revisions. */
+const HEAD_BYTES = 128;
 
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   if (a.length !== b.length) return false;
@@ -319,6 +361,7 @@ function parseFile(
   let s: {
     revision?: unknown;
     compacted?: unknown;
+    snapshot?: unknown;
     records?: Record<string, { value?: unknown; expiration?: unknown }>;
     log?: unknown;
   };
@@ -335,6 +378,7 @@ function parseFile(
   }
   view.revision = s.revision;
   view.compacted = typeof s.compacted === "number" ? s.compacted : 0;
+  view.snapshotId = typeof s.snapshot === "string" ? s.snapshot : "";
   view.nextExpiry = undefined;
   for (const [key, r] of Object.entries(s.records)) {
     const expiration = r?.expiration ?? null;

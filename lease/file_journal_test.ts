@@ -2,7 +2,15 @@ import assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { applyChange, emptyView, nextExpiry, refreshView, writeSnapshot } from "./file_journal.ts";
+import {
+  applyChange,
+  type Change,
+  changeLine,
+  emptyView,
+  nextExpiry,
+  refreshView,
+  writeSnapshot,
+} from "./file_journal.ts";
 
 const quiet = () => {};
 
@@ -105,5 +113,33 @@ Deno.test("lease file reader: a file rewritten in place (an inode reused) is rea
     const again = refreshView(file, r.view, quiet);
     assert.equal(again.changes, null, "read whole");
     assert.deepEqual([...again.view.records.keys()], ["10.5.9.0-24", "10.5.8.0-24"]);
+  });
+});
+
+Deno.test("lease file reader: a compaction of the state it holds is taken over without decoding; one it missed is read whole", () => {
+  withFile((file) => {
+    const w = emptyView();
+    const change = (c: Change) => {
+      applyChange(w, c);
+      fs.appendFileSync(file, changeLine(c));
+    };
+    applyChange(w, { revision: 2, key: "10.5.1.0-24", value: "a", expiration: null });
+    snapshot(file, w);
+    const r = refreshView(file, undefined, quiet).view;
+    change({ revision: 3, key: "10.5.2.0-24", value: "b", expiration: null });
+    assert.equal(refreshView(file, r, quiet).changes?.length, 1);
+    snapshot(file, w); // compacted from the snapshot the reader read, at its revision
+    const taken = refreshView(file, r, quiet);
+    assert.equal(taken.view, r, "taken over");
+    assert.deepEqual(taken.changes, []);
+    assert.equal(r.snapshotId, w.snapshotId);
+    change({ revision: 4, key: "10.5.1.0-24" });
+    assert.deepEqual(refreshView(file, r, quiet).changes, [{ revision: 4, key: "10.5.1.0-24" }]);
+    snapshot(file, w);
+    snapshot(file, w); // the reader missed the first: its snapshot is not the parent
+    const whole = refreshView(file, r, quiet);
+    assert.equal(whole.changes, null, "read whole");
+    assert.deepEqual([...whole.view.records.keys()], ["10.5.2.0-24"]);
+    assert.deepEqual([...r.records.keys()], ["10.5.2.0-24"]);
   });
 });
