@@ -8,8 +8,9 @@
  * decodes only the lines it has not seen, so a change costs the same at 10
  * leases as at 1000. When the changes outgrow the snapshot a writer folds
  * them into a new snapshot, written to a temporary file and renamed over the
- * file (core/files.ts), so a reader never sees half a snapshot; readers then
- * read the whole file once.
+ * file (core/files.ts), so a reader never sees half a snapshot; a reader
+ * that had followed every change takes the new file over from its first
+ * bytes, any other reads it whole once.
  *
  * Writers serialise on a lock file created with O_EXCL (a lock older than
  * 10 s, or whose process is gone, is broken). Every write first removes
@@ -101,56 +102,66 @@ function fileWriter(file: string, logger?: Logger) {
   /** Under the lock: bring the view up to date, run `fn`, append what it changed. */
   const mutate = <T>(fn: (txn: Txn) => T, now: number, signal?: AbortSignal): Promise<T> =>
     locked(() => {
-      const r = refreshView(file, cached, warn);
-      const view = cached = r.view;
-      if (r.tail > 0) {
-        // a change torn by a writer that died mid-line: no reader has taken it
-        logger?.warn("dropping a torn last line of the lease file", { file, bytes: r.tail });
-        fs.truncateSync(file, view.offset);
+      try {
+        return change(fn, now);
+      } catch (e) {
+        // the view may hold changes the file does not: read the file afresh next time
+        cached = undefined;
+        throw e;
       }
-      const made: Change[] = [];
-      const txn: Txn = {
-        get: (key) => view.records.get(key),
-        set: (key, record) => {
-          const c = { revision: view.revision + 1, key, ...record };
-          applyChange(view, c);
-          made.push(c);
-        },
-        delete: (key) => {
-          if (!view.records.has(key)) return;
-          const c = { revision: view.revision + 1, key };
-          applyChange(view, c);
-          made.push(c);
-        },
-      };
-      const due = nextExpiry(view);
-      if (due !== null && due <= now) {
-        for (const [key, rec] of view.records) {
-          if (rec.expiration !== null && rec.expiration <= now) txn.delete(key);
-        }
-      }
-      const out = fn(txn);
-      if (made.length === 0) return out;
-      const journal = view.offset - view.snapshotBytes;
-      if (
-        view.snapshotBytes === 0 || view.unterminated ||
-        journal > Math.max(COMPACT_MIN_BYTES, view.snapshotBytes)
-      ) {
-        compact(view);
-      } else {
-        const text = made.map(changeLine).join("");
-        const fd = fs.openSync(file, "a");
-        try {
-          const bytes = encoder.encode(text);
-          let done = 0;
-          while (done < bytes.length) done += fs.writeSync(fd, bytes, done);
-          view.offset += bytes.length;
-        } finally {
-          fs.closeSync(fd);
-        }
-      }
-      return out;
     }, signal);
+
+  const change = <T>(fn: (txn: Txn) => T, now: number): T => {
+    const r = refreshView(file, cached, warn);
+    const view = cached = r.view;
+    if (r.tail > 0) {
+      // a change torn by a writer that died mid-line: no reader has taken it
+      logger?.warn("dropping a torn last line of the lease file", { file, bytes: r.tail });
+      fs.truncateSync(file, view.offset);
+    }
+    const made: Change[] = [];
+    const txn: Txn = {
+      get: (key) => view.records.get(key),
+      set: (key, record) => {
+        const c = { revision: view.revision + 1, key, ...record };
+        applyChange(view, c);
+        made.push(c);
+      },
+      delete: (key) => {
+        if (!view.records.has(key)) return;
+        const c = { revision: view.revision + 1, key };
+        applyChange(view, c);
+        made.push(c);
+      },
+    };
+    const due = nextExpiry(view);
+    if (due !== null && due <= now) {
+      for (const [key, rec] of view.records) {
+        if (rec.expiration !== null && rec.expiration <= now) txn.delete(key);
+      }
+    }
+    const out = fn(txn);
+    if (made.length === 0) return out;
+    const journal = view.offset - view.snapshotBytes;
+    if (
+      view.snapshotBytes === 0 || view.unterminated ||
+      journal > Math.max(COMPACT_MIN_BYTES, view.snapshotBytes)
+    ) {
+      compact(view);
+    } else {
+      const text = made.map(changeLine).join("");
+      const fd = fs.openSync(file, "a");
+      try {
+        const bytes = encoder.encode(text);
+        let done = 0;
+        while (done < bytes.length) done += fs.writeSync(fd, bytes, done);
+        view.offset += bytes.length;
+      } finally {
+        fs.closeSync(fd);
+      }
+    }
+    return out;
+  };
 
   return {
     read,
