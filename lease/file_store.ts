@@ -1,29 +1,23 @@
 /**
- * The embedded lease store: one JSON file shared by the agents of ONE
- * machine (the demo, single-host development, network namespaces on one
- * box). It does not span machines — use etcd or Kubernetes for a cluster.
+ * The embedded lease store: one file shared by the agents of ONE machine
+ * (the demo, single-host development, network namespaces on one box). It
+ * does not span machines — use etcd or Kubernetes for a cluster.
  *
- * Layout of the file (written whole, to a temporary file then renamed, so a
- * reader never sees half a write):
- *
- * ```json
- * { "revision": 7, "compacted": 0,
- *   "records": { "10.5.3.0-24": { "value": "{\"PublicIP\":…}", "expiration": 1700000000000 } },
- *   "log": [ { "revision": 7, "key": "10.5.3.0-24", "value": "…", "expiration": … } ] }
- * ```
+ * The file is a snapshot line followed by one line per change (see
+ * `file_journal.ts` for the format): a change appends one line, and a reader
+ * decodes only the lines it has not seen, so a change costs the same at 10
+ * leases as at 1000. When the changes outgrow the snapshot a writer folds
+ * them into a new snapshot, written to a temporary file and renamed over the
+ * file (core/files.ts), so a reader never sees half a snapshot; a reader
+ * that had followed every change takes the new file over from its first
+ * bytes, any other reads it whole once.
  *
  * Writers serialise on a lock file created with O_EXCL (a lock older than
  * 10 s, or whose process is gone, is broken). Every write first removes
- * expired records, logging their deletion, so TTLs behave as in etcd.
- * The log keeps the last {@link LOG_LIMIT} changes; a watcher further
- * behind gets `compacted` and re-lists. Watchers wake on fs.watch of the
- * directory, with a poll as a fallback, and on the next expiry; they parse
- * the file only when its revision changed (read from its first bytes).
- *
- * Cost: every write and every watcher's read handle the whole file. At 1000
- * leases (about 600 KB with a full log) a write took ~13 ms of CPU and a
- * watcher's read ~6 ms here, so the store suits one machine and tens of
- * changes per second, not a cluster.
+ * expired records, logging their deletion, so TTLs behave as in etcd. The
+ * last {@link LOG_LIMIT} changes stay readable; a watcher further behind
+ * gets `compacted` and re-lists. Watchers wake on fs.watch of the directory,
+ * with a poll as a fallback, and on the next expiry.
  *
  * @module
  */
@@ -43,31 +37,19 @@ import {
 } from "./kv_store.ts";
 import { StoreUnavailableError } from "../core/errors.ts";
 import type { LeaseStore } from "./types.ts";
+import {
+  applyChange,
+  type Change,
+  changeLine,
+  COMPACT_MIN_BYTES,
+  type FileRecord,
+  type FileView,
+  nextExpiry,
+  refreshView,
+  writeSnapshot,
+} from "./file_journal.ts";
 
-/** Changes kept for watchers that fall behind. */
-export const LOG_LIMIT = 2000;
-
-interface FileRecord {
-  value: string;
-  expiration: number | null;
-}
-
-interface LogEntry {
-  revision: number;
-  key: string;
-  /** Absent for a deletion. */
-  value?: string;
-  expiration?: number | null;
-}
-
-interface FileState {
-  revision: number;
-  compacted: number;
-  records: Record<string, FileRecord>;
-  log: LogEntry[];
-}
-
-const empty = (): FileState => ({ revision: 1, compacted: 0, records: {}, log: [] });
+export { COMPACT_MIN_BYTES, LOG_LIMIT } from "./file_journal.ts";
 
 /** Options for {@link createFileRegistry}. */
 export interface FileRegistryOptions {
@@ -81,6 +63,133 @@ export interface FileRegistryOptions {
   pollMs?: number;
 }
 
+const encoder = new TextEncoder();
+
+/** The records a write may read and change (changes are applied and logged as they are made). */
+interface Txn {
+  get(key: string): FileRecord | undefined;
+  set(key: string, record: FileRecord): void;
+  delete(key: string): void;
+}
+
+/** The lock, the writer's cached view, and the write itself: shared by the registry and {@link compactLeaseFile}. */
+function fileWriter(file: string, logger?: Logger) {
+  const lockFile = `${file}.lock`;
+  const warn = (msg: string, fields: Record<string, unknown>) => logger?.warn(msg, fields);
+  /** What this process last read or wrote (reused while the file is the same). */
+  let cached: FileView | undefined;
+
+  const read = (): FileView => (cached = refreshView(file, cached, warn).view);
+
+  const locked = <T>(fn: () => T, signal?: AbortSignal): Promise<T> =>
+    withLockFile(lockFile, fn, {
+      signal,
+      onBreak: (pid) => logger?.warn("breaking stale lease-file lock", { lock: lockFile, pid }),
+    }).catch((e) => {
+      if (e instanceof LockTimeoutError) throw new StoreUnavailableError(e.message, { cause: e });
+      throw e;
+    });
+
+  const compact = (view: FileView, forgetHistory = false) => {
+    writeSnapshot(view, (bytes) => {
+      writeFileAtomic(file, bytes, { mode: 0o644 });
+      const st = fs.statSync(file); // ours: writers hold the lock
+      return `${st.dev}:${st.ino}`;
+    }, forgetHistory);
+    cached = view;
+  };
+
+  /** Under the lock: bring the view up to date, run `fn`, append what it changed. */
+  const mutate = <T>(fn: (txn: Txn) => T, now: number, signal?: AbortSignal): Promise<T> =>
+    locked(() => {
+      try {
+        return change(fn, now);
+      } catch (e) {
+        // the view may hold changes the file does not: read the file afresh next time
+        cached = undefined;
+        throw e;
+      }
+    }, signal);
+
+  const change = <T>(fn: (txn: Txn) => T, now: number): T => {
+    const r = refreshView(file, cached, warn);
+    const view = cached = r.view;
+    if (r.tail > 0) {
+      // a change torn by a writer that died mid-line: no reader has taken it
+      logger?.warn("dropping a torn last line of the lease file", { file, bytes: r.tail });
+      fs.truncateSync(file, view.offset);
+    }
+    const made: Change[] = [];
+    const txn: Txn = {
+      get: (key) => view.records.get(key),
+      set: (key, record) => {
+        const c = { revision: view.revision + 1, key, ...record };
+        applyChange(view, c);
+        made.push(c);
+      },
+      delete: (key) => {
+        if (!view.records.has(key)) return;
+        const c = { revision: view.revision + 1, key };
+        applyChange(view, c);
+        made.push(c);
+      },
+    };
+    const due = nextExpiry(view);
+    if (due !== null && due <= now) {
+      for (const [key, rec] of view.records) {
+        if (rec.expiration !== null && rec.expiration <= now) txn.delete(key);
+      }
+    }
+    const out = fn(txn);
+    if (made.length === 0) return out;
+    const journal = view.offset - view.snapshotBytes;
+    if (
+      view.snapshotBytes === 0 || view.unterminated ||
+      journal > Math.max(COMPACT_MIN_BYTES, view.snapshotBytes)
+    ) {
+      compact(view);
+    } else {
+      const text = made.map(changeLine).join("");
+      const fd = fs.openSync(file, "a");
+      try {
+        const bytes = encoder.encode(text);
+        let done = 0;
+        while (done < bytes.length) done += fs.writeSync(fd, bytes, done);
+        view.offset += bytes.length;
+      } finally {
+        fs.closeSync(fd);
+      }
+    }
+    return out;
+  };
+
+  return {
+    read,
+    mutate,
+    compact: (forgetHistory: boolean) => locked(() => compact(read(), forgetHistory)),
+  };
+}
+
+/**
+ * Fold the changes of a lease file into a new snapshot now (writers do it by
+ * themselves when the changes outgrow the snapshot).
+ *
+ * @param file The lease file.
+ * @param options `forgetHistory`: also drop the history, so watchers behind
+ *   the file must re-list (as after an etcd compaction).
+ * @throws {StoreUnavailableError} When the lock cannot be taken or the file is corrupt.
+ * @example
+ * ```ts
+ * await compactLeaseFile("/var/lib/weft/leases.json");
+ * ```
+ */
+export function compactLeaseFile(
+  file: string,
+  options: { forgetHistory?: boolean; logger?: Logger } = {},
+): Promise<void> {
+  return fileWriter(file, options.logger).compact(options.forgetHistory ?? false);
+}
+
 /**
  * The file store's registry primitives. Most callers want
  * {@link createFileLeaseStore}.
@@ -90,87 +199,12 @@ export interface FileRegistryOptions {
  */
 export function createFileRegistry(options: FileRegistryOptions): LeaseRegistry {
   const file = options.path;
-  const lockFile = `${file}.lock`;
   const clock = options.clock ?? systemClock;
   const pollMs = options.pollMs ?? 250;
-
-  const read = (): FileState => {
-    let text: string;
-    try {
-      text = fs.readFileSync(file, "utf8");
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === "ENOENT") return empty();
-      throw new StoreUnavailableError(`cannot read lease file ${file}: ${(e as Error).message}`, {
-        cause: e,
-      });
-    }
-    try {
-      const s = JSON.parse(text) as FileState;
-      if (
-        typeof s.revision !== "number" || typeof s.records !== "object" || !Array.isArray(s.log)
-      ) {
-        throw new Error("missing revision, records or log");
-      }
-      return s;
-    } catch (e) {
-      throw new StoreUnavailableError(
-        `lease file ${file} is corrupt (${
-          (e as Error).message
-        }): move it aside and restart the agents; they will re-register`,
-        { cause: e },
-      );
-    }
-  };
-
-  const write = (state: FileState) => writeFileAtomic(file, JSON.stringify(state), { mode: 0o644 });
-
-  const locked = <T>(fn: () => T, signal?: AbortSignal): Promise<T> =>
-    withLockFile(lockFile, fn, {
-      signal,
-      onBreak: (pid) =>
-        options.logger?.warn("breaking stale lease-file lock", { lock: lockFile, pid }),
-    }).catch((e) => {
-      if (e instanceof LockTimeoutError) throw new StoreUnavailableError(e.message, { cause: e });
-      throw e;
-    });
-
-  const append = (s: FileState, entry: Omit<LogEntry, "revision">) => {
-    s.revision++;
-    s.log.push({ revision: s.revision, ...entry });
-    if (s.log.length > LOG_LIMIT) {
-      const dropped = s.log.splice(0, s.log.length - LOG_LIMIT);
-      s.compacted = dropped[dropped.length - 1].revision;
-    }
-  };
-
-  const purgeExpired = (s: FileState): boolean => {
-    const now = clock.now();
-    let changed = false;
-    for (const [key, rec] of Object.entries(s.records)) {
-      if (rec.expiration !== null && rec.expiration <= now) {
-        delete s.records[key];
-        append(s, { key });
-        changed = true;
-      }
-    }
-    return changed;
-  };
-
-  const mutate = <T>(fn: (s: FileState) => T, signal?: AbortSignal): Promise<T> =>
-    locked(() => {
-      const s = read();
-      const before = s.revision;
-      purgeExpired(s);
-      const out = fn(s);
-      if (s.revision !== before) write(s);
-      return out;
-    }, signal);
-
-  const live = (s: FileState) => {
-    const now = clock.now();
-    return Object.entries(s.records).filter(([, r]) => r.expiration === null || r.expiration > now);
-  };
-
+  const warn = (msg: string, fields: Record<string, unknown>) => options.logger?.warn(msg, fields);
+  const writer = fileWriter(file, options.logger);
+  const mutate = <T>(fn: (txn: Txn) => T, signal?: AbortSignal) =>
+    writer.mutate(fn, clock.now(), signal);
   const expiry = (ttlMs: number | null) => (ttlMs === null ? null : clock.now() + ttlMs);
 
   return {
@@ -192,43 +226,39 @@ export function createFileRegistry(options: FileRegistryOptions): LeaseRegistry 
 
     list() {
       try {
-        const s = read();
-        const records: RawRecord[] = live(s).map(([key, r]) => ({
-          key,
-          value: r.value,
-          expiration: r.expiration,
-        }));
-        return Promise.resolve({ records, revision: s.revision });
+        const view = writer.read();
+        const now = clock.now();
+        const records: RawRecord[] = [];
+        for (const [key, r] of view.records) {
+          if (r.expiration === null || r.expiration > now) {
+            records.push({ key, value: r.value, expiration: r.expiration });
+          }
+        }
+        return Promise.resolve({ records, revision: view.revision });
       } catch (e) {
         return Promise.reject(e);
       }
     },
 
     create(key, value, ttlMs, signal) {
-      return mutate((s) => {
-        if (s.records[key]) return false as const;
+      return mutate((txn) => {
+        if (txn.get(key)) return false as const;
         const expiration = expiry(ttlMs);
-        s.records[key] = { value, expiration };
-        append(s, { key, value, expiration });
+        txn.set(key, { value, expiration });
         return expiration;
       }, signal);
     },
 
     put(key, value, ttlMs, signal) {
-      return mutate((s) => {
+      return mutate((txn) => {
         const expiration = expiry(ttlMs);
-        s.records[key] = { value, expiration };
-        append(s, { key, value, expiration });
+        txn.set(key, { value, expiration });
         return expiration;
       }, signal);
     },
 
     delete(key, signal) {
-      return mutate((s) => {
-        if (!s.records[key]) return;
-        delete s.records[key];
-        append(s, { key });
-      }, signal);
+      return mutate((txn) => txn.delete(key), signal);
     },
 
     async *watch(revision, signal) {
@@ -238,8 +268,8 @@ export function createFileRegistry(options: FileRegistryOptions): LeaseRegistry 
       let watcher: fs.FSWatcher | undefined;
       try {
         ensureDir(path.dirname(file));
-        // the directory also sees the lock and temporary files: wake only for the
-        // rename that lands a new version of the lease file
+        // the directory also sees the lock and temporary files: wake only for
+        // the lease file itself (an append, or the rename of a new snapshot)
         const base = path.basename(file);
         watcher = fs.watch(path.dirname(file), { persistent: false }, (_event, name) => {
           if (name === null || String(name) === base) poke();
@@ -249,68 +279,52 @@ export function createFileRegistry(options: FileRegistryOptions): LeaseRegistry 
         // no inotify: the poll below still works
       }
       signal.addEventListener("abort", poke, { once: true });
-      // The whole file is parsed only when its revision (written first, and
-      // moved by every write) changed: at 1000 leases the file is ~600 KB and
-      // a parse ~6 ms of CPU, which the 250 ms poll paid four times a second.
-      let seen: { revision: string; state: FileState } | undefined;
-      const head = new Uint8Array(64);
-      const readIfChanged = (): FileState => {
-        let revision: string | undefined;
-        try {
-          const fd = fs.openSync(file, "r");
-          try {
-            const n = fs.readSync(fd, head, 0, head.length, 0);
-            revision = new TextDecoder().decode(head.subarray(0, n)).match(/^\{"revision":(\d+),/)
-              ?.[1];
-          } finally {
-            fs.closeSync(fd);
-          }
-        } catch (e) {
-          if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
-          revision = "absent";
-        }
-        if (revision === undefined || seen?.revision !== revision) {
-          seen = { revision: revision ?? "", state: read() };
-        }
-        return seen.state;
-      };
+      // this watcher's own view: it decodes only the lines appended since its last look
+      let view: FileView | undefined;
       try {
         while (!signal.aborted) {
-          const s = readIfChanged();
-          if (rev < s.compacted) {
-            yield { events: [{ type: "compacted" } as RawEvent], revision: s.revision };
-            return;
+          const r = refreshView(file, view, warn);
+          view = r.view;
+          let changes = r.changes;
+          if (changes === null) {
+            // a whole new file: its history says what happened since `rev`
+            if (view.revision > rev && rev < view.compacted) {
+              yield { events: [{ type: "compacted" } as RawEvent], revision: view.revision };
+              return;
+            }
+            changes = view.history.filter((c) => c.revision > rev);
           }
-          const events: RawEvent[] = [];
-          for (const e of s.log) {
-            if (e.revision <= rev) continue;
-            events.push(
-              e.value === undefined ? { type: "delete", key: e.key } : {
-                type: "put",
-                record: { key: e.key, value: e.value, expiration: e.expiration ?? null },
-              },
-            );
-          }
-          if (s.revision > rev) {
-            rev = s.revision;
+          if (view.revision > rev) {
+            const events: RawEvent[] = [];
+            for (const c of changes) {
+              if (c.revision <= rev) continue;
+              events.push(
+                c.value === undefined ? { type: "delete", key: c.key } : {
+                  type: "put",
+                  record: { key: c.key, value: c.value, expiration: c.expiration ?? null },
+                },
+              );
+            }
+            rev = view.revision;
             if (events.length) yield { events, revision: rev };
             continue;
           }
           // nothing new: expire what is due, else sleep until a change, the poll, or the next expiry
           const now = clock.now();
-          const due = Object.values(s.records)
-            .map((r) => r.expiration)
-            .filter((x): x is number => x !== null);
-          if (due.some((x) => x <= now)) {
+          const due = nextExpiry(view);
+          if (due !== null && due <= now) {
             await mutate(() => {}, signal);
             continue;
           }
-          const nextExpiry = due.length ? Math.min(...due) - now + 5 : Infinity;
           const nap = new AbortController();
           const woken = new Promise<void>((r) => (wake = r));
           await Promise.race([
             woken,
-            sleepQuietly(clock, Math.min(pollMs, nextExpiry), nap.signal),
+            sleepQuietly(
+              clock,
+              Math.min(pollMs, due === null ? Infinity : due - now + 5),
+              nap.signal,
+            ),
           ]);
           nap.abort();
           wake = null;

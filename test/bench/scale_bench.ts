@@ -65,9 +65,9 @@ export interface ScaleOptions {
   /** Leases added and removed one at a time per phase (default 100: 200 events). */
   readonly events?: number;
   /**
-   * Writes per second in the sustained run (default 100; the file store 10:
-   * each write rewrites the whole file in the bench process, ~13 ms of CPU
-   * at 1000 leases, so 100/s is beyond the writer itself).
+   * Writes per second in the sustained run (default 100; the file store 10,
+   * its goal in issue 14 — a write appends one line to the lease file in the
+   * bench process).
    */
   readonly rate?: number;
   /** Length of the sustained run, s (default 20). */
