@@ -25,6 +25,9 @@
  *   {@link FakeKube.addPod} (weft reads its pod's `spec.nodeName`).
  * - Bearer-token auth (401 Status; the token can be rotated with
  *   {@link FakeKube.setToken}), optional basic auth, and optional TLS.
+ * - `TCP_NODELAY` on every connection, as the API server (Go) sets it: on
+ *   Deno served by testing/serve_nodelay.ts (HTTP/1.1 only), as Deno.serve
+ *   leaves Nagle's algorithm on (on Bun, Bun.serve: not measured).
  *
  * Test helpers act as the cluster's controllers: {@link FakeKube.addNode},
  * {@link FakeKube.setPodCIDR} (no validation, so tests can write what a
