@@ -292,20 +292,37 @@ export interface TlsClientOptions {
   key?: string;
 }
 
+/** Options of {@link createFetch}. */
+export interface FetchOptions {
+  /**
+   * Speak HTTP/1.1 only, never HTTP/2 (Deno; Bun's fetch speaks HTTP/1.1
+   * anyway). Deno's fetch leaves Nagle's algorithm on: over HTTP/2 a request
+   * written right after a large response holds behind the WINDOW_UPDATE sent
+   * while reading it until the server's delayed ACK, up to 40 ms; over
+   * HTTP/1.1 a GET leaves in one segment.
+   */
+  http1Only?: boolean;
+}
+
 /**
  * Make a `fetch` that presents the given client certificate and trusts the
- * given CA. Without TLS options it is the global fetch.
+ * given CA. Without TLS options (and without `http1Only` on Deno) it is the
+ * global fetch.
  *
  * @param tls PEM strings; all optional.
+ * @param options Protocol choice.
  * @returns A fetch function.
  */
-export function createFetch(tls?: TlsClientOptions): typeof fetch {
-  if (!tls || (!tls.ca && !tls.cert && !tls.key)) return fetch;
+export function createFetch(tls?: TlsClientOptions, options: FetchOptions = {}): typeof fetch {
+  const noTls = !tls || (!tls.ca && !tls.cert && !tls.key);
+  if (noTls && !(deno && options.http1Only)) return fetch;
+  tls ??= {};
   if (deno) {
     const client = deno.createHttpClient({
       caCerts: tls.ca ? [tls.ca] : undefined,
       cert: tls.cert,
       key: tls.key,
+      ...(options.http1Only ? { http2: false } : {}),
     });
     return ((input: RequestInfo | URL, init?: RequestInit) =>
       fetch(input, { ...init, client } as RequestInit)) as typeof fetch;

@@ -25,6 +25,9 @@
  *   {@link FakeKube.addPod} (weft reads its pod's `spec.nodeName`).
  * - Bearer-token auth (401 Status; the token can be rotated with
  *   {@link FakeKube.setToken}), optional basic auth, and optional TLS.
+ * - `TCP_NODELAY` on every connection, as the API server (Go) sets it: on
+ *   Deno served by testing/serve_nodelay.ts (HTTP/1.1 only), as Deno.serve
+ *   leaves Nagle's algorithm on (on Bun, Bun.serve: not measured).
  *
  * Test helpers act as the cluster's controllers: {@link FakeKube.addNode},
  * {@link FakeKube.setPodCIDR} (no validation, so tests can write what a
@@ -44,7 +47,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { sleepQuietly } from "../core/abort.ts";
 import { type Clock, systemClock } from "../core/clock.ts";
-import { type HttpServer, serveHttp } from "../core/runtime.ts";
+import { type HttpServer, runtimeName, serveHttp } from "../core/runtime.ts";
+import { serveNoDelay } from "./serve_nodelay.ts";
 
 // deno-lint-ignore no-explicit-any
 type Obj = Record<string, any>;
@@ -864,7 +868,14 @@ export async function createFakeKube(options: FakeKubeOptions = {}): Promise<Fak
     );
   });
 
-  const serve = (port: number) => serveHttp({ hostname, port, fetch: app.fetch, tls: options.tls });
+  // on Deno through node:http(s): Deno.serve leaves Nagle on (40 ms stalls a Go server has not)
+  const serve = (port: number) =>
+    (runtimeName === "deno" ? serveNoDelay : serveHttp)({
+      hostname,
+      port,
+      fetch: app.fetch,
+      tls: options.tls,
+    });
   let server: HttpServer = await serve(0);
   let serving = true;
   const port = server.port;

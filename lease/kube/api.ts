@@ -148,7 +148,13 @@ export function createKubeApi(options: KubeApiOptions): KubeApi {
       conn = await loadKubeConfigWithClientNode(loadOptions);
     }
     const server = conn.server;
-    const doFetch = server.startsWith("https:") ? createFetch(conn.tls) : fetch;
+    // HTTP/1.1: over HTTP/2 Deno's fetch stalls 40 ms on every few pages of a
+    // list (Nagle holds the next request behind a WINDOW_UPDATE; measured
+    // against a TCP_NODELAY server: 10 pages of 300 kB in 107–161 ms, 14–20 ms
+    // over HTTP/1.1). A watch takes a connection of its own.
+    const doFetch = server.startsWith("https:")
+      ? createFetch(conn.tls, { http1Only: true })
+      : fetch;
     log.info("using the Kubernetes API", { server, source: conn.source, loader: conn.loader });
     return { server, conn, fetch: doFetch };
   };

@@ -113,12 +113,81 @@ export const KubeNodeSchema = v.object({
 /** A node as weft sees it. */
 export type KubeNode = v.InferOutput<typeof KubeNodeSchema>;
 
+type Plain = Record<string, unknown>;
+
+/** A JSON object (what `JSON.parse` makes): the only kind the fast path takes. */
+const isPlain = (x: unknown): x is Plain =>
+  typeof x === "object" && x !== null && Object.getPrototypeOf(x) === Object.prototype;
+
+/** Keys valibot's `record` leaves out of its output. */
+const UNSAFE_KEYS = new Set(["__proto__", "prototype", "constructor"]);
+
+const isStringArray = (x: unknown): x is string[] => {
+  if (!Array.isArray(x)) return false;
+  for (let i = 0; i < x.length; i++) if (typeof x[i] !== "string") return false;
+  return true;
+};
+
+/**
+ * {@link KubeNodeSchema} for a well-formed node from `JSON.parse`, without
+ * valibot (a list of 5000 nodes spent most of its decoding there): the same
+ * output, sharing the input's annotations and podCIDRs rather than copying
+ * them. `undefined` for anything it does not take at once (a malformed node,
+ * an object that is not a JSON object): the schema judges those.
+ */
+function fastKubeNode(obj: unknown): KubeNode | undefined {
+  if (!isPlain(obj)) return undefined;
+  const m = obj.metadata;
+  if (!isPlain(m) || typeof m.name !== "string" || m.name.length === 0) return undefined;
+  const metadata: Plain = { name: m.name };
+  if ("resourceVersion" in m) {
+    const rv = m.resourceVersion;
+    if (rv !== undefined && typeof rv !== "string") return undefined;
+    metadata.resourceVersion = rv;
+  }
+  if ("annotations" in m) {
+    const a = m.annotations;
+    if (a !== undefined && a !== null) {
+      if (!isPlain(a)) return undefined;
+      for (const k in a) {
+        if (!Object.hasOwn(a, k) || UNSAFE_KEYS.has(k) || typeof a[k] !== "string") {
+          return undefined;
+        }
+      }
+    }
+    metadata.annotations = a;
+  }
+  const out: Plain = { metadata };
+  if ("spec" in obj) {
+    const s = obj.spec;
+    if (s === undefined || s === null) out.spec = s;
+    else {
+      if (!isPlain(s)) return undefined;
+      const spec: Plain = {};
+      if ("podCIDR" in s) {
+        const c = s.podCIDR;
+        if (c !== undefined && c !== null && typeof c !== "string") return undefined;
+        spec.podCIDR = c;
+      }
+      if ("podCIDRs" in s) {
+        const cs = s.podCIDRs;
+        if (cs !== undefined && cs !== null && !isStringArray(cs)) return undefined;
+        spec.podCIDRs = cs;
+      }
+      out.spec = spec;
+    }
+  }
+  return out as KubeNode;
+}
+
 /**
  * Validate an object from the API server as a node.
  *
  * @returns The node, or a message saying what is wrong.
  */
 export function parseKubeNode(obj: unknown): KubeNode | string {
+  const fast = fastKubeNode(obj);
+  if (fast) return fast;
   const r = v.safeParse(KubeNodeSchema, obj);
   if (r.success) return r.output;
   const issue = r.issues[0];

@@ -5,16 +5,19 @@
  * parseKubeNode → nodeToLease under IPv4, dual-stack and unknown configs;
  * the annotation patch for arbitrary current annotations; annotation
  * prefixes. Property: a lease that satisfies its invariants, null, or a
- * message of readable length — never a throw.
+ * message of readable length — never a throw. parseKubeNode's fast path
+ * gives what the schema gives.
  */
 
 import assert from "node:assert/strict";
 import fc from "fast-check";
+import * as v from "valibot";
 import { readFileSync } from "node:fs";
 import {
   annotationKeys,
   annotationUpdate,
   DEFAULT_ANNOTATION_PREFIX,
+  KubeNodeSchema,
   nodeToLease,
   parseKubeNode,
 } from "./node.ts";
@@ -139,6 +142,23 @@ Deno.test("fuzz parseKubeNode() + nodeToLease(): mutated nodes under four config
       const cidrs = node.spec?.podCIDRs?.length ? node.spec.podCIDRs : [node.spec?.podCIDR];
       assert.ok(cidrs.includes(formatIPv4Net(lease.subnet!)), "the lease is the node's podCIDR");
       assert.equal(lease.expiration, null);
+    }),
+    fuzzParameters(),
+  );
+  tally.assertMix("nodes");
+});
+
+Deno.test("fuzz parseKubeNode(): the node KubeNodeSchema makes, or a message when it refuses (10 000 inputs)", () => {
+  const tally = new Tally();
+  fc.assert(
+    fc.property(nodes, fc.boolean(), (made, viaJson) => {
+      // as the API client sees it: what JSON.parse makes (own "__proto__" keys included)
+      const obj = viaJson && made !== undefined ? JSON.parse(JSON.stringify(made)) : made;
+      const want = v.safeParse(KubeNodeSchema, obj);
+      const got = parseKubeNode(obj);
+      tally.count(want.success);
+      if (want.success) assert.deepStrictEqual(got, want.output);
+      else assert.equal(typeof got, "string", `the schema refuses ${JSON.stringify(obj)}`);
     }),
     fuzzParameters(),
   );

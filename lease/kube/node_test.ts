@@ -1,10 +1,12 @@
 import assert from "node:assert/strict";
+import * as v from "valibot";
 import { parseNetworkConfig } from "../config.ts";
 import { formatIPv4Net, formatIPv6Net, parseIPv6Net } from "../../core/ip.ts";
 import {
   annotationKeys,
   annotationUpdate,
   type KubeNode,
+  KubeNodeSchema,
   networkAvailablePatch,
   nodeToLease,
   parseKubeNode,
@@ -217,6 +219,22 @@ Deno.test("nodeToLease() drops a dual-stack node without IPv6 annotations, as fl
   assert.match(v4only as string, /has no IPv4 podCIDR/);
   const noV6 = nodeToLease(node(["10.5.1.0/24"], managed()), keys, v6Config);
   assert.match(noV6 as string, /no IPv6 podCIDR/);
+});
+
+Deno.test("parseKubeNode() gives what KubeNodeSchema gives for odd but readable nodes", () => {
+  const odd: unknown[] = [
+    JSON.parse('{"metadata":{"name":"n","annotations":{"__proto__":"x","a":"b"}}}'),
+    JSON.parse('{"metadata":{"name":"n","annotations":{"constructor":"x"}},"spec":null}'),
+    { metadata: { name: "n", resourceVersion: undefined, annotations: null }, spec: {} },
+    { metadata: Object.assign(Object.create(null), { name: "n" }) },
+    { metadata: { name: "n" }, spec: { podCIDR: null, podCIDRs: ["10.0.0.0/24"], x: 1 } },
+    [],
+  ];
+  for (const obj of odd) {
+    const want = v.safeParse(KubeNodeSchema, obj);
+    if (want.success) assert.deepStrictEqual(parseKubeNode(obj), want.output);
+    else assert.equal(typeof parseKubeNode(obj), "string", JSON.stringify(obj));
+  }
 });
 
 Deno.test("parseKubeNode() rejects objects that are not nodes", () => {

@@ -41,10 +41,24 @@ export interface Shared {
   watchTimeoutSeconds(): number;
 }
 
-/** A peer's lease, and the text that changes when anything peers see changes. */
-interface Known {
+const fingerprint = (l: Lease) => subnetKey(l.subnet, l.ipv6Subnet) + encodeLeaseAttrs(l.attrs);
+
+/**
+ * A peer's lease, and the text that changes when anything peers see
+ * changes — made when first compared (a watch event for this node), not for
+ * every node of a list.
+ */
+class Known {
   readonly lease: Lease;
-  readonly fingerprint: string;
+  #fingerprint?: string;
+
+  constructor(lease: Lease) {
+    this.lease = lease;
+  }
+
+  get fingerprint(): string {
+    return this.#fingerprint ??= fingerprint(this.lease);
+  }
 }
 
 /** A node object's name, when it has a readable one. */
@@ -53,7 +67,6 @@ function nameOf(obj: unknown): string | undefined {
   return typeof name === "string" && name !== "" ? name : undefined;
 }
 
-const fingerprint = (l: Lease) => subnetKey(l.subnet, l.ipv6Subnet) + encodeLeaseAttrs(l.attrs);
 const sameSubnet = (a: Lease, b: Lease) =>
   subnetKey(a.subnet, a.ipv6Subnet) === subnetKey(b.subnet, b.ipv6Subnet);
 
@@ -178,7 +191,7 @@ export class PeerView {
       return;
     }
     listed.add(d.name);
-    if (d.lease) this.#keep(known, d.name, { lease: d.lease, fingerprint: fingerprint(d.lease) });
+    if (d.lease) this.#keep(known, d.name, new Known(d.lease));
     else this.#lastGood.delete(d.name);
   }
 
@@ -222,10 +235,10 @@ export class PeerView {
       if (gone) out.push({ type: "removed", lease: gone });
       return;
     }
-    const fp = fingerprint(d.lease);
-    if (prev?.fingerprint === fp) return; // a heartbeat or an unrelated field
+    const next = new Known(d.lease);
+    if (prev?.fingerprint === next.fingerprint) return; // a heartbeat or an unrelated field
     if (prev && !sameSubnet(prev.lease, d.lease)) out.push({ type: "removed", lease: prev.lease });
-    this.#keep(known, d.name, { lease: d.lease, fingerprint: fp });
+    this.#keep(known, d.name, next);
     out.push({ type: "added", lease: d.lease });
   }
 }
