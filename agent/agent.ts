@@ -255,6 +255,7 @@ export function createAgent(deps: AgentDeps): Agent {
       try {
         const registered = await registerBackend(deps, current, {
           previous: reacquire?.previous,
+          listPeers: !reacquire,
           extIface: iface,
           onAcquiring: () => enter(registering({ acquiring: true })),
           clock,

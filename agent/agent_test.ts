@@ -11,7 +11,13 @@ import { formatIPv4Net } from "../core/ip.ts";
 import { createKvLeaseStore, leaseKey } from "../lease/kv_store.ts";
 import { encodeLeaseAttrs, type Lease, type LeaseStore } from "../lease/types.ts";
 import { createMemoryRegistry, type MemoryRegistry } from "../testing/memory_registry.ts";
-import { type Agent, BACKEND_READY_POLL_MS, createAgent, type HostRules } from "./agent.ts";
+import {
+  type Agent,
+  type AgentDeps,
+  BACKEND_READY_POLL_MS,
+  createAgent,
+  type HostRules,
+} from "./agent.ts";
 import type { AgentStateName } from "./state.ts";
 import { allocBackend } from "../backends/alloc.ts";
 import type { Backend, Network } from "../backends/types.ts";
@@ -49,6 +55,7 @@ function rig(
     backend?: () => Backend;
     wrapStore?: (store: LeaseStore) => LeaseStore;
     rules?: HostRules;
+    previousLease?: AgentDeps["previousLease"];
   } = {},
 ): Rig {
   const clock = options.clock ?? new FakeClock();
@@ -69,6 +76,7 @@ function rig(
     ipMasq: true,
     renewMarginMs: 10 * 60_000,
     rules: options.rules,
+    previousLease: options.previousLease,
     logger,
     metrics,
     clock,
@@ -609,6 +617,34 @@ Deno.test("agent lists the leases once at start: acquire and the peers start fro
     await writePeer(reg, "10.5.201.0/24", "192.0.2.12");
     await until(r.clock, () => writes().length === 2, "a join");
     assert.equal(writes()[1], "net1 update added 192.0.2.12");
+    assert.equal(lists, 1);
+    assert.ok(!r.logger.lines.some((l) => l.includes("lease is gone")), r.logger.lines.join("\n"));
+  } finally {
+    await r.stop();
+  }
+});
+
+Deno.test("agent with its own-lease hint from elsewhere lists the peers once, beside registering", async () => {
+  const clock = new FakeClock();
+  const reg = createMemoryRegistry({ config: CONFIG, clock });
+  await writePeer(reg, "10.5.200.0/24", "192.0.2.11");
+  let lists = 0;
+  const list = reg.list.bind(reg);
+  reg.list = (...args) => (lists++, list(...args));
+  let hints = 0;
+  const events: NetworkEvent[] = [];
+  const r = rig({
+    clock,
+    reg,
+    backend: recordingBackend(events, { incremental: true }),
+    previousLease: () => (hints++, Promise.resolve(undefined)),
+  });
+  const writes = () => events.filter((e) => !e.includes(" run"));
+  try {
+    await until(r.clock, () => writes().length === 1, "the first write");
+    assert.deepEqual(writes(), ["net1 sync 192.0.2.11"]);
+    assert.equal(hints, 1);
+    // one list, for the peers and for acquire's first try (this store lists to pick a subnet)
     assert.equal(lists, 1);
     assert.ok(!r.logger.lines.some((l) => l.includes("lease is gone")), r.logger.lines.join("\n"));
   } finally {

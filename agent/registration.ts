@@ -44,6 +44,12 @@ export interface Registered {
 export interface RegisterOptions {
   /** The subnets this host had (a re-acquisition), tried before subnet.env's. */
   readonly previous?: LeaseSubnets;
+  /**
+   * List all leases while registering, for the peers to start from (the
+   * first registration; a re-acquisition lists its peers afresh). A store
+   * whose own-lease hint is a list of all leases lists in any case.
+   */
+  readonly listPeers?: boolean;
   /** Called when the backend asks for the lease. */
   readonly onAcquiring?: () => void;
   /** The external interface picked for this config. */
@@ -131,14 +137,22 @@ type Hint = { readonly previousLease?: Lease; readonly listed?: LeaseSnapshot };
 
 /**
  * This host's lease in the store, a hint (e.g. to keep a VTEP MAC): from
- * `deps.previousLease`, else from a list of all leases (returned too, so
- * that acquire and the peers start from it). A store error is left for
- * acquire to surface.
+ * `deps.previousLease` (and, with `listPeers`, a list of all leases beside
+ * it), else from a list of all leases (returned too, so that acquire and the
+ * peers start from it). A store error is left for acquire to surface.
  */
 async function readHint(deps: AgentDeps, options: RegisterOptions): Promise<Hint> {
   const { signal, extIface } = options;
-  if (deps.previousLease) return { previousLease: await deps.previousLease(signal) };
-  const listed = await deps.store.list(signal, { exactExpiry: false });
+  const list = () => deps.store.list(signal, { exactExpiry: false });
+  if (deps.previousLease) {
+    // the peers' list runs beside the hint, acquire and the device set-up
+    const [previousLease, listed] = await Promise.all([
+      deps.previousLease(signal),
+      options.listPeers ? list().catch(() => undefined) : undefined,
+    ]);
+    return { previousLease, listed };
+  }
+  const listed = await list();
   const me = { publicIP: extIface.extAddr, publicIPv6: extIface.extV6Addr };
   return { previousLease: listed.leases.find((l) => sameHost(l.attrs, me)), listed };
 }
