@@ -148,8 +148,9 @@ export class PeerFollower {
       for (const lease of update.peers.values()) {
         const key = formatSubnetPair(lease);
         seen.add(key);
-        const old = before.get(leaseKey(lease));
-        if (!this.#changedAt.has(key) || !sameLease(old, lease)) this.#changedAt.set(key, now);
+        if (!this.#changedAt.has(key) || !sameLease(before.get(leaseKey(lease)), lease)) {
+          this.#changedAt.set(key, now);
+        }
       }
       for (const key of [...this.#changedAt.keys()]) {
         if (!seen.has(key)) this.#changedAt.delete(key);

@@ -170,11 +170,16 @@ export function reducePeers(
   }
   const next = base.with(edits);
   // a peer added and removed within one batch (or the reverse) may net to nothing
-  for (const [key, change] of changes) {
-    const was = peers.get(key);
-    const now = next.get(key);
-    if (change.type === "removed" && !was) changes.delete(key);
-    else if (change.type === "added" && was && now && !peerDiffers(was, now)) changes.delete(key);
+  if (peers.size === 0) {
+    // nothing was there (the first listing): only a removal can net to nothing
+    for (const [key, change] of changes) if (change.type === "removed") changes.delete(key);
+  } else {
+    for (const [key, change] of changes) {
+      const was = peers.get(key);
+      const now = next.get(key);
+      if (change.type === "removed" && !was) changes.delete(key);
+      else if (change.type === "added" && was && now && !peerDiffers(was, now)) changes.delete(key);
+    }
   }
   return { peers: next, changes: [...changes.values()], snapshot, lost };
 }

@@ -257,6 +257,17 @@ export function vxlanPeerEntries(
       skip: `backend type is ${JSON.stringify(peer.attrs.backendType ?? "udp")}, not "vxlan"`,
     };
   }
+  if (options.device !== null && !options.v6Device) {
+    // IPv4 only (the common case, 5000 times per full sync): its family's entries as they are
+    return familyEntries({
+      family: "IPv4",
+      subnet: peer.subnet,
+      publicIP: peer.attrs.publicIP,
+      data: peer.attrs.backendData,
+      dataName: "BackendData",
+      device: options.device,
+    }, options);
+  }
   const parts: ({ entries: PeerEntries } | { skip: string })[] = [];
   if (options.device !== null) {
     parts.push(familyEntries({
