@@ -33,9 +33,10 @@ export interface Registered {
   /** What the backend published; renewals publish the same. */
   readonly attrs: LeaseAttrs;
   /**
-   * All leases as listed just before the lease was acquired (stores whose
-   * own-lease hint needs a list): the peers can start from them, watching
-   * from their revision, instead of listing again.
+   * All leases as listed while registering (always for a store whose
+   * own-lease hint needs a list, else with `listPeers`), with this host's
+   * lease as acquired: the peers can start from them, watching from their
+   * revision, instead of listing again.
    */
   readonly listed?: LeaseSnapshot;
 }
