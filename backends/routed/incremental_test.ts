@@ -145,7 +145,7 @@ Deno.test({
           const dp = await openNetlinkDatapath({
             netns: ns,
             eventBufferBytes: 16 * 1024,
-            sliceSize: 8,
+            chunkSize: 8,
             pollMs: 5,
           });
           const repaired: string[] = [];

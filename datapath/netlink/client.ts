@@ -24,8 +24,9 @@
  */
 
 import { NetlinkError, throwBatchErrors } from "./error.ts";
+import { type BackgroundWriter, openBackgroundWriter } from "../../core/aio.ts";
 import { type Libc, loadLibc } from "../../core/libc.ts";
-import { NetlinkSocket } from "./socket.ts";
+import { type BatchPart, type ChunkListener, NetlinkSocket } from "./socket.ts";
 import { sleepQuietly } from "../../core/abort.ts";
 import { systemClock } from "../../core/clock.ts";
 import {
@@ -89,6 +90,12 @@ export interface NetlinkClientOptions {
   readonly eventPollMs?: number;
   /** Requests per send in batches. Default 1024. */
   readonly chunkSize?: number;
+  /**
+   * Send batches from a libc AIO thread, pipelined with the work around
+   * them (`core/aio.ts`). Default true; without libc AIO they are sent in
+   * place either way.
+   */
+  readonly backgroundWrites?: boolean;
   /** Receive buffer of event subscriptions (SO_RCVBUFFORCE). Default 4 MiB. */
   readonly eventBufferBytes?: number;
 }
@@ -129,6 +136,37 @@ const OWN_ENTRY_TYPES = new Set([RTM_NEWROUTE, RTM_DELROUTE, RTM_NEWNEIGH, RTM_D
 
 // Errnos that mean "already gone" for delete requests.
 const GONE = new Set(["ENOENT", "ESRCH", "ENODEV", "EADDRNOTAVAIL"]);
+
+/**
+ * One step of {@link NetlinkClient.settleSteps}: a batch method and its
+ * items, each turned into its request as its chunk is encoded. Make one with
+ * {@link settleStep}, which ties the types together.
+ */
+export interface SettleStep {
+  readonly kind: keyof BatchItems;
+  readonly items: readonly unknown[];
+  readonly request: (item: never) => unknown;
+  /** As `BatchPart.onChunk` (outcomes already forgiven as in {@link NetlinkClient.settle}). */
+  readonly onChunk?: ChunkListener;
+}
+
+/**
+ * A step of {@link NetlinkClient.settleSteps}.
+ *
+ * @param kind The batch method.
+ * @param items Its items.
+ * @param request The request for an item (called as its chunk is encoded).
+ * @param onChunk Told as each chunk's outcomes come in.
+ * @returns The step.
+ */
+export function settleStep<K extends keyof BatchItems, S>(
+  kind: K,
+  items: readonly S[],
+  request: (item: S) => BatchItems[K],
+  onChunk?: ChunkListener,
+): SettleStep {
+  return { kind, items, request, onChunk };
+}
 
 /** What each batch method of {@link NetlinkClient.settle} takes. */
 export interface BatchItems {
@@ -171,12 +209,13 @@ export class NetlinkClient {
   /**
    * @param libc From `loadLibc()`.
    * @param options Namespace, timeouts, batch size.
+   * @param writer From `openBackgroundWriter()`, for batches; null sends them in place.
    */
-  constructor(libc: Libc, options: NetlinkClientOptions) {
+  constructor(libc: Libc, options: NetlinkClientOptions, writer: BackgroundWriter | null = null) {
     this.#libc = libc;
     this.#options = options;
     this.netns = options.netns;
-    this.#sock = NetlinkSocket.openWith(libc, options);
+    this.#sock = NetlinkSocket.openWith(libc, { ...options, writer });
   }
 
   #run(requests: readonly NlRequest[], ignore?: ReadonlySet<string>): Promise<void> {
@@ -199,7 +238,7 @@ export class NetlinkClient {
   ): Promise<(NetlinkError | null)[]> {
     if (items.length === 0) return [];
     const results = await this.#sock.executeBatch(encoder, items);
-    return results.map((e) => (e !== null && ignore?.has(e.code) ? null : e));
+    return ignore ? results.map((e) => (e !== null && ignore.has(e.code) ? null : e)) : results;
   }
 
   /**
@@ -212,12 +251,47 @@ export class NetlinkClient {
    * @returns One outcome per item, in order.
    * @throws {NetlinkError} When the socket itself fails (send error, timeout).
    */
-  settle<K extends keyof BatchItems>(
+  async settle<K extends keyof BatchItems>(
     kind: K,
     items: readonly BatchItems[K][],
   ): Promise<(NetlinkError | null)[]> {
-    const [encoder, ignore] = BATCHES[kind] as [BatchEncoder<BatchItems[K]>, ReadonlySet<string>?];
-    return this.#settle(encoder, items, ignore);
+    return (await this.settleSteps([settleStep(kind, items, (x) => x)]))[0];
+  }
+
+  /**
+   * Run batches one after the other, as {@link settle} each, pipelined: with
+   * libc AIO the kernel works through one chunk while this thread encodes
+   * the next and hands the one before to its step's `onChunk` (see
+   * `NetlinkSocket.executeBatches`), so a caller applying outcomes as they
+   * come spends its time while the kernel spends its own.
+   *
+   * @param steps The batches, in the order they must take effect (make each
+   *   with {@link settleStep} for its types).
+   * @returns Per step, one outcome per item, in order.
+   * @throws {NetlinkError} When the socket itself fails (send error, timeout).
+   */
+  settleSteps(steps: readonly SettleStep[]): Promise<(NetlinkError | null)[][]> {
+    const parts = steps.map((step): BatchPart<unknown> => {
+      const [base, ignore] = BATCHES[step.kind] as [BatchEncoder<unknown>, ReadonlySet<string>?];
+      const request = step.request as (item: unknown) => unknown;
+      return {
+        items: step.items,
+        encoder: {
+          encode: (w, item, seq) => base.encode(w, request(item), seq),
+          describe: (item) => base.describe(request(item)),
+        },
+        onChunk: (start, end, results) => {
+          if (ignore) {
+            for (let i = start; i < end; i++) {
+              const e = results[i];
+              if (e !== null && ignore.has(e.code)) results[i] = null;
+            }
+          }
+          step.onChunk?.(start, end, results);
+        },
+      };
+    });
+    return this.#sock.executeBatches(parts);
   }
 
   /** A link by name or index, or null when there is none. */
@@ -482,5 +556,9 @@ export class NetlinkClient {
 export async function openNetlinkClient(
   options: NetlinkClientOptions = {},
 ): Promise<NetlinkClient> {
-  return new NetlinkClient(await loadLibc(), options);
+  const [libc, writer] = await Promise.all([
+    loadLibc(),
+    options.backgroundWrites === false ? null : openBackgroundWriter(),
+  ]);
+  return new NetlinkClient(libc, options, writer);
 }

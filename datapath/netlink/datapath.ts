@@ -58,6 +58,8 @@ import {
   type NetlinkClient,
   type NetlinkClientOptions,
   openNetlinkClient,
+  type SettleStep,
+  settleStep,
 } from "./client.ts";
 import { NetlinkError } from "./error.ts";
 import { IPV6_DEFAULT_METRIC, RT_TABLE_MAIN } from "./kernel.ts";
@@ -74,8 +76,6 @@ import {
 export interface NetlinkDatapathOptions extends NetlinkClientOptions {
   /** How often drift listeners poll the kernel when idle. Default 50 ms. */
   readonly pollMs?: number;
-  /** Objects per write slice (a kernel read follows each). Default 1000. */
-  readonly sliceSize?: number;
   /** Clock for polling. Default the system clock. */
   readonly clock?: Clock;
 }
@@ -99,7 +99,6 @@ export class NetlinkDatapath implements Datapath {
   readonly #tracker = new Tracker();
   readonly #listeners = new Set<(d: readonly Drift[]) => void>();
   readonly #pollMs: number;
-  readonly #sliceSize: number;
   readonly #clock: Clock;
   readonly #stop = new AbortController();
   #pumping = false;
@@ -112,7 +111,7 @@ export class NetlinkDatapath implements Datapath {
    * {@link openNetlinkDatapath} does both.
    *
    * @param client An open kernel client (closed with the datapath).
-   * @param options Polling, slices, clock.
+   * @param options Polling, clock, and the kernel client's options.
    */
   constructor(client: NetlinkClient, options: NetlinkDatapathOptions = {}) {
     this.#client = client;
@@ -120,7 +119,6 @@ export class NetlinkDatapath implements Datapath {
     // its own entry writes go into the view as they are acknowledged (see #write)
     this.#sub = client.subscribe({ withoutOwnEntryWrites: true });
     this.#pollMs = options.pollMs ?? 50;
-    this.#sliceSize = options.sliceSize ?? 1000;
     this.#clock = options.clock ?? systemClock;
   }
 
@@ -361,53 +359,58 @@ export class NetlinkDatapath implements Datapath {
    * neighbours and fdb entries, then new neighbours and fdb entries, and new
    * routes last (so the kernel never resolves a fresh route's gateway before
    * its neighbour exists). Every step runs even when an earlier one fails.
+   * The steps go to the kernel as one pipelined sequence: each chunk's
+   * outcomes enter the view (and its fdb echoes are read) while the kernel
+   * works on the next chunk.
    */
   async #write(t: TableState, plan: Plan): Promise<ApplyResult> {
     const failures: EntryFailure[] = [];
     let written = 0, deleted = 0;
     const lt = this.#tracker.links;
-    const step = async <K extends keyof BatchItems, S extends RouteSpec | NeighbourSpec | FdbSpec>(
+    const v = t.view;
+    const step = <K extends keyof BatchItems, S extends RouteSpec | NeighbourSpec | FdbSpec>(
       kind: K,
       items: readonly S[],
       owner: "route" | "neighbour" | "fdb",
-      device: (s: S) => string,
       toKernel: (s: S, index: number) => BatchItems[K],
       describe: (s: S) => string,
       done: (s: S) => void,
-    ) => {
-      for (let start = 0; start < items.length; start += this.#sliceSize) {
-        const slice = items.slice(start, start + this.#sliceSize);
-        const sendable: S[] = [];
-        const requests: BatchItems[K][] = [];
-        for (const s of slice) {
-          const index = lt.index(device(s));
-          if (index === undefined) {
-            const error = new NetlinkError(
-              ENODEV,
-              `${kind} ${describe(s)}: device ${device(s)} does not exist`,
-            );
-            failures.push({ key: t.desired.ownerOf(owner, s), error });
-            continue;
-          }
+    ): SettleStep | null => {
+      const sendable: S[] = [];
+      for (const s of items) {
+        if (lt.index(s.device) !== undefined) {
           sendable.push(s);
-          requests.push(toKernel(s, index));
+          continue;
         }
-        const results = await this.#client.settle(kind, requests);
-        this.#writes += requests.length;
-        results.forEach((error, i) => {
-          const s = sendable[i];
-          if (error) {
-            failures.push({ key: t.desired.ownerOf(owner, s), error });
-            return;
-          }
-          done(s);
-          if (kind.startsWith("delete")) deleted++;
-          else written++;
-        });
-        this.#drain();
+        const error = new NetlinkError(
+          ENODEV,
+          `${kind} ${describe(s)}: device ${s.device} does not exist`,
+        );
+        failures.push({ key: t.desired.ownerOf(owner, s), error });
       }
+      if (sendable.length === 0) return null;
+      const deleting = kind.startsWith("delete");
+      return settleStep(
+        kind,
+        sendable,
+        (s) => toKernel(s, lt.index(s.device)!),
+        (start, end, results) => {
+          this.#writes += end - start;
+          for (let i = start; i < end; i++) {
+            const error = results[i];
+            const s = sendable[i];
+            if (error) {
+              failures.push({ key: t.desired.ownerOf(owner, s), error });
+              continue;
+            }
+            done(s);
+            if (deleting) deleted++;
+            else written++;
+          }
+          this.#drain();
+        },
+      );
     };
-    const v = t.view;
     const route = (r: RouteSpec, index: number) => ({
       dst: r.dst,
       gateway: r.gateway ?? null,
@@ -417,50 +420,48 @@ export class NetlinkDatapath implements Datapath {
     });
     const neigh = (n: NeighbourSpec, index: number) => ({ index, ip: n.ip, mac: n.mac });
     const fdb = (f: FdbSpec, index: number) => ({ index, mac: f.mac, dst: f.dst });
-    const dev = (x: { device: string }) => x.device;
-    await step(
-      "deleteRoutes",
-      plan.deleteRoutes,
-      "route",
-      dev,
-      (r: InstalledRoute, i) => ({
-        ...route(r, i),
-        table: RT_TABLE_MAIN,
-        // the view shows IPv6's default metric as 0; the kernel matches 1024 exactly
-        metric: typeof r.dst.ip === "bigint" && r.metric === 0 ? IPV6_DEFAULT_METRIC : r.metric,
-      }),
-      describeRoute,
-      (r) => v.removeRoute(r),
-    );
-    await step(
-      "deleteNeighbours",
-      plan.deleteNeighbours,
-      "neighbour",
-      dev,
-      neigh,
-      describeNeighbour,
-      (n) => v.removeNeighbour(n),
-    );
-    await step("deleteFdb", plan.deleteFdb, "fdb", dev, fdb, describeFdb, (f) => v.removeFdb(f));
-    await step(
-      "replaceNeighbours",
-      plan.replaceNeighbours,
-      "neighbour",
-      dev,
-      neigh,
-      describeNeighbour,
-      (n) => v.putNeighbour(n),
-    );
-    await step("replaceFdb", plan.replaceFdb, "fdb", dev, fdb, describeFdb, (f) => v.putFdb(f));
-    await step(
-      "replaceRoutes",
-      plan.replaceRoutes,
-      "route",
-      dev,
-      route,
-      describeRoute,
-      (r) => v.putRoute({ ...r, metric: 0 }),
-    );
+    const steps = [
+      step(
+        "deleteRoutes",
+        plan.deleteRoutes,
+        "route",
+        (r: InstalledRoute, i) => ({
+          ...route(r, i),
+          table: RT_TABLE_MAIN,
+          // the view shows IPv6's default metric as 0; the kernel matches 1024 exactly
+          metric: typeof r.dst.ip === "bigint" && r.metric === 0 ? IPV6_DEFAULT_METRIC : r.metric,
+        }),
+        describeRoute,
+        (r) => v.removeRoute(r),
+      ),
+      step(
+        "deleteNeighbours",
+        plan.deleteNeighbours,
+        "neighbour",
+        neigh,
+        describeNeighbour,
+        (n) => v.removeNeighbour(n),
+      ),
+      step("deleteFdb", plan.deleteFdb, "fdb", fdb, describeFdb, (f) => v.removeFdb(f)),
+      step(
+        "replaceNeighbours",
+        plan.replaceNeighbours,
+        "neighbour",
+        neigh,
+        describeNeighbour,
+        (n) => v.putNeighbour(n),
+      ),
+      step("replaceFdb", plan.replaceFdb, "fdb", fdb, describeFdb, (f) => v.putFdb(f)),
+      step(
+        "replaceRoutes",
+        plan.replaceRoutes,
+        "route",
+        route,
+        describeRoute,
+        (r) => v.putRoute({ ...r, metric: 0 }),
+      ),
+    ].filter((x) => x !== null);
+    if (steps.length > 0) await this.#client.settleSteps(steps);
     return { written, deleted, failures };
   }
 

@@ -18,6 +18,7 @@
  * @module
  */
 
+import { type BackgroundWriter, openBackgroundWriter } from "../../core/aio.ts";
 import { type Libc, loadLibc } from "../../core/libc.ts";
 import { systemClock } from "../../core/clock.ts";
 import {
@@ -73,8 +74,47 @@ export interface NetlinkSocketOptions {
   readonly receiveBufferBytes?: number;
   /** How long a request may wait for its answer. Default 5000 ms. */
   readonly timeoutMs?: number;
-  /** Requests per `sendto` in a batch. Default 1024. */
+  /** Requests per send in a batch. Default 1024. */
   readonly chunkSize?: number;
+  /**
+   * Sends batches from a libc AIO thread, pipelined with their encoding
+   * (see {@link NetlinkSocket.executeBatch}); without it they are sent in
+   * place. {@link NetlinkSocket.open} loads it.
+   */
+  readonly writer?: BackgroundWriter | null;
+}
+
+/**
+ * Told that the outcomes of items `start` to `end` (exclusive) of a batch
+ * are in `results` (null: done).
+ */
+export type ChunkListener = (
+  start: number,
+  end: number,
+  results: (NetlinkError | null)[],
+) => void;
+
+/** One batch of {@link NetlinkSocket.executeBatches}. */
+export interface BatchPart<T> {
+  /** How to encode and describe one item. */
+  readonly encoder: BatchEncoder<T>;
+  readonly items: readonly T[];
+  /**
+   * Called with each chunk's item range once its outcomes are in `results`
+   * (in order; with a background writer while the kernel works on the next
+   * chunk). It must not use the socket.
+   */
+  readonly onChunk?: ChunkListener;
+}
+
+/** One encoded chunk of a batch: its part, items, sequence numbers and bytes. */
+interface Chunk {
+  readonly part: number;
+  readonly start: number;
+  readonly end: number;
+  readonly first: number;
+  readonly barrier: number;
+  readonly bytes: Uint8Array;
 }
 
 /** A NETLINK_ROUTE (or, by option, NETLINK_GENERIC) socket. Not safe for concurrent use without {@link NetlinkSocket.lock}. */
@@ -85,7 +125,9 @@ export class NetlinkSocket {
   readonly #chunkSize: number;
   readonly #buf = new Uint8Array(256 * 1024);
   readonly #addr = new Uint8Array(12);
-  readonly #out = new NlWriter(64 * 1024);
+  /** Two send buffers: one being sent while the next chunk is encoded. */
+  readonly #writers = [new NlWriter(64 * 1024), new NlWriter(64 * 1024)] as const;
+  readonly #background: BackgroundWriter | null;
   #seq: number;
   #closed = false;
   #portId: number | undefined;
@@ -98,6 +140,7 @@ export class NetlinkSocket {
     this.#fd = fd;
     this.#timeoutMs = options.timeoutMs ?? 5000;
     this.#chunkSize = options.chunkSize ?? 1024;
+    this.#background = options.writer ?? null;
     this.#seq = (Date.now() % 0x3fffffff) + 1; // far from wrapping: chunks use seq + i
     new DataView(this.#addr.buffer).setUint16(0, AF_NETLINK, true);
   }
@@ -162,7 +205,8 @@ export class NetlinkSocket {
    * @throws {NetlinkError} When socket/bind fails.
    */
   static async open(options: NetlinkSocketOptions = {}): Promise<NetlinkSocket> {
-    return NetlinkSocket.openWith(await loadLibc(), options);
+    const [libc, writer] = await Promise.all([loadLibc(), openBackgroundWriter()]);
+    return NetlinkSocket.openWith(libc, { writer, ...options });
   }
 
   /**
@@ -314,44 +358,114 @@ export class NetlinkSocket {
   }
 
   /**
-   * Encode `items` straight into the send buffer, chunk by chunk, each chunk
-   * one `sendto` followed by the ack barrier, and report each outcome.
+   * Encode `items` straight into a send buffer, chunk by chunk, each chunk
+   * one send followed by the ack barrier, and report each outcome. One
+   * {@link executeBatches} part.
    *
    * @param encoder How to encode and describe one item.
    * @param items The items (e.g. 5000 routes).
+   * @param onChunk As {@link BatchPart.onChunk}.
    * @returns One entry per item: null on success, else its error.
    * @throws {NetlinkError} When the socket fails (send error, lost replies, timeout).
    */
-  executeBatch<T>(encoder: BatchEncoder<T>, items: readonly T[]): Promise<(NetlinkError | null)[]> {
+  async executeBatch<T>(
+    encoder: BatchEncoder<T>,
+    items: readonly T[],
+    onChunk?: ChunkListener,
+  ): Promise<(NetlinkError | null)[]> {
+    return (await this.executeBatches([{ encoder, items, onChunk } as BatchPart<unknown>]))[0];
+  }
+
+  /**
+   * Run batches one after the other, each encoded straight into a send
+   * buffer chunk by chunk, each chunk one send followed by the ack barrier,
+   * and report each item's outcome. Every request is attempted.
+   *
+   * With a background writer the chunks are pipelined: while the kernel
+   * works through chunk k (inside the send, on the writer's thread), this
+   * thread encodes chunk k + 1 and hands chunk k − 1's outcomes to its
+   * part's `onChunk`. Chunk k + 1 is sent only after the kernel has finished
+   * chunk k, so the requests take effect in order, also across parts.
+   *
+   * @param parts The batches, in the order they must take effect.
+   * @returns Per part, one entry per item: null on success, else its error.
+   * @throws {NetlinkError} When the socket fails (send error, lost replies, timeout).
+   */
+  executeBatches(parts: readonly BatchPart<unknown>[]): Promise<(NetlinkError | null)[][]> {
     return this.lock(async () => {
       this.#check("send netlink requests");
-      const results: (NetlinkError | null)[] = new Array(items.length).fill(null);
-      const w = this.#out;
-      for (let start = 0; start < items.length; start += this.#chunkSize) {
-        const end = Math.min(items.length, start + this.#chunkSize);
+      const results = parts.map((p) => new Array<NetlinkError | null>(p.items.length).fill(null));
+      const size = this.#chunkSize;
+      let flip = 0;
+      const encode = (part: number, start: number): Chunk | null => {
+        while (part < parts.length && start >= parts[part].items.length) {
+          [part, start] = [part + 1, 0];
+        }
+        if (part >= parts.length) return null;
+        const { encoder, items } = parts[part];
+        const end = Math.min(items.length, start + size);
+        const w = this.#writers[flip ^= 1];
         w.reset();
         if (this.#seq > 0x7fffffff - (end - start) - 2) this.#seq = 0; // keep a chunk's seqs contiguous
         const first = this.#seq + 1;
         for (let i = start; i < end; i++) encoder.encode(w, items[i], this.#nextSeq());
         const barrier = this.#nextSeq();
         w.message(NLMSG_NOOP, NLM_F_REQUEST | NLM_F_ACK, barrier, () => {});
-        this.#send(
-          w.view(),
-          end - start === 1 ? encoder.describe(items[start]) : `${end - start} requests`,
+        return { part, start, end, first, barrier, bytes: w.view() };
+      };
+      const report = (c: Chunk) => parts[c.part].onChunk?.(c.start, c.end, results[c.part]);
+      let next = encode(0, 0);
+      let done: Chunk | null = null;
+      while (next) {
+        const c: Chunk = next;
+        const { encoder, items } = parts[c.part];
+        const count = c.end - c.start;
+        const sending = this.#startSend(
+          c.bytes,
+          count === 1 ? encoder.describe(items[c.start]) : `${count} requests`,
         );
-        await this.#receiveUntil(`ack of ${end - start} requests`, (m) => {
+        try {
+          next = encode(c.part, c.end);
+          if (done) report(done);
+        } finally {
+          sending.finish(); // also when encoding or a listener threw: the buffer is ours again
+        }
+        const out = results[c.part];
+        await this.#receiveUntil(`ack of ${count} requests`, (m) => {
           if (m.type !== NLMSG_ERROR) return false;
           const e = decodeError(m);
-          if (e.request.seq === barrier) return true;
-          const i = start + (e.request.seq - first);
-          if (e.errno !== 0 && i >= start && i < end) {
-            results[i] = new NetlinkError(e.errno, encoder.describe(items[i]), e.extMessage);
+          if (e.request.seq === c.barrier) return true;
+          const i = c.start + (e.request.seq - c.first);
+          if (e.errno !== 0 && i >= c.start && i < c.end) {
+            out[i] = new NetlinkError(e.errno, encoder.describe(items[i]), e.extMessage);
           }
           return false;
         });
+        done = c;
       }
+      if (done) report(done);
       return results;
     });
+  }
+
+  /**
+   * Start sending: on the background writer when there is one, else in place
+   * (then `finish` has nothing left to do).
+   */
+  #startSend(bytes: Uint8Array, what: string): { finish(): void } {
+    const bg = this.#background;
+    if (!bg || bg.start(this.#fd, bytes) !== 0) {
+      this.#send(bytes, what); // no AIO, or it could not queue the write
+      return { finish: () => {} };
+    }
+    return {
+      finish: () => {
+        const n = bg.finish();
+        if (n >= 0) return;
+        if (-n === EINTR) this.#send(bytes, what); // nothing was sent: send it in place
+        else throw new NetlinkError(-n, `write: ${what}`);
+      },
+    };
   }
 
   /**
