@@ -27,6 +27,7 @@ import { NetlinkError, throwBatchErrors } from "./error.ts";
 import { type BackgroundWriter, openBackgroundWriter } from "../../core/aio.ts";
 import { type Libc, loadLibc } from "../../core/libc.ts";
 import { type BatchPart, type ChunkListener, NetlinkSocket } from "./socket.ts";
+import { align4, NLMSG_HDRLEN } from "./codec.ts";
 import { sleepQuietly } from "../../core/abort.ts";
 import { systemClock } from "../../core/clock.ts";
 import {
@@ -36,7 +37,7 @@ import {
   createBridgeRequest,
   createVxlanRequest,
   decodeAddress,
-  decodeEvent,
+  decodeEventAt,
   decodeLink,
   decodeNeigh,
   decodeRoute,
@@ -130,6 +131,10 @@ export interface SubscribeOptions {
    */
   readonly withoutOwnEntryWrites?: boolean;
 }
+
+/** A little-endian u32 at `at`. */
+const readU32 = (b: Uint8Array, at: number) =>
+  (b[at] | (b[at + 1] << 8) | (b[at + 2] << 16) | (b[at + 3] << 24)) >>> 0;
 
 /** Notification types {@link SubscribeOptions.withoutOwnEntryWrites} leaves out. */
 const OWN_ENTRY_TYPES = new Set([RTM_NEWROUTE, RTM_DELROUTE, RTM_NEWNEIGH, RTM_DELNEIGH]);
@@ -481,17 +486,26 @@ export class NetlinkClient {
     const sockets = this.#eventSockets;
     return {
       drain: () => {
-        const { messages, overrun } = sock.drain(skip);
-        const out: KernelEvent[] = overrun ? [{ kind: "overrun" }] : [];
-        for (const m of messages) {
-          if (skip?.(m.type, m.pid)) continue; // one of several in a datagram
-          try {
-            const e = decodeEvent(m);
-            if (e) out.push(e);
-          } catch {
-            // A malformed notification is skipped; the next full sync covers it.
+        const out: KernelEvent[] = [];
+        const { overrun } = sock.drain((bytes, at, len) => {
+          // a datagram, normally of one message
+          const end = at + len;
+          for (let m = at; m + NLMSG_HDRLEN <= end;) {
+            const size = readU32(bytes, m);
+            if (size < NLMSG_HDRLEN || m + size > end) return; // malformed: the rest is skipped
+            const type = bytes[m + 4] | (bytes[m + 5] << 8);
+            if (!skip?.(type, readU32(bytes, m + 12))) {
+              try {
+                const e = decodeEventAt(bytes, m, size);
+                if (e) out.push(e);
+              } catch {
+                // A malformed notification is skipped; the next full sync covers it.
+              }
+            }
+            m += align4(size);
           }
-        }
+        });
+        if (overrun) out.unshift({ kind: "overrun" });
         return out;
       },
       get closed() {

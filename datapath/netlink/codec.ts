@@ -49,7 +49,8 @@ export const NLM_F_ACK_TLVS = 0x200;
 /** Extended-ack attribute: a human readable message from the kernel. */
 export const NLMSGERR_ATTR_MSG = 1;
 
-const NLA_TYPE_MASK = 0x3fff;
+/** The type bits of an attribute header (the top two are flags). */
+export const NLA_TYPE_MASK = 0x3fff;
 
 /** Round up to the 4-byte netlink alignment. */
 export function align4(n: number): number {
@@ -484,9 +485,14 @@ export function readString(b: Uint8Array): string {
 
 /** Read a MAC address payload (first 6 bytes) as `aa:bb:cc:dd:ee:ff`. */
 export function readMac(b: Uint8Array): string {
-  return `${HEX_BYTE[b[0]]}:${HEX_BYTE[b[1]]}:${HEX_BYTE[b[2]]}:${HEX_BYTE[b[3]]}:${
-    HEX_BYTE[b[4]]
-  }:${HEX_BYTE[b[5]]}`;
+  return readMacAt(b, 0);
+}
+
+/** Read the 6 bytes at `at` as a MAC address `aa:bb:cc:dd:ee:ff`. */
+export function readMacAt(b: Uint8Array, at: number): string {
+  return `${HEX_BYTE[b[at]]}:${HEX_BYTE[b[at + 1]]}:${HEX_BYTE[b[at + 2]]}:${HEX_BYTE[b[at + 3]]}:${
+    HEX_BYTE[b[at + 4]]
+  }:${HEX_BYTE[b[at + 5]]}`;
 }
 
 /** An `NLMSG_ERROR` message, decoded. */

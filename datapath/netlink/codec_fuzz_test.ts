@@ -5,7 +5,8 @@
  * bits flipped, length and type fields overwritten with boundary values,
  * cut short or padded; and random bytes. Property: `parseMessages` and
  * every decoder return, or throw the SyntaxError they document with a
- * clear message — never a RangeError out of a DataView.
+ * clear message — never a RangeError out of a DataView; and the in-place
+ * decoder of notifications agrees with the copying one.
  */
 
 import assert from "node:assert/strict";
@@ -15,6 +16,7 @@ import {
   encodeMessage,
   NLM_F_ACK_TLVS,
   NLM_F_MULTI,
+  type NlMessage,
   NLMSG_DONE,
   NLMSG_ERROR,
   parseMessages,
@@ -26,6 +28,7 @@ import {
   createVxlanRequest,
   decodeAddress,
   decodeEvent,
+  decodeEventAt,
   decodeLink,
   decodeNeigh,
   decodeRoute,
@@ -141,11 +144,38 @@ const datagrams = fc.oneof(
   { weight: 1, arbitrary: fc.uint8Array({ maxLength: 256 }) },
 );
 
+/** What a decoder gave: its result, or the message of what it threw. */
+function outcome<T>(f: () => T): { value: T } | { error: string } {
+  try {
+    return { value: f() };
+  } catch (e) {
+    return { error: `${(e as Error).name}: ${(e as Error).message}` };
+  }
+}
+
+/**
+ * The in-place decoder a subscription uses (the message inside a larger
+ * buffer, with bytes around it) gives what `decodeEvent` gives on a copy.
+ */
+function sameInPlace(m: NlMessage): void {
+  const len = 16 + m.body.length; // as the datagram had it, without padding
+  const buffer = new Uint8Array(len + 16).fill(0xa5);
+  const v = new DataView(buffer.buffer);
+  v.setUint32(8, len, true);
+  v.setUint16(12, m.type, true);
+  v.setUint16(14, m.flags, true);
+  v.setUint32(16, m.seq, true);
+  v.setUint32(20, m.pid, true);
+  buffer.set(m.body, 24);
+  assert.deepEqual(outcome(() => decodeEventAt(buffer, 8, len)), outcome(() => decodeEvent(m)));
+}
+
 /** Decode a datagram the way the client does, every decoder on every body. */
 function decodeAll(bytes: Uint8Array, tally?: Tally): void {
   const messages = returnsOrThrowsClearly(() => parseMessages(bytes), [SyntaxError], tally);
   for (const m of messages ?? []) {
     returnsOrThrowsClearly(() => decodeEvent(m), [SyntaxError]);
+    sameInPlace(m);
     for (const decode of [decodeLink, decodeRoute, decodeNeigh, decodeAddress]) {
       returnsOrThrowsClearly(() => decode(m.body), [SyntaxError]);
     }

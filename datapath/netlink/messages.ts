@@ -6,12 +6,18 @@
  * @module
  */
 
-import type { NlMessage } from "./codec.ts";
+import { type NlMessage, NLMSG_HDRLEN } from "./codec.ts";
 import type { KernelEvent } from "./kernel.ts";
 import { decodeLink, RTM_DELLINK, RTM_NEWLINK } from "./link_messages.ts";
 import { decodeAddress, RTM_DELADDR, RTM_NEWADDR } from "./address_messages.ts";
 import { decodeRoute, RTM_DELROUTE, RTM_NEWROUTE } from "./route_messages.ts";
-import { decodeNeigh, RTM_DELNEIGH, RTM_NEWNEIGH } from "./neighbour_messages.ts";
+import {
+  type DecodedNeigh,
+  decodeNeigh,
+  decodeNeighAt,
+  RTM_DELNEIGH,
+  RTM_NEWNEIGH,
+} from "./neighbour_messages.ts";
 
 export * from "./request.ts";
 export * from "./link_messages.ts";
@@ -65,14 +71,42 @@ export function decodeEvent(msg: NlMessage): KernelEvent | null {
       return route && { kind: "route", action: msg.type === RTM_NEWROUTE ? "new" : "del", route };
     }
     case RTM_NEWNEIGH:
-    case RTM_DELNEIGH: {
-      const d = decodeNeigh(msg.body);
-      const action = msg.type === RTM_NEWNEIGH ? "new" : "del";
-      if (d?.kind === "neighbour") return { kind: "neighbour", action, neighbour: d.neighbour };
-      if (d?.kind === "fdb") return { kind: "fdb", action, fdb: d.fdb };
-      return null;
-    }
+    case RTM_DELNEIGH:
+      return neighbourEvent(msg.type, decodeNeigh(msg.body));
     default:
       return null;
   }
+}
+
+function neighbourEvent(type: number, d: DecodedNeigh): KernelEvent | null {
+  const action = type === RTM_NEWNEIGH ? "new" : "del";
+  if (d?.kind === "neighbour") return { kind: "neighbour", action, neighbour: d.neighbour };
+  if (d?.kind === "fdb") return { kind: "fdb", action, fdb: d.fdb };
+  return null;
+}
+
+/**
+ * {@link decodeEvent} of the message at `bytes[at, at + len)` (header
+ * included): neighbours and fdb entries, most of what a sync causes, are
+ * read in place; other messages are copied out first.
+ *
+ * @param bytes A receive buffer.
+ * @param at Where the message's header starts.
+ * @param len The message's length (its header's `nlmsg_len`).
+ * @returns The event, or null.
+ * @throws {SyntaxError} When the body is malformed.
+ */
+export function decodeEventAt(bytes: Uint8Array, at: number, len: number): KernelEvent | null {
+  const type = bytes[at + 4] | (bytes[at + 5] << 8);
+  if (type === RTM_NEWNEIGH || type === RTM_DELNEIGH) {
+    return neighbourEvent(type, decodeNeighAt(bytes, at + NLMSG_HDRLEN, at + len));
+  }
+  const v = new DataView(bytes.buffer, bytes.byteOffset + at, len);
+  return decodeEvent({
+    type,
+    flags: v.getUint16(6, true),
+    seq: v.getUint32(8, true),
+    pid: v.getUint32(12, true),
+    body: bytes.slice(at + NLMSG_HDRLEN, at + len),
+  });
 }

@@ -7,16 +7,17 @@
  * @module
  */
 
-import { formatIP } from "../../core/ip.ts";
+import { formatIP, type IPAddr } from "../../core/ip.ts";
 import {
+  align4,
+  NLA_TYPE_MASK,
   NLM_F_APPEND,
   NLM_F_CREATE,
   NLM_F_DUMP,
   NLM_F_REPLACE,
   NlWriter,
-  parseAttrs,
-  readIP,
-  readMac,
+  readIPv6,
+  readMacAt,
 } from "./codec.ts";
 import {
   AF_BRIDGE,
@@ -190,34 +191,61 @@ export type DecodedNeigh =
  * (AF_INET, AF_INET6) or an fdb entry (AF_BRIDGE with NTF_SELF, its remote
  * IPv4 or IPv6 by the attribute's length); null otherwise.
  *
- * @throws {SyntaxError} When the body is too short.
+ * @throws {SyntaxError} When the body is too short or an attribute length is impossible.
  */
 export function decodeNeigh(body: Uint8Array): DecodedNeigh {
-  if (body.length < 12) throw new SyntaxError(`Cannot decode ndmsg: ${body.length} bytes`);
-  const v = new DataView(body.buffer, body.byteOffset, body.byteLength);
-  const family = body[0];
-  const index = v.getInt32(4, true);
-  const state = v.getUint16(8, true);
-  const flags = body[10];
-  const a = parseAttrs(body.subarray(12));
-  const dst = a.get(NDA_DST), ll = a.get(NDA_LLADDR);
+  return decodeNeighAt(body, 0, body.length);
+}
+
+/**
+ * {@link decodeNeigh} of the body at `bytes[start, end)`, read in place (a
+ * notification inside a receive buffer: every fdb entry a sync writes comes
+ * back as one, so nothing is copied or kept).
+ *
+ * @throws {SyntaxError} When the body is too short or an attribute length is impossible.
+ */
+export function decodeNeighAt(bytes: Uint8Array, start: number, end: number): DecodedNeigh {
+  if (end - start < 12) throw new SyntaxError(`Cannot decode ndmsg: ${end - start} bytes`);
+  const family = bytes[start];
+  const index = bytes[start + 4] | (bytes[start + 5] << 8) | (bytes[start + 6] << 16) |
+    (bytes[start + 7] << 24);
+  const state = bytes[start + 8] | (bytes[start + 9] << 8);
+  const flags = bytes[start + 10];
+  // the payloads of NDA_DST and NDA_LLADDR (the last of each, as parseAttrs keeps)
+  let dst = -1, dstLen = 0, ll = -1, llLen = 0;
+  const attrs = start + 12;
+  for (let off = attrs; off + 4 <= end;) {
+    const len = bytes[off] | (bytes[off + 1] << 8);
+    const type = (bytes[off + 2] | (bytes[off + 3] << 8)) & NLA_TYPE_MASK;
+    if (len < 4 || off + len > end) {
+      throw new SyntaxError(
+        `Cannot parse netlink attribute ${type} at offset ${
+          off - attrs
+        }: length ${len} does not fit ${end - attrs} bytes`,
+      );
+    }
+    if (type === NDA_DST) [dst, dstLen] = [off + 4, len - 4];
+    else if (type === NDA_LLADDR) [ll, llLen] = [off + 4, len - 4];
+    off += align4(len);
+  }
+  const ip = (): IPAddr | null =>
+    dstLen === 4
+      ? ((bytes[dst] << 24) | (bytes[dst + 1] << 16) | (bytes[dst + 2] << 8) | bytes[dst + 3]) >>> 0
+      : dstLen === 16
+      ? readIPv6(bytes.subarray(dst, dst + 16))
+      : null;
   if (family === AF_INET || family === AF_INET6) {
-    if (!dst || dst.length !== (family === AF_INET6 ? 16 : 4)) return null;
+    if (dst < 0 || dstLen !== (family === AF_INET6 ? 16 : 4)) return null;
     return {
       kind: "neighbour",
-      neighbour: {
-        index,
-        ip: readIP(dst)!,
-        mac: ll && ll.length === 6 ? readMac(ll) : null,
-        state,
-      },
+      neighbour: { index, ip: ip()!, mac: llLen === 6 ? readMacAt(bytes, ll) : null, state },
     };
   }
   if (family === AF_BRIDGE && flags & NTF_SELF) {
-    if (!ll || ll.length !== 6) return null;
+    if (llLen !== 6 || ll < 0) return null;
     return {
       kind: "fdb",
-      fdb: { index, mac: readMac(ll), dst: dst ? readIP(dst) : null, state },
+      fdb: { index, mac: readMacAt(bytes, ll), dst: dst < 0 ? null : ip(), state },
     };
   }
   return null;

@@ -537,25 +537,20 @@ export class NetlinkSocket {
   }
 
   /**
-   * Read every queued multicast message without blocking: up to
-   * {@link DRAIN_BATCH} datagrams per `recvmmsg` call (one system call, one
-   * FFI call), since a large write makes the kernel queue one notification
-   * datagram per object and a call each cost more than the message itself.
+   * Read every queued multicast datagram without blocking: up to
+   * {@link DRAIN_BATCH} per `recvmmsg` call (one system call, one FFI call),
+   * since a large write makes the kernel queue one notification datagram
+   * per object and a call each cost more than the message itself.
    *
-   * @param skip Datagrams of one message for which this says true (by the
-   *   message's type and sender port) are dropped unread.
-   * @returns The messages (copies, safe to keep), and whether the kernel
-   *   dropped some (ENOBUFS) or a datagram did not fit its slot (then it is
-   *   lost too, and reported the same way).
+   * @param visit Called with each datagram in place, `bytes[at, at + len)`
+   *   of a receive buffer that the next call overwrites (copy what you keep).
+   * @returns Whether the kernel dropped some (ENOBUFS) or a datagram did not
+   *   fit its slot (then it is lost too, and reported the same way).
    * @throws {NetlinkError} On other receive errors.
    */
-  drain(skip?: (type: number, pid: number) => boolean): {
-    messages: NlMessage[];
-    overrun: boolean;
-  } {
+  drain(visit: (bytes: Uint8Array, at: number, len: number) => void): { overrun: boolean } {
     this.#check("read netlink events");
     const b = this.#batch ??= drainBatch(this.#libc);
-    const messages: NlMessage[] = [];
     let overrun = false;
     for (let calls = 0; calls < 4096; calls++) {
       const n = this.#libc.fn.recvmmsg(this.#fd, b.headers, DRAIN_BATCH, MSG_DONTWAIT, null);
@@ -575,17 +570,11 @@ export class NetlinkSocket {
           overrun = true; // the rest of the datagram is gone: as good as dropped
           continue;
         }
-        const len = b.view.getUint32(h + MSG_LEN, true);
-        const at = i * DRAIN_SLOT;
-        if (
-          skip && len >= 16 && b.slots.getUint32(at, true) === len &&
-          skip(b.slots.getUint16(at + 4, true), b.slots.getUint32(at + 12, true))
-        ) continue;
-        for (const m of parseMessages(b.data.slice(at, at + len))) messages.push(m);
+        visit(b.data, i * DRAIN_SLOT, b.view.getUint32(h + MSG_LEN, true));
       }
       if (n < DRAIN_BATCH) break;
     }
-    return { messages, overrun };
+    return { overrun };
   }
 }
 

@@ -228,11 +228,17 @@ export class InstalledView {
   /**
    * Record an fdb remote. With `replace` it becomes the MAC's only remote
    * (what `bridge fdb replace`, and a notification of a change, mean).
+   * `k` is its {@link fdbKey}, for a caller that has it already.
    */
-  putFdb(f: FdbSpec, replace = true): void {
+  putFdb(f: FdbSpec, replace = true, k: string = fdbKey(f)): void {
     if (!fdbInScope(this.scope, f)) return;
-    const k = fdbKey(f);
-    const list = replace ? [] : (this.fdb.get(k) ?? []).filter((x) => x.dst !== f.dst);
+    const have = this.fdb.get(k);
+    if (replace) {
+      // already so: the notification of this datapath's own write, which the view holds
+      if (have?.length !== 1 || have[0].dst !== f.dst) this.fdb.set(k, [f]);
+      return;
+    }
+    const list = (have ?? []).filter((x) => x.dst !== f.dst);
     list.push(f);
     this.fdb.set(k, list);
   }
@@ -519,10 +525,11 @@ export class Tracker {
   #fdb(action: "new" | "del", e: FdbEntry, batch: DriftBatch, quiet: QuietOptions): void {
     const spec = namedFdb(e, this.links);
     if (!spec) return;
+    const k = fdbKey(spec);
     for (const t of this.tables.values()) {
-      if (action === "new") t.view.putFdb(spec);
+      if (action === "new") t.view.putFdb(spec, true, k);
       else t.view.removeFdb(spec);
-      const want = t.desired.fdb(fdbKey(spec));
+      const want = t.desired.fdb(k);
       if (!want || this.#quiet(t, spec.device, quiet)) continue;
       if (action === "del" && spec.dst === want.spec.dst) {
         batch.entry(t.scope.name, want.key, `fdb entry ${spec.mac} was deleted`);

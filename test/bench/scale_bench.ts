@@ -51,7 +51,13 @@ import { type AgentLogRecord, type AgentRuntime, startAgent } from "../lab/agent
 import { createLab, type Lab, type LabHost, REPO_ROOT } from "../lab/lab.ts";
 import { execPath, runtimeName } from "../../core/runtime.ts";
 import type { DriverRequest, Step } from "./scale_driver.ts";
-import { KernelMonitor, processCpuMs, rssMB, threadsCpuNs } from "./scale_kernel.ts";
+import {
+  type KernelFloorResult,
+  KernelMonitor,
+  processCpuMs,
+  rssMB,
+  threadsCpuNs,
+} from "./scale_kernel.ts";
 import { median, percentile, roundTo } from "./stats.ts";
 import { hold } from "../../testing/wait.ts";
 
@@ -78,6 +84,12 @@ export interface ScaleOptions {
   readonly v8Flags?: string;
   /** Program and arguments that run weft instead, e.g. `["dist/weft"]` (the binary). */
   readonly command?: readonly string[];
+  /**
+   * Measures the kernel's floor (`benchKernelFloor`) right before the large
+   * phase's agent starts, so the sync is compared with a floor taken under
+   * the same load of this noisy machine, not minutes earlier.
+   */
+  readonly kernelFloor?: () => Promise<KernelFloorResult>;
 }
 
 /** Figures of one-at-a-time lease events. */
@@ -161,6 +173,8 @@ export interface ScaleResult {
   readonly small: EventFigures;
   readonly large: EventFigures;
   readonly sustained: SustainedFigures;
+  /** The kernel floor taken just before the large phase (with {@link ScaleOptions.kernelFloor}). */
+  readonly floor?: KernelFloorResult;
 }
 
 const round = (x: number, digits = 2) => roundTo(x, digits);
@@ -612,6 +626,7 @@ export async function benchScale(options: ScaleOptions): Promise<ScaleResult> {
     let idleCpu = 0;
     const host = lab.hosts[1];
     let cpuToSynced = 0;
+    const floor = await options.kernelFloor?.();
     const big = await phase(host, async (agent, monitor) => {
       const pid = agent.pid;
       cpuToSynced = processCpuMs(pid);
@@ -650,6 +665,7 @@ export async function benchScale(options: ScaleOptions): Promise<ScaleResult> {
       small: smallFigures!,
       large: large!,
       sustained: steady!,
+      ...(floor ? { floor } : {}),
     };
   } finally {
     driver.close();
