@@ -341,12 +341,19 @@ function unclaim<V>(index: Map<string, Claims<V>>, objKey: string, peer: string)
  * What each peer asked for, indexed by object key. When two peers ask for
  * the same object (two leases with one VtepMAC), the latest asker wins;
  * when it leaves, the other's object is desired again.
+ *
+ * After {@link replaceAll} the index is built on the side: a full sync lists
+ * every object at once ({@link all}) and hands the indexing to the time the
+ * kernel spends on its writes ({@link indexSome}); anything that needs the
+ * index finishes it first.
  */
 export class DesiredTable {
   readonly #entries = new Map<string, PeerEntries>();
   readonly #routes = new Map<string, Claims<RouteSpec>>();
   readonly #neighbours = new Map<string, Claims<NeighbourSpec>>();
   readonly #fdb = new Map<string, Claims<FdbSpec>>();
+  /** Peers set by {@link replaceAll} whose objects are not indexed yet. */
+  #unindexed: Iterator<[string, PeerEntries]> | null = null;
 
   /** Number of peers. */
   get size(): number {
@@ -371,6 +378,7 @@ export class DesiredTable {
    * @param touched Collects the object keys of the old and the new entries.
    */
   set(key: string, next: PeerEntries | null, touched?: Touched): void {
+    this.indexSome(Infinity);
     const old = this.#entries.get(key);
     if (touched) {
       keysOf(old, touched);
@@ -382,49 +390,90 @@ export class DesiredTable {
     this.#entries.delete(key);
     if (next) {
       this.#entries.set(key, next);
-      for (const r of next.routes ?? []) claim(this.#routes, dstKey(r.dst), key, r);
-      for (const n of next.neighbours ?? []) claim(this.#neighbours, neighbourKey(n), key, n);
-      for (const f of next.fdb ?? []) claim(this.#fdb, fdbKey(f), key, f);
+      this.#index(key, next);
     }
   }
 
-  /** Replace everything. */
+  /** Replace everything; the index follows (see the class doc). */
   replaceAll(entries: ReadonlyMap<string, PeerEntries>): void {
     this.#entries.clear();
     this.#routes.clear();
     this.#neighbours.clear();
     this.#fdb.clear();
-    // as set() for each, without the removal of old claims (there are none)
-    for (const [key, next] of entries) {
-      this.#entries.set(key, next);
-      if (next.routes) { for (const r of next.routes) claim(this.#routes, dstKey(r.dst), key, r); }
-      if (next.neighbours) {
-        for (const n of next.neighbours) claim(this.#neighbours, neighbourKey(n), key, n);
+    for (const [key, next] of entries) this.#entries.set(key, next);
+    this.#unindexed = this.#entries.size > 0 ? this.#entries.entries() : null;
+  }
+
+  /**
+   * Index the objects of up to `peers` more peers of the last
+   * {@link replaceAll} (as set() would, without removing old claims: there
+   * are none).
+   *
+   * @returns Whether the index is complete.
+   */
+  indexSome(peers: number): boolean {
+    const it = this.#unindexed;
+    if (!it) return true;
+    for (let i = 0; i < peers; i++) {
+      const r = it.next();
+      if (r.done) {
+        this.#unindexed = null;
+        return true;
       }
-      if (next.fdb) { for (const f of next.fdb) claim(this.#fdb, fdbKey(f), key, f); }
+      this.#index(r.value[0], r.value[1]);
     }
+    return false;
+  }
+
+  #index(key: string, next: PeerEntries): void {
+    if (next.routes) { for (const r of next.routes) claim(this.#routes, dstKey(r.dst), key, r); }
+    if (next.neighbours) {
+      for (const n of next.neighbours) claim(this.#neighbours, neighbourKey(n), key, n);
+    }
+    if (next.fdb) { for (const f of next.fdb) claim(this.#fdb, fdbKey(f), key, f); }
   }
 
   /** The desired route to a destination and who asked for it. */
   route(dst: string): { key: string; spec: RouteSpec } | undefined {
+    this.indexSome(Infinity);
     const c = last(this.#routes.get(dst));
     return c && { key: c[0], spec: c[1] };
   }
 
   /** The desired neighbour at a {@link neighbourKey} and who asked for it. */
   neighbour(k: string): { key: string; spec: NeighbourSpec } | undefined {
+    this.indexSome(Infinity);
     const c = last(this.#neighbours.get(k));
     return c && { key: c[0], spec: c[1] };
   }
 
   /** The desired fdb entry at an {@link fdbKey} and who asked for it. */
   fdb(k: string): { key: string; spec: FdbSpec } | undefined {
+    this.indexSome(Infinity);
     const c = last(this.#fdb.get(k));
     return c && { key: c[0], spec: c[1] };
   }
 
-  /** Every desired object (one per key). */
+  /**
+   * Every desired object: one per key, or, while the index is not complete,
+   * every peer's objects in the order the peers were set. Then a key may
+   * come twice, the later asker's last, so writing the list in order (a
+   * `replace` each) leaves what the index would hold.
+   */
   all(): ObjectSet {
+    if (this.#unindexed) {
+      const out: { routes: RouteSpec[]; neighbours: NeighbourSpec[]; fdb: FdbSpec[] } = {
+        routes: [],
+        neighbours: [],
+        fdb: [],
+      };
+      for (const e of this.#entries.values()) {
+        if (e.routes) { for (const r of e.routes) out.routes.push(r); }
+        if (e.neighbours) { for (const n of e.neighbours) out.neighbours.push(n); }
+        if (e.fdb) { for (const f of e.fdb) out.fdb.push(f); }
+      }
+      return out;
+    }
     const specs = <V>(index: Map<string, Claims<V>>): V[] => {
       const out: V[] = [];
       for (const c of index.values()) out.push(lastSpec(c));

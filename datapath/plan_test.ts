@@ -1,11 +1,15 @@
 import assert from "node:assert/strict";
 import { parseIPv4, parseIPv4Net } from "../core/ip.ts";
+import fc from "fast-check";
 import {
   checkInScope,
   DesiredTable,
+  dstKey,
   fdbInScope,
+  fdbKey,
   type InstalledRoute,
   neighbourInScope,
+  neighbourKey,
   noneTouched,
   type ObjectSet,
   planChanges,
@@ -142,6 +146,48 @@ Deno.test("DesiredTable: when two peers ask for one object the latest wins, and 
   d.set("b", null);
   assert.equal(d.fdb("flannel.1/02:00:00:00:00:09")?.key, "a");
   assert.deepEqual(d.keysOnDevice("flannel.1"), ["a"]);
+});
+
+Deno.test("DesiredTable after replaceAll: the listing before its index is complete, written in order, leaves what the index holds (property)", () => {
+  // few peers' numbers and MACs, so peers often ask for one object
+  const peers = fc.array(
+    fc.record({
+      n: fc.integer({ min: 2, max: 6 }),
+      mac: fc.constantFrom("02:00:00:00:00:0a", "02:00:00:00:00:0b", "02:00:00:00:00:0c"),
+      pub: fc.integer({ min: 2, max: 4 }),
+    }),
+    { maxLength: 12 },
+  );
+  fc.assert(
+    fc.property(peers, fc.integer({ min: 0, max: 12 }), (list, partly) => {
+      const entries = new Map(list.map((p, i) => [`p${i}`, peer(p.n, p.mac, `192.0.2.${p.pub}`)]));
+      const reference = new DesiredTable(); // indexed as it goes
+      for (const [k, e] of entries) reference.set(k, e);
+      const d = new DesiredTable();
+      d.replaceAll(entries);
+      const listed = d.all();
+      d.indexSome(partly);
+      const byKey = <T>(xs: readonly T[], key: (x: T) => string) => {
+        const m = new Map<string, T>();
+        for (const x of xs) m.set(key(x), x); // in order: the later write replaces
+        return m;
+      };
+      const ref = reference.all();
+      assert.deepEqual(
+        byKey(listed.routes, (r) => dstKey(r.dst)),
+        byKey(ref.routes, (r) => dstKey(r.dst)),
+      );
+      assert.deepEqual(byKey(listed.neighbours, neighbourKey), byKey(ref.neighbours, neighbourKey));
+      assert.deepEqual(byKey(listed.fdb, fdbKey), byKey(ref.fdb, fdbKey));
+      // lookups finish the index; then everything matches the reference, also after a change
+      for (const f of ref.fdb) assert.deepEqual(d.fdb(fdbKey(f)), reference.fdb(fdbKey(f)));
+      assert.deepEqual(d.all(), ref);
+      d.set("p0", null);
+      reference.set("p0", null);
+      assert.deepEqual(d.all(), reference.all());
+    }),
+    { numRuns: 500 },
+  );
 });
 
 Deno.test("planning the touched keys of a change gives exactly that part of the full plan", () => {

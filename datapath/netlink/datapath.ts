@@ -89,6 +89,8 @@ export interface NetlinkDatapathStats {
 }
 
 const ENODEV = 19;
+/** Peers the desired table indexes per written chunk during a full sync (see DesiredTable). */
+const INDEX_PER_CHUNK = 1000;
 
 /** The netlink Datapath; open one with {@link openNetlinkDatapath}. */
 export class NetlinkDatapath implements Datapath {
@@ -335,7 +337,14 @@ export class NetlinkDatapath implements Datapath {
     };
     t.view.reset(found);
     t.synced = true;
-    return await this.#write(t, planChanges(t.desired.all(), t.view.all(), t.scope));
+    // the desired table indexes itself while the kernel works on the writes
+    const result = await this.#write(
+      t,
+      planChanges(t.desired.all(), t.view.all(), t.scope),
+      () => t.desired.indexSome(INDEX_PER_CHUNK),
+    );
+    t.desired.indexSome(Infinity); // what the writes left, before the first event needs it
+    return result;
   }
 
   #update(t: TableState, changes: ReadonlyMap<string, PeerEntries | null>): Promise<ApplyResult> {
@@ -360,10 +369,10 @@ export class NetlinkDatapath implements Datapath {
    * routes last (so the kernel never resolves a fresh route's gateway before
    * its neighbour exists). Every step runs even when an earlier one fails.
    * The steps go to the kernel as one pipelined sequence: each chunk's
-   * outcomes enter the view (and its fdb echoes are read) while the kernel
-   * works on the next chunk.
+   * outcomes enter the view (and its fdb echoes are read), after `spare`
+   * work, while the kernel works on the next chunk.
    */
-  async #write(t: TableState, plan: Plan): Promise<ApplyResult> {
+  async #write(t: TableState, plan: Plan, spare?: () => void): Promise<ApplyResult> {
     const failures: EntryFailure[] = [];
     let written = 0, deleted = 0;
     const lt = this.#tracker.links;
@@ -395,6 +404,7 @@ export class NetlinkDatapath implements Datapath {
         sendable,
         (s) => toKernel(s, lt.index(s.device)!),
         (start, end, results) => {
+          spare?.();
           this.#writes += end - start;
           for (let i = start; i < end; i++) {
             const error = results[i];
