@@ -8,8 +8,10 @@
  * - Kubernetes (the fake API server in the underlay) with 5000 nodes;
  * - the file store with 1000 leases.
  *
- * Per store, two phases on two hosts of one lab (one agent at a time):
- * first with {@link ScaleOptions.smallPeers} peers, then with all of them.
+ * Per store, phases on fresh hosts of one lab (one agent at a time): first
+ * with {@link ScaleOptions.smallPeers} peers, then {@link ScaleOptions.starts}
+ * agents with all of them (each after its own kernel floor, with
+ * {@link ScaleOptions.kernelFloor}); the events run with the last.
  * Each phase times the agent from spawn to its first full sync done (its
  * log timestamps; the sync's own duration is in the log line), checks the
  * kernel holds every peer's entries, then writes one lease at a time and
@@ -52,6 +54,7 @@ import { createLab, type Lab, type LabHost, REPO_ROOT } from "../lab/lab.ts";
 import { execPath, runtimeName } from "../../core/runtime.ts";
 import type { DriverRequest, Step } from "./scale_driver.ts";
 import {
+  benchKernelFloor,
   type KernelFloorResult,
   KernelMonitor,
   processCpuMs,
@@ -90,6 +93,24 @@ export interface ScaleOptions {
    * the same load of this noisy machine, not minutes earlier.
    */
   readonly kernelFloor?: () => Promise<KernelFloorResult>;
+  /**
+   * Agents started with all peers, one after another, each on a fresh lab
+   * host (and each after its own kernel floor); the events run with the
+   * last. The start-up figures are reported per start and as their median:
+   * on this machine one start swings by half. Default 3.
+   */
+  readonly starts?: number;
+}
+
+/** One start of an agent with all peers. */
+export interface StartFigures {
+  /** Spawn → first full sync done, ms. */
+  readonly startToSyncedMs: number;
+  /** The sync, and the datapath's part of it (kernel programming), as the agent logged them, ms. */
+  readonly syncMs: number;
+  readonly syncWriteMs: number;
+  /** The kernel floor taken just before this start, ms (with {@link ScaleOptions.kernelFloor}). */
+  readonly floorMs?: number;
 }
 
 /** Figures of one-at-a-time lease events. */
@@ -173,8 +194,10 @@ export interface ScaleResult {
   readonly small: EventFigures;
   readonly large: EventFigures;
   readonly sustained: SustainedFigures;
-  /** The kernel floor taken just before the large phase (with {@link ScaleOptions.kernelFloor}). */
+  /** The kernel floor taken just before the last start (with {@link ScaleOptions.kernelFloor}). */
   readonly floor?: KernelFloorResult;
+  /** Every start with all peers (the last one is the one the other figures come from). */
+  readonly starts: StartFigures[];
 }
 
 const round = (x: number, digits = 2) => roundTo(x, digits);
@@ -558,7 +581,9 @@ export async function benchScale(options: ScaleOptions): Promise<ScaleResult> {
   const events = options.events ?? 100;
   const rate = options.rate ?? (options.store === "file" ? 10 : 100);
   const seconds = options.seconds ?? 20;
-  const lab = await createLab({ prefix: "wsc", hosts: 2 });
+  const startCount = Math.max(1, options.starts ?? 3);
+  // host 0 for the small phase, then one fresh host per start with all peers
+  const lab = await createLab({ prefix: "wsc", hosts: 1 + startCount });
   const driver = new Driver(lab.underlay.ns);
   let store: StoreUnderTest | undefined;
   try {
@@ -624,10 +649,22 @@ export async function benchScale(options: ScaleOptions): Promise<ScaleResult> {
     let kernel = { routes: 0, neighbours: 0, fdb: 0 };
     let rssAfterSync = 0;
     let idleCpu = 0;
-    const host = lab.hosts[1];
+    const starts: StartFigures[] = [];
+    const start = async (host: LabHost, measure: Parameters<typeof phase>[1]) => {
+      const floor = await options.kernelFloor?.();
+      const run = await phase(host, measure);
+      starts.push({
+        startToSyncedMs: at(run.synced) - run.spawned,
+        syncMs: Number(run.synced.durationMs),
+        syncWriteMs: Number(run.synced.targetMs),
+        ...(floor ? { floorMs: floor.ms } : {}),
+      });
+      return { run, floor };
+    };
+    for (let i = 1; i < startCount; i++) await start(lab.hosts[i], async () => {});
+    const host = lab.hosts[startCount];
     let cpuToSynced = 0;
-    const floor = await options.kernelFloor?.();
-    const big = await phase(host, async (agent, monitor) => {
+    const { run: big, floor } = await start(host, async (agent, monitor) => {
       const pid = agent.pid;
       cpuToSynced = processCpuMs(pid);
       rssAfterSync = rssMB(pid);
@@ -666,6 +703,7 @@ export async function benchScale(options: ScaleOptions): Promise<ScaleResult> {
       large: large!,
       sustained: steady!,
       ...(floor ? { floor } : {}),
+      starts,
     };
   } finally {
     driver.close();
@@ -686,6 +724,7 @@ if (import.meta.main) {
         ? { command: [path.join(REPO_ROOT, "dist/weft")] }
         : { runtime: form as AgentRuntime | undefined }),
       v8Flags: process.env.WEFT_SCALE_V8_FLAGS,
+      ...(store === "file" ? {} : { kernelFloor: () => benchKernelFloor({ peers: 5000 }) }),
     });
     console.log(JSON.stringify(r, null, 2));
   }
