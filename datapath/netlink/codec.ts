@@ -98,14 +98,16 @@ export function encodeMessage(
 
 // ---- streaming writer ------------------------------------------------------
 
-const HEX: Record<string, number> = {};
 /** Byte → two lowercase hex digits. */
 const HEX_BYTE: string[] = [];
-for (let i = 0; i < 256; i++) {
-  const h = i.toString(16).padStart(2, "0");
-  HEX[h] = i;
-  HEX[h.toUpperCase()] = i;
-  HEX_BYTE.push(h);
+for (let i = 0; i < 256; i++) HEX_BYTE.push(i.toString(16).padStart(2, "0"));
+const COLON = 58;
+
+/** The value of a hex digit's character code (either case), or -1. */
+function hexDigit(c: number): number {
+  if (c >= 48 && c <= 57) return c - 48; // 0-9
+  const l = c | 32; // A-F → a-f
+  return l >= 97 && l <= 102 ? l - 87 : -1;
 }
 
 /**
@@ -178,11 +180,25 @@ export class NlWriter {
    * writes, then the length patched in and padding to 4 bytes.
    */
   message(type: number, flags: number, seq: number, fill: (w: this) => void): this {
+    const at = this.begin(type, flags, seq);
+    fill(this);
+    return this.end(at);
+  }
+
+  /**
+   * {@link message} in two calls, for a hot loop without a closure: append
+   * the header (the body follows), and return its offset for {@link end}.
+   */
+  begin(type: number, flags: number, seq: number): number {
     const at = this.header(NLMSG_HDRLEN);
     this.#view.setUint16(at + 4, type, true);
     this.#view.setUint16(at + 6, flags, true);
     this.#view.setUint32(at + 8, seq >>> 0, true);
-    fill(this);
+    return at;
+  }
+
+  /** Finish the message {@link begin} started at `at`: its length, and padding to 4 bytes. */
+  end(at: number): this {
     this.#view.setUint32(at, this.#off - at, true);
     const pad = align4(this.#off) - this.#off;
     if (pad) {
@@ -288,9 +304,10 @@ export class NlWriter {
     const at = this.#attr(type, 6);
     if (mac.length !== 17) parseMac(mac); // throws the standard message
     for (let i = 0; i < 6; i++) {
-      const b = HEX[mac.slice(i * 3, i * 3 + 2)];
-      if (b === undefined || (i < 5 && mac[i * 3 + 2] !== ":")) parseMac(mac);
-      this.#buf[at + i] = b;
+      const hi = hexDigit(mac.charCodeAt(i * 3));
+      const lo = hexDigit(mac.charCodeAt(i * 3 + 1));
+      if (hi < 0 || lo < 0 || (i < 5 && mac.charCodeAt(i * 3 + 2) !== COLON)) parseMac(mac);
+      this.#buf[at + i] = (hi << 4) | lo;
     }
     return this;
   }

@@ -219,9 +219,26 @@ Deno.test("NlWriter.message frames messages that parseMessages splits back", () 
   assert.equal(w.length, 0);
 });
 
+Deno.test("NlWriter.mac writes a MAC in either case, also mixed within an octet", () => {
+  // a mixed-case octet passes parseMac's check; it was once written as a 0 byte
+  for (const mac of ["02:ab:cd:ef:0a:9f", "02:AB:CD:EF:0A:9F", "02:aB:Cd:eF:0a:9F"]) {
+    const w = new NlWriter();
+    w.mac(1, mac);
+    assert.deepEqual([...w.view().subarray(4, 10)], [0x02, 0xab, 0xcd, 0xef, 0x0a, 0x9f], mac);
+  }
+});
+
 Deno.test("NlWriter.mac rejects malformed addresses", () => {
   for (
-    const bad of ["02:aa:bb:cc:dd", "02:aa:bb:cc:dd:zz", "02-aa-bb-cc-dd-ee", "02:aa:bb:cc:dd:eee"]
+    const bad of [
+      "02:aa:bb:cc:dd",
+      "02:aa:bb:cc:dd:zz",
+      "02-aa-bb-cc-dd-ee",
+      "02:aa:bb:cc:dd:eee",
+      "02:aa:bb:cc:dd:e ",
+      "g2:aa:bb:cc:dd:ee",
+      "02:aa:bb:cc:dd:e@",
+    ]
   ) {
     assert.throws(() => new NlWriter().mac(1, bad), SyntaxError, bad);
   }

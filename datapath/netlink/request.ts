@@ -60,8 +60,11 @@ const NLM_F_REQUEST = 0x1;
 /** The batch encoder of a message kind. */
 export function batchEncoder<T>(k: Kind<T>): BatchEncoder<T> {
   return {
-    encode: (w, item, seq) =>
-      w.message(k.type, k.flags | NLM_F_REQUEST, seq, () => k.body(w, item)),
+    encode: (w, item, seq) => {
+      const at = w.begin(k.type, k.flags | NLM_F_REQUEST, seq);
+      k.body(w, item);
+      w.end(at);
+    },
     describe: k.describe,
   };
 }
