@@ -381,11 +381,12 @@ export class NetlinkSocket {
    * buffer chunk by chunk, each chunk one send followed by the ack barrier,
    * and report each item's outcome. Every request is attempted.
    *
-   * With a background writer the chunks are pipelined: while the kernel
-   * works through chunk k (inside the send, on the writer's thread), this
-   * thread encodes chunk k + 1 and hands chunk k − 1's outcomes to its
-   * part's `onChunk`. Chunk k + 1 is sent only after the kernel has finished
-   * chunk k, so the requests take effect in order, also across parts.
+   * With a background writer, and more than one chunk's worth of requests
+   * in all, the chunks are pipelined: while the kernel works through chunk
+   * k (inside the send, on the writer's thread), this thread encodes chunk
+   * k + 1 and hands chunk k − 1's outcomes to its part's `onChunk`. Chunk
+   * k + 1 is sent only after the kernel has finished chunk k, so the
+   * requests take effect in order, also across parts.
    *
    * @param parts The batches, in the order they must take effect.
    * @returns Per part, one entry per item: null on success, else its error.
@@ -414,6 +415,10 @@ export class NetlinkSocket {
         return { part, start, end, first, barrier, bytes: w.view() };
       };
       const report = (c: Chunk) => parts[c.part].onChunk?.(c.start, c.end, results[c.part]);
+      // a batch of one chunk's size has nothing to overlap: handing it to another thread
+      // and back would only add two wake-ups to a peer update's latency
+      const total = parts.reduce((n, p) => n + p.items.length, 0);
+      const background = total > size ? this.#background : null;
       let next = encode(0, 0);
       let done: Chunk | null = null;
       while (next) {
@@ -421,6 +426,7 @@ export class NetlinkSocket {
         const { encoder, items } = parts[c.part];
         const count = c.end - c.start;
         const sending = this.#startSend(
+          background,
           c.bytes,
           count === 1 ? encoder.describe(items[c.start]) : `${count} requests`,
         );
@@ -449,11 +455,10 @@ export class NetlinkSocket {
   }
 
   /**
-   * Start sending: on the background writer when there is one, else in place
+   * Start sending: on the background writer when one is given, else in place
    * (then `finish` has nothing left to do).
    */
-  #startSend(bytes: Uint8Array, what: string): { finish(): void } {
-    const bg = this.#background;
+  #startSend(bg: BackgroundWriter | null, bytes: Uint8Array, what: string): { finish(): void } {
     if (!bg || bg.start(this.#fd, bytes) !== 0) {
       this.#send(bytes, what); // no AIO, or it could not queue the write
       return { finish: () => {} };
