@@ -34,7 +34,8 @@
  * `dist/weft`, built by `deno task compile:bun`),
  * `WEFT_SCALE_V8_FLAGS` (a Deno agent's V8 flags), `WEFT_SCALE_LOGS=/tmp/x`
  * (each phase's agent log, ms since spawn first, to /tmp/x-<host>.log),
- * `WEFT_SCALE_DEBUG=1` (the agent at --log-level debug).
+ * `WEFT_SCALE_DEBUG=1` (the agent at --log-level debug), `WEFT_SCALE_STARTS=1`
+ * (starts with all peers; default 3).
  *
  * @module
  */
@@ -725,6 +726,7 @@ if (import.meta.main) {
         : { runtime: form as AgentRuntime | undefined }),
       v8Flags: process.env.WEFT_SCALE_V8_FLAGS,
       ...(store === "file" ? {} : { kernelFloor: () => benchKernelFloor({ peers: 5000 }) }),
+      ...(process.env.WEFT_SCALE_STARTS ? { starts: Number(process.env.WEFT_SCALE_STARTS) } : {}),
     });
     console.log(JSON.stringify(r, null, 2));
   }
