@@ -358,8 +358,24 @@ export function createKvLeaseStore(
       }
     }
     choice ??= pickFreeSubnet(config, occupied, random);
-    const expiration = await counted(registry.create(leaseKey(choice), value, ttlMs, signal));
+    const key = leaseKey(choice);
+    const expiration = await counted(registry.create(key, value, ttlMs, signal));
     if (expiration === false) return null;
+    if (choice.subnet && choice.ipv6Subnet) {
+      // A dual-stack key names the pair, so the create cannot tell that another host took
+      // one of the two subnets since the listing (with a pair of its own; flannel has the
+      // same race). Look, and give way when one did: both racers may, and try again.
+      const { occupied: now } = await listAll(signal, false);
+      const rival = findLeaseOverlapping(now.filter((l) => leaseKey(l) !== key), choice);
+      if (rival) {
+        log.warn("another host took one of this host's new subnets at the same time; giving way", {
+          subnet: formatSubnetPair(choice),
+          rival: formatSubnetPair(rival),
+        });
+        await counted(registry.delete(key, signal));
+        return null;
+      }
+    }
     return { ...choice, attrs: req.attrs, expiration };
   };
 

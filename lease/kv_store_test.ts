@@ -426,3 +426,36 @@ Deno.test("decodeRecord() quotes a huge key or value in part", () => {
   });
   assert.ok((bad as string).length < 600, bad as string);
 });
+
+Deno.test("two hosts that list at once and pick one IPv6 subnet with different IPv4 ones end with two leases that do not overlap", async () => {
+  // A dual-stack key names the pair, so the store's create lets both pairs in; found in the
+  // IPv6 e2e lab (two hosts on fd00:10:5:18::/64). Each racer looks after its create and
+  // gives way; the retries pick again.
+  const config = JSON.stringify({
+    Network: "10.5.0.0/16",
+    EnableIPv6: true,
+    IPv6Network: "fd00:10:5::/48",
+    IPv6SubnetLen: 64,
+  });
+  const registry = createMemoryRegistry({ config });
+  const log = memoryLogger("warn");
+  // a draws IPv4 then IPv6, then b: the same first free IPv6 subnet, different IPv4 ones;
+  // later draws (retries, their back-off) spread out
+  const seq = [0, 0, 0.5, 0];
+  let draws = 0;
+  const random = () => seq[draws++] ?? ((draws * 0.37) % 1);
+  const a = createKvLeaseStore(registry, { logger: log, random });
+  const b = createKvLeaseStore(registry, { logger: log, random });
+  const net = await a.getNetworkConfig();
+  // each host's own listing, both taken before either creates its lease
+  const [listedA, listedB] = [await a.list(), await b.list()];
+  const [la, lb] = await Promise.all([
+    a.acquire(net, { attrs: { publicIP: "192.0.2.1" }, listed: listedA }),
+    b.acquire(net, { attrs: { publicIP: "192.0.2.2" }, listed: listedB }),
+  ]);
+  assert.notEqual(formatIPv6Net(la.ipv6Subnet!), formatIPv6Net(lb.ipv6Subnet!));
+  assert.notEqual(formatIPv4Net(la.subnet!), formatIPv4Net(lb.subnet!));
+  const held = (await a.list()).leases.map((l) => leaseKey(l)).sort();
+  assert.deepEqual(held, [leaseKey(la), leaseKey(lb)].sort(), "exactly the two leases are left");
+  assert.ok(log.lines.some((l) => l.includes("giving way")), log.lines.join("\n"));
+});
