@@ -144,13 +144,11 @@ const GONE = new Set(["ENOENT", "ESRCH", "ENODEV", "EADDRNOTAVAIL"]);
 
 /**
  * One step of {@link NetlinkClient.settleSteps}: a batch method and its
- * items, each turned into its request as its chunk is encoded. Make one with
- * {@link settleStep}, which ties the types together.
+ * items. Make one with {@link settleStep}, which ties the types together.
  */
 export interface SettleStep {
   readonly kind: keyof BatchItems;
   readonly items: readonly unknown[];
-  readonly request: (item: never) => unknown;
   /** As `BatchPart.onChunk` (outcomes already forgiven as in {@link NetlinkClient.settle}). */
   readonly onChunk?: ChunkListener;
 }
@@ -160,17 +158,15 @@ export interface SettleStep {
  *
  * @param kind The batch method.
  * @param items Its items.
- * @param request The request for an item (called as its chunk is encoded).
  * @param onChunk Told as each chunk's outcomes come in.
  * @returns The step.
  */
-export function settleStep<K extends keyof BatchItems, S>(
+export function settleStep<K extends keyof BatchItems>(
   kind: K,
-  items: readonly S[],
-  request: (item: S) => BatchItems[K],
+  items: readonly BatchItems[K][],
   onChunk?: ChunkListener,
 ): SettleStep {
-  return { kind, items, request, onChunk };
+  return { kind, items, onChunk };
 }
 
 /** What each batch method of {@link NetlinkClient.settle} takes. */
@@ -260,7 +256,7 @@ export class NetlinkClient {
     kind: K,
     items: readonly BatchItems[K][],
   ): Promise<(NetlinkError | null)[]> {
-    return (await this.settleSteps([settleStep(kind, items, (x) => x)]))[0];
+    return (await this.settleSteps([settleStep(kind, items)]))[0];
   }
 
   /**
@@ -271,20 +267,16 @@ export class NetlinkClient {
    * come spends its time while the kernel spends its own.
    *
    * @param steps The batches, in the order they must take effect (make each
-   *   with {@link settleStep} for its types).
+   *   with {@link settleStep}).
    * @returns Per step, one outcome per item, in order.
    * @throws {NetlinkError} When the socket itself fails (send error, timeout).
    */
   settleSteps(steps: readonly SettleStep[]): Promise<(NetlinkError | null)[][]> {
     const parts = steps.map((step): BatchPart<unknown> => {
-      const [base, ignore] = BATCHES[step.kind] as [BatchEncoder<unknown>, ReadonlySet<string>?];
-      const request = step.request as (item: unknown) => unknown;
+      const [encoder, ignore] = BATCHES[step.kind] as [BatchEncoder<unknown>, ReadonlySet<string>?];
       return {
         items: step.items,
-        encoder: {
-          encode: (w, item, seq) => base.encode(w, request(item), seq),
-          describe: (item) => base.describe(request(item)),
-        },
+        encoder,
         onChunk: (start, end, results) => {
           if (ignore) {
             for (let i = start; i < end; i++) {

@@ -386,9 +386,13 @@ export class NetlinkDatapath implements Datapath {
       done: (s: S) => void,
     ): SettleStep | null => {
       const sendable: S[] = [];
+      const requests: BatchItems[K][] = [];
       for (const s of items) {
-        if (lt.index(s.device) !== undefined) {
+        // the index as the device is now: one that goes during the writes fails its items
+        const index = lt.index(s.device);
+        if (index !== undefined) {
           sendable.push(s);
+          requests.push(toKernel(s, index));
           continue;
         }
         const error = new NetlinkError(
@@ -399,27 +403,22 @@ export class NetlinkDatapath implements Datapath {
       }
       if (sendable.length === 0) return null;
       const deleting = kind.startsWith("delete");
-      return settleStep(
-        kind,
-        sendable,
-        (s) => toKernel(s, lt.index(s.device)!),
-        (start, end, results) => {
-          spare?.();
-          this.#writes += end - start;
-          for (let i = start; i < end; i++) {
-            const error = results[i];
-            const s = sendable[i];
-            if (error) {
-              failures.push({ key: t.desired.ownerOf(owner, s), error });
-              continue;
-            }
-            done(s);
-            if (deleting) deleted++;
-            else written++;
+      return settleStep(kind, requests, (start, end, results) => {
+        spare?.();
+        this.#writes += end - start;
+        for (let i = start; i < end; i++) {
+          const error = results[i];
+          const s = sendable[i];
+          if (error) {
+            failures.push({ key: t.desired.ownerOf(owner, s), error });
+            continue;
           }
-          this.#drain();
-        },
-      );
+          done(s);
+          if (deleting) deleted++;
+          else written++;
+        }
+        this.#drain();
+      });
     };
     const route = (r: RouteSpec, index: number) => ({
       dst: r.dst,
