@@ -184,7 +184,8 @@ export function createKubeApi(options: KubeApiOptions): KubeApi {
       if (!headers.has("accept")) headers.set("Accept", "application/json");
       const res = await c.fetch(url, { ...init, headers });
       if (res.status !== 401 || again || !(await c.conn.refresh())) return res;
-      await res.body?.cancel();
+      // read the short refusal to its end: the connection stays usable for the retry
+      await res.arrayBuffer().catch(() => {});
       log.info("the API server rejected the token; retrying with the rotated one", {
         server: c.server,
       });
