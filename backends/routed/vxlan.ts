@@ -257,28 +257,18 @@ export function vxlanPeerEntries(
       skip: `backend type is ${JSON.stringify(peer.attrs.backendType ?? "udp")}, not "vxlan"`,
     };
   }
-  if (options.device !== null && !options.v6Device) {
-    // IPv4 only (the common case, 5000 times per full sync): its family's entries as they are
-    return familyEntries({
-      family: "IPv4",
-      subnet: peer.subnet,
-      publicIP: peer.attrs.publicIP,
-      data: peer.attrs.backendData,
-      dataName: "BackendData",
-      device: options.device,
-    }, options);
-  }
+  const ipv4 = options.device === null ? null : {
+    family: "IPv4" as const,
+    subnet: peer.subnet,
+    publicIP: peer.attrs.publicIP,
+    data: peer.attrs.backendData,
+    dataName: "BackendData",
+    device: options.device,
+  };
+  // IPv4 only (the common case, 5000 times per full sync): its family's entries as they are
+  if (ipv4 && !options.v6Device) return familyEntries(ipv4, options);
   const parts: ({ entries: PeerEntries } | { skip: string })[] = [];
-  if (options.device !== null) {
-    parts.push(familyEntries({
-      family: "IPv4",
-      subnet: peer.subnet,
-      publicIP: peer.attrs.publicIP,
-      data: peer.attrs.backendData,
-      dataName: "BackendData",
-      device: options.device,
-    }, options));
-  }
+  if (ipv4) parts.push(familyEntries(ipv4, options));
   if (options.v6Device) {
     parts.push(familyEntries({
       family: "IPv6",
