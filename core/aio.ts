@@ -48,6 +48,8 @@ export interface BackgroundWriter {
    * @returns 0, or the errno when the write could not be queued.
    */
   start(fd: number, bytes: Uint8Array): number;
+  /** Whether the started write is still running (the kernel still working on it). */
+  busy(): boolean;
   /**
    * Wait (blocking the calling thread) until the started write has ended.
    *
@@ -110,6 +112,9 @@ function makeWriter(
       if (f.aio_write(cb) !== 0) return errno();
       pending = bytes; // kept reachable while the AIO thread reads it
       return 0;
+    },
+    busy() {
+      return pending !== null && f.aio_error(cb) === EINPROGRESS;
     },
     finish() {
       if (!pending) throw new Error("no background write is running");

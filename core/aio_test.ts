@@ -13,7 +13,8 @@ const BUN = path.join(ROOT, "node_modules/.bin/bun");
  * shows as a timeout instead of a hung test: through a FIFO whose reader is
  * the same thread, 1 MiB (far over a pipe's 64 KiB) can only arrive when the
  * write runs elsewhere while the thread reads. Then the error path: a
- * read-only descriptor. Prints one JSON line.
+ * read-only descriptor. `busy()` says the write runs until it has ended.
+ * Prints one JSON line.
  */
 const CHILD = `
 import * as fs from "node:fs";
@@ -25,6 +26,7 @@ const r = fs.openSync(fifo, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
 const out = fs.openSync(fifo, fs.constants.O_WRONLY);
 const bytes = new Uint8Array(1 << 20).map((_, i) => i % 251);
 const started = w.start(out, bytes);
+const busyWhileBlocked = w.busy(); // 1 MiB cannot go into a pipe nobody has read yet
 const got = [];
 let total = 0;
 const buf = new Uint8Array(65536);
@@ -36,11 +38,12 @@ while (total < bytes.length && Date.now() < deadline) {
   else await new Promise((res) => setTimeout(res, 1));
 }
 const written = w.finish();
+const busyAfter = w.busy();
 const same = total === bytes.length && Buffer.concat(got).equals(Buffer.from(bytes));
 const ro = fs.openSync(file, "r");
 const bad = w.start(ro, new Uint8Array(4096));
 const failed = bad === 0 ? w.finish() : -bad;
-console.log(JSON.stringify({ started, written, total, same, failed }));
+console.log(JSON.stringify({ started, busyWhileBlocked, written, busyAfter, total, same, failed }));
 `;
 
 for (const runtime of ["deno", "bun"] as const) {
@@ -68,7 +71,9 @@ for (const runtime of ["deno", "bun"] as const) {
       const r = JSON.parse(out.trim().split("\n").at(-1)!);
       assert.deepEqual(r, {
         started: 0,
+        busyWhileBlocked: true,
         written: 1 << 20,
+        busyAfter: false,
         total: 1 << 20,
         same: true,
         failed: -9, // EBADF: the descriptor is not open for writing

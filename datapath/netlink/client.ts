@@ -97,7 +97,11 @@ export interface NetlinkClientOptions {
    * place either way.
    */
   readonly backgroundWrites?: boolean;
-  /** Receive buffer of event subscriptions (SO_RCVBUFFORCE). Default 4 MiB. */
+  /**
+   * Receive buffer of event subscriptions (SO_RCVBUFFORCE). Default 16 MiB:
+   * a full sync's fdb echoes (under a kilobyte each) may wait there while
+   * the writes go on — 5000 peers' take about 4 MB.
+   */
   readonly eventBufferBytes?: number;
 }
 
@@ -110,9 +114,10 @@ export interface KernelSubscription {
    * Every queued change, oldest first (an `overrun` event first when the
    * kernel dropped notifications because nobody read them in time).
    *
+   * @param max Read at most this many notification datagrams (default: all).
    * @throws {Error} After {@link close}.
    */
-  drain(): KernelEvent[];
+  drain(max?: number): KernelEvent[];
   /** Whether {@link close} was called (or the client closed). */
   readonly closed: boolean;
   /** Stop receiving. Idempotent. */
@@ -135,6 +140,9 @@ export interface SubscribeOptions {
 /** A little-endian u32 at `at`. */
 const readU32 = (b: Uint8Array, at: number) =>
   (b[at] | (b[at + 1] << 8) | (b[at + 2] << 16) | (b[at + 3] << 24)) >>> 0;
+
+/** Default of {@link NetlinkClientOptions.eventBufferBytes}. */
+const EVENT_BUFFER_BYTES = 16 * 1024 * 1024;
 
 /** Notification types {@link SubscribeOptions.withoutOwnEntryWrites} leaves out. */
 const OWN_ENTRY_TYPES = new Set([RTM_NEWROUTE, RTM_DELROUTE, RTM_NEWNEIGH, RTM_DELNEIGH]);
@@ -470,14 +478,14 @@ export class NetlinkClient {
     const sock = NetlinkSocket.openWith(this.#libc, {
       netns: this.netns,
       groups: EVENT_GROUPS,
-      receiveBufferBytes: this.#options.eventBufferBytes,
+      receiveBufferBytes: this.#options.eventBufferBytes ?? EVENT_BUFFER_BYTES,
     });
     // the kernel drops them before they are queued; the check in drain stays for a refusal
     if (own !== undefined) sock.dropNotificationsFrom(own, [...OWN_ENTRY_TYPES]);
     this.#eventSockets.add(sock);
     const sockets = this.#eventSockets;
     return {
-      drain: () => {
+      drain: (max) => {
         const out: KernelEvent[] = [];
         const { overrun } = sock.drain((bytes, at, len) => {
           // a datagram, normally of one message
@@ -496,7 +504,7 @@ export class NetlinkClient {
             }
             m += align4(size);
           }
-        });
+        }, max);
         if (overrun) out.unshift({ kind: "overrun" });
         return out;
       },

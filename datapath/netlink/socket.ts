@@ -100,12 +100,24 @@ export interface BatchPart<T> {
   readonly encoder: BatchEncoder<T>;
   readonly items: readonly T[];
   /**
-   * Called with each chunk's item range once its outcomes are in `results`
-   * (in order; with a background writer while the kernel works on the next
-   * chunk). It must not use the socket.
+   * Called with consecutive item ranges (a chunk's, in slices) once their
+   * outcomes are in `results`: in order, every item once, before the batch
+   * returns; with a background writer mostly while the kernel works on
+   * later chunks. It must not use the socket.
    */
   readonly onChunk?: ChunkListener;
 }
+
+/**
+ * At most this many items' outcomes wait in {@link NetlinkSocket.executeBatches}
+ * for the kernel to be busy. A listener may read notifications the writes
+ * caused (an fdb echo takes under a kilobyte of receive buffer), which pile
+ * up meanwhile.
+ */
+export const MAX_WAITING_OUTCOMES = 16384;
+
+/** Outcomes are handed to a listener this many items at a time. */
+const REPORT_SLICE = 128;
 
 /** One encoded chunk of a batch: its part, items, sequence numbers and bytes. */
 interface Chunk {
@@ -384,9 +396,14 @@ export class NetlinkSocket {
    * With a background writer, and more than one chunk's worth of requests
    * in all, the chunks are pipelined: while the kernel works through chunk
    * k (inside the send, on the writer's thread), this thread encodes chunk
-   * k + 1 and hands chunk k − 1's outcomes to its part's `onChunk`. Chunk
-   * k + 1 is sent only after the kernel has finished chunk k, so the
-   * requests take effect in order, also across parts.
+   * k + 1, then hands earlier outcomes to their part's `onChunk` for as
+   * long as the kernel is still busy. Chunk k + 1 is sent only after the
+   * kernel has finished chunk k, so the requests take effect in order, also
+   * across parts. Outcomes the kernel gave no time for wait (up to
+   * {@link MAX_WAITING_OUTCOMES} items) for a chunk it works on longer: a
+   * neighbour or fdb chunk takes the kernel about a millisecond, a route
+   * chunk tens of them once thousands of routes share a device. Every
+   * outcome is handed over, in order, before this returns.
    *
    * @param parts The batches, in the order they must take effect.
    * @returns Per part, one entry per item: null on success, else its error.
@@ -414,13 +431,26 @@ export class NetlinkSocket {
         w.message(NLMSG_NOOP, NLM_F_REQUEST | NLM_F_ACK, barrier, () => {});
         return { part, start, end, first, barrier, bytes: w.view() };
       };
-      const report = (c: Chunk) => parts[c.part].onChunk?.(c.start, c.end, results[c.part]);
+      // outcomes not yet handed over, in slices short enough that the kernel never waits long
+      const waiting: { part: number; start: number; end: number }[] = [];
+      let waitingItems = 0;
+      const queue = (c: Chunk) => {
+        if (!parts[c.part].onChunk) return;
+        for (let s = c.start; s < c.end; s += REPORT_SLICE) {
+          waiting.push({ part: c.part, start: s, end: Math.min(c.end, s + REPORT_SLICE) });
+        }
+        waitingItems += c.end - c.start;
+      };
+      const reportOne = () => {
+        const r = waiting.shift()!;
+        waitingItems -= r.end - r.start;
+        parts[r.part].onChunk!(r.start, r.end, results[r.part]);
+      };
       // a batch of one chunk's size has nothing to overlap: handing it to another thread
       // and back would only add two wake-ups to a peer update's latency
       const total = parts.reduce((n, p) => n + p.items.length, 0);
       const background = total > size ? this.#background : null;
       let next = encode(0, 0);
-      let done: Chunk | null = null;
       while (next) {
         const c: Chunk = next;
         const { encoder, items } = parts[c.part];
@@ -432,7 +462,9 @@ export class NetlinkSocket {
         );
         try {
           next = encode(c.part, c.end);
-          if (done) report(done);
+          while (waiting.length > 0 && (sending.busy() || waitingItems > MAX_WAITING_OUTCOMES)) {
+            reportOne();
+          }
         } finally {
           sending.finish(); // also when encoding or a listener threw: the buffer is ours again
         }
@@ -447,9 +479,9 @@ export class NetlinkSocket {
           }
           return false;
         });
-        done = c;
+        queue(c);
       }
-      if (done) report(done);
+      while (waiting.length > 0) reportOne();
       return results;
     });
   }
@@ -458,12 +490,17 @@ export class NetlinkSocket {
    * Start sending: on the background writer when one is given, else in place
    * (then `finish` has nothing left to do).
    */
-  #startSend(bg: BackgroundWriter | null, bytes: Uint8Array, what: string): { finish(): void } {
+  #startSend(
+    bg: BackgroundWriter | null,
+    bytes: Uint8Array,
+    what: string,
+  ): { busy(): boolean; finish(): void } {
     if (!bg || bg.start(this.#fd, bytes) !== 0) {
       this.#send(bytes, what); // no AIO, or it could not queue the write
-      return { finish: () => {} };
+      return { busy: () => false, finish: () => {} };
     }
     return {
+      busy: () => bg.busy(),
       finish: () => {
         const n = bg.finish();
         if (n >= 0) return;
@@ -542,23 +579,29 @@ export class NetlinkSocket {
   }
 
   /**
-   * Read every queued multicast datagram without blocking: up to
-   * {@link DRAIN_BATCH} per `recvmmsg` call (one system call, one FFI call),
-   * since a large write makes the kernel queue one notification datagram
-   * per object and a call each cost more than the message itself.
+   * Read every queued multicast datagram (or the oldest `max`) without
+   * blocking: up to {@link DRAIN_BATCH} per `recvmmsg` call (one system
+   * call, one FFI call), since a large write makes the kernel queue one
+   * notification datagram per object and a call each cost more than the
+   * message itself.
    *
    * @param visit Called with each datagram in place, `bytes[at, at + len)`
    *   of a receive buffer that the next call overwrites (copy what you keep).
+   * @param max Read at most this many datagrams.
    * @returns Whether the kernel dropped some (ENOBUFS) or a datagram did not
    *   fit its slot (then it is lost too, and reported the same way).
    * @throws {NetlinkError} On other receive errors.
    */
-  drain(visit: (bytes: Uint8Array, at: number, len: number) => void): { overrun: boolean } {
+  drain(
+    visit: (bytes: Uint8Array, at: number, len: number) => void,
+    max = Infinity,
+  ): { overrun: boolean } {
     this.#check("read netlink events");
     const b = this.#batch ??= drainBatch(this.#libc);
     let overrun = false;
-    for (let calls = 0; calls < 4096; calls++) {
-      const n = this.#libc.fn.recvmmsg(this.#fd, b.headers, DRAIN_BATCH, MSG_DONTWAIT, null);
+    for (let calls = 0; calls < 4096 && max > 0; calls++) {
+      const want = Math.min(DRAIN_BATCH, max);
+      const n = this.#libc.fn.recvmmsg(this.#fd, b.headers, want, MSG_DONTWAIT, null);
       if (n < 0) {
         const errno = this.#libc.errno();
         if (errno === EINTR) continue;
@@ -577,7 +620,8 @@ export class NetlinkSocket {
         }
         visit(b.data, i * DRAIN_SLOT, b.view.getUint32(h + MSG_LEN, true));
       }
-      if (n < DRAIN_BATCH) break;
+      max -= n;
+      if (n < want) break;
     }
     return { overrun };
   }
