@@ -404,6 +404,11 @@ export class DesiredTable {
     this.#unindexed = this.#entries.size > 0 ? this.#entries.entries() : null;
   }
 
+  /** Whether every peer's objects are indexed (lookups need not finish the index first). */
+  get indexed(): boolean {
+    return this.#unindexed === null;
+  }
+
   /**
    * Index the objects of up to `peers` more peers of the last
    * {@link replaceAll} (as set() would, without removing old claims: there

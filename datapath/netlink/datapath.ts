@@ -89,8 +89,6 @@ export interface NetlinkDatapathStats {
 }
 
 const ENODEV = 19;
-/** Peers the desired table indexes per written chunk during a full sync (see DesiredTable). */
-const INDEX_PER_CHUNK = 1000;
 
 /** The netlink Datapath; open one with {@link openNetlinkDatapath}. */
 export class NetlinkDatapath implements Datapath {
@@ -150,12 +148,12 @@ export class NetlinkDatapath implements Datapath {
     return run;
   }
 
-  /** Read queued kernel events into the view; hand the drift to listeners. */
-  #drain(quiet?: QuietOptions): void {
+  /** Read queued kernel events (all, or the oldest `max` datagrams) into the view; hand the drift to listeners. */
+  #drain(quiet?: QuietOptions, max?: number): void {
     if (this.#sub.closed) return;
     for (;;) {
-      const events = this.#sub.drain();
-      if (events.length === 0) return;
+      const events = this.#sub.drain(max);
+      if (events.length === 0 || max !== undefined) return;
       const drift = this.#tracker.apply(events, quiet);
       if (drift.length > 0) { for (const l of this.#listeners) l(drift); }
     }
@@ -337,11 +335,11 @@ export class NetlinkDatapath implements Datapath {
     };
     t.view.reset(found);
     t.synced = true;
-    // the desired table indexes itself while the kernel works on the writes
+    // the desired table indexes itself while the kernel works on the writes: a peer per write
     const result = await this.#write(
       t,
       planChanges(t.desired.all(), t.view.all(), t.scope),
-      () => t.desired.indexSome(INDEX_PER_CHUNK),
+      (written) => t.desired.indexSome(written),
     );
     t.desired.indexSome(Infinity); // what the writes left, before the first event needs it
     return result;
@@ -368,11 +366,17 @@ export class NetlinkDatapath implements Datapath {
    * neighbours and fdb entries, then new neighbours and fdb entries, and new
    * routes last (so the kernel never resolves a fresh route's gateway before
    * its neighbour exists). Every step runs even when an earlier one fails.
-   * The steps go to the kernel as one pipelined sequence: each chunk's
-   * outcomes enter the view (and its fdb echoes are read), after `spare`
-   * work, while the kernel works on the next chunk.
+   * The steps go to the kernel as one pipelined sequence: outcomes enter
+   * the view, after `spare` work for that many writes, while the kernel
+   * works on later ones. Kernel events (the fdb echoes of the writes) are
+   * read from then on once the desired table is indexed: each is checked
+   * against it, and finishing the index in one go would stall the writes.
    */
-  async #write(t: TableState, plan: Plan, spare?: () => void): Promise<ApplyResult> {
+  async #write(
+    t: TableState,
+    plan: Plan,
+    spare?: (writes: number) => void,
+  ): Promise<ApplyResult> {
     const failures: EntryFailure[] = [];
     let written = 0, deleted = 0;
     const lt = this.#tracker.links;
@@ -404,7 +408,7 @@ export class NetlinkDatapath implements Datapath {
       if (sendable.length === 0) return null;
       const deleting = kind.startsWith("delete");
       return settleStep(kind, requests, (start, end, results) => {
-        spare?.();
+        spare?.(end - start);
         this.#writes += end - start;
         for (let i = start; i < end; i++) {
           const error = results[i];
@@ -417,7 +421,8 @@ export class NetlinkDatapath implements Datapath {
           if (deleting) deleted++;
           else written++;
         }
-        this.#drain();
+        // at most two notifications per write (its echo, and one more of the backlog)
+        if (t.desired.indexed) this.#drain(undefined, 2 * (end - start));
       });
     };
     const route = (r: RouteSpec, index: number) => ({
