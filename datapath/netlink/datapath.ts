@@ -153,9 +153,10 @@ export class NetlinkDatapath implements Datapath {
     if (this.#sub.closed) return;
     for (;;) {
       const events = this.#sub.drain(max);
-      if (events.length === 0 || max !== undefined) return;
+      if (events.length === 0) return;
       const drift = this.#tracker.apply(events, quiet);
       if (drift.length > 0) { for (const l of this.#listeners) l(drift); }
+      if (max !== undefined) return;
     }
   }
 

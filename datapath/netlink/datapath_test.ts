@@ -151,3 +151,46 @@ Deno.test({
       })
     ),
 });
+
+Deno.test({
+  name:
+    "NetlinkDatapath: the notifications a full sync reads between its writes reach every table's view",
+  ...opts,
+  fn: () =>
+    inNamespace((ns) =>
+      withNetlinkHarness(ns, async ({ dp, kernel }) => {
+        await dp.ensureDevice(VXLAN);
+        // two tables that both own flannel.1's fdb: b points MAC X at 192.0.2.50, then a
+        // full sync of a (200 peers, chunks of 16) points it at 192.0.2.60
+        const x = "02:00:00:00:aa:01";
+        const b = dp.entries({ ...SCOPE, name: "b" });
+        const bPeer: PeerEntries = {
+          fdb: [{ device: "flannel.1", mac: x, dst: parseIPv4Net("192.0.2.50/32").ip }],
+        };
+        await b.sync(new Map([["x", bPeer]]));
+        const a = dp.entries({ ...SCOPE, name: "a", network: parseIPv4Net("10.0.0.0/8") });
+        const peers = new Map<string, PeerEntries>();
+        for (let i = 0; i < 200; i++) {
+          const p = vxlanPeer(2);
+          const subnet = (0x0a400000 + i * 256) >>> 0;
+          const mac = i === 0
+            ? x
+            : `02:00:00:00:${(i >> 8).toString(16).padStart(2, "0")}:${
+              (i & 0xff).toString(16).padStart(2, "0")
+            }`;
+          peers.set(`p${i}`, {
+            neighbours: [{ ...p.neighbours![0], ip: subnet, mac }],
+            fdb: [{ ...p.fdb![0], mac, dst: parseIPv4Net("192.0.2.60/32").ip }],
+            routes: [{ ...p.routes![0], dst: { ip: subnet, prefixLen: 24 }, gateway: subnet }],
+          });
+        }
+        const full = await a.sync(peers);
+        assert.deepEqual([full.written, full.failures], [600, []]);
+        // b learnt from the echo of a's write that X moved, so asking again writes it back
+        const again = await b.update(new Map([["x", bPeer]]));
+        assert.deepEqual([again.written, again.failures], [1, []]);
+        const fdb = (await kernel.snapshot()).fdb.filter((f) => f.startsWith(x));
+        assert.deepEqual(fdb, [`${x} dev flannel.1 dst 192.0.2.50`]);
+      }, { chunkSize: 16 })
+    ),
+});
