@@ -166,7 +166,7 @@ export interface SettleStep {
  *
  * @param kind The batch method.
  * @param items Its items.
- * @param onChunk Told as each chunk's outcomes come in.
+ * @param onChunk Told as the outcomes come in, a slice of items at a time.
  * @returns The step.
  */
 export function settleStep<K extends keyof BatchItems>(
@@ -270,9 +270,10 @@ export class NetlinkClient {
   /**
    * Run batches one after the other, as {@link settle} each, pipelined: with
    * libc AIO the kernel works through one chunk while this thread encodes
-   * the next and hands the one before to its step's `onChunk` (see
-   * `NetlinkSocket.executeBatches`), so a caller applying outcomes as they
-   * come spends its time while the kernel spends its own.
+   * the next and, while the kernel is still busy, hands earlier outcomes to
+   * their step's `onChunk` (see `NetlinkSocket.executeBatches`), so a caller
+   * applying outcomes as they come spends its time while the kernel spends
+   * its own.
    *
    * @param steps The batches, in the order they must take effect (make each
    *   with {@link settleStep}).
