@@ -13,6 +13,7 @@ import type { Address, KernelEvent, Link, Route } from "./kernel.ts";
 import {
   type KernelSubscription,
   type NetlinkClient,
+  type NetlinkClientOptions,
   openNetlinkClient,
   settleStep,
 } from "./client.ts";
@@ -25,6 +26,8 @@ const opts = { sanitizeResources: false, sanitizeOps: false };
 
 interface ClientCase {
   readonly name: string;
+  /** Client options beyond the namespace. */
+  readonly options?: NetlinkClientOptions;
   readonly fn: (dp: NetlinkClient) => Promise<void>;
 }
 
@@ -487,6 +490,83 @@ const cases: readonly ClientCase[] = [
       ac.abort();
     },
   },
+  {
+    name:
+      "settleSteps hands every outcome to its step's listener once, in order, in slices of a chunk, before it returns",
+    // chunks of 300: slices of at most 128 that never cross a chunk
+    options: { chunkSize: 300 },
+    fn: async (dp) => {
+      const br = await underlay(dp);
+      const neighbours = Array.from({ length: 700 }, (_, i) => ({
+        index: br.index,
+        ip: (ip("192.0.2.0") + 10 + (i % 200)) >>> 0, // repeats: replace lets them all in
+        mac: `02:00:00:00:${(i >> 8).toString(16).padStart(2, "0")}:${
+          (i & 255).toString(16).padStart(2, "0")
+        }`,
+      }));
+      // routes 250–259 go via a gateway off every link: the kernel refuses those ten
+      const routes: Route[] = Array.from({ length: 500 }, (_, i) => ({
+        dst: { ip: (ip("10.64.0.0") + i * 256) >>> 0, prefixLen: 24 },
+        gateway: i >= 250 && i < 260 ? ip("203.0.113.1") : ip("192.0.2.2"),
+        index: br.index,
+      }));
+      const seen: { step: string; start: number; end: number; failed: number[] }[] = [];
+      const listener = (step: string) => (start: number, end: number, results: unknown[]) => {
+        const failed: number[] = [];
+        for (let i = start; i < end; i++) if (results[i] !== null) failed.push(i);
+        seen.push({ step, start, end, failed });
+      };
+      const out = await dp.settleSteps([
+        settleStep("replaceNeighbours", neighbours, listener("neighbours")),
+        settleStep("replaceRoutes", routes, listener("routes")),
+      ]);
+      for (const [step, items] of [["neighbours", 700], ["routes", 500]] as const) {
+        const ranges = seen.filter((s) => s.step === step);
+        let at = 0;
+        for (const r of ranges) {
+          assert.equal(r.start, at, `${step}: ranges follow each other`);
+          assert.ok(r.end > r.start && r.end - r.start <= 128, `${step}: ${r.start}–${r.end}`);
+          assert.equal(Math.floor(r.start / 300), Math.floor((r.end - 1) / 300), "within a chunk");
+          at = r.end;
+        }
+        assert.equal(at, items, `${step}: every item once`);
+      }
+      // the steps' listeners in step order
+      const firstRoute = seen.findIndex((s) => s.step === "routes");
+      assert.ok(seen.slice(firstRoute).every((s) => s.step === "routes"));
+      const expected = Array.from({ length: 10 }, (_, i) => 250 + i);
+      assert.deepEqual(seen.flatMap((s) => s.failed), expected);
+      const [neighbourOut, routeOut] = out as unknown[][];
+      assert.ok(neighbourOut.every((e) => e === null));
+      assert.deepEqual(
+        routeOut.flatMap((e, i) => (e === null ? [] : [i])),
+        expected,
+      );
+      assert.equal(ours(await dp.listRoutes(), "10.64.0.0/14").length, 490);
+    },
+  },
+  {
+    name: "a subscription's drain(max) reads the oldest notifications, the next drain the rest",
+    fn: async (dp) => {
+      const br = await underlay(dp);
+      const sub = dp.subscribe();
+      sub.drain();
+      const ips = Array.from({ length: 50 }, (_, i) => ip("192.0.2.100") + i);
+      await dp.replaceNeighbours(ips.map((x, i) => ({
+        index: br.index,
+        ip: x,
+        mac: `02:00:00:00:01:${i.toString(16).padStart(2, "0")}`,
+      })));
+      const neighbourIps = (events: KernelEvent[]) =>
+        events.flatMap((e) => (e.kind === "neighbour" ? [e.neighbour.ip] : []));
+      const first = sub.drain(10);
+      assert.equal(first.length, 10, "one notification per datagram: ten");
+      assert.deepEqual(neighbourIps(first), ips.slice(0, 10));
+      assert.deepEqual(neighbourIps(sub.drain()), ips.slice(10));
+      assert.deepEqual(sub.drain(), []);
+      sub.close();
+    },
+  },
 ];
 
 for (const c of cases) {
@@ -495,7 +575,7 @@ for (const c of cases) {
     ...opts,
     fn: async () => {
       const ns = createNetns(PREFIX, "c");
-      const dp = await openNetlinkClient({ netns: ns });
+      const dp = await openNetlinkClient({ ...c.options, netns: ns });
       try {
         await c.fn(dp);
       } finally {
@@ -603,100 +683,6 @@ Deno.test({
       assert.deepEqual(await seen(mine, "route del"), ["link new", "route del"]);
       all.close();
       mine.close();
-    } finally {
-      dp.close();
-      deleteNetns(ns);
-    }
-  },
-});
-
-Deno.test({
-  name:
-    "settleSteps hands every outcome to its step's listener once, in order, in slices of a chunk, before it returns",
-  ...opts,
-  fn: async () => {
-    const ns = createNetns(PREFIX, "c");
-    // chunks of 300: slices of at most 128 that never cross a chunk
-    const dp = await openNetlinkClient({ netns: ns, chunkSize: 300 });
-    try {
-      const br = await underlay(dp);
-      const neighbours = Array.from({ length: 700 }, (_, i) => ({
-        index: br.index,
-        ip: (ip("192.0.2.0") + 10 + (i % 200)) >>> 0, // repeats: replace lets them all in
-        mac: `02:00:00:00:${(i >> 8).toString(16).padStart(2, "0")}:${
-          (i & 255).toString(16).padStart(2, "0")
-        }`,
-      }));
-      // routes 250–259 go via a gateway off every link: the kernel refuses those ten
-      const routes: Route[] = Array.from({ length: 500 }, (_, i) => ({
-        dst: { ip: (ip("10.64.0.0") + i * 256) >>> 0, prefixLen: 24 },
-        gateway: i >= 250 && i < 260 ? ip("203.0.113.1") : ip("192.0.2.2"),
-        index: br.index,
-      }));
-      const seen: { step: string; start: number; end: number; failed: number[] }[] = [];
-      const listener = (step: string) => (start: number, end: number, results: unknown[]) => {
-        const failed: number[] = [];
-        for (let i = start; i < end; i++) if (results[i] !== null) failed.push(i);
-        seen.push({ step, start, end, failed });
-      };
-      const out = await dp.settleSteps([
-        settleStep("replaceNeighbours", neighbours, listener("neighbours")),
-        settleStep("replaceRoutes", routes, listener("routes")),
-      ]);
-      for (const [step, items] of [["neighbours", 700], ["routes", 500]] as const) {
-        const ranges = seen.filter((s) => s.step === step);
-        let at = 0;
-        for (const r of ranges) {
-          assert.equal(r.start, at, `${step}: ranges follow each other`);
-          assert.ok(r.end > r.start && r.end - r.start <= 128, `${step}: ${r.start}–${r.end}`);
-          assert.equal(Math.floor(r.start / 300), Math.floor((r.end - 1) / 300), "within a chunk");
-          at = r.end;
-        }
-        assert.equal(at, items, `${step}: every item once`);
-      }
-      // the steps' listeners in step order
-      const firstRoute = seen.findIndex((s) => s.step === "routes");
-      assert.ok(seen.slice(firstRoute).every((s) => s.step === "routes"));
-      const expected = Array.from({ length: 10 }, (_, i) => 250 + i);
-      assert.deepEqual(seen.flatMap((s) => s.failed), expected);
-      const [neighbourOut, routeOut] = out as unknown[][];
-      assert.ok(neighbourOut.every((e) => e === null));
-      assert.deepEqual(
-        routeOut.flatMap((e, i) => (e === null ? [] : [i])),
-        expected,
-      );
-      assert.equal(ours(await dp.listRoutes(), "10.64.0.0/14").length, 490);
-    } finally {
-      dp.close();
-      deleteNetns(ns);
-    }
-  },
-});
-
-Deno.test({
-  name: "a subscription's drain(max) reads the oldest notifications, the next drain the rest",
-  ...opts,
-  fn: async () => {
-    const ns = createNetns(PREFIX, "c");
-    const dp = await openNetlinkClient({ netns: ns });
-    try {
-      const br = await underlay(dp);
-      const sub = dp.subscribe();
-      sub.drain();
-      const ips = Array.from({ length: 50 }, (_, i) => ip("192.0.2.100") + i);
-      await dp.replaceNeighbours(ips.map((x, i) => ({
-        index: br.index,
-        ip: x,
-        mac: `02:00:00:00:01:${i.toString(16).padStart(2, "0")}`,
-      })));
-      const neighbourIps = (events: KernelEvent[]) =>
-        events.flatMap((e) => (e.kind === "neighbour" ? [e.neighbour.ip] : []));
-      const first = sub.drain(10);
-      assert.equal(first.length, 10, "one notification per datagram: ten");
-      assert.deepEqual(neighbourIps(first), ips.slice(0, 10));
-      assert.deepEqual(neighbourIps(sub.drain()), ips.slice(10));
-      assert.deepEqual(sub.drain(), []);
-      sub.close();
     } finally {
       dp.close();
       deleteNetns(ns);
