@@ -148,7 +148,10 @@ export class NetlinkDatapath implements Datapath {
     return run;
   }
 
-  /** Read queued kernel events (all, or the oldest `max` datagrams) into the view; hand the drift to listeners. */
+  /**
+   * Read queued kernel events (all, or the oldest `max` datagrams) into the
+   * view; hand the drift to listeners.
+   */
   #drain(quiet?: QuietOptions, max?: number): void {
     if (this.#sub.closed) return;
     for (;;) {
@@ -336,12 +339,7 @@ export class NetlinkDatapath implements Datapath {
     };
     t.view.reset(found);
     t.synced = true;
-    // the desired table indexes itself while the kernel works on the writes: a peer per write
-    const result = await this.#write(
-      t,
-      planChanges(t.desired.all(), t.view.all(), t.scope),
-      (written) => t.desired.indexSome(written),
-    );
+    const result = await this.#write(t, planChanges(t.desired.all(), t.view.all(), t.scope));
     t.desired.indexSome(Infinity); // what the writes left, before the first event needs it
     return result;
   }
@@ -368,16 +366,13 @@ export class NetlinkDatapath implements Datapath {
    * routes last (so the kernel never resolves a fresh route's gateway before
    * its neighbour exists). Every step runs even when an earlier one fails.
    * The steps go to the kernel as one pipelined sequence: outcomes enter
-   * the view, after `spare` work for that many writes, while the kernel
-   * works on later ones. Kernel events (the fdb echoes of the writes) are
-   * read from then on once the desired table is indexed: each is checked
-   * against it, and finishing the index in one go would stall the writes.
+   * the view while the kernel works on later ones, and after a full sync
+   * the desired table indexes a peer per write meanwhile. Kernel events (the
+   * fdb echoes of the writes) are read once the desired table is indexed:
+   * each is checked against it, and finishing the index in one go would
+   * stall the writes.
    */
-  async #write(
-    t: TableState,
-    plan: Plan,
-    spare?: (writes: number) => void,
-  ): Promise<ApplyResult> {
+  async #write(t: TableState, plan: Plan): Promise<ApplyResult> {
     const failures: EntryFailure[] = [];
     let written = 0, deleted = 0;
     const lt = this.#tracker.links;
@@ -409,7 +404,7 @@ export class NetlinkDatapath implements Datapath {
       if (sendable.length === 0) return null;
       const deleting = kind.startsWith("delete");
       return settleStep(kind, requests, (start, end, results) => {
-        spare?.(end - start);
+        t.desired.indexSome(end - start); // nothing left to index but after a full sync
         this.#writes += end - start;
         for (let i = start; i < end; i++) {
           const error = results[i];

@@ -114,7 +114,7 @@ export interface BatchPart<T> {
  * caused (an fdb echo takes under a kilobyte of receive buffer), which pile
  * up meanwhile.
  */
-export const MAX_WAITING_OUTCOMES = 16384;
+const MAX_WAITING_OUTCOMES = 16384;
 
 /** Outcomes are handed to a listener this many items at a time. */
 const REPORT_SLICE = 128;
