@@ -35,6 +35,7 @@ import * as path from "node:path";
 import process from "node:process";
 import { execPath } from "../core/runtime.ts";
 import {
+  failureReasons,
   ignoredCases,
   parseDenoFailures,
   parseDenoSummary,
@@ -169,5 +170,7 @@ if (withReason.length) {
 if (failures.length) {
   console.log(`failed:\n  ${[...new Set(failures.map(stripAnsi))].join("\n  ")}`);
 }
+const reasons = failureReasons(cases);
+if (reasons.length) console.log(`why:\n  ${reasons.join("\n  ")}`);
 console.log(`${passed} passed, ${failed} failed, ${ignored} ignored`);
 process.exit(failed ? 1 : 0);

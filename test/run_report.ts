@@ -75,6 +75,8 @@ export interface TestCase {
   /** Its name; a step's is `test > step` (nested: `test > step > substep`). */
   readonly name: string;
   readonly outcome: "passed" | "failed" | "ignored";
+  /** A failed case's message (deno's `<failure message>`: the error's first lines). */
+  readonly message?: string;
 }
 
 function unescapeXml(s: string): string {
@@ -113,14 +115,13 @@ export function parseJUnit(xml: string): TestCase[] {
         );
       }
       const body = m[3] ?? "";
+      const failure = body.match(/<(?:failure|error)(\s[^>]*?)?\/?>/);
+      const message = failure ? attr(failure[1] ?? "", "message") : undefined;
       out.push({
         file,
         name: unescapeXml(name),
-        outcome: /<failure[\s>/]|<error[\s>/]/.test(body)
-          ? "failed"
-          : /<skipped[\s>/]/.test(body)
-          ? "ignored"
-          : "passed",
+        outcome: failure ? "failed" : /<skipped[\s>/]/.test(body) ? "ignored" : "passed",
+        ...(message === undefined ? {} : { message: unescapeXml(message) }),
       });
     }
   }
@@ -151,22 +152,25 @@ export function testFiles(output: string): Map<string, string> {
 /**
  * The cases with the file each test really ran from (see {@link testFiles}).
  *
+ * Tests a `--filter` left out are dropped: the report lists them as skipped
+ * like ignored ones, but deno never announces them in its output.
+ *
  * @param cases Cases from {@link parseJUnit}.
  * @param files From {@link testFiles}.
- * @returns The same cases; `file` replaced where the test's name is known.
+ * @returns The cases that ran or were ignored; `file` replaced where the test's name is known.
  */
 export function withTestFiles(
   cases: readonly TestCase[],
   files: ReadonlyMap<string, string>,
 ): TestCase[] {
-  return cases.map((c) => {
+  return cases.flatMap((c) => {
     // the top-level test of a step `a > b > c` is the longest known prefix
     const parts = c.name.split(" > ");
     for (let n = parts.length; n > 0; n--) {
       const file = files.get(parts.slice(0, n).join(" > "));
-      if (file) return { ...c, file };
+      if (file) return [{ ...c, file }];
     }
-    return c;
+    return c.outcome === "ignored" ? [] : [c];
   });
 }
 
@@ -195,5 +199,30 @@ export function ignoredCases(cases: readonly TestCase[]): Ignored[] {
       name: at < 0 ? c.name : c.name.slice(0, at),
       reason: reason === "" ? null : reason,
     };
+  });
+}
+
+/** At most this many lines of one failure's message in {@link failureReasons}. */
+const REASON_LINES = 30;
+
+/**
+ * Why each failed test failed, for the end of the run (CI shows only its
+ * tail): the failed cases' messages, each cut to {@link REASON_LINES}
+ * lines. Tests whose steps failed are left out (their steps say why).
+ *
+ * @param cases All cases of the run.
+ * @returns One block per failed case: its file and name, then its message indented.
+ */
+export function failureReasons(cases: readonly TestCase[]): string[] {
+  const failedSteps = new Set(
+    cases.filter((c) => c.outcome === "failed" && c.name.includes(" > "))
+      .map((c) => c.name.slice(0, c.name.lastIndexOf(" > "))),
+  );
+  return cases.filter((c) => c.outcome === "failed" && !failedSteps.has(c.name)).map((c) => {
+    const lines = stripAnsi(c.message ?? "(no message)").split("\n");
+    const shown = lines.length > REASON_LINES
+      ? [...lines.slice(0, REASON_LINES), `… (${lines.length - REASON_LINES} more lines)`]
+      : lines;
+    return `${c.file}: ${c.name}\n${shown.map((l) => `    ${l}`).join("\n")}`;
   });
 }

@@ -5,6 +5,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { execPath } from "../core/runtime.ts";
 import {
+  failureReasons,
   ignoredCases,
   parseDenoFailures,
   parseDenoSummary,
@@ -28,7 +29,7 @@ Deno.test("with steps", async (t) => {
   await stepUnless(t, "not on this store", "s2", () => {});
   await t.step("s3", async (t) => { await t.step("s3a", () => {}); });
 });
-Deno.test("fails", () => { throw new Error("boom"); });
+Deno.test("fails", () => { throw new Error("boom\\nsecond <line> & more"); });
 Deno.test("step fails", async (t) => {
   await t.step("bad step", () => { throw new Error("x"); });
 });
@@ -173,4 +174,56 @@ Deno.test("ignoredCases() splits the reason from the name; a missing reason is n
     [{ file: "x", name: "t", reason: null }],
     "an empty reason is no reason",
   );
+});
+
+Deno.test("failureReasons() says why each failed test or step failed, with its file; a test whose step failed is left to the step", () => {
+  const { cases } = runFixtures();
+  const reasons = failureReasons(cases).map((r) => r.split("\n").slice(0, 3).join("\n"));
+  assert.deepEqual(reasons.sort(), [
+    "./a_test.ts: fails\n    Uncaught Error: boom\n    second <line> & more",
+    "./a_test.ts: step fails > bad step\n    Uncaught Error: x",
+  ]);
+  const long = Array.from({ length: 40 }, (_, i) => `line ${i}`).join("\n");
+  const [one] = failureReasons([{
+    file: "./x_test.ts",
+    name: "t",
+    outcome: "failed",
+    message: long,
+  }]);
+  const lines = one.split("\n");
+  assert.equal(lines.length, 1 + 30 + 1, "a long message is cut to 30 lines");
+  assert.equal(lines.at(-2), "    line 29");
+  assert.equal(lines.at(-1), "    … (10 more lines)");
+});
+
+Deno.test("withTestFiles() drops the tests a --filter left out (deno's report lists them as skipped) and keeps the ignored ones", () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "weft-run-report-"));
+  try {
+    fs.writeFileSync(path.join(dir, "a_test.ts"), FIXTURES["a_test.ts"]);
+    const junit = path.join(dir, "junit.xml");
+    const r = spawnSync(
+      execPath(),
+      ["test", "-A", "--no-check", `--junit-path=${junit}`, "--filter", "steps", "a_test.ts"],
+      { cwd: dir, encoding: "utf8", env: { ...process.env, NO_COLOR: "" } },
+    );
+    assert.equal(r.status, 0, r.stdout + r.stderr);
+    const raw = parseJUnit(fs.readFileSync(junit, "utf8"));
+    assert.ok(
+      raw.some((c) => c.name === "runs" && c.outcome === "ignored"),
+      "the report lists a filtered test as skipped",
+    );
+    const cases = withTestFiles(raw, testFiles(r.stdout));
+    assert.deepEqual(
+      cases.map((c) => `${c.name} | ${c.outcome}`).sort(),
+      [
+        "with steps | passed",
+        "with steps > s1 | passed",
+        "with steps > s2 — ignored: not on this store | ignored",
+        "with steps > s3 | passed",
+        "with steps > s3 > s3a | passed",
+      ].sort(),
+    );
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });
