@@ -1,7 +1,8 @@
 /**
  * The test command (`deno task test`): static checks (fmt, lint, type
  * check), then every `*_test.ts` under Deno, then, for CI, the ignored tests
- * with their reasons, the failures, and a last line
+ * with their reasons, the failures and why each failed (its message, cut to
+ * 30 lines: CI shows only the end of the run), and a last line
  * `N passed, N failed, N ignored`.
  *
  * What N counts: each static check once, and each test and each test step
