@@ -31,6 +31,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { createLab, REPO_ROOT } from "./lab/lab.ts";
+import { BINARY_AGENT_ENV } from "./lab/agents.ts";
 import { waitFor } from "../testing/wait.ts";
 import { startEtcd } from "../testing/etcd_server.ts";
 import { built } from "../testing/build_cache.ts";
@@ -77,6 +78,20 @@ function unitValue(unit: Map<string, [string, string][]>, section: string, key: 
   const hits = (unit.get(section) ?? []).filter(([k]) => k === key);
   assert.equal(hits.length, 1, `[${section}] ${key} must be set once`);
   return hits[0][1];
+}
+
+/** The `Environment=` assignments of a unit's [Service] (`KEY=VALUE`, space-separated, "quoted"). */
+function unitEnvironment(unit: Map<string, [string, string][]>): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const [key, value] of unit.get("Service") ?? []) {
+    if (key !== "Environment") continue;
+    for (const m of value.matchAll(/"([^"]*)"|(\S+)/g)) {
+      const item = m[1] ?? m[2];
+      const eq = item.indexOf("=");
+      if (eq > 0) env[item.slice(0, eq)] = item.slice(eq + 1);
+    }
+  }
+  return env;
 }
 
 /** A systemd EnvironmentFile: KEY=VALUE lines, # comments. */
@@ -139,6 +154,11 @@ Deno.test("examples/weft.service: Type=notify, restarts, hardening, not the kube
       !(unit.get("Service") ?? []).some(([k]) => k === key),
       `${key} would break the agent (sysctls, JIT, /dev/net/tun)`,
     );
+  }
+  // what the scale bench measured the binary with (README, Scale)
+  const environment = unitEnvironment(unit);
+  for (const [key, value] of Object.entries(BINARY_AGENT_ENV)) {
+    assert.equal(environment[key], value, `[Service] Environment=${key}=${value}`);
   }
   const execStart = unitValue(unit, "Service", "ExecStart");
   assert.match(execStart, /--healthz-port=(\d+)/);
@@ -252,12 +272,14 @@ Deno.test({
       assert.match(good.stdout, new RegExp(`^weft ${VERSION} `, "m"));
       assert.equal((fs.statSync(file("usr/local/bin/weft")).mode & 0o777).toString(8), "755");
 
-      // the unit: EnvironmentFile (the lab's etcd in place of 10.0.0.10), ExecStart, directories
+      // the unit: Environment, EnvironmentFile (the lab's etcd in place of 10.0.0.10),
+      // ExecStart, directories
       const envPath = unitValue(unit, "Service", "EnvironmentFile").replace(/^-/, "");
       const envText = fs.readFileSync(file(envPath), "utf8")
         .replaceAll("http://10.0.0.10:2379", etcd.endpoint)
         .replaceAll("10.0.0.10", lab.underlay.serviceIP);
       const env: Record<string, string> = {
+        ...unitEnvironment(unit),
         ...parseEnvFile(envText),
         FLANNELD_SUBNET_FILE: file(
           `run/${unitValue(unit, "Service", "RuntimeDirectory")}/subnet.env`,

@@ -31,7 +31,7 @@
  *
  * Run alone: `deno run -A test/bench/scale_bench.ts [etcd|kube|file] …`;
  * environment: `WEFT_SCALE_RUNTIME=bun` (the agent's runtime; `binary`:
- * `dist/weft`, built by `deno task compile:bun`),
+ * `dist/weft`, built by `deno task compile:bun`, with `BINARY_AGENT_ENV`),
  * `WEFT_SCALE_V8_FLAGS` (a Deno agent's V8 flags), `WEFT_SCALE_LOGS=/tmp/x`
  * (each phase's agent log, ms since spawn first, to /tmp/x-<host>.log),
  * `WEFT_SCALE_DEBUG=1` (the agent at --log-level debug), `WEFT_SCALE_STARTS=1`
@@ -50,7 +50,12 @@ import { encodeLeaseAttrs } from "../../lease/types.ts";
 import { createFileRegistry } from "../../lease/file_store.ts";
 import { startEtcd } from "../../testing/etcd_server.ts";
 import { type KubeControlCommand, startLabKube } from "../../testing/fake_kube_main.ts";
-import { type AgentLogRecord, type AgentRuntime, startAgent } from "../lab/agents.ts";
+import {
+  type AgentLogRecord,
+  type AgentRuntime,
+  BINARY_AGENT_ENV,
+  startAgent,
+} from "../lab/agents.ts";
 import { createLab, type Lab, type LabHost, REPO_ROOT } from "../lab/lab.ts";
 import { execPath, runtimeName } from "../../core/runtime.ts";
 import type { DriverRequest, Step } from "./scale_driver.ts";
@@ -92,6 +97,8 @@ export interface ScaleOptions {
   readonly v8Flags?: string;
   /** Program and arguments that run weft instead, e.g. `["dist/weft"]` (the binary). */
   readonly command?: readonly string[];
+  /** More environment for the agent, e.g. {@link BINARY_AGENT_ENV} for the binary. */
+  readonly env?: Readonly<Record<string, string>>;
   /**
    * Measures the kernel's floor (`benchKernelFloor`) right before the large
    * phase's agent starts, so the sync is compared with a floor taken under
@@ -622,7 +629,11 @@ export async function benchScale(options: ScaleOptions): Promise<ScaleResult> {
           ...(process.env.WEFT_SCALE_DEBUG ? ["--log-level", "debug"] : []),
           ...args,
         ],
-        env: { ...env, ...(options.v8Flags ? { DENO_V8_FLAGS: options.v8Flags } : {}) },
+        env: {
+          ...env,
+          ...options.env,
+          ...(options.v8Flags ? { DENO_V8_FLAGS: options.v8Flags } : {}),
+        },
       });
       try {
         const synced = await agent.waitLog((r) => r.msg === "vxlan peers synced", 120_000);
@@ -731,7 +742,7 @@ if (import.meta.main) {
       store,
       peers: store === "file" ? 1000 : 5000,
       ...(form === "binary"
-        ? { command: [path.join(REPO_ROOT, "dist/weft")] }
+        ? { command: [path.join(REPO_ROOT, "dist/weft")], env: BINARY_AGENT_ENV }
         : { runtime: form as AgentRuntime | undefined }),
       v8Flags: process.env.WEFT_SCALE_V8_FLAGS,
       ...(store === "file" ? {} : { kernelFloor: () => benchKernelFloor({ peers: 5000 }) }),

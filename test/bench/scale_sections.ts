@@ -8,7 +8,8 @@
  *   5000 vxlan peers (`scale_kernel.ts`) taken just before its agent
  *   starts, the file store with 1000; each in the two forms the
  *   README documents for large clusters: source under Deno with
- *   `DENO_AGENT_V8_FLAGS`, and the Bun binary (`--smol` built in).
+ *   `DENO_AGENT_V8_FLAGS`, and the Bun binary (`--smol` built in) with
+ *   `BINARY_AGENT_ENV`.
  * - `store-load`: 50 in-process agents against one etcd and the fake API
  *   server, counted at the server (`store_load_bench.ts`), extrapolated to
  *   5000 nodes.
@@ -176,14 +177,15 @@ export const scaleSections: BenchSection[] = [
       const kernel = await import("./scale_kernel.ts");
       const m = await import("./scale_bench.ts");
       const { built } = await import("../../testing/build_cache.ts");
-      const { DENO_AGENT_V8_FLAGS } = await import("../lab/agents.ts");
+      const { BINARY_AGENT_ENV, DENO_AGENT_V8_FLAGS } = await import("../lab/agents.ts");
       const out: Record<string, unknown> = {};
       // the two forms the README documents for a large cluster: source under Deno with its
-      // V8 flags, and the binary (Bun, --smol built in) that the unit and DaemonSet run
+      // V8 flags, and the binary (Bun, --smol built in) with its JavaScriptCore option, as the
+      // unit and the DaemonSet run it
       const binary = (await built("binary")).main;
       const forms = [
         { form: "deno", options: { v8Flags: DENO_AGENT_V8_FLAGS } },
-        { form: "binary", options: { command: [binary] } },
+        { form: "binary", options: { command: [binary], env: BINARY_AGENT_ENV } },
       ];
       for (const { form, options } of forms) {
         for (const store of ["etcd", "kube", "file"] as const) {

@@ -21,12 +21,22 @@ export const RUNTIME_BIN: Record<AgentRuntime, string> = {
 };
 
 /**
- * The V8 flags the README recommends for an agent under Deno (`deno run
- * --v8-flags=…`): a young generation of 1 MB semi-spaces and V8's
- * optimize-for-size heap growth, which keep an agent of 5000 peers under
- * 100 MB (the Bun binary gets the same from Bun's `--smol`, built in).
+ * The V8 flags the README recommends for an agent under Deno on a large
+ * cluster (`deno run --v8-flags=…`, or `DENO_V8_FLAGS`): a young generation
+ * of 1 MB semi-spaces, V8's optimize-for-size heap growth, and no
+ * optimizing compiler above Sparkplug (`--max-opt=1`: Maglev and TurboFan
+ * took about 10 MB of an agent of 5000 peers, and an agent's time goes to
+ * the kernel and the store), which keep that agent under 100 MB.
  */
-export const DENO_AGENT_V8_FLAGS = "--max-semi-space-size=1,--optimize-for-size";
+export const DENO_AGENT_V8_FLAGS = "--max-semi-space-size=1,--optimize-for-size,--max-opt=1";
+
+/**
+ * The environment the README recommends for the binary (Bun, `--smol` built
+ * in) on a large cluster: JavaScriptCore without its optimizing compilers
+ * (`BUN_JSC_useDFGJIT=0`: no DFG, and so no FTL), the counterpart of
+ * `--max-opt=1` above. The unit and the DaemonSet in `examples/` set it.
+ */
+export const BINARY_AGENT_ENV: Readonly<Record<string, string>> = { BUN_JSC_useDFGJIT: "0" };
 
 /** The command line that runs `mod.ts` with a runtime. */
 export function agentCommand(runtime: AgentRuntime, args: readonly string[]): {
