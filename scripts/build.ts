@@ -292,8 +292,9 @@ export async function buildJs(options: BuildOptions = {}): Promise<BuildResult> 
  * `--root` (entry points keep their paths from the repository root, where
  * `thread.ts` and `loader.ts` look for them), and no autoloading of `.env`
  * or `bunfig.toml` from the working directory of a system service, and
- * Bun's `--smol` (a smaller heap collected more often: at 5000 peers the
- * agent stays under 100 MB; see the README's Scale section). Run
+ * Bun's `--smol` (a smaller heap collected more often: with it, and
+ * `BUN_JSC_useDFGJIT=0` in its environment, an agent of 5000 peers stays
+ * under 100 MB; see the README's Scale section). Run
  * through Bun's API (`scripts/bun_build.ts compile`) so that the gce entry
  * point gets the lean Compute client (no gRPC, pruned protos).
  *
