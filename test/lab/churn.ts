@@ -11,12 +11,15 @@
  * CI runs {@link churn} for 2 minutes per backend; `deno task bench churn`
  * runs it for 5 (the issue's figure). {@link compactionUnderLoad} runs the
  * same writer while compacting etcd's history and cutting hosts off it.
+ * A failure names the writer's seed; `WEFT_CHURN_SEED=<seed>` repeats its
+ * writes (their timing against the agents is another matter).
  *
  * @module
  */
 
 import assert from "node:assert/strict";
 import * as path from "node:path";
+import process from "node:process";
 import { type Cluster, type OverlayBackend, startCluster } from "./cluster.ts";
 import { type LabProcess, REPO_ROOT } from "./lab.ts";
 import { type PingPairResult, refuseFrom, since, startPingRing } from "./probes.ts";
@@ -118,6 +121,52 @@ function startWriter(
   return { process: writer, done };
 }
 
+/** The writer's seed: `WEFT_CHURN_SEED` (to repeat a failed run's writes), else from the clock. */
+function chosenSeed(): number {
+  const given = Number(process.env.WEFT_CHURN_SEED);
+  return Number.isSafeInteger(given) && given > 0 ? given : Date.now() % 100_000;
+}
+
+/**
+ * Why the hosts did not converge, for a failure message: the seed, and for
+ * each subnet the difference names, per agent, whether its status API lists
+ * it as a peer and the log lines that mention it (peer added/removed) — so a
+ * missed change shows in which layer it was lost (the store's events, the
+ * peer set, or the datapath) — then the agents' warnings.
+ */
+async function notConverged(c: Cluster, e: unknown, seed: number): Promise<Error> {
+  const message = (e as Error).message;
+  const subnets = [
+    ...new Set([...message.matchAll(/\b(\d+\.\d+\.\d+)\.0\/24\b/g)].map((m) => m[1])),
+  ]
+    .slice(0, 4);
+  const lines = [message, `writer seed ${seed} (WEFT_CHURN_SEED=${seed} repeats the writes)`];
+  for (const prefix of subnets) {
+    const subnet = `${prefix}.0/24`;
+    for (const [i, a] of c.agents) {
+      const listed = await c.lab.run(c.host(i).ns, [
+        "curl",
+        "-sS",
+        "--max-time",
+        "5",
+        `http://127.0.0.1:${STATUS_PORT}/v1/leases`,
+      ]).then(
+        (t) => t.includes(`"${subnet}"`) ? "lists it" : "does not list it",
+        (err) => `status API failed: ${(err as Error).message}`,
+      );
+      const mentions = a.logs().filter((r) => JSON.stringify(r).includes(subnet)).slice(-6)
+        .map((r) => `${r.ts} ${r.msg}`);
+      lines.push(
+        `${subnet} on host ${i}: the agent ${listed}; its log: ${
+          mentions.length ? mentions.join(", ") : "never mentions it"
+        }`,
+      );
+    }
+  }
+  lines.push(agentComplaints(c));
+  return new Error(lines.join("\n"), { cause: e });
+}
+
 /** The warnings and errors the agents logged (the last 10 each), for a failure message. */
 function agentComplaints(c: Cluster): string {
   return [...c.agents].map(([i, a]) => {
@@ -138,7 +187,7 @@ function agentComplaints(c: Cluster): string {
  *   lost or repeated, the rate was not reached, or a ping was lost.
  */
 export async function churn(options: ChurnOptions): Promise<ChurnFigures> {
-  const seed = options.seed ?? Date.now() % 100_000;
+  const seed = options.seed ?? chosenSeed();
   const c = await startCluster({
     backend: options.backend,
     hosts: 3,
@@ -184,8 +233,8 @@ export async function churn(options: ChurnOptions): Promise<ChurnFigures> {
       50,
     );
     const handledMs = since(doneAt);
-    await c.waitConverged(60_000).catch((e) => {
-      throw new Error(`${(e as Error).message}\n${agentComplaints(c)}`, { cause: e });
+    await c.waitConverged(60_000).catch(async (e) => {
+      throw await notConverged(c, e, seed);
     });
     const convergedMs = since(doneAt);
     const leases = await c.leases();
@@ -239,7 +288,7 @@ const CUT_MS = 1500;
 export async function compactionUnderLoad(
   options: { durationMs: number; seed?: number },
 ): Promise<CompactionFigures> {
-  const seed = options.seed ?? Date.now() % 100_000;
+  const seed = options.seed ?? chosenSeed();
   const c = await startCluster({
     backend: "vxlan",
     hosts: 3,
@@ -276,8 +325,8 @@ export async function compactionUnderLoad(
     const { report } = await done;
     const doneAt = performance.now();
     assert.ok(report.compactions > 0, `etcd was never compacted: ${JSON.stringify(report)}`);
-    await c.waitConverged(60_000).catch((e) => {
-      throw new Error(`${(e as Error).message}\n${agentComplaints(c)}`, { cause: e });
+    await c.waitConverged(60_000).catch(async (e) => {
+      throw await notConverged(c, e, seed);
     });
     const convergedMs = since(doneAt);
     const relists: Record<string, number> = {};
