@@ -116,7 +116,13 @@ export async function* watchEtcd(
         random: options.random,
         onEnd: "fail", // etcd never ends a watch stream on purpose
         async open(from, streamSignal) {
-          const create = from ? { ...base, start_revision: String(from) } : base;
+          // One revision early: etcd drops a delete's tombstone when it compacts at exactly
+          // that revision, yet lets a watch start there without a compaction error, so a
+          // watch from `from` would silently miss a delete at `from`. From `from - 1` that
+          // compaction is reported (and the caller re-lists); step() drops the events
+          // before `from` (delivered already).
+          const start = from !== undefined && from > 1 ? from - 1 : from;
+          const create = start ? { ...base, start_revision: String(start) } : base;
           const opened = await transport.open(
             PATH,
             JSON.stringify({ create_request: create }),
@@ -174,10 +180,17 @@ export async function* watchEtcd(
             );
           }
           reauthenticated = false;
-          const events: EtcdWatchEvent[] = (res.events ?? []).map((e) => ({
-            type: e.type === "DELETE" ? "delete" : "put",
-            kv: decodeKv(e.kv),
-          }));
+          const raw = res.events ?? [];
+          const events: EtcdWatchEvent[] = [];
+          for (const e of raw) {
+            const kv = decodeKv(e.kv);
+            // the revision before the cursor, asked for again by open(): delivered already
+            if (cursor !== undefined && kv.modRevision < cursor) continue;
+            events.push({ type: e.type === "DELETE" ? "delete" : "put", kv });
+          }
+          // only events delivered before: nothing new, and no progress to take from the
+          // header (events after it may still be on their way)
+          if (raw.length > 0 && events.length === 0) return { items: [], cursor };
           let next = cursor;
           if (events.length) {
             // a loop, not Math.max(...events): one message may carry 100 000 events;
