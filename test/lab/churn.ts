@@ -60,16 +60,21 @@ export interface ChurnFigures {
   readonly pings: readonly PingPairResult[];
 }
 
-/** One agent's `weft_lease_events_total` by type, read from its /metrics. */
-async function leaseEvents(c: Cluster, host: number): Promise<Record<string, number>> {
-  const text = await c.lab.run(c.host(host).ns, [
+/** GET a path of one agent's status API (from inside its host). */
+function statusApi(c: Cluster, host: number, route: string): Promise<string> {
+  return c.lab.run(c.host(host).ns, [
     "curl",
     "-sS",
     "--fail",
     "--max-time",
     "10",
-    `http://127.0.0.1:${STATUS_PORT}/metrics`,
+    `http://127.0.0.1:${STATUS_PORT}${route}`,
   ]);
+}
+
+/** One agent's `weft_lease_events_total` by type, read from its /metrics. */
+async function leaseEvents(c: Cluster, host: number): Promise<Record<string, number>> {
+  const text = await statusApi(c, host, "/metrics");
   const out: Record<string, number> = { added: 0, removed: 0, snapshot: 0 };
   for (const m of text.matchAll(/^weft_lease_events_total\{type="(\w+)"\} (\d+)/gm)) {
     out[m[1]] = Number(m[2]);
@@ -144,13 +149,7 @@ async function notConverged(c: Cluster, e: unknown, seed: number): Promise<Error
   for (const prefix of subnets) {
     const subnet = `${prefix}.0/24`;
     for (const [i, a] of c.agents) {
-      const listed = await c.lab.run(c.host(i).ns, [
-        "curl",
-        "-sS",
-        "--max-time",
-        "5",
-        `http://127.0.0.1:${STATUS_PORT}/v1/leases`,
-      ]).then(
+      const listed = await statusApi(c, i, "/v1/leases").then(
         (t) => t.includes(`"${subnet}"`) ? "lists it" : "does not list it",
         (err) => `status API failed: ${(err as Error).message}`,
       );
