@@ -103,17 +103,29 @@ const HEX_BYTE: string[] = [];
 for (let i = 0; i < 256; i++) HEX_BYTE.push(i.toString(16).padStart(2, "0"));
 const COLON = 58;
 
-/** The value of a hex digit's character code (either case), or -1. */
-function hexDigit(c: number): number {
-  if (c >= 48 && c <= 57) return c - 48; // 0-9
-  const l = c | 32; // A-F → a-f
-  return l >= 97 && l <= 102 ? l - 87 : -1;
+/** A hex digit's value by character code (either case); -1 for any other code below 128. */
+const HEX_VALUE = new Int8Array(128).fill(-1);
+for (let i = 0; i < 16; i++) {
+  HEX_VALUE[i.toString(16).charCodeAt(0)] = i;
+  HEX_VALUE[i.toString(16).toUpperCase().charCodeAt(0)] = i;
+}
+
+/** The value of the hex digit at `mac[i]`, or -1. */
+function hexAt(mac: string, i: number): number {
+  const c = mac.charCodeAt(i);
+  return c < 128 ? HEX_VALUE[c] : -1;
 }
 
 /**
  * Encodes a message body (family header + attributes) straight into one
  * growing buffer, without an allocation per attribute: the fast path for
  * batches of thousands of requests.
+ *
+ * Every byte past the written ones is zero (what was written is cleared in
+ * one go when the writer starts over), so headers and padding need no
+ * clearing of their own: a call less per header and attribute, which is
+ * what the engines' baseline compilers (all an agent started with the
+ * large-cluster settings uses) spend their time on.
  *
  * @example
  * ```ts
@@ -142,6 +154,12 @@ export class NlWriter {
     this.#view = new DataView(next.buffer);
   }
 
+  /** Clear what was written (keeping the tail zero) and start over. */
+  #clear(): void {
+    this.#buf.fill(0, 0, this.#off);
+    this.#off = 0;
+  }
+
   /** Bytes written so far. */
   get length(): number {
     return this.#off;
@@ -155,7 +173,6 @@ export class NlWriter {
     const a = align4(len);
     this.#ensure(a);
     const at = this.#off;
-    this.#buf.fill(0, at, at + a);
     this.#off += a;
     return at;
   }
@@ -203,8 +220,7 @@ export class NlWriter {
     const pad = align4(this.#off) - this.#off;
     if (pad) {
       this.#ensure(pad);
-      this.#buf.fill(0, this.#off, this.#off + pad);
-      this.#off += pad;
+      this.#off += pad; // zero already
     }
     return this;
   }
@@ -224,7 +240,7 @@ export class NlWriter {
 
   /** Start over (keeps the buffer). */
   reset(): void {
-    this.#off = 0;
+    this.#clear();
   }
 
   #attr(type: number, len: number): number {
@@ -233,7 +249,6 @@ export class NlWriter {
     const at = this.#off;
     this.#view.setUint16(at, 4 + len, true);
     this.#view.setUint16(at + 2, type, true);
-    this.#buf.fill(0, at + 4 + len, at + a);
     this.#off += a;
     return at + 4;
   }
@@ -303,11 +318,12 @@ export class NlWriter {
   mac(type: number, mac: string): this {
     const at = this.#attr(type, 6);
     if (mac.length !== 17) parseMac(mac); // throws the standard message
+    const b = this.#buf;
     for (let i = 0; i < 6; i++) {
-      const hi = hexDigit(mac.charCodeAt(i * 3));
-      const lo = hexDigit(mac.charCodeAt(i * 3 + 1));
+      const hi = hexAt(mac, i * 3);
+      const lo = hexAt(mac, i * 3 + 1);
       if (hi < 0 || lo < 0 || (i < 5 && mac.charCodeAt(i * 3 + 2) !== COLON)) parseMac(mac);
-      this.#buf[at + i] = (hi << 4) | lo;
+      b[at + i] = (hi << 4) | lo;
     }
     return this;
   }
@@ -341,7 +357,7 @@ export class NlWriter {
   /** @returns A copy of the bytes written so far; the writer starts over. */
   finish(): Uint8Array {
     const out = this.#buf.slice(0, this.#off);
-    this.#off = 0;
+    this.#clear();
     return out;
   }
 }

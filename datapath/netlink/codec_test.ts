@@ -219,6 +219,31 @@ Deno.test("NlWriter.message frames messages that parseMessages splits back", () 
   assert.equal(w.length, 0);
 });
 
+Deno.test("NlWriter writes zero headers and padding where an earlier message left bytes", () => {
+  const w = new NlWriter(64);
+  const fill = () => {
+    w.message(0xffff, 0xffff, 0xffffffff, () => {
+      w.put32(w.header(12), 0xffffffff);
+      w.bytes(0x3fff, new Uint8Array(25).fill(0xff));
+    });
+  };
+  const short = () => {
+    w.message(24, 1, 2, () => {
+      w.put8(w.header(12), 2);
+      w.u8(3, 7).string(4, "ab");
+    });
+  };
+  short();
+  const fresh = [...w.finish()];
+  for (const startOver of [() => w.reset(), () => w.finish()]) {
+    fill();
+    startOver();
+    short();
+    assert.deepEqual([...w.view()], fresh);
+    w.reset();
+  }
+});
+
 Deno.test("NlWriter.mac writes a MAC in either case, also mixed within an octet", () => {
   // a mixed-case octet passes parseMac's check; it was once written as a 0 byte
   for (const mac of ["02:ab:cd:ef:0a:9f", "02:AB:CD:EF:0A:9F", "02:aB:Cd:eF:0a:9F"]) {
@@ -238,6 +263,8 @@ Deno.test("NlWriter.mac rejects malformed addresses", () => {
       "02:aa:bb:cc:dd:e ",
       "g2:aa:bb:cc:dd:ee",
       "02:aa:bb:cc:dd:e@",
+      "02:aa:bb:cc:dd:e\u0100", // a code above 127 is no digit, also not modulo 256
+      "02:aa:bb:cc:dd:\u0130e",
     ]
   ) {
     assert.throws(() => new NlWriter().mac(1, bad), SyntaxError, bad);
