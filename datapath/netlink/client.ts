@@ -159,22 +159,40 @@ export interface SettleStep {
   readonly items: readonly unknown[];
   /** As `BatchPart.onChunk` (outcomes already forgiven as in {@link NetlinkClient.settle}). */
   readonly onChunk?: ChunkListener;
+  /** Turns an item into the batch method's item (see {@link settleStep}). */
+  readonly toRequest?: (item: unknown) => unknown;
 }
 
 /**
  * A step of {@link NetlinkClient.settleSteps}.
  *
  * @param kind The batch method.
- * @param items Its items.
+ * @param items Its items: the batch method's own, or any with `toRequest`.
  * @param onChunk Told as the outcomes come in, a slice of items at a time.
+ * @param toRequest Turns an item into the batch method's item when it is
+ *   encoded (or a failure described). Its result is read at once, so it may
+ *   fill and return one reused object: a batch of thousands then allocates
+ *   nothing per item.
  * @returns The step.
  */
 export function settleStep<K extends keyof BatchItems>(
   kind: K,
   items: readonly BatchItems[K][],
   onChunk?: ChunkListener,
+): SettleStep;
+export function settleStep<K extends keyof BatchItems, T>(
+  kind: K,
+  items: readonly T[],
+  onChunk: ChunkListener | undefined,
+  toRequest: (item: T) => BatchItems[K],
+): SettleStep;
+export function settleStep<K extends keyof BatchItems, T>(
+  kind: K,
+  items: readonly T[],
+  onChunk?: ChunkListener,
+  toRequest?: (item: T) => BatchItems[K],
 ): SettleStep {
-  return { kind, items, onChunk };
+  return { kind, items, onChunk, toRequest: toRequest as ((item: unknown) => unknown) | undefined };
 }
 
 /** What each batch method of {@link NetlinkClient.settle} takes. */
@@ -282,7 +300,14 @@ export class NetlinkClient {
    */
   settleSteps(steps: readonly SettleStep[]): Promise<(NetlinkError | null)[][]> {
     const parts = steps.map((step): BatchPart<unknown> => {
-      const [encoder, ignore] = BATCHES[step.kind] as [BatchEncoder<unknown>, ReadonlySet<string>?];
+      const [own, ignore] = BATCHES[step.kind] as [BatchEncoder<unknown>, ReadonlySet<string>?];
+      const as = step.toRequest;
+      const encoder: BatchEncoder<unknown> = as
+        ? {
+          encode: (w, item, seq) => own.encode(w, as(item), seq),
+          describe: (item) => own.describe(as(item)),
+        }
+        : own;
       return {
         items: step.items,
         encoder,

@@ -546,6 +546,35 @@ const cases: readonly ClientCase[] = [
     },
   },
   {
+    name:
+      "settleStep's toRequest makes each item's request as it is encoded, one reused object for all, and a failure names its own item",
+    options: { chunkSize: 100 },
+    fn: async (dp) => {
+      const br = await underlay(dp);
+      const reused = { dst: { ip: 0, prefixLen: 24 }, gateway: 0, index: br.index };
+      let made = 0;
+      const toRequest = (i: number): Route => {
+        made++;
+        reused.dst = { ip: (ip("10.68.0.0") + i * 256) >>> 0, prefixLen: 24 };
+        // route 123 goes via a gateway off every link: the kernel refuses it
+        reused.gateway = i === 123 ? ip("203.0.113.1") : ip("192.0.2.2");
+        return reused;
+      };
+      const items = Array.from({ length: 300 }, (_, i) => i);
+      const [out] = await dp.settleSteps([
+        settleStep("replaceRoutes", items, undefined, toRequest),
+      ]);
+      const failed = out.flatMap((e, i) => (e === null ? [] : [[i, e.message]]));
+      assert.equal(failed.length, 1);
+      assert.equal(failed[0][0], 123);
+      assert.match(String(failed[0][1]), /10\.68\.123\.0\/24 via 203\.0\.113\.1/);
+      assert.equal(made, 301, "once per item to encode it, once more to describe the failure");
+      const routes = ours(await dp.listRoutes(), "10.68.0.0/14");
+      assert.equal(routes.length, 299);
+      assert.ok(routes.some((r) => r.dst.ip === (ip("10.68.0.0") + 299 * 256) >>> 0));
+    },
+  },
+  {
     name: "a subscription's drain(max) reads the oldest notifications, the next drain the rest",
     fn: async (dp) => {
       const br = await underlay(dp);
