@@ -491,6 +491,27 @@ export const datapathContract: readonly ContractCase[] = [
     },
   },
   {
+    name:
+      "entries on a device that does not exist fail for their peers with ENODEV, and the rest is applied",
+    fn: async ({ dp, kernel }) => {
+      const table = dp.entries(SCOPE); // flannel.1 was never made
+      const r = await table.sync(
+        new Map([[key(2), vxlanPeer(2)], [key(3), hostGwPeer(3)], [key(4), vxlanPeer(4)]]),
+      );
+      assert.equal(r.written, 1);
+      assert.deepEqual([...new Set(r.failures.map((f) => f.key))], [key(2), key(4)]);
+      assert.equal(r.failures.length, 6, "a route, a neighbour and an fdb entry each");
+      for (const f of r.failures) {
+        assert.equal((f.error as { code?: string }).code, "ENODEV");
+        assert.match(f.error.message, /flannel\.1/);
+      }
+      assert.deepEqual((await kernel.snapshot()).routes, ["10.5.3.0/24 via 192.0.2.3 dev ext0"]);
+      await dp.ensureDevice(VXLAN);
+      const again = await table.update(new Map([[key(2), vxlanPeer(2)], [key(4), vxlanPeer(4)]]));
+      assert.deepEqual([again.written, again.failures], [6, []]);
+    },
+  },
+  {
     name: "update before any sync syncs, removing stale objects of the scope",
     fn: async ({ dp, kernel }) => {
       await kernel.replaceRoute({

@@ -396,28 +396,38 @@ export class NetlinkDatapath implements Datapath {
       describe: (s: S) => string,
       done: (s: S) => void,
     ): SettleStep | null => {
-      const sendable: S[] = [];
-      const indexes: number[] = [];
-      const positions: number[] = [];
-      for (const s of items) {
-        // the index as the device is now: one that goes during the writes fails its items
-        const index = lt.index(s.device);
-        if (index !== undefined) {
-          positions.push(sendable.length);
-          indexes.push(index);
-          sendable.push(s);
-          continue;
+      // each device's index as it is now (one that goes during the writes fails its
+      // items), looked up once: the items of a step are mostly on one device
+      const indexes = new Map<string, number>();
+      let last: string | undefined, lastIndex = 0;
+      const indexOf = (device: string): number | undefined => {
+        if (device === last) return lastIndex;
+        let index = indexes.get(device);
+        if (index === undefined) {
+          index = lt.index(device);
+          if (index === undefined) return undefined;
+          indexes.set(device, index);
         }
-        const error = new NetlinkError(
-          ENODEV,
-          `${kind} ${describe(s)}: device ${s.device} does not exist`,
-        );
-        failures.push({ key: t.desired.ownerOf(owner, s), error });
+        last = device;
+        lastIndex = index;
+        return index;
+      };
+      let sendable = items;
+      if (!items.every((s) => indexOf(s.device) !== undefined)) {
+        sendable = items.filter((s) => {
+          if (indexOf(s.device) !== undefined) return true;
+          const error = new NetlinkError(
+            ENODEV,
+            `${kind} ${describe(s)}: device ${s.device} does not exist`,
+          );
+          failures.push({ key: t.desired.ownerOf(owner, s), error });
+          return false;
+        });
       }
       if (sendable.length === 0) return null;
       const deleting = kind.startsWith("delete");
       const request = toKernel();
-      return settleStep(kind, positions, (start, end, results) => {
+      return settleStep(kind, sendable, (start, end, results) => {
         t.desired.indexSome(end - start); // nothing left to index but after a full sync
         this.#writes += end - start;
         for (let i = start; i < end; i++) {
@@ -433,7 +443,7 @@ export class NetlinkDatapath implements Datapath {
         }
         // at most two notifications per write (its echo, and one more of the backlog)
         if (t.desired.indexed) this.#drain(undefined, 2 * (end - start));
-      }, (i: number) => request(sendable[i], indexes[i]));
+      }, (s: S) => request(s, indexOf(s.device)!));
     };
     const route = () => {
       const o: Writable<Route> = {
