@@ -99,7 +99,10 @@ export function routeInScope(scope: EntryScope, r: RouteSpec): boolean {
     !containsIPNet(scope.network, r.dst) &&
     !(scope.ipv6Network && containsIPNet(scope.ipv6Network, r.dst))
   ) return false;
-  if (scope.except?.some((x) => equalIPNet(x, r.dst))) return false;
+  const except = scope.except;
+  if (except) {
+    for (let i = 0; i < except.length; i++) if (equalIPNet(except[i], r.dst)) return false;
+  }
   if (scope.routeDevices?.includes(r.device)) return true;
   return r.gateway !== undefined && (scope.gatewayDevices?.includes(r.device) ?? false);
 }
@@ -136,11 +139,20 @@ export function checkInScope(scope: EntryScope, key: string, e: PeerEntries): vo
       }); widen the scope or fix the entry`,
     );
   };
-  for (const r of e.routes ?? []) if (!routeInScope(scope, r)) outside(`route ${describeRoute(r)}`);
-  for (const n of e.neighbours ?? []) {
+  // indexed loops: a full sync checks every peer's objects, 15 000 at 5000 peers
+  const { routes = [], neighbours = [], fdb = [] } = e;
+  for (let i = 0; i < routes.length; i++) {
+    const r = routes[i];
+    if (!routeInScope(scope, r)) outside(`route ${describeRoute(r)}`);
+  }
+  for (let i = 0; i < neighbours.length; i++) {
+    const n = neighbours[i];
     if (!neighbourInScope(scope, n)) outside(`neighbour ${formatIP(n.ip)} dev ${n.device}`);
   }
-  for (const f of e.fdb ?? []) if (!fdbInScope(scope, f)) outside(`fdb ${f.mac} dev ${f.device}`);
+  for (let i = 0; i < fdb.length; i++) {
+    const f = fdb[i];
+    if (!fdbInScope(scope, f)) outside(`fdb ${f.mac} dev ${f.device}`);
+  }
 }
 
 /** Whether an installed route is what is wanted (gateway, device, onlink). */
