@@ -23,9 +23,12 @@ import {
 } from "../core/ip.ts";
 import type { EntryScope, FdbSpec, NeighbourSpec, PeerEntries, RouteSpec } from "./types.ts";
 
-/** A route as installed (main table): a {@link RouteSpec} with its metric. */
+/**
+ * A route as installed (main table): a {@link RouteSpec} with its metric
+ * (none: 0, so a desired route written as asked is its own installed form).
+ */
 export interface InstalledRoute extends RouteSpec {
-  readonly metric: number;
+  readonly metric?: number;
 }
 
 /** A set of objects: what is desired, or what is installed. */
@@ -304,34 +307,36 @@ export function noneTouched(): Touched {
   return { routes: new Set(), neighbours: new Set(), fdb: new Set() };
 }
 
-/**
- * Who asks for one object: almost always one peer (kept without a map, as
- * a full sync builds 15 000 of these at 5000 peers), else every asker in
- * the order they asked.
- */
-type Claims<V> = { readonly peer: string; readonly spec: V } | Map<string, V>;
-
-function last<V>(claims: Claims<V> | undefined): [string, V] | undefined {
-  if (claims === undefined) return undefined;
-  if (!(claims instanceof Map)) return [claims.peer, claims.spec];
-  let out: [string, V] | undefined;
-  for (const c of claims) out = c;
-  return out;
+/** A desired object and the peer that asked for it. */
+export interface Claim<V> {
+  /** The peer. */
+  readonly key: string;
+  readonly spec: V;
 }
 
-function lastSpec<V>(claims: Claims<V>): V {
-  return claims instanceof Map ? last(claims)![1] : claims.spec;
+/**
+ * Who asks for one object: almost always one peer (kept without a map, as
+ * a full sync builds 15 000 of these at 5000 peers, and handed out as it
+ * is), else every asker in the order they asked.
+ */
+type Claims<V> = Claim<V> | Map<string, V>;
+
+function last<V>(claims: Claims<V> | undefined): Claim<V> | undefined {
+  if (!(claims instanceof Map)) return claims;
+  let out: [string, V] | undefined;
+  for (const c of claims) out = c;
+  return out && { key: out[0], spec: out[1] };
 }
 
 function claim<V>(index: Map<string, Claims<V>>, objKey: string, peer: string, v: V): void {
   const claims = index.get(objKey);
-  if (claims === undefined || (!(claims instanceof Map) && claims.peer === peer)) {
-    index.set(objKey, { peer, spec: v });
+  if (claims === undefined || (!(claims instanceof Map) && claims.key === peer)) {
+    index.set(objKey, { key: peer, spec: v });
   } else if (claims instanceof Map) {
     claims.delete(peer); // a new claim goes last: the latest asker wins
     claims.set(peer, v);
   } else {
-    index.set(objKey, new Map([[claims.peer, claims.spec], [peer, v]]));
+    index.set(objKey, new Map([[claims.key, claims.spec], [peer, v]]));
   }
 }
 
@@ -339,13 +344,13 @@ function unclaim<V>(index: Map<string, Claims<V>>, objKey: string, peer: string)
   const claims = index.get(objKey);
   if (claims === undefined) return;
   if (!(claims instanceof Map)) {
-    if (claims.peer === peer) index.delete(objKey);
+    if (claims.key === peer) index.delete(objKey);
     return;
   }
   claims.delete(peer);
   if (claims.size === 1) {
     const [[only, spec]] = claims;
-    index.set(objKey, { peer: only, spec });
+    index.set(objKey, { key: only, spec });
   } else if (claims.size === 0) index.delete(objKey);
 }
 
@@ -451,24 +456,21 @@ export class DesiredTable {
   }
 
   /** The desired route to a destination and who asked for it. */
-  route(dst: string): { key: string; spec: RouteSpec } | undefined {
+  route(dst: string): Claim<RouteSpec> | undefined {
     this.indexSome(Infinity);
-    const c = last(this.#routes.get(dst));
-    return c && { key: c[0], spec: c[1] };
+    return last(this.#routes.get(dst));
   }
 
   /** The desired neighbour at a {@link neighbourKey} and who asked for it. */
-  neighbour(k: string): { key: string; spec: NeighbourSpec } | undefined {
+  neighbour(k: string): Claim<NeighbourSpec> | undefined {
     this.indexSome(Infinity);
-    const c = last(this.#neighbours.get(k));
-    return c && { key: c[0], spec: c[1] };
+    return last(this.#neighbours.get(k));
   }
 
   /** The desired fdb entry at an {@link fdbKey} and who asked for it. */
-  fdb(k: string): { key: string; spec: FdbSpec } | undefined {
+  fdb(k: string): Claim<FdbSpec> | undefined {
     this.indexSome(Infinity);
-    const c = last(this.#fdb.get(k));
-    return c && { key: c[0], spec: c[1] };
+    return last(this.#fdb.get(k));
   }
 
   /**
@@ -493,7 +495,7 @@ export class DesiredTable {
     }
     const specs = <V>(index: Map<string, Claims<V>>): V[] => {
       const out: V[] = [];
-      for (const c of index.values()) out.push(lastSpec(c));
+      for (const c of index.values()) out.push(last(c)!.spec);
       return out;
     };
     return {

@@ -491,7 +491,9 @@ export class NetlinkDatapath implements Datapath {
             ...base(r, i),
             table: RT_TABLE_MAIN,
             // the view shows IPv6's default metric as 0; the kernel matches 1024 exactly
-            metric: typeof r.dst.ip === "bigint" && r.metric === 0 ? IPV6_DEFAULT_METRIC : r.metric,
+            metric: typeof r.dst.ip === "bigint" && (r.metric ?? 0) === 0
+              ? IPV6_DEFAULT_METRIC
+              : r.metric,
           });
         },
         describeRoute,
@@ -521,7 +523,7 @@ export class NetlinkDatapath implements Datapath {
         "route",
         route,
         describeRoute,
-        (r) => v.putRoute({ ...r, metric: 0 }),
+        (r) => v.putRoute(r), // written without a metric: its own installed form
       ),
     ].filter((x) => x !== null);
     if (steps.length > 0) await this.#client.settleSteps(steps);

@@ -207,8 +207,9 @@ export class InstalledView {
     const k = dstKey(r.dst);
     const list = this.routes.get(k);
     if (!list) return false;
+    const metric = r.metric ?? 0;
     const rest = list.filter((x) =>
-      !(x.metric === r.metric && x.gateway === r.gateway && x.device === r.device)
+      !((x.metric ?? 0) === metric && x.gateway === r.gateway && x.device === r.device)
     );
     if (rest.length > 0) this.routes.set(k, rest);
     else this.routes.delete(k);
@@ -229,18 +230,22 @@ export class InstalledView {
    * Record an fdb remote. With `replace` it becomes the MAC's only remote
    * (what `bridge fdb replace`, and a notification of a change, mean).
    * `k` is its {@link fdbKey}, for a caller that has it already.
+   *
+   * @returns Whether the view changed (false: it held just that already, as
+   *   for the notification of this datapath's own write, or it is out of scope).
    */
-  putFdb(f: FdbSpec, replace = true, k: string = fdbKey(f)): void {
-    if (!fdbInScope(this.scope, f)) return;
+  putFdb(f: FdbSpec, replace = true, k: string = fdbKey(f)): boolean {
+    if (!fdbInScope(this.scope, f)) return false;
     const have = this.fdb.get(k);
     if (replace) {
-      // already so: the notification of this datapath's own write, which the view holds
-      if (have?.length !== 1 || have[0].dst !== f.dst) this.fdb.set(k, [f]);
-      return;
+      if (have?.length === 1 && have[0].dst === f.dst) return false;
+      this.fdb.set(k, [f]);
+      return true;
     }
     const list = (have ?? []).filter((x) => x.dst !== f.dst);
     list.push(f);
     this.fdb.set(k, list);
+    return true;
   }
 
   /** Forget an fdb remote. */
@@ -298,7 +303,7 @@ export class InstalledView {
     const e = desired.get(key);
     if (!e) return true;
     return (e.routes ?? []).every((r) =>
-      (this.routes.get(dstKey(r.dst)) ?? []).some((h) => h.metric === 0 && sameRoute(r, h))
+      (this.routes.get(dstKey(r.dst)) ?? []).some((h) => (h.metric ?? 0) === 0 && sameRoute(r, h))
     ) &&
       (e.neighbours ?? []).every((n) => this.neighbours.get(neighbourKey(n))?.mac === n.mac) &&
       (e.fdb ?? []).every((f) => (this.fdb.get(fdbKey(f)) ?? []).some((h) => h.dst === f.dst));
@@ -527,8 +532,11 @@ export class Tracker {
     if (!spec) return;
     const k = fdbKey(spec);
     for (const t of this.tables.values()) {
-      if (action === "new") t.view.putFdb(spec, true, k);
-      else t.view.removeFdb(spec);
+      if (action === "new") {
+        // what the view held already (the echo of an own write, 5000 after a full sync at
+        // 5000 peers) tells nothing new
+        if (!t.view.putFdb(spec, true, k)) continue;
+      } else t.view.removeFdb(spec);
       const want = t.desired.fdb(k);
       if (!want || this.#quiet(t, spec.device, quiet)) continue;
       if (action === "del" && spec.dst === want.spec.dst) {
