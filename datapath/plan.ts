@@ -182,6 +182,15 @@ export function planSize(p: Plan): number {
     p.deleteNeighbours.length + p.replaceFdb.length + p.deleteFdb.length;
 }
 
+/**
+ * Append every item, with an indexed loop: code that runs once per full sync
+ * over thousands of objects runs unoptimized, where a `for…of` can cost an
+ * allocation per step.
+ */
+function appendAll<T>(to: T[], from: readonly T[]): void {
+  for (let i = 0; i < from.length; i++) to.push(from[i]);
+}
+
 function groupBy<T>(items: readonly T[], key: (x: T) => string): Map<string, T[]> {
   const m = new Map<string, T[]>();
   for (const x of items) {
@@ -218,11 +227,9 @@ export function planChanges(
   const plan = emptyPlan();
   // nothing installed of a kind (a fresh host): every desired object is written as it is
   // (desired holds one object per key), without indexing either side
-  if (installed.routes.length === 0) { for (const r of desired.routes) plan.replaceRoutes.push(r); }
-  if (installed.neighbours.length === 0) {
-    for (const n of desired.neighbours) plan.replaceNeighbours.push(n);
-  }
-  if (installed.fdb.length === 0) { for (const f of desired.fdb) plan.replaceFdb.push(f); }
+  if (installed.routes.length === 0) appendAll(plan.replaceRoutes, desired.routes);
+  if (installed.neighbours.length === 0) appendAll(plan.replaceNeighbours, desired.neighbours);
+  if (installed.fdb.length === 0) appendAll(plan.replaceFdb, desired.fdb);
   if (installed.routes.length > 0) planRoutes(desired, installed, scope, plan);
   if (installed.neighbours.length > 0) planNeighbours(desired, installed, scope, plan);
   if (installed.fdb.length > 0) planFdb(desired, installed, scope, plan);
@@ -369,8 +376,8 @@ export class DesiredTable {
   readonly #routes = new Map<string, Claims<RouteSpec>>();
   readonly #neighbours = new Map<string, Claims<NeighbourSpec>>();
   readonly #fdb = new Map<string, Claims<FdbSpec>>();
-  /** Peers set by {@link replaceAll} whose objects are not indexed yet. */
-  #unindexed: Iterator<[string, PeerEntries]> | null = null;
+  /** Peers set by {@link replaceAll} (from `at` on) whose objects are not indexed yet. */
+  #unindexed: { readonly keys: readonly string[]; at: number } | null = null;
 
   /** Number of peers. */
   get size(): number {
@@ -417,8 +424,13 @@ export class DesiredTable {
     this.#routes.clear();
     this.#neighbours.clear();
     this.#fdb.clear();
-    for (const [key, next] of entries) this.#entries.set(key, next);
-    this.#unindexed = this.#entries.size > 0 ? this.#entries.entries() : null;
+    // forEach and a key list: no [key, entries] pair per peer (this runs unoptimized)
+    const keys: string[] = [];
+    entries.forEach((next, key) => {
+      keys.push(key);
+      this.#entries.set(key, next);
+    });
+    this.#unindexed = keys.length > 0 ? { keys, at: 0 } : null;
   }
 
   /** Whether every peer's objects are indexed (lookups need not finish the index first). */
@@ -434,25 +446,24 @@ export class DesiredTable {
    * @returns Whether the index is complete.
    */
   indexSome(peers: number): boolean {
-    const it = this.#unindexed;
-    if (!it) return true;
-    for (let i = 0; i < peers; i++) {
-      const r = it.next();
-      if (r.done) {
-        this.#unindexed = null;
-        return true;
-      }
-      this.#index(r.value[0], r.value[1]);
-    }
-    return false;
+    const u = this.#unindexed;
+    if (!u) return true;
+    const end = Math.min(u.keys.length, u.at + peers);
+    for (; u.at < end; u.at++) this.#index(u.keys[u.at], this.#entries.get(u.keys[u.at])!);
+    if (u.at < u.keys.length) return false;
+    this.#unindexed = null;
+    return true;
   }
 
   #index(key: string, next: PeerEntries): void {
-    if (next.routes) { for (const r of next.routes) claim(this.#routes, dstKey(r.dst), key, r); }
-    if (next.neighbours) {
-      for (const n of next.neighbours) claim(this.#neighbours, neighbourKey(n), key, n);
+    const { routes = [], neighbours = [], fdb = [] } = next;
+    for (let i = 0; i < routes.length; i++) {
+      claim(this.#routes, dstKey(routes[i].dst), key, routes[i]);
     }
-    if (next.fdb) { for (const f of next.fdb) claim(this.#fdb, fdbKey(f), key, f); }
+    for (let i = 0; i < neighbours.length; i++) {
+      claim(this.#neighbours, neighbourKey(neighbours[i]), key, neighbours[i]);
+    }
+    for (let i = 0; i < fdb.length; i++) claim(this.#fdb, fdbKey(fdb[i]), key, fdb[i]);
   }
 
   /** The desired route to a destination and who asked for it. */
@@ -486,16 +497,16 @@ export class DesiredTable {
         neighbours: [],
         fdb: [],
       };
-      for (const e of this.#entries.values()) {
-        if (e.routes) { for (const r of e.routes) out.routes.push(r); }
-        if (e.neighbours) { for (const n of e.neighbours) out.neighbours.push(n); }
-        if (e.fdb) { for (const f of e.fdb) out.fdb.push(f); }
-      }
+      this.#entries.forEach((e) => {
+        if (e.routes) appendAll(out.routes, e.routes);
+        if (e.neighbours) appendAll(out.neighbours, e.neighbours);
+        if (e.fdb) appendAll(out.fdb, e.fdb);
+      });
       return out;
     }
     const specs = <V>(index: Map<string, Claims<V>>): V[] => {
       const out: V[] = [];
-      for (const c of index.values()) out.push(last(c)!.spec);
+      index.forEach((c) => out.push(last(c)!.spec));
       return out;
     };
     return {

@@ -312,7 +312,7 @@ export class NetlinkDatapath implements Datapath {
       scope,
       sync: async (entries) => {
         this.#check(`sync table ${scope.name}`);
-        for (const [k, e] of entries) checkInScope(scope, k, e);
+        entries.forEach((e, k) => checkInScope(scope, k, e)); // no [k, e] per peer
         return await this.#exclusive(() => this.#sync(table, entries));
       },
       update: async (changes) => {
